@@ -44,9 +44,9 @@ impl ChunkerParams {
     /// The defaults for new repositories; FORMAT.md ("Chunker parameters") explains the measurement
     /// behind them.
     pub const DEFAULT: Self = Self {
-        min_size: 4 * 1024,
-        avg_size: 16 * 1024,
-        max_size: 64 * 1024,
+        min_size: 2 * 1024,
+        avg_size: 8 * 1024,
+        max_size: 32 * 1024,
     };
 
     /// Checks the bounds against what FastCDC v2020 accepts and that `min <= avg <= max`.
@@ -338,7 +338,11 @@ mod tests {
             .iter()
             .filter(|r| original.contains(&shifted[(*r).clone()]))
             .count();
-        assert!(shared * 10 >= moved.len() * 9, "{shared} of {}", moved.len());
+        assert!(
+            shared * 10 >= moved.len() * 9,
+            "{shared} of {}",
+            moved.len()
+        );
     }
 
     proptest! {

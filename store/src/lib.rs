@@ -1,1 +1,22 @@
-//! x
+//! cairn's repository library: the format (pure), crypto (pure), backends, the local index cache,
+//! and the use cases backup, restore, dump and check. It never prints; callers render results.
+//!
+//! See ARCHITECTURE.md for the map and FORMAT.md for the bytes.
+
+pub mod backend;
+pub mod backup;
+pub mod check;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod keys;
+pub mod packer;
+pub mod repository;
+pub mod restore;
+pub mod saver;
+pub mod seal;
+
+pub use error::{Error, ErrorKind, Result};
+pub use id::{BlobType, Id};
+pub use repository::{CacheLocation, InitOptions, Repository};

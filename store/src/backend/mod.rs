@@ -1,0 +1,218 @@
+//! The storage seam: a small blocking [`Backend`] trait over object stores, its errors and
+//! request accounting.
+//!
+//! `object_store` (and so tokio) lives only in [`object_store`]; everything above talks to this
+//! trait. [`faulty`] wraps any backend to inject failures in tests.
+
+pub mod faulty;
+pub mod object_store;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+/// How a put treats an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Fail with [`BackendError::AlreadyExists`] when the object exists (commit points).
+    Create,
+    /// Replace silently (content-addressed objects, where a replacement has identical bytes).
+    Overwrite,
+}
+
+/// An operation on the backend, for messages and accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Upload an object.
+    Put,
+    /// Download an object or a range of it.
+    Get,
+    /// List objects under a prefix.
+    List,
+    /// Read an object's size.
+    Head,
+    /// Delete an object.
+    Delete,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Put => "put",
+            Self::Get => "get",
+            Self::List => "list",
+            Self::Head => "head",
+            Self::Delete => "delete",
+        })
+    }
+}
+
+/// A failed backend request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The object does not exist.
+    #[error("{operation} {name}: object not found")]
+    NotFound {
+        /// What was attempted.
+        operation: Operation,
+        /// The object's name in the repository.
+        name: String,
+    },
+    /// A create-only put found the object already there.
+    #[error("put {name}: object already exists")]
+    AlreadyExists {
+        /// The object's name in the repository.
+        name: String,
+    },
+    /// Access was refused (credentials, permissions).
+    #[error("{operation} {name}: access denied")]
+    AccessDenied {
+        /// What was attempted.
+        operation: Operation,
+        /// The object's name in the repository.
+        name: String,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Any other failure (network, server, local I/O), after the store's own retries.
+    #[error("{operation} {name} failed")]
+    Failed {
+        /// What was attempted.
+        operation: Operation,
+        /// The object's name in the repository.
+        name: String,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The repository location could not be understood or reached.
+    #[error("invalid repository location {location}: {reason}")]
+    InvalidLocation {
+        /// The location as given.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The name relative to the repository root, e.g. `data/ab/ab12…`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A repository's storage: a flat namespace of immutable objects.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// A human description of where the repository lives.
+    fn location(&self) -> String;
+
+    /// Stores `bytes` under `name`.
+    ///
+    /// # Errors
+    /// [`BackendError::AlreadyExists`] for [`PutMode::Create`] on an existing object, or any
+    /// request failure.
+    fn put(&self, name: &str, bytes: Bytes, mode: PutMode) -> Result<(), BackendError>;
+
+    /// Reads a whole object.
+    ///
+    /// # Errors
+    /// [`BackendError::NotFound`] or any request failure.
+    fn get(&self, name: &str) -> Result<Bytes, BackendError>;
+
+    /// Reads `range` of an object.
+    ///
+    /// # Errors
+    /// [`BackendError::NotFound`] or any request failure (including a range past the end).
+    fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes, BackendError>;
+
+    /// Lists the objects whose names start with `prefix` (a directory-like prefix such as
+    /// `snapshots`), in no particular order.
+    ///
+    /// # Errors
+    /// Any request failure.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
+
+    /// The size of an object, or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// Any request failure other than not-found.
+    fn head(&self, name: &str) -> Result<Option<u64>, BackendError>;
+
+    /// Deletes an object; deleting a missing object is not an error.
+    ///
+    /// # Errors
+    /// Any request failure.
+    fn delete(&self, name: &str) -> Result<(), BackendError>;
+
+    /// Requests made and bytes moved so far.
+    fn stats(&self) -> RequestStats;
+}
+
+/// Counts of requests and bytes, for cost reporting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    /// PUT requests.
+    pub puts: u64,
+    /// GET requests (whole or ranged).
+    pub gets: u64,
+    /// LIST requests.
+    pub lists: u64,
+    /// HEAD requests.
+    pub heads: u64,
+    /// DELETE requests.
+    pub deletes: u64,
+    /// Bytes uploaded.
+    pub bytes_sent: u64,
+    /// Bytes downloaded.
+    pub bytes_received: u64,
+}
+
+/// Thread-safe counters behind [`RequestStats`].
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    puts: AtomicU64,
+    gets: AtomicU64,
+    lists: AtomicU64,
+    heads: AtomicU64,
+    deletes: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+}
+
+impl RequestCounters {
+    /// Records one request of `operation` moving `bytes` bytes.
+    pub fn record(&self, operation: Operation, bytes: u64) {
+        let counter = match operation {
+            Operation::Put => &self.puts,
+            Operation::Get => &self.gets,
+            Operation::List => &self.lists,
+            Operation::Head => &self.heads,
+            Operation::Delete => &self.deletes,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        match operation {
+            Operation::Put => self.bytes_sent.fetch_add(bytes, Ordering::Relaxed),
+            Operation::Get => self.bytes_received.fetch_add(bytes, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> RequestStats {
+        RequestStats {
+            puts: self.puts.load(Ordering::Relaxed),
+            gets: self.gets.load(Ordering::Relaxed),
+            lists: self.lists.load(Ordering::Relaxed),
+            heads: self.heads.load(Ordering::Relaxed),
+            deletes: self.deletes.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The library's error type and the classification callers act on.
+
+use std::path::PathBuf;
+
+use crate::backend::BackendError;
+use crate::format::codec::DecodeError;
+use crate::format::envelope::ObjectError;
+use crate::id::Id;
+
+/// What a caller should do about an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Stored bytes are damaged or forged: never retry; report and run `check`.
+    BadData,
+    /// The backend failed in a way that may pass: retry later.
+    Transient,
+    /// The request itself is wrong (bad argument, unknown snapshot): fix the command.
+    User,
+    /// The repository needs a newer cairn.
+    Unsupported,
+    /// The repository does not exist.
+    NotFound,
+    /// No key object opens with the password given.
+    WrongPassword,
+    /// Local files could not be read or written.
+    LocalIo,
+}
+
+/// Everything that can go wrong in the library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No repository at the location.
+    #[error("no repository at {0}: run `cairn init` first or check --repo")]
+    RepositoryNotFound(String),
+    /// `init` on a location that already holds a repository.
+    #[error("a repository already exists at {0}")]
+    AlreadyInitialised(String),
+    /// No key object opens with the password.
+    #[error("wrong password or no key matches")]
+    WrongPassword,
+    /// The repository or an object in it needs a newer build.
+    #[error("{0}: upgrade cairn to read this repository")]
+    Unsupported(DecodeError),
+    /// A stored object failed authentication or decoding.
+    #[error("object {object} is damaged: {reason}")]
+    Damaged {
+        /// The object's name (or `blob <id> in <pack>`).
+        object: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A blob the snapshot needs is in no index.
+    #[error("{blob_type} blob {id} is not in the repository index")]
+    BlobMissing {
+        /// Its type name.
+        blob_type: &'static str,
+        /// Its id.
+        id: Id,
+    },
+    /// A backend request failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A local file operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    LocalIo {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The local index cache failed.
+    #[error("local index cache at {}: {reason}", path.display())]
+    Cache {
+        /// Where the cache lives.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// No snapshot matches the given id, prefix or `latest`.
+    #[error("no snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+    /// The id prefix matches more than one snapshot.
+    #[error("snapshot prefix {0:?} is ambiguous: give more digits")]
+    AmbiguousSnapshot(String),
+    /// The path is not in the snapshot.
+    #[error("path {0:?} not found in the snapshot")]
+    PathNotFound(String),
+    /// A restored file does not match its recorded hash.
+    #[error("restored file {} does not match its recorded hash", .0.display())]
+    ContentMismatch(PathBuf),
+    /// Invalid argument.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// How the caller should treat this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::RepositoryNotFound(_) => ErrorKind::NotFound,
+            Self::WrongPassword => ErrorKind::WrongPassword,
+            Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::Damaged { .. } | Self::BlobMissing { .. } | Self::ContentMismatch(_) => {
+                ErrorKind::BadData
+            }
+            Self::Backend(BackendError::Failed { .. }) => ErrorKind::Transient,
+            Self::Backend(BackendError::NotFound { .. }) => ErrorKind::BadData,
+            Self::LocalIo { .. } | Self::Cache { .. } => ErrorKind::LocalIo,
+            _ => ErrorKind::User,
+        }
+    }
+
+    /// A damaged-object error from a decode failure; newer versions become [`Error::Unsupported`].
+    pub fn from_object(object: impl Into<String>, error: ObjectError) -> Self {
+        match error {
+            ObjectError::Decode(decode @ DecodeError::UnsupportedVersion { .. }) => {
+                Self::Unsupported(decode)
+            }
+            other => Self::Damaged {
+                object: object.into(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// A local I/O error on `path`.
+    pub fn local(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::LocalIo {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Shorthand for results of this library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,253 @@
+//! Snapshot objects: the single commit point of a backup.
+//!
+//! Body: `time || host || username || tags || source kind u8 || source names || root tree id ||
+//! parent flag u8 (+ id) || summary (6 × u64) || program version || extensions`. Pure: no I/O.
+
+use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
+use crate::format::envelope::{self, ObjectError};
+use crate::format::tree::Timestamp;
+use crate::id::Id;
+use crate::seal::{NONCE_LEN, SealKey};
+
+/// Magic bytes of a snapshot object.
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CRNS";
+/// Newest snapshot version this build writes and reads.
+pub const SNAPSHOT_VERSION: u16 = 1;
+/// Largest snapshot body accepted.
+const MAX_SNAPSHOT_BODY: usize = 16 * 1024 * 1024;
+
+/// What was backed up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Absolute paths of files and directories.
+    Paths(Vec<String>),
+    /// A stream read from standard input (or a command), stored as one file of this name.
+    Stdin(String),
+}
+
+impl Source {
+    /// The names shown in listings: the paths, or the stream's name.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Self::Paths(paths) => paths.clone(),
+            Self::Stdin(name) => vec![name.clone()],
+        }
+    }
+}
+
+/// Counters of one backup run, kept in its snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Files (and streams) in the snapshot.
+    pub files: u64,
+    /// Directories in the snapshot.
+    pub directories: u64,
+    /// Bytes of file content in the snapshot.
+    pub bytes_processed: u64,
+    /// Bytes added to the repository (packs written, including metadata).
+    pub bytes_added: u64,
+    /// Blobs added to the repository.
+    pub blobs_added: u64,
+    /// Source entries that could not be read and are missing from the snapshot.
+    pub entries_unreadable: u64,
+}
+
+/// A decoded snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// When the backup started.
+    pub time: Timestamp,
+    /// Host name given or detected.
+    pub host: String,
+    /// User who ran the backup.
+    pub username: String,
+    /// Tags given with `--tag`.
+    pub tags: Vec<String>,
+    /// What was backed up.
+    pub source: Source,
+    /// The root tree blob.
+    pub root: Id,
+    /// The snapshot this one was compared against, if any.
+    pub parent: Option<Id>,
+    /// Counters of the run.
+    pub summary: Summary,
+    /// The cairn version that wrote it.
+    pub program_version: String,
+}
+
+fn write_strings(writer: &mut Writer, strings: &[String]) {
+    writer.count(strings.len());
+    for string in strings {
+        writer.bytes(string.as_bytes());
+    }
+}
+
+fn read_strings(reader: &mut Reader<'_>, field: &'static str) -> Result<Vec<String>, DecodeError> {
+    let count = reader.count(4, field)?;
+    (0..count).map(|_| reader.string(field)).collect()
+}
+
+impl Snapshot {
+    /// Seals the snapshot into its stored bytes.
+    pub fn encode(&self, key: &SealKey, level: Option<i32>, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut writer = Writer::new();
+        writer.i64(self.time.seconds).u32(self.time.nanos);
+        writer
+            .bytes(self.host.as_bytes())
+            .bytes(self.username.as_bytes());
+        write_strings(&mut writer, &self.tags);
+        match &self.source {
+            Source::Paths(paths) => {
+                writer.u8(0);
+                write_strings(&mut writer, paths);
+            }
+            Source::Stdin(name) => {
+                writer.u8(1);
+                write_strings(&mut writer, std::slice::from_ref(name));
+            }
+        }
+        writer.id(&self.root);
+        match &self.parent {
+            Some(parent) => writer.u8(1).id(parent),
+            None => writer.u8(0),
+        };
+        let summary = &self.summary;
+        writer
+            .u64(summary.files)
+            .u64(summary.directories)
+            .u64(summary.bytes_processed)
+            .u64(summary.bytes_added)
+            .u64(summary.blobs_added)
+            .u64(summary.entries_unreadable);
+        writer.bytes(self.program_version.as_bytes()).u16(0);
+        envelope::seal_object(
+            key,
+            ObjectHeader {
+                magic: SNAPSHOT_MAGIC,
+                version: SNAPSHOT_VERSION,
+            },
+            &[],
+            writer.as_slice(),
+            level,
+            nonce,
+        )
+    }
+
+    /// Opens and parses a stored snapshot.
+    ///
+    /// # Errors
+    /// [`ObjectError`] when it does not verify or decode.
+    pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
+        let opened = envelope::open_object(
+            key,
+            bytes,
+            SNAPSHOT_MAGIC,
+            SNAPSHOT_VERSION,
+            "snapshot",
+            0,
+            MAX_SNAPSHOT_BODY,
+        )?;
+        let mut reader = Reader::new(&opened.body);
+        let seconds = reader.i64("time")?;
+        let nanos = reader.u32("time")?;
+        if nanos >= 1_000_000_000 {
+            return Err(DecodeError::Invalid {
+                field: "time",
+                reason: "nanoseconds out of range",
+            }
+            .into());
+        }
+        let host = reader.string("host")?;
+        let username = reader.string("username")?;
+        let tags = read_strings(&mut reader, "tags")?;
+        let source_kind = reader.u8("source kind")?;
+        let names = read_strings(&mut reader, "source")?;
+        let source = match (source_kind, names.len()) {
+            (0, _) => Source::Paths(names),
+            (1, 1) => Source::Stdin(names.into_iter().next().unwrap_or_default()),
+            _ => {
+                return Err(DecodeError::Invalid {
+                    field: "source",
+                    reason: "unknown kind or stream without exactly one name",
+                }
+                .into());
+            }
+        };
+        let root = reader.id("root")?;
+        let parent = match reader.u8("parent flag")? {
+            0 => None,
+            1 => Some(reader.id("parent")?),
+            _ => {
+                return Err(DecodeError::Invalid {
+                    field: "parent flag",
+                    reason: "not 0 or 1",
+                }
+                .into());
+            }
+        };
+        let summary = Summary {
+            files: reader.u64("summary")?,
+            directories: reader.u64("summary")?,
+            bytes_processed: reader.u64("summary")?,
+            bytes_added: reader.u64("summary")?,
+            blobs_added: reader.u64("summary")?,
+            entries_unreadable: reader.u64("summary")?,
+        };
+        let program_version = reader.string("program version")?;
+        let extension_count = reader.u16("extensions")?;
+        for _ in 0..extension_count {
+            reader.u16("extension tag")?;
+            reader.bytes("extension")?;
+        }
+        reader.finish()?;
+        Ok(Self {
+            time: Timestamp { seconds, nanos },
+            host,
+            username,
+            tags,
+            source,
+            root,
+            parent,
+            summary,
+            program_version,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let key = SealKey::new(&[6; 32]);
+        for source in [
+            Source::Paths(vec!["/a".into(), "/b c".into()]),
+            Source::Stdin("app.archive".into()),
+        ] {
+            let snapshot = Snapshot {
+                time: Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 5,
+                },
+                host: "h".into(),
+                username: "u".into(),
+                tags: vec!["nightly".into()],
+                source,
+                root: Id([1; 32]),
+                parent: Some(Id([2; 32])),
+                summary: Summary {
+                    files: 1,
+                    directories: 2,
+                    bytes_processed: 3,
+                    bytes_added: 4,
+                    blobs_added: 5,
+                    entries_unreadable: 6,
+                },
+                program_version: "0.1.0".into(),
+            };
+            let bytes = snapshot.encode(&key, Some(3), [1; 24]);
+            assert_eq!(Snapshot::decode(&key, &bytes).unwrap(), snapshot);
+        }
+    }
+}

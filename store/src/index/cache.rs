@@ -1,0 +1,268 @@
+//! The local index cache: a redb database mapping blob ids to pack locations, mirroring the
+//! remote index objects it has merged. A cache only: it can be deleted at any time and nothing is
+//! ever deleted from the repository on its word alone.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::error::{Error, Result};
+use crate::format::index::IndexObject;
+use crate::format::pack::PackEntry;
+use crate::id::{BlobType, Id};
+
+/// Blob id → `pack id (32) || type (1) || offset u32 || length u32 || raw length u32`.
+const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
+/// Remote index objects merged into this cache.
+const INDEX_OBJECTS: TableDefinition<&[u8; 32], u8> = TableDefinition::new("index_objects");
+/// Packs known from merged index objects → pack length.
+const PACKS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("packs");
+
+/// Where a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack_id: Id,
+    /// Its entry in that pack.
+    pub entry: PackEntry,
+}
+
+impl BlobLocation {
+    fn encode(&self) -> [u8; 45] {
+        let mut out = [0u8; 45];
+        out[..32].copy_from_slice(&self.pack_id.0);
+        out[32] = self.entry.blob_type.to_byte();
+        out[33..37].copy_from_slice(&self.entry.offset.to_le_bytes());
+        out[37..41].copy_from_slice(&self.entry.length.to_le_bytes());
+        out[41..45].copy_from_slice(&self.entry.raw_length.to_le_bytes());
+        out
+    }
+
+    fn decode(id: Id, bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != 45 {
+            return None;
+        }
+        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
+        Some(Self {
+            pack_id: Id(bytes[..32].try_into().ok()?),
+            entry: PackEntry {
+                blob_type: BlobType::from_byte(bytes[32])?,
+                id,
+                offset: word(33),
+                length: word(37),
+                raw_length: word(41),
+            },
+        })
+    }
+}
+
+/// The redb-backed cache.
+#[derive(Debug)]
+pub struct IndexCache {
+    database: Database,
+    path: PathBuf,
+}
+
+fn cache_error(path: &Path, error: impl std::fmt::Display) -> Error {
+    Error::Cache {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+impl IndexCache {
+    /// Opens (creating if needed) the cache file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] when the file cannot be created or opened (for example another process
+    /// holds it).
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| Error::local("create cache directory", parent, error))?;
+        }
+        let database = Database::create(path).map_err(|error| cache_error(path, error))?;
+        let cache = Self {
+            database,
+            path: path.to_owned(),
+        };
+        cache.ensure_tables()?;
+        Ok(cache)
+    }
+
+    /// A cache that lives in memory only (tests, or when the cache file is busy).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] if redb cannot create it.
+    pub fn in_memory() -> Result<Self> {
+        let path = PathBuf::from("<memory>");
+        let database = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|error| cache_error(&path, error))?;
+        let cache = Self { database, path };
+        cache.ensure_tables()?;
+        Ok(cache)
+    }
+
+    fn ensure_tables(&self) -> Result<()> {
+        let path = &self.path;
+        let transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .open_table(BLOBS)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .open_table(INDEX_OBJECTS)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .open_table(PACKS)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .commit()
+            .map_err(|error| cache_error(path, error))
+    }
+
+    /// The index objects merged so far.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn merged_index_objects(&self) -> Result<HashSet<Id>> {
+        let path = &self.path;
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| cache_error(path, error))?;
+        let table = transaction
+            .open_table(INDEX_OBJECTS)
+            .map_err(|error| cache_error(path, error))?;
+        let mut out = HashSet::new();
+        for row in table.iter().map_err(|error| cache_error(path, error))? {
+            let (key, _) = row.map_err(|error| cache_error(path, error))?;
+            out.insert(Id(*key.value()));
+        }
+        Ok(out)
+    }
+
+    /// The packs known from merged index objects, with their lengths.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn known_packs(&self) -> Result<HashSet<Id>> {
+        let path = &self.path;
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| cache_error(path, error))?;
+        let table = transaction
+            .open_table(PACKS)
+            .map_err(|error| cache_error(path, error))?;
+        let mut out = HashSet::new();
+        for row in table.iter().map_err(|error| cache_error(path, error))? {
+            let (key, _) = row.map_err(|error| cache_error(path, error))?;
+            out.insert(Id(*key.value()));
+        }
+        Ok(out)
+    }
+
+    /// Merges the index objects `index_id` → `index` in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn merge(&self, objects: &[(Id, IndexObject)]) -> Result<()> {
+        let path = &self.path;
+        let transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| cache_error(path, error))?;
+        {
+            let mut blobs = transaction
+                .open_table(BLOBS)
+                .map_err(|error| cache_error(path, error))?;
+            let mut packs = transaction
+                .open_table(PACKS)
+                .map_err(|error| cache_error(path, error))?;
+            let mut merged = transaction
+                .open_table(INDEX_OBJECTS)
+                .map_err(|error| cache_error(path, error))?;
+            for (index_id, index) in objects {
+                for pack in &index.packs {
+                    packs
+                        .insert(&pack.pack_id.0, pack.pack_length)
+                        .map_err(|error| cache_error(path, error))?;
+                    for entry in &pack.entries {
+                        let location = BlobLocation {
+                            pack_id: pack.pack_id,
+                            entry: *entry,
+                        };
+                        blobs
+                            .insert(&entry.id.0, location.encode().as_slice())
+                            .map_err(|error| cache_error(path, error))?;
+                    }
+                }
+                merged
+                    .insert(&index_id.0, 1)
+                    .map_err(|error| cache_error(path, error))?;
+            }
+        }
+        transaction
+            .commit()
+            .map_err(|error| cache_error(path, error))
+    }
+
+    /// Removes everything (before a rebuild).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn clear(&self) -> Result<()> {
+        let path = &self.path;
+        let transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .delete_table(BLOBS)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .delete_table(PACKS)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .delete_table(INDEX_OBJECTS)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .commit()
+            .map_err(|error| cache_error(path, error))?;
+        self.ensure_tables()
+    }
+
+    /// Looks up many blobs in one read transaction.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn lookup_many(&self, ids: &[Id]) -> Result<Vec<Option<BlobLocation>>> {
+        let path = &self.path;
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| cache_error(path, error))?;
+        let table = transaction
+            .open_table(BLOBS)
+            .map_err(|error| cache_error(path, error))?;
+        ids.iter()
+            .map(|id| {
+                let value = table.get(&id.0).map_err(|error| cache_error(path, error))?;
+                Ok(value.and_then(|value| BlobLocation::decode(*id, value.value())))
+            })
+            .collect()
+    }
+
+    /// Looks up one blob.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        Ok(self.lookup_many(std::slice::from_ref(id))?.pop().flatten())
+    }
+}

@@ -1,0 +1,601 @@
+//! An open repository: the backend, the keys, the config and the local index cache, with the
+//! object-level operations every use case builds on (read and write objects, read blobs, sync the
+//! index, list and resolve snapshots).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_chunker::ChunkerParams;
+use rayon::prelude::*;
+
+use crate::backend::{Backend, BackendError, ObjectInfo, PutMode};
+use crate::error::{Error, Result};
+use crate::format::config::{
+    self, Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_TARGET_SIZE, FORMAT_VERSION,
+};
+use crate::format::index::{IndexObject, IndexedPack};
+use crate::format::pack::{self, FOOTER_LEN};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::{BlobType, Id};
+use crate::index::cache::{BlobLocation, IndexCache};
+use crate::keys::{KdfParams, KeyObject, MasterSecret, RepositoryKeys};
+use crate::seal;
+
+/// Name of the config object.
+pub const CONFIG_NAME: &str = "config";
+/// Prefix of key objects.
+pub const KEYS_PREFIX: &str = "keys";
+/// Prefix of snapshot objects.
+pub const SNAPSHOTS_PREFIX: &str = "snapshots";
+/// Prefix of index objects.
+pub const INDEX_PREFIX: &str = "index";
+/// Prefix of packs.
+pub const DATA_PREFIX: &str = "data";
+
+/// The object name of a pack: `data/<first two hex digits>/<hex id>`.
+pub fn pack_name(id: &Id) -> String {
+    let hex = id.to_hex();
+    format!("{DATA_PREFIX}/{}/{hex}", &hex[..2])
+}
+
+/// The object name of a snapshot, index or key object: `<prefix>/<hex id>`.
+pub fn object_name(prefix: &str, id: &Id) -> String {
+    format!("{prefix}/{id}")
+}
+
+/// The id in an object name (its last component), if it is one.
+pub fn id_from_name(name: &str) -> Option<Id> {
+    name.rsplit('/').next()?.parse().ok()
+}
+
+/// Parameters of a new repository.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Argon2id cost of the first key.
+    pub kdf: KdfParams,
+    /// Chunk size bounds.
+    pub chunker: ChunkerParams,
+    /// Pack target size in bytes.
+    pub pack_target_size: u32,
+    /// zstd level; 0 disables compression.
+    pub compression_level: i32,
+    /// Host name recorded in the first key object.
+    pub host: String,
+    /// Creation time (Unix seconds).
+    pub created_unix: i64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            kdf: KdfParams::DEFAULT,
+            chunker: ChunkerParams::DEFAULT,
+            pack_target_size: DEFAULT_PACK_TARGET_SIZE,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            host: String::new(),
+            created_unix: 0,
+        }
+    }
+}
+
+/// Where the local index cache lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheLocation {
+    /// Under this directory, in `<repository id>/index.redb`.
+    Directory(PathBuf),
+    /// In memory only, rebuilt on every open.
+    Memory,
+}
+
+/// What an index sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Index objects read and merged.
+    pub merged: usize,
+    /// The cache was dropped and rebuilt (an index object it knew disappeared).
+    pub rebuilt: bool,
+    /// Index objects that could not be read or verified (their packs stay unknown).
+    pub damaged: Vec<String>,
+}
+
+/// An open repository.
+#[derive(Debug)]
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: Config,
+    keys: RepositoryKeys,
+    key_id: Id,
+    cache: IndexCache,
+}
+
+fn verify_name(name: &str, bytes: &[u8]) -> Result<Id> {
+    let id = Id::of_stored_bytes(bytes);
+    if id_from_name(name) != Some(id) {
+        return Err(Error::Damaged {
+            object: name.to_owned(),
+            reason: "content does not match its name".into(),
+        });
+    }
+    Ok(id)
+}
+
+impl Repository {
+    /// Creates a repository: a key object wrapping a fresh master secret, then the config (the
+    /// commit point of `init`).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyInitialised`] when a config exists, [`Error::Usage`] for invalid options,
+    /// or backend failures.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        options: &InitOptions,
+        cache: &CacheLocation,
+    ) -> Result<Self> {
+        options
+            .chunker
+            .validate()
+            .map_err(|error| Error::Usage(error.to_string()))?;
+        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&options.pack_target_size) {
+            return Err(Error::Usage(
+                "pack target size must be between 1 MiB and 1 GiB".into(),
+            ));
+        }
+        if backend.head(CONFIG_NAME)?.is_some() {
+            return Err(Error::AlreadyInitialised(backend.location()));
+        }
+        let master = MasterSecret::generate();
+        let keys = RepositoryKeys::derive(&master);
+        let mut repository_id = [0u8; config::REPOSITORY_ID_LEN];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut repository_id);
+        let config = Config {
+            version: FORMAT_VERSION,
+            repository_id,
+            chunker: options.chunker,
+            pack_target_size: options.pack_target_size,
+            compression_level: options.compression_level,
+            created_unix: options.created_unix,
+        };
+        let key_object = KeyObject::wrap(
+            &master,
+            password,
+            options.kdf,
+            &options.host,
+            options.created_unix,
+        )
+        .map_err(|error| Error::Usage(error.to_string()))?;
+        let key_bytes = key_object.encode();
+        let key_id = Id::of_stored_bytes(&key_bytes);
+        backend.put(
+            &object_name(KEYS_PREFIX, &key_id),
+            Bytes::from(key_bytes),
+            PutMode::Create,
+        )?;
+        let config_bytes = config.encode(&keys.data_key, seal::random_nonce());
+        match backend.put(CONFIG_NAME, Bytes::from(config_bytes), PutMode::Create) {
+            Err(BackendError::AlreadyExists { .. }) => {
+                return Err(Error::AlreadyInitialised(backend.location()));
+            }
+            other => other?,
+        }
+        let cache = Self::open_cache(cache, &repository_id)?;
+        Ok(Self {
+            backend,
+            config,
+            keys,
+            key_id,
+            cache,
+        })
+    }
+
+    /// Opens a repository with `password` and brings the index cache up to date.
+    ///
+    /// # Errors
+    /// [`Error::RepositoryNotFound`], [`Error::Unsupported`] for a newer format,
+    /// [`Error::WrongPassword`], or backend and cache failures.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8], cache: &CacheLocation) -> Result<Self> {
+        let config_bytes = match backend.get(CONFIG_NAME) {
+            Err(BackendError::NotFound { .. }) => {
+                return Err(Error::RepositoryNotFound(backend.location()));
+            }
+            other => other?,
+        };
+        let (_, repository_id) = Config::peek(&config_bytes).map_err(|error| match error {
+            decode @ crate::format::codec::DecodeError::UnsupportedVersion { .. } => {
+                Error::Unsupported(decode)
+            }
+            other => Error::Damaged {
+                object: CONFIG_NAME.into(),
+                reason: other.to_string(),
+            },
+        })?;
+        let mut key_names: Vec<ObjectInfo> = backend.list(KEYS_PREFIX)?;
+        key_names.sort_by(|a, b| a.name.cmp(&b.name));
+        for info in key_names {
+            let Ok(bytes) = backend.get(&info.name) else {
+                continue;
+            };
+            let Ok(key_object) = KeyObject::decode(&bytes) else {
+                continue;
+            };
+            let Ok(master) = key_object.unwrap(password) else {
+                continue;
+            };
+            let keys = RepositoryKeys::derive(&master);
+            // A key left by an interrupted `init` unwraps but does not open this config.
+            let Ok(config) = Config::decode(&keys.data_key, &config_bytes) else {
+                continue;
+            };
+            let cache = Self::open_cache(cache, &repository_id)?;
+            let repository = Self {
+                backend,
+                config,
+                keys,
+                key_id: Id::of_stored_bytes(&bytes),
+                cache,
+            };
+            return Ok(repository);
+        }
+        Err(Error::WrongPassword)
+    }
+
+    fn open_cache(location: &CacheLocation, repository_id: &[u8]) -> Result<IndexCache> {
+        match location {
+            CacheLocation::Memory => IndexCache::in_memory(),
+            CacheLocation::Directory(directory) => {
+                let path = directory
+                    .join(hex::encode(repository_id))
+                    .join("index.redb");
+                // Another cairn process may hold the file: fall back to a private in-memory
+                // cache, which is slower to fill but always correct.
+                IndexCache::open(&path).or_else(|_| IndexCache::in_memory())
+            }
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The working keys.
+    pub fn keys(&self) -> &RepositoryKeys {
+        &self.keys
+    }
+
+    /// The id of the key object this repository was opened with.
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    /// The index cache.
+    pub fn cache(&self) -> &IndexCache {
+        &self.cache
+    }
+
+    /// The repository id as hex.
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.config.repository_id)
+    }
+
+    /// Merges remote index objects the cache has not seen; drops and rebuilds the cache when an
+    /// index object it merged has disappeared.
+    ///
+    /// # Errors
+    /// Backend or cache failures (a damaged index object is reported, not an error).
+    pub fn sync_index(&self) -> Result<SyncReport> {
+        let remote = self.backend.list(INDEX_PREFIX)?;
+        let remote_ids: HashSet<Id> = remote
+            .iter()
+            .filter_map(|info| id_from_name(&info.name))
+            .collect();
+        let mut merged = self.cache.merged_index_objects()?;
+        let mut report = SyncReport::default();
+        if !merged.is_subset(&remote_ids) {
+            self.cache.clear()?;
+            merged.clear();
+            report.rebuilt = true;
+        }
+        let missing: Vec<&ObjectInfo> = remote
+            .iter()
+            .filter(|info| id_from_name(&info.name).is_some_and(|id| !merged.contains(&id)))
+            .collect();
+        for batch in missing.chunks(64) {
+            let loaded: Vec<(String, Result<(Id, IndexObject)>)> = batch
+                .par_iter()
+                .map(|info| (info.name.clone(), self.load_index_object(&info.name)))
+                .collect();
+            let mut good = Vec::with_capacity(loaded.len());
+            for (name, outcome) in loaded {
+                match outcome {
+                    Ok(object) => good.push(object),
+                    Err(error) if error.kind() == crate::error::ErrorKind::BadData => {
+                        report.damaged.push(name);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            report.merged += good.len();
+            self.cache.merge(&good)?;
+        }
+        Ok(report)
+    }
+
+    /// Downloads, verifies and decodes one index object.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] when it does not verify, or backend failures.
+    pub fn load_index_object(&self, name: &str) -> Result<(Id, IndexObject)> {
+        let bytes = self.backend.get(name)?;
+        let id = verify_name(name, &bytes)?;
+        let index = IndexObject::decode(&self.keys.data_key, &bytes)
+            .map_err(|error| Error::from_object(name, error))?;
+        Ok((id, index))
+    }
+
+    /// Writes an index object for `packs` (which must already be stored) and merges it into the
+    /// cache. Returns its id and stored size.
+    ///
+    /// # Errors
+    /// Backend or cache failures.
+    pub fn save_index(&self, packs: Vec<IndexedPack>) -> Result<(Id, u64)> {
+        let index = IndexObject {
+            superseded: Vec::new(),
+            packs,
+        };
+        let bytes = index.encode(
+            &self.keys.data_key,
+            self.config.compression(),
+            seal::random_nonce(),
+        );
+        let id = Id::of_stored_bytes(&bytes);
+        let size = bytes.len() as u64;
+        self.backend.put(
+            &object_name(INDEX_PREFIX, &id),
+            Bytes::from(bytes),
+            PutMode::Overwrite,
+        )?;
+        self.cache.merge(&[(id, index)])?;
+        Ok((id, size))
+    }
+
+    /// Finds packs that exist but are in no index (left by an interrupted backup), reads their
+    /// trailers and indexes them, so their blobs are reused instead of uploaded again. Returns
+    /// how many packs were recovered; unreadable packs are skipped (`check` reports them).
+    ///
+    /// # Errors
+    /// Backend or cache failures while listing or writing the index.
+    pub fn index_orphan_packs(&self) -> Result<usize> {
+        let known = self.cache.known_packs()?;
+        let orphans: Vec<ObjectInfo> = self
+            .backend
+            .list(DATA_PREFIX)?
+            .into_iter()
+            .filter(|info| id_from_name(&info.name).is_some_and(|id| !known.contains(&id)))
+            .collect();
+        if orphans.is_empty() {
+            return Ok(0);
+        }
+        let recovered: Vec<IndexedPack> = orphans
+            .par_iter()
+            .filter_map(|info| self.read_pack_trailer(info).ok())
+            .collect();
+        let count = recovered.len();
+        if count > 0 {
+            self.save_index(recovered)?;
+        }
+        Ok(count)
+    }
+
+    /// Reads a pack's trailer with two ranged reads (footer, then trailer).
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] when the trailer does not verify, or backend failures.
+    pub fn read_pack_trailer(&self, info: &ObjectInfo) -> Result<IndexedPack> {
+        let damaged = |reason: String| Error::Damaged {
+            object: info.name.clone(),
+            reason,
+        };
+        let pack_id = id_from_name(&info.name).ok_or_else(|| damaged("not a pack name".into()))?;
+        if info.size < (FOOTER_LEN + crate::format::codec::ObjectHeader::LEN) as u64 {
+            return Err(damaged("shorter than a pack header and footer".into()));
+        }
+        let footer = self
+            .backend
+            .get_range(&info.name, info.size - FOOTER_LEN as u64..info.size)?;
+        let footer: [u8; 4] = footer
+            .as_ref()
+            .try_into()
+            .map_err(|_| damaged("short footer".into()))?;
+        let range = pack::trailer_range(info.size, footer).map_err(|e| damaged(e.to_string()))?;
+        let start = range.start;
+        let sealed = self.backend.get_range(&info.name, range)?;
+        let entries = pack::open_trailer(&self.keys.data_key, &sealed, start)
+            .map_err(|error| damaged(error.to_string()))?;
+        Ok(IndexedPack {
+            pack_id,
+            pack_length: info.size,
+            entries,
+        })
+    }
+
+    /// Where a blob is stored, according to the cache.
+    ///
+    /// # Errors
+    /// Cache failures.
+    pub fn locate_blob(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        self.cache.lookup(id)
+    }
+
+    /// Reads, authenticates and verifies one blob.
+    ///
+    /// # Errors
+    /// [`Error::BlobMissing`] when no index lists it, [`Error::Damaged`] when it does not verify,
+    /// or backend failures.
+    pub fn read_blob(&self, blob_type: BlobType, id: &Id) -> Result<Vec<u8>> {
+        let location = self
+            .cache
+            .lookup(id)?
+            .filter(|location| location.entry.blob_type == blob_type)
+            .ok_or(Error::BlobMissing {
+                blob_type: blob_type.name(),
+                id: *id,
+            })?;
+        let name = pack_name(&location.pack_id);
+        let sealed = self.backend.get_range(&name, location.entry.range())?;
+        self.open_blob_bytes(&location, &sealed)
+    }
+
+    /// Authenticates sealed blob bytes read from its pack and checks the plaintext's id.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] naming the blob and its pack.
+    pub fn open_blob_bytes(&self, location: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+        let entry = &location.entry;
+        let damaged = |reason: &str| Error::Damaged {
+            object: format!(
+                "{} blob {} in pack {}",
+                entry.blob_type.name(),
+                entry.id,
+                location.pack_id
+            ),
+            reason: reason.to_owned(),
+        };
+        let plaintext = pack::open_blob(&self.keys.data_key, entry, sealed)
+            .map_err(|error| damaged(&error.to_string()))?;
+        if self.keys.blob_id(entry.blob_type, &plaintext) != entry.id {
+            return Err(damaged("plaintext does not match its id"));
+        }
+        Ok(plaintext)
+    }
+
+    /// Reads and decodes a tree blob.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob`], or [`Error::Damaged`] when it does not decode.
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let bytes = self.read_blob(BlobType::Tree, id)?;
+        Tree::decode(&bytes).map_err(|error| Error::Damaged {
+            object: format!("tree blob {id}"),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Writes a snapshot object with create-only semantics; its id is the hash of its bytes.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        let bytes = snapshot.encode(
+            &self.keys.data_key,
+            self.config.compression(),
+            seal::random_nonce(),
+        );
+        let id = Id::of_stored_bytes(&bytes);
+        self.backend.put(
+            &object_name(SNAPSHOTS_PREFIX, &id),
+            Bytes::from(bytes),
+            PutMode::Create,
+        )?;
+        Ok(id)
+    }
+
+    /// Reads one snapshot object by name.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] when it does not verify, or backend failures.
+    pub fn load_snapshot(&self, name: &str) -> Result<(Id, Snapshot)> {
+        let bytes = self.backend.get(name)?;
+        let id = verify_name(name, &bytes)?;
+        let snapshot = Snapshot::decode(&self.keys.data_key, &bytes)
+            .map_err(|error| Error::from_object(name, error))?;
+        Ok((id, snapshot))
+    }
+
+    /// All snapshots, oldest first. Damaged snapshot objects are returned as errors beside them.
+    ///
+    /// # Errors
+    /// Backend failures while listing.
+    pub fn list_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+        let names = self.backend.list(SNAPSHOTS_PREFIX)?;
+        let loaded: Vec<Result<(Id, Snapshot)>> = names
+            .par_iter()
+            .filter(|info| id_from_name(&info.name).is_some())
+            .map(|info| self.load_snapshot(&info.name))
+            .collect();
+        let mut snapshots = Vec::new();
+        let mut errors = Vec::new();
+        for outcome in loaded {
+            match outcome {
+                Ok(pair) => snapshots.push(pair),
+                Err(error) => errors.push(error),
+            }
+        }
+        snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((snapshots, errors))
+    }
+
+    /// Resolves `latest`, a full id or a unique id prefix to a snapshot.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`], [`Error::AmbiguousSnapshot`], or backend failures.
+    pub fn resolve_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            let (snapshots, _) = self.list_snapshots()?;
+            return snapshots
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::SnapshotNotFound(spec.to_owned()));
+        }
+        let lowered = spec.to_ascii_lowercase();
+        if lowered.is_empty() || !lowered.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::SnapshotNotFound(spec.to_owned()));
+        }
+        let names = self.backend.list(SNAPSHOTS_PREFIX)?;
+        let matches: Vec<&ObjectInfo> = names
+            .iter()
+            .filter(|info| {
+                id_from_name(&info.name).is_some_and(|id| id.to_hex().starts_with(&lowered))
+            })
+            .collect();
+        match matches.as_slice() {
+            [] => Err(Error::SnapshotNotFound(spec.to_owned())),
+            [one] => self.load_snapshot(&one.name),
+            _ => Err(Error::AmbiguousSnapshot(spec.to_owned())),
+        }
+    }
+
+    /// Finds the node at `path` (components separated by `/`, leading `/` optional) below the
+    /// tree `root`. The empty path or `/` yields `None` (the root itself).
+    ///
+    /// # Errors
+    /// [`Error::PathNotFound`], or failures reading trees.
+    pub fn find_node(&self, root: &Id, path: &str) -> Result<Option<Node>> {
+        let components: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
+        let mut tree_id = *root;
+        let mut found = None;
+        for (position, component) in components.iter().enumerate() {
+            let tree = self.load_tree(&tree_id)?;
+            let node = tree
+                .find(component.as_bytes())
+                .cloned()
+                .ok_or_else(|| Error::PathNotFound(path.to_owned()))?;
+            if position + 1 < components.len() {
+                match &node.kind {
+                    NodeKind::Directory { subtree } => tree_id = *subtree,
+                    _ => return Err(Error::PathNotFound(path.to_owned())),
+                }
+            }
+            found = Some(node);
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,264 @@
+//! The blob saver: deduplicates blobs against the index, seals new ones in parallel, packs them by
+//! type and uploads finished packs on background threads, writing an index object after every few
+//! packs and at the end. Memory is bounded: at most one open pack per type, `UPLOAD_QUEUE` packs
+//! waiting, one per upload thread in flight, and the ids of blobs not yet indexed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use rayon::prelude::*;
+
+use crate::backend::{Backend, PutMode};
+use crate::error::{Error, Result};
+use crate::format::index::IndexedPack;
+use crate::format::pack::{self, SealedBlob};
+use crate::id::{BlobType, Id};
+use crate::packer::Packer;
+use crate::repository::{Repository, pack_name};
+use crate::seal;
+
+/// Packs waiting for an upload thread before `save` blocks (backpressure).
+const UPLOAD_QUEUE: usize = 2;
+/// Concurrent pack uploads.
+const UPLOAD_THREADS: usize = 2;
+/// Packs per index object written during a run.
+const PACKS_PER_INDEX: usize = 16;
+
+/// What the saver added to the repository.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaverStats {
+    /// Blobs sealed and uploaded.
+    pub blobs_added: u64,
+    /// Plaintext bytes of those blobs.
+    pub raw_bytes_added: u64,
+    /// Bytes of packs and index objects uploaded.
+    pub bytes_added: u64,
+    /// Packs uploaded.
+    pub packs_added: u64,
+}
+
+struct UploadJob {
+    bytes: Bytes,
+    pack: IndexedPack,
+}
+
+/// Saves blobs into a repository; see the module documentation.
+pub struct BlobSaver<'repo> {
+    repository: &'repo Repository,
+    data_packer: Packer,
+    tree_packer: Packer,
+    /// Blobs sealed in this run whose index object is not yet written.
+    pending: HashSet<Id>,
+    uploads: Option<SyncSender<UploadJob>>,
+    results: Receiver<Result<IndexedPack>>,
+    workers: Vec<JoinHandle<()>>,
+    uploaded: Vec<IndexedPack>,
+    stats: SaverStats,
+    rng: rand::rngs::StdRng,
+}
+
+impl<'repo> BlobSaver<'repo> {
+    /// A saver for `repository`, with its upload threads started.
+    pub fn new(repository: &'repo Repository) -> Self {
+        let target = repository.config().pack_target_size as usize;
+        let (job_sender, job_receiver) = sync_channel::<UploadJob>(UPLOAD_QUEUE);
+        let job_receiver = Arc::new(std::sync::Mutex::new(job_receiver));
+        let (result_sender, results) = sync_channel(UPLOAD_THREADS + UPLOAD_QUEUE + 1);
+        let workers = (0..UPLOAD_THREADS)
+            .map(|_| {
+                let backend: Arc<dyn Backend> = Arc::clone(repository.backend());
+                let jobs = Arc::clone(&job_receiver);
+                let results = result_sender.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        let job = match jobs.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let outcome = backend
+                            .put(&pack_name(&job.pack.pack_id), job.bytes, PutMode::Overwrite)
+                            .map(|()| job.pack)
+                            .map_err(Error::from);
+                        if results.send(outcome).is_err() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            repository,
+            data_packer: Packer::new(BlobType::Data, target),
+            tree_packer: Packer::new(BlobType::Tree, target),
+            pending: HashSet::new(),
+            uploads: Some(job_sender),
+            results,
+            workers,
+            uploaded: Vec::new(),
+            stats: SaverStats::default(),
+            rng: rand::SeedableRng::from_entropy(),
+        }
+    }
+
+    /// Saves blobs of one type (deduplicated) and returns their ids in order.
+    ///
+    /// # Errors
+    /// Cache or backend failures, including a failed upload of an earlier pack.
+    pub fn save(&mut self, blob_type: BlobType, blobs: &[&[u8]]) -> Result<Vec<Id>> {
+        let keys = self.repository.keys();
+        let ids: Vec<Id> = blobs
+            .par_iter()
+            .map(|plaintext| keys.blob_id(blob_type, plaintext))
+            .collect();
+        let known = self.repository.cache().lookup_many(&ids)?;
+        let mut fresh: Vec<usize> = Vec::new();
+        for (position, (id, location)) in ids.iter().zip(&known).enumerate() {
+            if location.is_none() && self.pending.insert(*id) {
+                fresh.push(position);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(ids);
+        }
+        let level = self.repository.config().compression();
+        let sealed: Vec<SealedBlob> = fresh
+            .par_iter()
+            .map(|&position| {
+                let plaintext = blobs[position];
+                let id = ids[position];
+                SealedBlob {
+                    blob_type,
+                    id,
+                    raw_length: u32::try_from(plaintext.len()).expect("blob under 4 GiB"),
+                    sealed: seal::seal(
+                        &keys.data_key,
+                        seal::random_nonce(),
+                        &seal::blob_associated_data(blob_type, &id),
+                        plaintext,
+                        level,
+                    ),
+                }
+            })
+            .collect();
+        for (blob, &position) in sealed.into_iter().zip(&fresh) {
+            self.stats.blobs_added += 1;
+            self.stats.raw_bytes_added += blobs[position].len() as u64;
+            let packer = match blob_type {
+                BlobType::Data => &mut self.data_packer,
+                BlobType::Tree => &mut self.tree_packer,
+            };
+            if packer.push(blob) {
+                self.flush_packer(blob_type)?;
+            }
+        }
+        self.collect_results(false)?;
+        Ok(ids)
+    }
+
+    fn flush_packer(&mut self, blob_type: BlobType) -> Result<()> {
+        let packer = match blob_type {
+            BlobType::Data => &mut self.data_packer,
+            BlobType::Tree => &mut self.tree_packer,
+        };
+        if packer.is_empty() {
+            return Ok(());
+        }
+        let blobs = packer.take_shuffled(&mut self.rng);
+        let (bytes, pack_id, entries) = pack::build_pack(
+            &self.repository.keys().data_key,
+            &blobs,
+            seal::random_nonce(),
+        );
+        drop(blobs);
+        let pack = IndexedPack {
+            pack_id,
+            pack_length: bytes.len() as u64,
+            entries,
+        };
+        self.stats.bytes_added += pack.pack_length;
+        self.stats.packs_added += 1;
+        let sender = self.uploads.as_ref().expect("saver not finished");
+        if sender
+            .send(UploadJob {
+                bytes: Bytes::from(bytes),
+                pack,
+            })
+            .is_err()
+        {
+            // Every worker has exited: the reason is waiting in the results channel.
+            self.collect_results(true)?;
+            return Err(Error::Usage("upload threads stopped unexpectedly".into()));
+        }
+        Ok(())
+    }
+
+    /// Takes finished uploads; with `wait`, until every worker has exited. Writes an index
+    /// object once enough packs are stored.
+    fn collect_results(&mut self, wait: bool) -> Result<()> {
+        loop {
+            let outcome = if wait {
+                match self.results.recv() {
+                    Ok(outcome) => outcome,
+                    Err(_) => break,
+                }
+            } else {
+                match self.results.try_recv() {
+                    Ok(outcome) => outcome,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            };
+            self.uploaded.push(outcome?);
+        }
+        if self.uploaded.len() >= PACKS_PER_INDEX || (wait && !self.uploaded.is_empty()) {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&mut self) -> Result<()> {
+        let packs = std::mem::take(&mut self.uploaded);
+        let indexed: Vec<Id> = packs
+            .iter()
+            .flat_map(|pack| pack.entries.iter().map(|entry| entry.id))
+            .collect();
+        let (_, size) = self.repository.save_index(packs)?;
+        self.stats.bytes_added += size;
+        for id in indexed {
+            self.pending.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Flushes the open packs, waits for every upload and writes the last index object. After
+    /// this returns `Ok`, every blob saved is stored and indexed.
+    ///
+    /// # Errors
+    /// The first upload, index or cache failure.
+    pub fn finish(mut self) -> Result<SaverStats> {
+        let flushed = self
+            .flush_packer(BlobType::Data)
+            .and_then(|()| self.flush_packer(BlobType::Tree));
+        self.uploads = None;
+        let collected = self.collect_results(true);
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        flushed?;
+        collected?;
+        Ok(self.stats)
+    }
+}
+
+impl Drop for BlobSaver<'_> {
+    fn drop(&mut self) {
+        self.uploads = None;
+        while self.results.recv().is_ok() {}
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
