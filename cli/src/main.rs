@@ -1,1 +1,70 @@
-fn main() {}
+//! The `cairn` binary: parse arguments, run a command, map errors to exit codes.
+
+mod args;
+mod commands;
+mod render;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+use cairn_store::ErrorKind;
+use commands::Completion;
+
+/// Exit code for a fatal error.
+const EXIT_FATAL: u8 = 1;
+/// Exit code when a snapshot was written but some source entries were unreadable.
+const EXIT_PARTIAL: u8 = 3;
+/// Exit code when the repository does not exist.
+const EXIT_NO_REPOSITORY: u8 = 10;
+/// Exit code for a wrong password.
+const EXIT_WRONG_PASSWORD: u8 = 12;
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    match error
+        .downcast_ref::<cairn_store::Error>()
+        .map(cairn_store::Error::kind)
+    {
+        Some(ErrorKind::NotFound) => EXIT_NO_REPOSITORY,
+        Some(ErrorKind::WrongPassword) => EXIT_WRONG_PASSWORD,
+        _ => EXIT_FATAL,
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Completion> {
+    let global = &cli.global;
+    match &cli.command {
+        Command::Init(args) => commands::init::run(global, args).map(|()| Completion::Done),
+        Command::Backup(args) => commands::backup::run(global, args),
+        Command::Snapshots => commands::snapshots::run(global).map(|()| Completion::Done),
+        Command::Ls(args) => commands::ls::run(global, args).map(|()| Completion::Done),
+        Command::Restore(args) => commands::restore::run(global, args).map(|()| Completion::Done),
+        Command::Dump(args) => commands::dump::run(global, args).map(|()| Completion::Done),
+        Command::Check(args) => commands::check::run(global, args).map(|()| Completion::Done),
+        Command::Index(command) => commands::index::run(global, command).map(|()| Completion::Done),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(Completion::Done) => ExitCode::SUCCESS,
+        Ok(Completion::Partial) => ExitCode::from(EXIT_PARTIAL),
+        Err(error) => {
+            let mut message = error.to_string();
+            let mut source = error.source();
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
+                source = cause.source();
+            }
+            eprintln!("cairn: {message}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}

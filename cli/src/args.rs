@@ -1,0 +1,176 @@
+//! The command line, as clap definitions. No logic lives here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, shown in `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    success
+  1    fatal error (including damage found by check or restore)
+  3    backup snapshot written, but some source files could not be read (listed)
+  10   repository does not exist
+  12   wrong password or no key matches
+  130  interrupted (Ctrl-C); no snapshot is written
+
+Environment:
+  CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR";
+
+/// cairn: encrypted, deduplicating backups of files, trees and streams to any object store.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Repository location: a directory, file://, s3://bucket/prefix, az://container/prefix, gs://bucket/prefix
+    #[arg(short = 'r', long, env = "CAIRN_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file (first line)
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line of its output as the password
+    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Directory of the local index cache (default: the user cache directory)
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep no local cache: rebuild the index in memory on every run
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// Backend option key=value (for example endpoint=http://127.0.0.1:9000), repeatable
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true)]
+    pub options: Vec<String>,
+    /// Print machine-readable JSON, one object per line
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors and warnings
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Back up files, directories or a stream from standard input
+    Backup(BackupArgs),
+    /// List snapshots
+    Snapshots,
+    /// List the contents of a snapshot
+    Ls(LsArgs),
+    /// Restore a snapshot (or a path in it) into a directory, verifying every byte
+    Restore(RestoreArgs),
+    /// Write one file or stream of a snapshot to standard output
+    Dump(DumpArgs),
+    /// Verify the repository's structure, and with --read-data every byte
+    Check(CheckArgs),
+    /// Manage the local index cache
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+/// `cairn init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Argon2id memory cost of the key, in MiB
+    #[arg(long, default_value_t = 64)]
+    pub kdf_memory_mib: u32,
+    /// Argon2id passes
+    #[arg(long, default_value_t = 3)]
+    pub kdf_iterations: u32,
+    /// Argon2id lanes
+    #[arg(long, default_value_t = 4)]
+    pub kdf_parallelism: u32,
+    /// Minimum chunk size in bytes
+    #[arg(long, default_value_t = cairn_store::repository::InitOptions::default().chunker.min_size)]
+    pub chunk_min: u32,
+    /// Average chunk size in bytes
+    #[arg(long, default_value_t = cairn_store::repository::InitOptions::default().chunker.avg_size)]
+    pub chunk_avg: u32,
+    /// Maximum chunk size in bytes
+    #[arg(long, default_value_t = cairn_store::repository::InitOptions::default().chunker.max_size)]
+    pub chunk_max: u32,
+    /// Pack target size in MiB
+    #[arg(long, default_value_t = 16)]
+    pub pack_size_mib: u32,
+    /// zstd compression level (0 = off)
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    pub compression: i32,
+}
+
+/// `cairn backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up (stored under their absolute paths)
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    pub paths: Vec<PathBuf>,
+    /// Read the data to back up from standard input
+    #[arg(long, requires = "stdin_name")]
+    pub stdin: bool,
+    /// Name of the stream read with --stdin (for example app.archive)
+    #[arg(long)]
+    pub stdin_name: Option<String>,
+    /// Tag the snapshot, repeatable
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+/// `cairn ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot ID, unique ID prefix, or `latest`
+    pub snapshot: String,
+    /// List only below this path
+    pub path: Option<String>,
+    /// Show type, mode, size and modification time
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+/// `cairn restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH (ID, unique ID prefix, or `latest`)
+    pub snapshot: String,
+    /// Directory to restore into
+    #[arg(short, long)]
+    pub target: PathBuf,
+}
+
+/// `cairn dump`.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Snapshot ID, unique ID prefix, or `latest`
+    pub snapshot: String,
+    /// The stream name or the file's path in the snapshot
+    pub name: String,
+}
+
+/// `cairn check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Download every pack and authenticate every blob
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+/// `cairn index ...`.
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Drop the local index cache and rebuild it from the repository's index objects
+    Rebuild,
+}

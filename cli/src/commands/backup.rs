@@ -1,0 +1,105 @@
+//! `cairn backup`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use cairn_store::backup::{self, BackupOptions, BackupProgress, BackupSource, SourceWarning};
+use cairn_store::format::tree::Timestamp;
+
+use super::Completion;
+use crate::args::{BackupArgs, GlobalArgs};
+use crate::render;
+use crate::settings;
+
+struct Reporter {
+    json: bool,
+}
+
+impl BackupProgress for Reporter {
+    fn warning(&self, warning: &SourceWarning) {
+        if self.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "warning",
+                "path": warning.path.to_string_lossy(),
+                "message": warning.message,
+            }));
+        } else {
+            eprintln!("warning: {}: {}", warning.path.display(), warning.message);
+        }
+    }
+
+    fn file_done(&self, _path: &Path, _bytes: u64) {}
+}
+
+/// Runs the backup and prints the summary.
+pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
+    let repository = settings::open_repository(global)?;
+    let now = jiff::Timestamp::now();
+    let options = BackupOptions {
+        host: args.host.clone().unwrap_or_else(settings::host_name),
+        username: settings::user_name(),
+        tags: args.tags.clone(),
+        time: Timestamp {
+            seconds: now.as_second(),
+            nanos: u32::try_from(now.subsec_nanosecond()).unwrap_or(0),
+        },
+        program_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut stdin = std::io::stdin();
+    let source = if args.stdin {
+        BackupSource::Stream {
+            name: args.stdin_name.clone().unwrap_or_default(),
+            reader: &mut stdin,
+        }
+    } else {
+        BackupSource::Paths(args.paths.clone())
+    };
+    let reporter = Reporter { json: global.json };
+    let outcome = backup::backup(&repository, source, &options, &reporter)?;
+    let summary = &outcome.snapshot.summary;
+    let requests = outcome.requests;
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "summary",
+            "snapshot_id": outcome.snapshot_id.to_hex(),
+            "files_processed": summary.files,
+            "directories_processed": summary.directories,
+            "bytes_processed": summary.bytes_processed,
+            "bytes_added": summary.bytes_added,
+            "blobs_added": summary.blobs_added,
+            "data_added": outcome.saver.raw_bytes_added,
+            "packs_added": outcome.saver.packs_added,
+            "entries_unreadable": summary.entries_unreadable,
+            "recovered_packs": outcome.recovered_packs,
+            "requests": {
+                "put": requests.puts, "get": requests.gets, "list": requests.lists,
+                "head": requests.heads, "delete": requests.deletes,
+                "bytes_sent": requests.bytes_sent, "bytes_received": requests.bytes_received,
+            },
+        }));
+    } else if !global.quiet {
+        println!(
+            "processed {} files, {} directories, {}",
+            summary.files,
+            summary.directories,
+            render::bytes(summary.bytes_processed)
+        );
+        println!(
+            "added {} to the repository ({} new blobs, {} of new data before compression)",
+            render::bytes(summary.bytes_added),
+            summary.blobs_added,
+            render::bytes(outcome.saver.raw_bytes_added)
+        );
+        println!("snapshot {} saved", outcome.snapshot_id.short());
+    }
+    if outcome.warnings.is_empty() {
+        Ok(Completion::Done)
+    } else {
+        eprintln!(
+            "warning: {} source entries could not be read and are missing from snapshot {}",
+            outcome.warnings.len(),
+            outcome.snapshot_id.short()
+        );
+        Ok(Completion::Partial)
+    }
+}

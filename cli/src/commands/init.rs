@@ -1,0 +1,54 @@
+//! `cairn init`.
+
+use anyhow::Result;
+use cairn_chunker::ChunkerParams;
+use cairn_store::backend::object_store::CreateDirectory;
+use cairn_store::keys::KdfParams;
+use cairn_store::{InitOptions, Repository};
+
+use crate::args::{GlobalArgs, InitArgs};
+use crate::render;
+use crate::settings;
+
+/// Creates the repository.
+pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
+    let backend = settings::backend(global, CreateDirectory::Yes)?;
+    let password = settings::password(global, true)?;
+    let options = InitOptions {
+        kdf: KdfParams {
+            memory_kib: args.kdf_memory_mib.saturating_mul(1024),
+            iterations: args.kdf_iterations,
+            parallelism: args.kdf_parallelism,
+        },
+        chunker: ChunkerParams {
+            min_size: args.chunk_min,
+            avg_size: args.chunk_avg,
+            max_size: args.chunk_max,
+        },
+        pack_target_size: args.pack_size_mib.saturating_mul(1024 * 1024),
+        compression_level: args.compression,
+        host: settings::host_name(),
+        created_unix: jiff::Timestamp::now().as_second(),
+    };
+    let repository = Repository::init(
+        backend,
+        &password,
+        &options,
+        &settings::cache_location(global),
+    )?;
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "initialized",
+            "repository": repository.backend().location(),
+            "id": repository.id_hex(),
+        }));
+    } else if !global.quiet {
+        println!(
+            "created cairn repository {} at {}",
+            &repository.id_hex()[..10],
+            repository.backend().location()
+        );
+        println!("keep the password safe: without it the data cannot be recovered");
+    }
+    Ok(())
+}

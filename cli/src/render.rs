@@ -1,0 +1,66 @@
+//! Rendering helpers shared by commands: times, sizes, JSON lines.
+
+use cairn_store::format::tree::Timestamp;
+
+/// A snapshot or file time in the local time zone, `YYYY-MM-DD HH:MM:SS`.
+pub fn local_time(timestamp: Timestamp) -> String {
+    jiff::Timestamp::new(
+        timestamp.seconds,
+        i32::try_from(timestamp.nanos).unwrap_or(0),
+    )
+    .map(|time| {
+        time.to_zoned(jiff::tz::TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    })
+    .unwrap_or_else(|_| format!("@{}", timestamp.seconds))
+}
+
+/// An RFC 3339 UTC time for JSON.
+pub fn rfc3339(timestamp: Timestamp) -> String {
+    jiff::Timestamp::new(
+        timestamp.seconds,
+        i32::try_from(timestamp.nanos).unwrap_or(0),
+    )
+    .map(|time| time.to_string())
+    .unwrap_or_default()
+}
+
+/// A byte count in binary units.
+#[allow(clippy::cast_precision_loss)]
+pub fn bytes(count: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = count as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{count} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+/// Prints one JSON object as a line on stdout.
+pub fn json_line(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+/// `ls -l` style permission string for a `st_mode`.
+pub fn mode_string(mode: u32) -> String {
+    let kind = match mode & 0o170_000 {
+        0o040_000 => 'd',
+        0o120_000 => 'l',
+        _ => '-',
+    };
+    let mut out = String::from(kind);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        out.push(if bits & 4 != 0 { 'r' } else { '-' });
+        out.push(if bits & 2 != 0 { 'w' } else { '-' });
+        out.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    out
+}

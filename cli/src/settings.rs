@@ -1,0 +1,131 @@
+//! Turning global options and the environment into a backend, a password and a cache location.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use cairn_store::backend::Backend;
+use cairn_store::backend::object_store::{CreateDirectory, ObjectStoreBackend};
+use cairn_store::{CacheLocation, Repository};
+
+use crate::args::GlobalArgs;
+
+/// The repository location given with `--repo` or `CAIRN_REPOSITORY`.
+pub fn repository_location(global: &GlobalArgs) -> Result<&str> {
+    global
+        .repo
+        .as_deref()
+        .ok_or_else(|| anyhow!("no repository given: use --repo or set CAIRN_REPOSITORY"))
+}
+
+/// `-o key=value` pairs.
+pub fn backend_options(global: &GlobalArgs) -> Result<Vec<(String, String)>> {
+    global
+        .options
+        .iter()
+        .map(|option| {
+            option
+                .split_once('=')
+                .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.to_owned()))
+                .ok_or_else(|| anyhow!("option {option:?} is not key=value"))
+        })
+        .collect()
+}
+
+/// Opens the backend at the configured location.
+pub fn backend(global: &GlobalArgs, create: CreateDirectory) -> Result<Arc<dyn Backend>> {
+    let location = repository_location(global)?;
+    let options = backend_options(global)?;
+    match ObjectStoreBackend::open(location, &options, create) {
+        Ok(backend) => Ok(Arc::new(backend)),
+        Err(cairn_store::backend::BackendError::NotFound { .. }) => {
+            Err(cairn_store::Error::RepositoryNotFound(location.to_owned()).into())
+        }
+        Err(error) => Err(cairn_store::Error::from(error).into()),
+    }
+}
+
+/// Where the local index cache lives.
+pub fn cache_location(global: &GlobalArgs) -> CacheLocation {
+    if global.no_cache {
+        return CacheLocation::Memory;
+    }
+    match global
+        .cache_dir
+        .clone()
+        .or_else(|| dirs::cache_dir().map(|directory| directory.join("cairn")))
+    {
+        Some(directory) => CacheLocation::Directory(directory),
+        None => CacheLocation::Memory,
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Reads the password from `CAIRN_PASSWORD`, `--password-file`, `--password-command`, or a
+/// prompt on the terminal (asked twice with `confirm`).
+pub fn password(global: &GlobalArgs, confirm: bool) -> Result<Vec<u8>> {
+    if let Ok(password) = std::env::var("CAIRN_PASSWORD") {
+        return Ok(password.into_bytes());
+    }
+    if let Some(path) = &global.password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read password file {}", path.display()))?;
+        return Ok(first_line(&text).into_bytes());
+    }
+    if let Some(command) = &global.password_command {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run password command {command:?}"))?;
+        if !output.status.success() {
+            bail!("password command {command:?} failed with {}", output.status);
+        }
+        return Ok(first_line(&String::from_utf8_lossy(&output.stdout)).into_bytes());
+    }
+    if std::io::stderr().is_terminal() {
+        let password = rpassword::prompt_password("enter password for repository: ")
+            .context("cannot read the password from the terminal")?;
+        if confirm {
+            let again = rpassword::prompt_password("enter the password again: ")
+                .context("cannot read the password from the terminal")?;
+            if again != password {
+                bail!("the passwords do not match");
+            }
+        }
+        return Ok(password.into_bytes());
+    }
+    bail!(
+        "no password given: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or --password-command (no terminal to ask on)"
+    )
+}
+
+/// Opens the repository with the configured password.
+pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
+    let backend = backend(global, CreateDirectory::No)?;
+    let password = password(global, false)?;
+    Ok(Repository::open(
+        backend,
+        &password,
+        &cache_location(global),
+    )?)
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The user running cairn.
+pub fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default()
+}
