@@ -1,4 +1,4 @@
-//! Content-defined chunking for cairn: FastCDC v2020 (normalized chunking, level 1) with a gear table
+//! Content-defined chunking for cairn: `FastCDC` v2020 (normalized chunking, level 1) with a gear table
 //! seeded from the repository key.
 //!
 //! This crate owns cut-point selection only. It knows nothing of hashing, encryption or storage; it
@@ -15,7 +15,7 @@ use fastcdc::v2020;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChunkerError {
-    /// The size parameters are outside what FastCDC supports or not ordered `min <= avg <= max`.
+    /// The size parameters are outside what `FastCDC` supports or not ordered `min <= avg <= max`.
     #[error("invalid chunker parameters min={min} avg={avg} max={max}: {reason}")]
     InvalidParams {
         /// Minimum chunk size asked for.
@@ -34,7 +34,7 @@ pub enum ChunkerError {
 pub struct ChunkerParams {
     /// No chunk is shorter than this, except the last chunk of an input.
     pub min_size: u32,
-    /// The average chunk size FastCDC aims for (a power of two works best).
+    /// The average chunk size `FastCDC` aims for (a power of two works best).
     pub avg_size: u32,
     /// No chunk is longer than this.
     pub max_size: u32,
@@ -49,7 +49,7 @@ impl ChunkerParams {
         max_size: 32 * 1024,
     };
 
-    /// Checks the bounds against what FastCDC v2020 accepts and that `min <= avg <= max`.
+    /// Checks the bounds against what `FastCDC` v2020 accepts and that `min <= avg <= max`.
     ///
     /// # Errors
     /// [`ChunkerError::InvalidParams`] naming the violated bound.
@@ -89,7 +89,7 @@ impl Default for ChunkerParams {
     }
 }
 
-/// A FastCDC v2020 cut-point finder with a seeded gear table.
+/// A `FastCDC` v2020 cut-point finder with a seeded gear table.
 ///
 /// Cheap to clone; holds two 2 KiB gear tables.
 #[derive(Debug, Clone)]
@@ -259,7 +259,7 @@ mod tests {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                (state >> 24) as u8
+                state.to_le_bytes()[3]
             })
             .collect()
     }

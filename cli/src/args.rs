@@ -32,7 +32,7 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Repository location: a directory, file://, s3://bucket/prefix, az://container/prefix, gs://bucket/prefix
+    /// Repository location: a directory, `file://`, `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix`
     #[arg(short = 'r', long, env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// Read the password from this file (first line)

@@ -8,12 +8,14 @@ pub fn local_time(timestamp: Timestamp) -> String {
         timestamp.seconds,
         i32::try_from(timestamp.nanos).unwrap_or(0),
     )
-    .map(|time| {
-        time.to_zoned(jiff::tz::TimeZone::system())
-            .strftime("%Y-%m-%d %H:%M:%S")
-            .to_string()
-    })
-    .unwrap_or_else(|_| format!("@{}", timestamp.seconds))
+    .map_or_else(
+        |_| format!("@{}", timestamp.seconds),
+        |time| {
+            time.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        },
+    )
 }
 
 /// An RFC 3339 UTC time for JSON.

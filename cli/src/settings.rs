@@ -119,8 +119,7 @@ pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
+        .map_or_else(|_| "localhost".into(), |name| name.trim().to_owned())
 }
 
 /// The user running cairn.

@@ -101,6 +101,9 @@ pub struct SyncReport {
     pub damaged: Vec<String>,
 }
 
+/// Snapshots that loaded (oldest first) and errors of those that did not.
+pub type SnapshotListing = (Vec<(Id, Snapshot)>, Vec<Error>);
+
 /// An open repository.
 #[derive(Debug)]
 pub struct Repository {
@@ -524,7 +527,7 @@ impl Repository {
     ///
     /// # Errors
     /// Backend failures while listing.
-    pub fn list_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+    pub fn list_snapshots(&self) -> Result<SnapshotListing> {
         let names = self.backend.list(SNAPSHOTS_PREFIX)?;
         let loaded: Vec<Result<(Id, Snapshot)>> = names
             .par_iter()

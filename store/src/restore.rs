@@ -241,17 +241,16 @@ pub fn restore(
             repository.load_tree(root)?;
             planner.plan_tree(root, target);
         }
-        Some(node) => match &node.kind {
-            NodeKind::Directory { subtree } => {
+        Some(node) => {
+            if let NodeKind::Directory { subtree } = &node.kind {
                 let subtree = *subtree;
                 planner.plan_tree(&subtree, target);
                 planner.directories.push((target.to_owned(), node));
-            }
-            _ => {
+            } else {
                 let name = std::ffi::OsStr::from_bytes(&node.name).to_owned();
                 planner.plan_node(node, target.join(name));
             }
-        },
+        }
     }
     let Planner {
         files,

@@ -13,7 +13,7 @@ use rand::RngCore;
 
 use crate::id::{BlobType, Id};
 
-/// Length of the XChaCha20 nonce that starts every sealed byte string.
+/// Length of the `XChaCha20` nonce that starts every sealed byte string.
 pub const NONCE_LEN: usize = 24;
 /// Length of the Poly1305 tag that ends every sealed byte string.
 pub const TAG_LEN: usize = 16;
@@ -90,15 +90,12 @@ pub fn seal(
         compress(plaintext, level).filter(|compressed| compressed.len() < plaintext.len())
     });
     let mut message = Vec::with_capacity(1 + plaintext.len());
-    match compressed {
-        Some(compressed) => {
-            message.push(COMPRESSION_ZSTD);
-            message.extend_from_slice(&compressed);
-        }
-        None => {
-            message.push(COMPRESSION_NONE);
-            message.extend_from_slice(plaintext);
-        }
+    if let Some(compressed) = compressed {
+        message.push(COMPRESSION_ZSTD);
+        message.extend_from_slice(&compressed);
+    } else {
+        message.push(COMPRESSION_NONE);
+        message.extend_from_slice(plaintext);
     }
     let ciphertext = key
         .0

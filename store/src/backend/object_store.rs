@@ -153,16 +153,11 @@ impl ObjectStoreBackend {
     fn path(&self, name: &str) -> StorePath {
         self.prefix
             .parts()
-            .chain(StorePath::from(name).parts().map(|part| part.to_owned()))
+            .chain(StorePath::from(name).parts())
             .collect()
     }
 
-    fn classify(
-        &self,
-        operation: Operation,
-        name: &str,
-        error: object_store::Error,
-    ) -> BackendError {
+    fn classify(operation: Operation, name: &str, error: object_store::Error) -> BackendError {
         match error {
             object_store::Error::NotFound { .. } => BackendError::NotFound {
                 operation,
@@ -207,7 +202,7 @@ impl Backend for ObjectStoreBackend {
         self.runtime
             .block_on(self.store.put_opts(&path, PutPayload::from(bytes), options))
             .map(|_| ())
-            .map_err(|error| self.classify(Operation::Put, name, error))
+            .map_err(|error| Self::classify(Operation::Put, name, error))
     }
 
     fn get(&self, name: &str) -> Result<Bytes, BackendError> {
@@ -215,7 +210,7 @@ impl Backend for ObjectStoreBackend {
         let bytes = self
             .runtime
             .block_on(async { self.store.get(&path).await?.bytes().await })
-            .map_err(|error| self.classify(Operation::Get, name, error))?;
+            .map_err(|error| Self::classify(Operation::Get, name, error))?;
         self.counters.record(Operation::Get, bytes.len() as u64);
         Ok(bytes)
     }
@@ -226,7 +221,7 @@ impl Backend for ObjectStoreBackend {
         let bytes = self
             .runtime
             .block_on(self.store.get_range(&path, range))
-            .map_err(|error| self.classify(Operation::Get, name, error))?;
+            .map_err(|error| Self::classify(Operation::Get, name, error))?;
         self.counters.record(Operation::Get, bytes.len() as u64);
         if bytes.len() as u64 != expected {
             return Err(BackendError::Failed {
@@ -244,7 +239,7 @@ impl Backend for ObjectStoreBackend {
         let metas: Vec<object_store::ObjectMeta> = self
             .runtime
             .block_on(self.store.list(Some(&path)).try_collect())
-            .map_err(|error| self.classify(Operation::List, prefix, error))?;
+            .map_err(|error| Self::classify(Operation::List, prefix, error))?;
         Ok(metas
             .into_iter()
             .filter_map(|meta| {
@@ -267,7 +262,7 @@ impl Backend for ObjectStoreBackend {
         match self.runtime.block_on(self.store.head(&path)) {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(error) => Err(self.classify(Operation::Head, name, error)),
+            Err(error) => Err(Self::classify(Operation::Head, name, error)),
         }
     }
 
@@ -276,7 +271,7 @@ impl Backend for ObjectStoreBackend {
         self.counters.record(Operation::Delete, 0);
         match self.runtime.block_on(self.store.delete(&path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(error) => Err(self.classify(Operation::Delete, name, error)),
+            Err(error) => Err(Self::classify(Operation::Delete, name, error)),
         }
     }
 

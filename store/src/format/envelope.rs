@@ -21,7 +21,7 @@ pub enum ObjectError {
     Open(#[from] OpenError),
 }
 
-fn associated_data(header: &ObjectHeader, public: &[u8]) -> Vec<u8> {
+fn associated_data(header: ObjectHeader, public: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + ObjectHeader::LEN + public.len());
     out.extend_from_slice(b"cairn object");
     out.extend_from_slice(&header.encode());
@@ -44,7 +44,7 @@ pub fn seal_object(
     out.extend_from_slice(&seal::seal(
         key,
         nonce,
-        &associated_data(&header, public),
+        &associated_data(header, public),
         body,
         level,
     ));
@@ -101,7 +101,7 @@ pub fn open_object(
     let sealed = &bytes[ObjectHeader::LEN + public_len..];
     let body = seal::open(
         key,
-        &associated_data(&header, &public),
+        &associated_data(header, &public),
         sealed,
         None,
         max_body,
