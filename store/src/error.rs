@@ -37,8 +37,11 @@ pub enum Error {
     #[error("a repository already exists at {0}")]
     AlreadyInitialised(String),
     /// No key object opens with the password.
-    #[error("wrong password or no key matches")]
-    WrongPassword,
+    #[error("wrong password or no key matches{}", damaged_note(.damaged_keys))]
+    WrongPassword {
+        /// Key objects that could not be read or verified (they may hold the matching key).
+        damaged_keys: Vec<String>,
+    },
     /// The repository or an object in it needs a newer build.
     #[error("{0}: upgrade cairn to read this repository")]
     Unsupported(DecodeError),
@@ -97,12 +100,23 @@ pub enum Error {
     Usage(String),
 }
 
+fn damaged_note(damaged_keys: &[String]) -> String {
+    if damaged_keys.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (damaged key objects: {}; run `cairn check`)",
+            damaged_keys.join(", ")
+        )
+    }
+}
+
 impl Error {
     /// How the caller should treat this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::RepositoryNotFound(_) => ErrorKind::NotFound,
-            Self::WrongPassword => ErrorKind::WrongPassword,
+            Self::WrongPassword { .. } => ErrorKind::WrongPassword,
             Self::Unsupported(_) => ErrorKind::Unsupported,
             Self::Damaged { .. } | Self::BlobMissing { .. } | Self::ContentMismatch(_) => {
                 ErrorKind::BadData

@@ -217,20 +217,29 @@ impl Repository {
         })?;
         let mut key_names: Vec<ObjectInfo> = backend.list(KEYS_PREFIX)?;
         key_names.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut damaged_keys = Vec::new();
+        let mut config_failure = None;
         for info in key_names {
-            let Ok(bytes) = backend.get(&info.name) else {
-                continue;
-            };
-            let Ok(key_object) = KeyObject::decode(&bytes) else {
+            let bytes = backend.get(&info.name)?;
+            let decoded = verify_name(&info.name, &bytes)
+                .ok()
+                .and_then(|_| KeyObject::decode(&bytes).ok());
+            let Some(key_object) = decoded else {
+                damaged_keys.push(info.name);
                 continue;
             };
             let Ok(master) = key_object.unwrap(password) else {
                 continue;
             };
             let keys = RepositoryKeys::derive(&master);
-            // A key left by an interrupted `init` unwraps but does not open this config.
-            let Ok(config) = Config::decode(&keys.data_key, &config_bytes) else {
-                continue;
+            // A key left by an interrupted `init` unwraps but does not open this config; so does
+            // any key when the config is damaged.
+            let config = match Config::decode(&keys.data_key, &config_bytes) {
+                Ok(config) => config,
+                Err(error) => {
+                    config_failure = Some(Error::from_object(CONFIG_NAME, error));
+                    continue;
+                }
             };
             let cache = Self::open_cache(cache, &repository_id)?;
             let repository = Self {
@@ -242,7 +251,7 @@ impl Repository {
             };
             return Ok(repository);
         }
-        Err(Error::WrongPassword)
+        Err(config_failure.unwrap_or(Error::WrongPassword { damaged_keys }))
     }
 
     fn open_cache(location: &CacheLocation, repository_id: &[u8]) -> Result<IndexCache> {
