@@ -4,13 +4,17 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use object_store::{
+    BackoffConfig, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig,
+};
+use rand::Rng;
 
 use super::{Backend, BackendError, ObjectInfo, Operation, PutMode, RequestCounters, RequestStats};
 
@@ -23,6 +27,40 @@ pub enum CreateDirectory {
     No,
 }
 
+/// How failed requests are retried on top of the store's own HTTP retries: exponential backoff
+/// with full jitter, for failures that may pass (network, server, throttling). Not-found,
+/// already-exists and access-denied answers are final and never retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Upper bound of the first backoff.
+    pub initial_backoff: Duration,
+    /// Upper bound of any backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 4,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The sleep before retry number `attempt` (1-based): uniform in `[0, min(max, initial·2^(attempt-1))]`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_backoff);
+        ceiling.mul_f64(rand::thread_rng().r#gen::<f64>())
+    }
+}
+
 /// A [`Backend`] over any `object_store` store, below a path prefix.
 pub struct ObjectStoreBackend {
     store: Arc<dyn ObjectStore>,
@@ -30,6 +68,7 @@ pub struct ObjectStoreBackend {
     location: String,
     runtime: tokio::runtime::Runtime,
     counters: RequestCounters,
+    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -68,7 +107,15 @@ impl ObjectStoreBackend {
             location,
             runtime: runtime()?,
             counters: RequestCounters::default(),
+            retry: RetryPolicy::default(),
         })
+    }
+
+    /// Replaces the retry policy.
+    #[must_use]
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// An in-memory repository (tests).
@@ -129,24 +176,31 @@ impl ObjectStoreBackend {
                 )
             }
             Some("memory") => Ok(Self::in_memory()),
-            Some("s3" | "az" | "azure" | "gs" | "abfs" | "abfss") => {
-                let url = url::Url::parse(location).map_err(|error| invalid(error.to_string()))?;
-                let mut config: Vec<(String, String)> = std::env::vars()
-                    .filter(|(key, _)| {
-                        key.starts_with("AWS_")
-                            || key.starts_with("AZURE_")
-                            || key.starts_with("GOOGLE_")
-                    })
-                    .map(|(key, value)| (key.to_ascii_lowercase(), value))
-                    .collect();
-                config.extend(options.iter().cloned());
-                let (store, prefix) = object_store::parse_url_opts(&url, config)
-                    .map_err(|error| invalid(error.to_string()))?;
-                Self::new(Arc::from(store), prefix, location.to_owned())
+            Some(scheme @ ("s3" | "az" | "azure" | "abfs" | "abfss" | "gs")) => {
+                let (store, prefix, retry) = cloud_store(scheme, location, options)
+                    .map_err(|reason| invalid(reason))?;
+                Ok(Self::new(store, prefix, location.to_owned())?.with_retry_policy(retry))
             }
             Some(other) => Err(invalid(format!(
                 "unknown scheme {other}:// (use a path, file://, s3://, az://, gs://)"
             ))),
+        }
+    }
+
+    /// Runs `request` until it succeeds, fails finally, or the retries are spent.
+    fn retrying<T>(
+        &self,
+        mut request: impl FnMut() -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let mut attempt = 0;
+        loop {
+            match request() {
+                Err(BackendError::Failed { .. }) if attempt < self.retry.retries => {
+                    attempt += 1;
+                    std::thread::sleep(self.retry.backoff(attempt));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -197,49 +251,79 @@ impl Backend for ObjectStoreBackend {
             },
             ..PutOptions::default()
         };
-        self.counters.record(Operation::Put, length);
         let path = self.path(name);
-        self.runtime
-            .block_on(self.store.put_opts(&path, PutPayload::from(bytes), options))
-            .map(|_| ())
-            .map_err(|error| Self::classify(Operation::Put, name, error))
+        let mut attempts = 0u32;
+        let outcome = self.retrying(|| {
+            attempts += 1;
+            self.counters.record(Operation::Put, length);
+            self.runtime
+                .block_on(self.store.put_opts(
+                    &path,
+                    PutPayload::from(bytes.clone()),
+                    options.clone(),
+                ))
+                .map(|_| ())
+                .map_err(|error| Self::classify(Operation::Put, name, error))
+        });
+        match outcome {
+            // A create-only put whose earlier attempt landed but whose answer was lost: the
+            // object holds our bytes, so the put succeeded.
+            Err(BackendError::AlreadyExists { .. })
+                if attempts > 1 && self.get(name).is_ok_and(|stored| stored == bytes) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn get(&self, name: &str) -> Result<Bytes, BackendError> {
         let path = self.path(name);
-        let bytes = self
-            .runtime
-            .block_on(async { self.store.get(&path).await?.bytes().await })
-            .map_err(|error| Self::classify(Operation::Get, name, error))?;
-        self.counters.record(Operation::Get, bytes.len() as u64);
-        Ok(bytes)
+        self.retrying(|| {
+            let bytes = self
+                .runtime
+                .block_on(async { self.store.get(&path).await?.bytes().await })
+                .map_err(|error| Self::classify(Operation::Get, name, error));
+            self.counters.record(
+                Operation::Get,
+                bytes.as_ref().map_or(0, |bytes| bytes.len() as u64),
+            );
+            bytes
+        })
     }
 
     fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
         let path = self.path(name);
         let expected = range.end.saturating_sub(range.start);
-        let bytes = self
-            .runtime
-            .block_on(self.store.get_range(&path, range))
-            .map_err(|error| Self::classify(Operation::Get, name, error))?;
-        self.counters.record(Operation::Get, bytes.len() as u64);
-        if bytes.len() as u64 != expected {
-            return Err(BackendError::Failed {
-                operation: Operation::Get,
-                name: name.to_owned(),
-                source: format!("short read: {} of {expected} bytes", bytes.len()).into(),
-            });
-        }
-        Ok(bytes)
+        self.retrying(|| {
+            let bytes = self
+                .runtime
+                .block_on(self.store.get_range(&path, range.clone()))
+                .map_err(|error| Self::classify(Operation::Get, name, error));
+            self.counters.record(
+                Operation::Get,
+                bytes.as_ref().map_or(0, |bytes| bytes.len() as u64),
+            );
+            let bytes = bytes?;
+            if bytes.len() as u64 != expected {
+                return Err(BackendError::Failed {
+                    operation: Operation::Get,
+                    name: name.to_owned(),
+                    source: format!("short read: {} of {expected} bytes", bytes.len()).into(),
+                });
+            }
+            Ok(bytes)
+        })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
         let path = self.path(prefix);
-        self.counters.record(Operation::List, 0);
-        let metas: Vec<object_store::ObjectMeta> = self
-            .runtime
-            .block_on(self.store.list(Some(&path)).try_collect())
-            .map_err(|error| Self::classify(Operation::List, prefix, error))?;
+        let metas: Vec<object_store::ObjectMeta> = self.retrying(|| {
+            self.counters.record(Operation::List, 0);
+            self.runtime
+                .block_on(self.store.list(Some(&path)).try_collect())
+                .map_err(|error| Self::classify(Operation::List, prefix, error))
+        })?;
         Ok(metas
             .into_iter()
             .filter_map(|meta| {
@@ -258,24 +342,158 @@ impl Backend for ObjectStoreBackend {
 
     fn head(&self, name: &str) -> Result<Option<u64>, BackendError> {
         let path = self.path(name);
-        self.counters.record(Operation::Head, 0);
-        match self.runtime.block_on(self.store.head(&path)) {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(error) => Err(Self::classify(Operation::Head, name, error)),
-        }
+        self.retrying(|| {
+            self.counters.record(Operation::Head, 0);
+            match self.runtime.block_on(self.store.head(&path)) {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(error) => Err(Self::classify(Operation::Head, name, error)),
+            }
+        })
     }
 
     fn delete(&self, name: &str) -> Result<(), BackendError> {
         let path = self.path(name);
-        self.counters.record(Operation::Delete, 0);
-        match self.runtime.block_on(self.store.delete(&path)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(error) => Err(Self::classify(Operation::Delete, name, error)),
-        }
+        self.retrying(|| {
+            self.counters.record(Operation::Delete, 0);
+            match self.runtime.block_on(self.store.delete(&path)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(error) => Err(Self::classify(Operation::Delete, name, error)),
+            }
+        })
     }
 
     fn stats(&self) -> RequestStats {
         self.counters.snapshot()
+    }
+}
+
+/// Options cairn reads itself instead of passing them to the store's builder.
+const OPTION_RETRIES: &str = "retries";
+
+/// The store's own HTTP retry policy: a few quick retries per request; cairn's
+/// [`RetryPolicy`] retries whole requests on top with longer, jittered backoff.
+fn http_retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(60),
+    }
+}
+
+/// Builds a cloud store for `location` from the environment (the way `object_store` reads it)
+/// and `options` (builder keys such as `endpoint`, `region`, `allow_http`, `timeout`).
+fn cloud_store(
+    scheme: &str,
+    location: &str,
+    options: &[(String, String)],
+) -> Result<(Arc<dyn ObjectStore>, StorePath, RetryPolicy), String> {
+    let url = url::Url::parse(location).map_err(|error| error.to_string())?;
+    let mut retry = RetryPolicy::default();
+    let mut builder_options = Vec::new();
+    for (key, value) in options {
+        if key == OPTION_RETRIES {
+            retry.retries = value
+                .parse()
+                .map_err(|_| format!("option retries={value} is not a number"))?;
+        } else {
+            builder_options.push((key.as_str(), value.as_str()));
+        }
+    }
+    let unknown = |key: &str| format!("unknown option {key:?} for {scheme}://");
+    let prefix = StorePath::from_url_path(url.path()).map_err(|error| error.to_string())?;
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "s3" => {
+            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(location);
+            for (key, value) in builder_options {
+                let parsed = key.parse().map_err(|_| unknown(key))?;
+                builder = builder.with_config(parsed, value);
+            }
+            Arc::new(
+                builder
+                    .with_retry(http_retry_config())
+                    .build()
+                    .map_err(|error| error.to_string())?,
+            )
+        }
+        "gs" => {
+            let mut builder =
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
+            for (key, value) in builder_options {
+                let parsed = key.parse().map_err(|_| unknown(key))?;
+                builder = builder.with_config(parsed, value);
+            }
+            Arc::new(
+                builder
+                    .with_retry(http_retry_config())
+                    .build()
+                    .map_err(|error| error.to_string())?,
+            )
+        }
+        _ => {
+            let mut builder =
+                object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
+            for (key, value) in builder_options {
+                let parsed = key.parse().map_err(|_| unknown(key))?;
+                builder = builder.with_config(parsed, value);
+            }
+            Arc::new(
+                builder
+                    .with_retry(http_retry_config())
+                    .build()
+                    .map_err(|error| error.to_string())?,
+            )
+        }
+    };
+    Ok((store, prefix, retry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let policy = RetryPolicy::default();
+        for attempt in 1..20 {
+            assert!(policy.backoff(attempt) <= policy.max_backoff);
+        }
+        assert!(policy.backoff(1) <= policy.initial_backoff);
+    }
+
+    #[test]
+    fn unknown_scheme_and_bad_options_are_clear_errors() {
+        let error = ObjectStoreBackend::open("ftp://x/y", &[], CreateDirectory::No).unwrap_err();
+        assert!(error.to_string().contains("unknown scheme"), "{error}");
+        let error = ObjectStoreBackend::open(
+            "s3://bucket/prefix",
+            &[("no_such_option".into(), "1".into())],
+            CreateDirectory::No,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("no_such_option"), "{error}");
+    }
+
+    #[test]
+    fn cloud_urls_parse_with_their_prefix() {
+        let options = [
+            ("region".to_owned(), "us-east-1".to_owned()),
+            ("access_key_id".to_owned(), "k".to_owned()),
+            ("secret_access_key".to_owned(), "s".to_owned()),
+        ];
+        let backend =
+            ObjectStoreBackend::open("s3://bucket/a/b", &options, CreateDirectory::No).unwrap();
+        assert_eq!(backend.prefix.as_ref(), "a/b");
+        assert_eq!(backend.path("config").as_ref(), "a/b/config");
+        for location in ["az://container/p", "gs://bucket/p"] {
+            // Building may fail for lack of credentials, but never on the URL itself.
+            if let Err(error) = ObjectStoreBackend::open(location, &[], CreateDirectory::No) {
+                assert!(!error.to_string().contains("unknown scheme"), "{error}");
+            }
+        }
     }
 }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs (cached under .cache/) and starts the real object-store servers the tests use, on
+# 127.0.0.1 only: moto (S3 API) and Azurite (Azure Blob API). Source it, then call
+# start_test_servers; it exports the endpoints the tests read:
+#   CAIRN_TEST_S3_URL      s3://cairn-test           (with AWS_* pointing at moto)
+#   CAIRN_TEST_AZURE_URL   az://cairn-test           (with AZURE_STORAGE_USE_EMULATOR, AZURITE_BLOB_STORAGE_URL)
+#   CAIRN_TEST_REQUIRE_SERVERS=1                     (tests fail instead of skipping without servers)
+# Each test uses its own prefix inside the bucket/container.
+
+_servers_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+_cache="$_servers_root/.cache"
+MOTO_VERSION=5.2.5
+AZURITE_VERSION=3.35.0
+
+_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+_wait_http() { # url, seconds
+  local deadline=$((SECONDS + $2))
+  until curl -s -o /dev/null "$1"; do
+    if [ $SECONDS -ge $deadline ]; then echo "servers.sh: $1 did not come up" >&2; return 1; fi
+    sleep 0.2
+  done
+}
+
+install_test_servers() {
+  mkdir -p "$_cache"
+  if [ ! -x "$_cache/moto-$MOTO_VERSION/bin/moto_server" ]; then
+    echo "servers.sh: installing moto $MOTO_VERSION (cached in .cache/)" >&2
+    rm -rf "$_cache/moto-$MOTO_VERSION"
+    python3 -m venv "$_cache/moto-$MOTO_VERSION"
+    "$_cache/moto-$MOTO_VERSION/bin/pip" install -q "moto[server]==$MOTO_VERSION" >&2
+  fi
+  if [ ! -x "$_cache/azurite-$AZURITE_VERSION/node_modules/.bin/azurite-blob" ]; then
+    echo "servers.sh: installing Azurite $AZURITE_VERSION (cached in .cache/)" >&2
+    rm -rf "$_cache/azurite-$AZURITE_VERSION"
+    mkdir -p "$_cache/azurite-$AZURITE_VERSION"
+    (cd "$_cache/azurite-$AZURITE_VERSION" && npm install -s --no-audit --no-fund "azurite@$AZURITE_VERSION" >&2)
+  fi
+}
+
+# Creates an Azure container on Azurite with a SharedKey-signed request (Azurite's published
+# development account and key).
+_azurite_create_container() { # base_url container
+  python3 - "$1" "$2" <<'PY'
+import base64, hashlib, hmac, sys, urllib.request
+from email.utils import formatdate
+base, container = sys.argv[1], sys.argv[2]
+account = "devstoreaccount1"
+key = base64.b64decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+date, version = formatdate(usegmt=True), "2021-08-06"
+to_sign = "\n".join(["PUT", "", "", "", "", "", "", "", "", "", "", "",
+                     f"x-ms-date:{date}\nx-ms-version:{version}",
+                     f"/{account}/{account}/{container}\nrestype:container"])
+signature = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest()).decode()
+request = urllib.request.Request(f"{base}/{account}/{container}?restype=container", method="PUT", data=None,
+    headers={"x-ms-date": date, "x-ms-version": version, "Content-Length": "0",
+             "Authorization": f"SharedKey {account}:{signature}"})
+try:
+    urllib.request.urlopen(request)
+except urllib.error.HTTPError as error:
+    if error.code != 409:  # already exists
+        raise
+PY
+}
+
+start_test_servers() {
+  install_test_servers
+  local moto_port azurite_port
+  moto_port=$(_free_port)
+  "$_cache/moto-$MOTO_VERSION/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$_cache/moto.log" 2>&1 &
+  _moto_pid=$!
+  azurite_port=$(_free_port)
+  _azurite_data=$(mktemp -d)
+  "$_cache/azurite-$AZURITE_VERSION/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$azurite_port" \
+    --location "$_azurite_data" --disableTelemetry --silent --skipApiVersionCheck >"$_cache/azurite.log" 2>&1 &
+  _azurite_pid=$!
+  _wait_http "http://127.0.0.1:$moto_port/moto-api/" 30
+  _wait_http "http://127.0.0.1:$azurite_port/" 30
+  curl -sf -X PUT "http://127.0.0.1:$moto_port/cairn-test" >/dev/null
+  _azurite_create_container "http://127.0.0.1:$azurite_port" cairn-test
+  export AWS_ACCESS_KEY_ID=cairn-test AWS_SECRET_ACCESS_KEY=cairn-test-secret AWS_REGION=us-east-1
+  export AWS_ENDPOINT="http://127.0.0.1:$moto_port" AWS_ALLOW_HTTP=true
+  export AZURE_STORAGE_USE_EMULATOR=true AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$azurite_port"
+  export CAIRN_TEST_S3_URL=s3://cairn-test CAIRN_TEST_AZURE_URL=az://cairn-test
+  export CAIRN_TEST_S3_ENDPOINT="http://127.0.0.1:$moto_port"
+  export CAIRN_TEST_REQUIRE_SERVERS=1
+  echo "servers.sh: moto on 127.0.0.1:$moto_port, Azurite on 127.0.0.1:$azurite_port" >&2
+}
+
+stop_test_servers() {
+  [ -n "${_moto_pid:-}" ] && kill "$_moto_pid" 2>/dev/null
+  [ -n "${_azurite_pid:-}" ] && kill "$_azurite_pid" 2>/dev/null
+  [ -n "${_azurite_data:-}" ] && rm -rf "$_azurite_data"
+  return 0
+}
