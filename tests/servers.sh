@@ -88,8 +88,8 @@ start_test_servers() {
 }
 
 stop_test_servers() {
-  [ -n "${_moto_pid:-}" ] && kill "$_moto_pid" 2>/dev/null
-  [ -n "${_azurite_pid:-}" ] && kill "$_azurite_pid" 2>/dev/null
-  [ -n "${_azurite_data:-}" ] && rm -rf "$_azurite_data"
+  [ -n "${_moto_pid:-}" ] && kill "$_moto_pid" 2>/dev/null && wait "$_moto_pid" 2>/dev/null
+  [ -n "${_azurite_pid:-}" ] && kill "$_azurite_pid" 2>/dev/null && wait "$_azurite_pid" 2>/dev/null
+  [ -n "${_azurite_data:-}" ] && rm -rf "$_azurite_data" 2>/dev/null
   return 0
 }

@@ -1,6 +1,7 @@
 //! cairn's integration tests, built into one binary: the CLI end to end on real files and
 //! processes, fault injection through the library, and the format's test vectors and fixtures.
 
+mod backends;
 mod cli_e2e;
 mod faults;
 mod fixture_v1;
