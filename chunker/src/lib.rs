@@ -71,6 +71,11 @@ impl ChunkerParams {
         if !(v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&self.max_size) {
             return fail("max out of range 1 KiB..=16 MiB");
         }
+        if !self.min_size.is_multiple_of(2) {
+            // The cut search steps two bytes at a time from min/2; an odd min would allow a
+            // chunk one byte shorter than min.
+            return fail("min must be even");
+        }
         if !(self.min_size <= self.avg_size && self.avg_size <= self.max_size) {
             return fail("sizes must satisfy min <= avg <= max");
         }

@@ -108,10 +108,15 @@ impl Checker<'_> {
         } else {
             match self.read_tree(id) {
                 Err(object) => {
+                    let reason = if self.index.contains_key(id) {
+                        "unreadable or does not decode"
+                    } else {
+                        "missing from the index"
+                    };
                     self.report
                         .damaged
                         .entry(object.clone())
-                        .or_insert_with(|| "missing from the index or unreadable".into());
+                        .or_insert_with(|| reason.into());
                     damage.push((String::new(), object));
                 }
                 Ok(tree) => {

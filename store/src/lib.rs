@@ -7,6 +7,7 @@ pub mod backend;
 pub mod backup;
 pub mod check;
 pub mod error;
+pub mod fetch;
 pub mod format;
 pub mod id;
 pub mod index;

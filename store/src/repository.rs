@@ -142,7 +142,9 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|error| Error::Usage(error.to_string()))?;
-        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&options.pack_target_size) {
+        if !(config::MIN_PACK_TARGET_SIZE..=config::MAX_PACK_TARGET_SIZE)
+            .contains(&options.pack_target_size)
+        {
             return Err(Error::Usage(
                 "pack target size must be between 1 MiB and 1 GiB".into(),
             ));

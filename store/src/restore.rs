@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::fetch::{self, FetchedBlob};
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::id::{BlobType, Id};
 use crate::repository::Repository;
@@ -147,70 +148,228 @@ fn apply_metadata(path: &Path, node: &Node) -> Result<()> {
     .map_err(|error| Error::local("set times of", path, error))
 }
 
-/// Writes a file's content to `out` chunk by chunk and checks the whole-file hash.
-fn write_content(
-    repository: &Repository,
-    node: &Node,
-    out: &mut dyn Write,
-    label: &Path,
-) -> Result<u64> {
-    let NodeKind::File {
-        content_hash,
-        chunks,
-    } = &node.kind
-    else {
-        return Err(Error::Usage(format!("{} is not a file", label.display())));
-    };
-    let mut hasher = repository.keys().file_hasher();
-    let mut written = 0u64;
-    for chunk in chunks {
-        let plaintext = repository.read_blob(BlobType::Data, chunk)?;
-        hasher.update(&plaintext);
-        out.write_all(&plaintext)
-            .map_err(|error| Error::local("write", label, error))?;
-        written += plaintext.len() as u64;
-    }
-    if Id(*hasher.finalize().as_bytes()) != *content_hash || written != node.size {
-        return Err(Error::ContentMismatch(label.to_owned()));
-    }
-    Ok(written)
+/// Plaintext bytes fetched per batch: bounds restore memory whatever the snapshot's size.
+const BATCH_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A consecutive run of one file's chunks, restored within one batch.
+#[derive(Debug, Clone)]
+struct Segment {
+    job: usize,
+    chunks: std::ops::Range<usize>,
+    last: bool,
 }
 
-/// Restores one file through a temporary name, so a partial or unverified file never carries
-/// the final name.
-fn restore_file(repository: &Repository, job: &FileJob) -> Result<u64> {
-    let directory = job.path.parent().unwrap_or(Path::new("."));
-    let mut temporary_name = std::ffi::OsString::from(".");
-    temporary_name.push(job.path.file_name().unwrap_or_default());
-    temporary_name.push(".cairn-partial");
-    let temporary = directory.join(temporary_name);
+/// A file being written through its temporary name.
+struct OpenFile {
+    temporary: PathBuf,
+    writer: std::io::BufWriter<File>,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+fn file_chunks(node: &Node) -> &[Id] {
+    match &node.kind {
+        NodeKind::File { chunks, .. } => chunks,
+        _ => &[],
+    }
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let directory = path.parent().unwrap_or(Path::new("."));
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".cairn-partial");
+    directory.join(name)
+}
+
+fn open_file(repository: &Repository, path: &Path) -> Result<OpenFile> {
+    let temporary = temporary_path(path);
     let _ = fs::remove_file(&temporary);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&temporary)
         .map_err(|error| Error::local("create", &temporary, error))?;
-    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-    let outcome = write_content(repository, &job.node, &mut writer, &job.path).and_then(|bytes| {
-        let file = writer
-            .into_inner()
-            .map_err(|error| Error::local("write", &job.path, error.into_error()))?;
-        file.sync_data()
-            .map_err(|error| Error::local("sync", &job.path, error))?;
-        Ok(bytes)
-    });
-    match outcome {
-        Ok(bytes) => {
-            apply_metadata(&temporary, &job.node)?;
-            fs::rename(&temporary, &job.path)
-                .map_err(|error| Error::local("rename into place", &job.path, error))?;
-            Ok(bytes)
-        }
-        Err(error) => {
-            let _ = fs::remove_file(&temporary);
-            Err(error)
+    Ok(OpenFile {
+        temporary,
+        writer: std::io::BufWriter::with_capacity(1 << 20, file),
+        hasher: repository.keys().file_hasher(),
+        written: 0,
+    })
+}
+
+/// Appends fetched chunks to an open file.
+fn write_chunks(
+    open: &mut OpenFile,
+    chunks: &[Id],
+    blobs: &std::collections::HashMap<Id, FetchedBlob>,
+    label: &Path,
+) -> Result<()> {
+    for chunk in chunks {
+        let plaintext = match blobs.get(chunk) {
+            Some(Ok(plaintext)) => plaintext,
+            Some(Err(error)) => {
+                return Err(Error::Damaged {
+                    object: format!("data blob {chunk}"),
+                    reason: error.to_string(),
+                });
+            }
+            None => {
+                return Err(Error::BlobMissing {
+                    blob_type: BlobType::Data.name(),
+                    id: *chunk,
+                });
+            }
+        };
+        open.hasher.update(plaintext);
+        open.writer
+            .write_all(plaintext)
+            .map_err(|error| Error::local("write", label, error))?;
+        open.written += plaintext.len() as u64;
+    }
+    Ok(())
+}
+
+/// Checks the whole-file hash and size, then gives the file its metadata and final name.
+fn finish_file(open: OpenFile, job: &FileJob) -> Result<u64> {
+    let NodeKind::File { content_hash, .. } = &job.node.kind else {
+        return Err(Error::Usage(format!(
+            "{} is not a file",
+            job.path.display()
+        )));
+    };
+    let OpenFile {
+        temporary,
+        writer,
+        hasher,
+        written,
+    } = open;
+    writer
+        .into_inner()
+        .map_err(|error| Error::local("write", &job.path, error.into_error()))?;
+    if Id(*hasher.finalize().as_bytes()) != *content_hash || written != job.node.size {
+        let _ = fs::remove_file(&temporary);
+        return Err(Error::ContentMismatch(job.path.clone()));
+    }
+    apply_metadata(&temporary, &job.node)?;
+    fs::rename(&temporary, &job.path)
+        .map_err(|error| Error::local("rename into place", &job.path, error))?;
+    Ok(written)
+}
+
+/// Splits the files into batches of segments of at most about [`BATCH_BYTES`] of plaintext.
+fn plan_batches(repository: &Repository, files: &[FileJob]) -> Result<Vec<Vec<Segment>>> {
+    let mut batches = Vec::new();
+    let mut batch: Vec<Segment> = Vec::new();
+    let mut batch_bytes = 0u64;
+    for (job, file) in files.iter().enumerate() {
+        let chunks = file_chunks(&file.node);
+        let windows = if chunks.is_empty() {
+            vec![(0..0, 0)]
+        } else {
+            fetch::windows(repository, chunks, BATCH_BYTES)?
+        };
+        let count = windows.len();
+        for (position, (window, bytes)) in windows.into_iter().enumerate() {
+            // A file never has two segments in one batch, so each segment owns its open file.
+            if !batch.is_empty() && (batch_bytes + bytes > BATCH_BYTES || position > 0) {
+                batches.push(std::mem::take(&mut batch));
+                batch_bytes = 0;
+            }
+            batch_bytes += bytes;
+            batch.push(Segment {
+                job,
+                chunks: window,
+                last: position + 1 == count,
+            });
         }
     }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+/// Restores every queued file, batch by batch: one coalesced fetch per batch, then the batch's
+/// files written in parallel.
+fn restore_files(
+    repository: &Repository,
+    files: &[FileJob],
+    progress: &dyn RestoreProgress,
+    outcome: &mut RestoreOutcome,
+) -> Result<()> {
+    let mut open_files: std::collections::HashMap<usize, OpenFile> =
+        std::collections::HashMap::new();
+    let mut failed: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    for batch in plan_batches(repository, files)? {
+        let segments: Vec<Segment> = batch
+            .into_iter()
+            .filter(|segment| !failed.contains(&segment.job))
+            .collect();
+        let ids: Vec<Id> = segments
+            .iter()
+            .flat_map(|segment| {
+                file_chunks(&files[segment.job].node)[segment.chunks.clone()]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let blobs = fetch::fetch_data_blobs(repository, &ids)?;
+        let work: Vec<(Segment, Option<OpenFile>)> = segments
+            .into_iter()
+            .map(|segment| {
+                let open = open_files.remove(&segment.job);
+                (segment, open)
+            })
+            .collect();
+        let results: Vec<(Segment, Result<Option<OpenFile>>, Option<u64>)> = work
+            .into_par_iter()
+            .map(|(segment, open)| {
+                let job = &files[segment.job];
+                let step = (|| {
+                    let mut open = match open {
+                        Some(open) => open,
+                        None => open_file(repository, &job.path)?,
+                    };
+                    let chunks = &file_chunks(&job.node)[segment.chunks.clone()];
+                    if let Err(error) = write_chunks(&mut open, chunks, &blobs, &job.path) {
+                        let _ = fs::remove_file(&open.temporary);
+                        return Err(error);
+                    }
+                    if segment.last {
+                        let bytes = finish_file(open, job)?;
+                        progress.file_done(&job.path, bytes);
+                        return Ok((None, Some(bytes)));
+                    }
+                    Ok((Some(open), None))
+                })();
+                match step {
+                    Ok((open, done)) => (segment, Ok(open), done),
+                    Err(error) => (segment, Err(error), None),
+                }
+            })
+            .collect();
+        for (segment, result, done) in results {
+            match result {
+                Ok(Some(open)) => {
+                    open_files.insert(segment.job, open);
+                }
+                Ok(None) => {
+                    if let Some(bytes) = done {
+                        outcome.files += 1;
+                        outcome.bytes += bytes;
+                    }
+                }
+                Err(error) => {
+                    failed.insert(segment.job);
+                    outcome
+                        .failed
+                        .push((files[segment.job].path.clone(), error));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Restores `path` of the snapshot whose root tree is `root` into `target`. With an empty path
@@ -258,26 +417,7 @@ pub fn restore(
         mut outcome,
         ..
     } = planner;
-    let results: Vec<(usize, Result<u64>)> = files
-        .par_iter()
-        .enumerate()
-        .map(|(position, job)| {
-            let result = restore_file(repository, job);
-            if let Ok(bytes) = &result {
-                progress.file_done(&job.path, *bytes);
-            }
-            (position, result)
-        })
-        .collect();
-    for (position, result) in results {
-        match result {
-            Ok(bytes) => {
-                outcome.files += 1;
-                outcome.bytes += bytes;
-            }
-            Err(error) => outcome.failed.push((files[position].path.clone(), error)),
-        }
-    }
+    restore_files(repository, &files, progress, &mut outcome)?;
     // Children first, so setting a directory's mtime is not undone by writing into it.
     for (path, node) in &directories {
         if let Err(error) = apply_metadata(path, node) {
@@ -300,7 +440,43 @@ pub fn dump(repository: &Repository, root: &Id, path: &str, out: &mut dyn Write)
         .find_node(root, path)?
         .filter(|node| matches!(node.kind, NodeKind::File { .. }))
         .ok_or_else(|| Error::PathNotFound(path.to_owned()))?;
-    let written = write_content(repository, &node, out, Path::new(path))?;
+    let NodeKind::File {
+        content_hash,
+        chunks,
+    } = &node.kind
+    else {
+        return Err(Error::PathNotFound(path.to_owned()));
+    };
+    let label = Path::new(path);
+    let mut hasher = repository.keys().file_hasher();
+    let mut written = 0u64;
+    for (window, _) in fetch::windows(repository, chunks, BATCH_BYTES)? {
+        let blobs = fetch::fetch_data_blobs(repository, &chunks[window.clone()])?;
+        for chunk in &chunks[window] {
+            let plaintext = match blobs.get(chunk) {
+                Some(Ok(plaintext)) => plaintext,
+                Some(Err(error)) => {
+                    return Err(Error::Damaged {
+                        object: format!("data blob {chunk}"),
+                        reason: error.to_string(),
+                    });
+                }
+                None => {
+                    return Err(Error::BlobMissing {
+                        blob_type: BlobType::Data.name(),
+                        id: *chunk,
+                    });
+                }
+            };
+            hasher.update(plaintext);
+            out.write_all(plaintext)
+                .map_err(|error| Error::local("write", label, error))?;
+            written += plaintext.len() as u64;
+        }
+    }
+    if Id(*hasher.finalize().as_bytes()) != *content_hash || written != node.size {
+        return Err(Error::ContentMismatch(label.to_owned()));
+    }
     out.flush()
         .map_err(|error| Error::local("write", Path::new(path), error))?;
     Ok(written)

@@ -164,6 +164,9 @@ pub fn open(
             if message.len() - 1 > max_plaintext {
                 return Err(OpenError::TooLarge(max_plaintext));
             }
+            if expected_len.is_some_and(|expected| expected != message.len() - 1) {
+                return Err(OpenError::Payload);
+            }
             message.remove(0);
             Ok(message)
         }

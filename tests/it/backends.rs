@@ -18,31 +18,32 @@ static PREFIX_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// servers are not running. With `CAIRN_TEST_REQUIRE_SERVERS=1` (set by tests/run-all.sh) a
 /// missing server fails the test instead.
 fn remote_url(variable: &str, test: &str) -> Option<String> {
-    match std::env::var(variable) {
-        Ok(base) => Some(format!(
+    if let Ok(base) = std::env::var(variable) {
+        return Some(format!(
             "{base}/{test}-{}-{}",
             std::process::id(),
             PREFIX_COUNTER.fetch_add(1, Ordering::SeqCst)
-        )),
-        Err(_) => {
-            assert!(
-                std::env::var("CAIRN_TEST_REQUIRE_SERVERS").is_err(),
-                "{variable} is not set but servers are required: run tests/run-all.sh"
-            );
-            eprintln!("skipping {test} on {variable}: start servers with tests/run-all.sh");
-            None
-        }
+        ));
     }
+    assert!(
+        std::env::var("CAIRN_TEST_REQUIRE_SERVERS").is_err(),
+        "{variable} is not set but servers are required: run tests/run-all.sh"
+    );
+    eprintln!("skipping {test} on {variable}: start servers with tests/run-all.sh");
+    None
 }
 
 fn open(location: &str) -> Arc<dyn Backend> {
     Arc::new(ObjectStoreBackend::open(location, &[], CreateDirectory::Yes).expect("backend opens"))
 }
 
+/// Backends by name.
+type NamedBackends = Vec<(&'static str, Arc<dyn Backend>)>;
+
 /// Every backend, each at a fresh empty location. The temp dir keeps the local one alive.
-fn every_backend(test: &str) -> (tempfile::TempDir, Vec<(&'static str, Arc<dyn Backend>)>) {
+fn every_backend(test: &str) -> (tempfile::TempDir, NamedBackends) {
     let directory = tempfile::tempdir().unwrap();
-    let mut backends: Vec<(&'static str, Arc<dyn Backend>)> = vec![
+    let mut backends: NamedBackends = vec![
         ("memory", Arc::new(ObjectStoreBackend::in_memory())),
         (
             "local",

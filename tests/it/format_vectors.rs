@@ -7,10 +7,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use cairn_chunker::{Chunker, ChunkerParams};
-use cairn_store::format::config::Config;
-use cairn_store::format::index::{IndexObject, IndexedPack};
+use cairn_store::format::config::{self, Config};
+use cairn_store::format::envelope;
+use cairn_store::format::index::{self as index_format, IndexObject, IndexedPack};
 use cairn_store::format::pack::{self, SealedBlob};
-use cairn_store::format::snapshot::{Snapshot, Source, Summary};
+use cairn_store::format::snapshot::{self as snapshot_format, Snapshot, Source, Summary};
 use cairn_store::format::tree::{Node, NodeKind, Timestamp, Tree};
 use cairn_store::keys::{self, KdfParams, KeyObject, MasterSecret, RepositoryKeys};
 use cairn_store::repository::{
@@ -87,9 +88,10 @@ impl Vector {
     }
 
     fn name(&self) -> String {
-        self.optional("name")
-            .unwrap_or_else(|| format!("<unnamed vector at line {}>", self.open + 1))
-            .to_owned()
+        self.optional("name").map_or_else(
+            || format!("<unnamed vector at line {}>", self.open + 1),
+            str::to_owned,
+        )
     }
 
     fn all(&self, key: &str) -> Vec<&str> {
@@ -359,6 +361,19 @@ fn ensure(condition: bool, what: impl FnOnce() -> String) -> Result<(), String> 
     if condition { Ok(()) } else { Err(what()) }
 }
 
+/// The decrypted body of a config, index or snapshot object (the sealed part of the envelope).
+fn object_body(
+    key: &SealKey,
+    bytes: &[u8],
+    magic: [u8; 4],
+    version: u16,
+    public_len: usize,
+) -> Result<Vec<u8>, String> {
+    envelope::open_object(key, bytes, magic, version, "vector", public_len, 1 << 20)
+        .map(|opened| opened.body)
+        .map_err(|error| format!("envelope does not open: {error}"))
+}
+
 fn compute(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
     match vector.one("kind")? {
         "derive-keys" => derive_keys(vector),
@@ -535,6 +550,9 @@ fn key_object(vector: &Vector, context: &mut Context) -> Result<Outputs, String>
     ensure(decoded.unwrap(b"not the password").is_err(), || {
         "unwraps with a wrong password".into()
     })?;
+    ensure(bytes.len() == 120 + object.host.len(), || {
+        format!("is {} bytes, not 120 + host length", bytes.len())
+    })?;
     let id = Id::of_stored_bytes(&bytes);
     context.ids.insert(vector.name(), id);
     let mut out = Outputs::default();
@@ -567,8 +585,19 @@ fn config(vector: &Vector) -> Result<Outputs, String> {
         Config::peek(&bytes).ok() == Some((config.version, config.repository_id)),
         || "peek reads another version or repository id".into(),
     )?;
+    ensure(bytes.len() == 95, || {
+        format!("is {} bytes, not 95", bytes.len())
+    })?;
+    let body = object_body(
+        &keys.data_key,
+        &bytes,
+        config::CONFIG_MAGIC,
+        config::FORMAT_VERSION,
+        config::REPOSITORY_ID_LEN,
+    )?;
     let mut out = Outputs::default();
     out.bytes(&bytes);
+    out.hex("expected_body", &body);
     Ok(out)
 }
 
@@ -627,6 +656,22 @@ fn pack_vector(vector: &Vector, context: &mut Context) -> Result<Outputs, String
         .expect("4 bytes");
     let trailer = pack::trailer_range(bytes.len() as u64, footer)
         .map_err(|error| format!("bad footer: {error}"))?;
+    let trailer_start = usize::try_from(trailer.start).unwrap_or(usize::MAX);
+    let trailer_end = usize::try_from(trailer.end).unwrap_or(usize::MAX);
+    ensure(
+        trailer_end - trailer_start == 45 + 45 * entries.len(),
+        || "sealed trailer is not 45 + 45 n bytes".into(),
+    )?;
+    let mut trailer_associated_data = b"cairn pack trailer".to_vec();
+    trailer_associated_data.extend_from_slice(b"CRNP\x01\x00");
+    let trailer_plaintext = seal::open(
+        &keys.data_key,
+        &trailer_associated_data,
+        &bytes[trailer_start..trailer_end],
+        None,
+        1 << 20,
+    )
+    .map_err(|error| format!("trailer does not open with the documented AD: {error}"))?;
     context.ids.insert(vector.name(), pack_id);
     context.packs.insert(
         vector.name(),
@@ -648,6 +693,7 @@ fn pack_vector(vector: &Vector, context: &mut Context) -> Result<Outputs, String
             trailer.end - trailer.start
         ),
     );
+    out.hex("expected_trailer_plaintext", &trailer_plaintext);
     for (position, entry) in entries.iter().enumerate() {
         out.text(
             &format!("expected_entry_{position}"),
@@ -692,10 +738,18 @@ fn index(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
     let decoded = IndexObject::decode(&keys.data_key, &bytes)
         .map_err(|error| format!("does not decode: {error}"))?;
     ensure(decoded == object, || "decodes to another index".into())?;
+    let body = object_body(
+        &keys.data_key,
+        &bytes,
+        index_format::INDEX_MAGIC,
+        index_format::INDEX_VERSION,
+        0,
+    )?;
     let id = Id::of_stored_bytes(&bytes);
     context.ids.insert(vector.name(), id);
     let mut out = Outputs::default();
     out.bytes(&bytes);
+    out.hex("expected_body", &body);
     out.hex("expected_id", &id.0);
     out.text("expected_name", object_name(INDEX_PREFIX, &id));
     Ok(out)
@@ -833,10 +887,18 @@ fn snapshot(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
     let decoded = Snapshot::decode(&keys.data_key, &bytes)
         .map_err(|error| format!("does not decode: {error}"))?;
     ensure(decoded == snapshot, || "decodes to another snapshot".into())?;
+    let body = object_body(
+        &keys.data_key,
+        &bytes,
+        snapshot_format::SNAPSHOT_MAGIC,
+        snapshot_format::SNAPSHOT_VERSION,
+        0,
+    )?;
     let id = Id::of_stored_bytes(&bytes);
     context.ids.insert(vector.name(), id);
     let mut out = Outputs::default();
     out.bytes(&bytes);
+    out.hex("expected_body", &body);
     out.hex("expected_id", &id.0);
     out.text("expected_name", object_name(SNAPSHOTS_PREFIX, &id));
     Ok(out)
@@ -912,7 +974,7 @@ fn format_field(key: &str, value: &str) -> Vec<String> {
     }
     let mut current = String::from("   ");
     for word in value.split(' ') {
-        if current.len() + 1 + word.len() > LIST_LINE && current.trim().len() > 0 {
+        if current.len() + 1 + word.len() > LIST_LINE && !current.trim().is_empty() {
             lines.push(std::mem::replace(&mut current, String::from("   ")));
         }
         current.push(' ');

@@ -177,8 +177,8 @@ impl ObjectStoreBackend {
             }
             Some("memory") => Ok(Self::in_memory()),
             Some(scheme @ ("s3" | "az" | "azure" | "abfs" | "abfss" | "gs")) => {
-                let (store, prefix, retry) = cloud_store(scheme, location, options)
-                    .map_err(|reason| invalid(reason))?;
+                let (store, prefix, retry) =
+                    cloud_store(scheme, location, options).map_err(invalid)?;
                 Ok(Self::new(store, prefix, location.to_owned())?.with_retry_policy(retry))
             }
             Some(other) => Err(invalid(format!(
@@ -381,7 +381,7 @@ fn http_retry_config() -> RetryConfig {
             base: 2.0,
         },
         max_retries: 3,
-        retry_timeout: Duration::from_secs(60),
+        retry_timeout: Duration::from_mins(1),
     }
 }
 

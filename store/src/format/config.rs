@@ -20,6 +20,10 @@ pub const REPOSITORY_ID_LEN: usize = 16;
 
 /// Default target size of a pack in bytes; FORMAT.md records the reasoning.
 pub const DEFAULT_PACK_TARGET_SIZE: u32 = 16 * 1024 * 1024;
+/// Smallest pack target size accepted.
+pub const MIN_PACK_TARGET_SIZE: u32 = 1024 * 1024;
+/// Largest pack target size accepted.
+pub const MAX_PACK_TARGET_SIZE: u32 = 1024 * 1024 * 1024;
 /// Default zstd level for blobs.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
@@ -115,6 +119,13 @@ impl Config {
             reason: "parameters out of range",
         })?;
         let pack_target_size = reader.u32("pack target size")?;
+        if !(MIN_PACK_TARGET_SIZE..=MAX_PACK_TARGET_SIZE).contains(&pack_target_size) {
+            return Err(DecodeError::Invalid {
+                field: "pack target size",
+                reason: "outside 1 MiB ..= 1 GiB",
+            }
+            .into());
+        }
         let compression_level =
             i32::try_from(reader.i64("compression level")?).map_err(|_| DecodeError::Invalid {
                 field: "compression level",

@@ -104,8 +104,10 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
-/// Smallest possible encoded node, for bounding counts.
-const MIN_NODE_LEN: usize = 4 + 1 + 12 + 24 + 24 + 8 + 2;
+/// Smallest possible encoded node, for bounding counts: a one-byte name (4 + 1), kind (1),
+/// mode/uid/gid (12), mtime and ctime (24), inode/device/size (24), an empty symlink target (4)
+/// and the extension count (2).
+const MIN_NODE_LEN: usize = 4 + 1 + 1 + 12 + 24 + 24 + 4 + 2;
 
 fn validate_name(name: &[u8]) -> Result<(), DecodeError> {
     let invalid = |reason| DecodeError::Invalid {
@@ -315,6 +317,19 @@ mod tests {
             };
             assert!(Tree::decode(&tree.encode()).is_err());
         }
+    }
+
+    #[test]
+    fn smallest_node_decodes() {
+        //! Regression: a directory holding only a one-letter symlink with an empty target was
+        //! written but rejected on read because the minimum node length was overstated.
+        let mut tree = Tree {
+            nodes: vec![node(b"a", NodeKind::Symlink { target: Vec::new() })],
+        };
+        tree.nodes[0].extensions.clear();
+        let encoded = tree.encode();
+        assert_eq!(encoded.len(), 2 + 4 + MIN_NODE_LEN);
+        assert_eq!(Tree::decode(&encoded).unwrap(), tree);
     }
 
     proptest! {

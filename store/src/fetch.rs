@@ -1,0 +1,241 @@
+//! Reading many blobs at once: look them up in the index, group them by pack, coalesce
+//! neighbouring ranges into one ranged read, fetch the reads concurrently, then authenticate
+//! and decompress every blob in parallel. Restore and dump use it so that a pack is read with a
+//! handful of requests instead of one request per chunk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobType, Id};
+use crate::index::cache::BlobLocation;
+use crate::repository::{Repository, pack_name};
+
+/// Neighbouring blobs of a pack closer than this are read with one request (the bytes between
+/// them are cheaper than another request's latency and price).
+pub const COALESCE_GAP: u64 = 512 * 1024;
+/// No single read is longer than this.
+pub const MAX_READ: u64 = 32 * 1024 * 1024;
+/// Concurrent reads (object stores reward concurrency; a local disk does not mind it).
+const FETCH_THREADS: usize = 8;
+
+fn fetch_pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(FETCH_THREADS)
+            .thread_name(|index| format!("cairn-fetch-{index}"))
+            .build()
+            .expect("fetch thread pool starts")
+    })
+}
+
+/// A blob's plaintext, or why it could not be read (shared by every file that needs it).
+pub type FetchedBlob = std::result::Result<Arc<Vec<u8>>, Arc<Error>>;
+
+/// One ranged read of a pack covering several blobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackRead {
+    /// The pack.
+    pub pack_id: Id,
+    /// First byte read.
+    pub start: u64,
+    /// One past the last byte read.
+    pub end: u64,
+    /// The blobs inside the range.
+    pub blobs: Vec<BlobLocation>,
+}
+
+/// Groups blob locations into coalesced reads: per pack, sorted by offset, merging neighbours
+/// closer than `gap` while a read stays within `max_read`.
+pub fn plan_reads(mut locations: Vec<BlobLocation>, gap: u64, max_read: u64) -> Vec<PackRead> {
+    locations.sort_by_key(|location| (location.pack_id, location.entry.offset));
+    locations.dedup_by_key(|location| (location.pack_id, location.entry.offset));
+    let mut reads: Vec<PackRead> = Vec::new();
+    for location in locations {
+        let range = location.entry.range();
+        if let Some(last) = reads.last_mut()
+            && last.pack_id == location.pack_id
+            && range.start <= last.end.saturating_add(gap)
+            && range.end.saturating_sub(last.start) <= max_read
+        {
+            last.end = last.end.max(range.end);
+            last.blobs.push(location);
+            continue;
+        }
+        reads.push(PackRead {
+            pack_id: location.pack_id,
+            start: range.start,
+            end: range.end,
+            blobs: vec![location],
+        });
+    }
+    reads
+}
+
+/// Fetches the data blobs `ids` (duplicates allowed) and returns each one's plaintext or error.
+///
+/// # Errors
+/// Only index cache failures; missing, unreadable or damaged blobs are per-blob errors.
+pub fn fetch_data_blobs(repository: &Repository, ids: &[Id]) -> Result<HashMap<Id, FetchedBlob>> {
+    let mut unique: Vec<Id> = ids.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let locations = repository.cache().lookup_many(&unique)?;
+    let mut out: HashMap<Id, FetchedBlob> = HashMap::with_capacity(unique.len());
+    let mut found = Vec::with_capacity(unique.len());
+    for (id, location) in unique.iter().zip(locations) {
+        match location.filter(|location| location.entry.blob_type == BlobType::Data) {
+            Some(location) => found.push(location),
+            None => {
+                out.insert(
+                    *id,
+                    Err(Arc::new(Error::BlobMissing {
+                        blob_type: BlobType::Data.name(),
+                        id: *id,
+                    })),
+                );
+            }
+        }
+    }
+    let reads = plan_reads(found, COALESCE_GAP, MAX_READ);
+    let fetched: Vec<Vec<(Id, FetchedBlob)>> = fetch_pool().install(|| {
+        reads
+            .par_iter()
+            .map(|read| fetch_read(repository, read))
+            .collect()
+    });
+    out.extend(fetched.into_iter().flatten());
+    Ok(out)
+}
+
+fn fetch_read(repository: &Repository, read: &PackRead) -> Vec<(Id, FetchedBlob)> {
+    let bytes = match repository
+        .backend()
+        .get_range(&pack_name(&read.pack_id), read.start..read.end)
+    {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let error = Arc::new(Error::from(error));
+            return read
+                .blobs
+                .iter()
+                .map(|location| (location.entry.id, Err(Arc::clone(&error))))
+                .collect();
+        }
+    };
+    read.blobs
+        .par_iter()
+        .map(|location| {
+            let range = location.entry.range();
+            #[allow(clippy::cast_possible_truncation)]
+            let sealed =
+                &bytes[(range.start - read.start) as usize..(range.end - read.start) as usize];
+            let plaintext = repository
+                .open_blob_bytes(location, sealed)
+                .map(Arc::new)
+                .map_err(Arc::new);
+            (location.entry.id, plaintext)
+        })
+        .collect()
+}
+
+/// Splits a sequence of chunk ids into consecutive windows whose plaintext totals at most about
+/// `budget` bytes (every window holds at least one chunk), using the cached raw lengths. Returns
+/// each window with its plaintext size.
+///
+/// # Errors
+/// Index cache failures.
+pub fn windows(
+    repository: &Repository,
+    chunks: &[Id],
+    budget: u64,
+) -> Result<Vec<(std::ops::Range<usize>, u64)>> {
+    let locations = repository.cache().lookup_many(chunks)?;
+    let mut windows = Vec::new();
+    let mut start = 0;
+    let mut size = 0u64;
+    for (position, location) in locations.iter().enumerate() {
+        let length = location.map_or(0, |location| u64::from(location.entry.raw_length));
+        if position > start && size + length > budget {
+            windows.push((start..position, size));
+            start = position;
+            size = 0;
+        }
+        size += length;
+    }
+    if start < chunks.len() {
+        windows.push((start..chunks.len(), size));
+    }
+    Ok(windows)
+}
+
+/// Counts how many blobs each pack contributes; used by callers to report reads per pack.
+pub fn blobs_per_pack(reads: &[PackRead]) -> BTreeMap<Id, usize> {
+    let mut counts = BTreeMap::new();
+    for read in reads {
+        *counts.entry(read.pack_id).or_insert(0) += read.blobs.len();
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pack::PackEntry;
+
+    fn location(pack: u8, offset: u32, length: u32) -> BlobLocation {
+        BlobLocation {
+            pack_id: Id([pack; 32]),
+            entry: PackEntry {
+                blob_type: BlobType::Data,
+                id: Id([offset.to_le_bytes()[0]; 32]),
+                offset,
+                length,
+                raw_length: length,
+            },
+        }
+    }
+
+    #[test]
+    fn neighbours_coalesce_and_far_blobs_do_not() {
+        let reads = plan_reads(
+            vec![
+                location(1, 5000, 100),
+                location(1, 6, 100),
+                location(1, 200, 100),
+                location(2, 6, 100),
+                location(1, 10_000_000, 100),
+            ],
+            1024,
+            1 << 30,
+        );
+        // Pack 1: [6, 300) holds two blobs; 5000 is more than 1024 past 300 and 10 MB is far.
+        assert_eq!(reads.len(), 4);
+        assert_eq!((reads[0].start, reads[0].end), (6, 300));
+        assert_eq!(reads[0].blobs.len(), 2);
+        assert_eq!(
+            reads
+                .iter()
+                .filter(|read| read.pack_id == Id([1; 32]))
+                .count(),
+            3
+        );
+        assert_eq!(blobs_per_pack(&reads)[&Id([1; 32])], 4);
+    }
+
+    #[test]
+    fn reads_never_exceed_the_maximum() {
+        let locations: Vec<_> = (0..100)
+            .map(|index| location(1, 6 + index * 100, 100))
+            .collect();
+        let reads = plan_reads(locations, 1 << 20, 1000);
+        assert!(reads.iter().all(|read| read.end - read.start <= 1000));
+        assert_eq!(
+            reads.iter().map(|read| read.blobs.len()).sum::<usize>(),
+            100
+        );
+    }
+}
