@@ -17,11 +17,12 @@ use crate::repository::{Repository, pack_name};
 /// them are cheaper than another request's latency and price).
 pub const COALESCE_GAP: u64 = 512 * 1024;
 /// No single read is longer than this.
-pub const MAX_READ: u64 = 32 * 1024 * 1024;
+pub const MAX_READ: u64 = 4 * 1024 * 1024;
 /// Concurrent reads (object stores reward concurrency; a local disk does not mind it).
 const FETCH_THREADS: usize = 8;
 
-fn fetch_pool() -> &'static rayon::ThreadPool {
+/// The thread pool for blocking I/O fan-out (fetches, restored file writes).
+pub fn io_pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
@@ -101,7 +102,7 @@ pub fn fetch_data_blobs(repository: &Repository, ids: &[Id]) -> Result<HashMap<I
         }
     }
     let reads = plan_reads(found, COALESCE_GAP, MAX_READ);
-    let fetched: Vec<Vec<(Id, FetchedBlob)>> = fetch_pool().install(|| {
+    let fetched: Vec<Vec<(Id, FetchedBlob)>> = io_pool().install(|| {
         reads
             .par_iter()
             .map(|read| fetch_read(repository, read))

@@ -135,11 +135,17 @@ impl Planner<'_> {
 
 /// Applies mode, owner (when permitted) and times to a restored entry.
 fn apply_metadata(path: &Path, node: &Node) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777))
-        .map_err(|error| Error::local("set permissions of", path, error))?;
-    // Only root may give files away; for everyone else keeping their own ownership is right.
-    let _ = std::os::unix::fs::chown(path, Some(node.uid), Some(node.gid));
     let file = File::open(path).map_err(|error| Error::local("open", path, error))?;
+    apply_file_metadata(&file, path, node)
+}
+
+/// Applies mode, owner (when permitted) and times through an open handle.
+fn apply_file_metadata(file: &File, path: &Path, node: &Node) -> Result<()> {
+    // Only root may give files away; for everyone else keeping their own ownership is right.
+    // Ownership first: changing the owner clears set-id bits that the mode then restores.
+    let _ = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
+    file.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777))
+        .map_err(|error| Error::local("set permissions of", path, error))?;
     file.set_times(
         FileTimes::new()
             .set_modified(system_time(node.mtime))
@@ -149,7 +155,7 @@ fn apply_metadata(path: &Path, node: &Node) -> Result<()> {
 }
 
 /// Plaintext bytes fetched per batch: bounds restore memory whatever the snapshot's size.
-const BATCH_BYTES: u64 = 64 * 1024 * 1024;
+const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A consecutive run of one file's chunks, restored within one batch.
 #[derive(Debug, Clone)]
@@ -244,14 +250,15 @@ fn finish_file(open: OpenFile, job: &FileJob) -> Result<u64> {
         hasher,
         written,
     } = open;
-    writer
+    let file = writer
         .into_inner()
         .map_err(|error| Error::local("write", &job.path, error.into_error()))?;
     if Id(*hasher.finalize().as_bytes()) != *content_hash || written != job.node.size {
         let _ = fs::remove_file(&temporary);
         return Err(Error::ContentMismatch(job.path.clone()));
     }
-    apply_metadata(&temporary, &job.node)?;
+    apply_file_metadata(&file, &temporary, &job.node)?;
+    drop(file);
     fs::rename(&temporary, &job.path)
         .map_err(|error| Error::local("rename into place", &job.path, error))?;
     Ok(written)
@@ -301,20 +308,66 @@ fn restore_files(
     let mut open_files: std::collections::HashMap<usize, OpenFile> =
         std::collections::HashMap::new();
     let mut failed: std::collections::HashSet<usize> = std::collections::HashSet::new();
-    for batch in plan_batches(repository, files)? {
+    let batches = plan_batches(repository, files)?;
+    // Fetch the next batch while the current one is written: one batch in the channel, one being
+    // fetched, one being written bound the memory.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<FetchedBatch>>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for batch in batches {
+                let ids: Vec<Id> = batch
+                    .iter()
+                    .flat_map(|segment| {
+                        file_chunks(&files[segment.job].node)[segment.chunks.clone()]
+                            .iter()
+                            .copied()
+                    })
+                    .collect();
+                let fetched = fetch::fetch_data_blobs(repository, &ids).map(|blobs| (batch, blobs));
+                let stop = fetched.is_err();
+                if sender.send(fetched).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        for fetched in receiver {
+            let (batch, blobs) = fetched?;
+            write_batch(
+                repository,
+                files,
+                progress,
+                outcome,
+                &mut open_files,
+                &mut failed,
+                batch,
+                &blobs,
+            );
+        }
+        Ok(())
+    })
+}
+
+/// A batch's segments with the blobs they need.
+type FetchedBatch = (Vec<Segment>, std::collections::HashMap<Id, FetchedBlob>);
+
+/// Writes one fetched batch: every segment's chunks appended to its file, files finished when
+/// their last segment is written.
+#[allow(clippy::too_many_arguments)]
+fn write_batch(
+    repository: &Repository,
+    files: &[FileJob],
+    progress: &dyn RestoreProgress,
+    outcome: &mut RestoreOutcome,
+    open_files: &mut std::collections::HashMap<usize, OpenFile>,
+    failed: &mut std::collections::HashSet<usize>,
+    batch: Vec<Segment>,
+    blobs: &std::collections::HashMap<Id, FetchedBlob>,
+) {
+    {
         let segments: Vec<Segment> = batch
             .into_iter()
             .filter(|segment| !failed.contains(&segment.job))
             .collect();
-        let ids: Vec<Id> = segments
-            .iter()
-            .flat_map(|segment| {
-                file_chunks(&files[segment.job].node)[segment.chunks.clone()]
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        let blobs = fetch::fetch_data_blobs(repository, &ids)?;
         let work: Vec<(Segment, Option<OpenFile>)> = segments
             .into_iter()
             .map(|segment| {
@@ -322,33 +375,35 @@ fn restore_files(
                 (segment, open)
             })
             .collect();
-        let results: Vec<(Segment, Result<Option<OpenFile>>, Option<u64>)> = work
-            .into_par_iter()
-            .map(|(segment, open)| {
-                let job = &files[segment.job];
-                let step = (|| {
-                    let mut open = match open {
-                        Some(open) => open,
-                        None => open_file(repository, &job.path)?,
-                    };
-                    let chunks = &file_chunks(&job.node)[segment.chunks.clone()];
-                    if let Err(error) = write_chunks(&mut open, chunks, &blobs, &job.path) {
-                        let _ = fs::remove_file(&open.temporary);
-                        return Err(error);
-                    }
-                    if segment.last {
-                        let bytes = finish_file(open, job)?;
-                        progress.file_done(&job.path, bytes);
-                        return Ok((None, Some(bytes)));
-                    }
-                    Ok((Some(open), None))
-                })();
-                match step {
-                    Ok((open, done)) => (segment, Ok(open), done),
-                    Err(error) => (segment, Err(error), None),
-                }
-            })
-            .collect();
+        let results: Vec<(Segment, Result<Option<OpenFile>>, Option<u64>)> = fetch::io_pool()
+            .install(|| {
+                work.into_par_iter()
+                    .map(|(segment, open)| {
+                        let job = &files[segment.job];
+                        let step = (|| {
+                            let mut open = match open {
+                                Some(open) => open,
+                                None => open_file(repository, &job.path)?,
+                            };
+                            let chunks = &file_chunks(&job.node)[segment.chunks.clone()];
+                            if let Err(error) = write_chunks(&mut open, chunks, blobs, &job.path) {
+                                let _ = fs::remove_file(&open.temporary);
+                                return Err(error);
+                            }
+                            if segment.last {
+                                let bytes = finish_file(open, job)?;
+                                progress.file_done(&job.path, bytes);
+                                return Ok((None, Some(bytes)));
+                            }
+                            Ok((Some(open), None))
+                        })();
+                        match step {
+                            Ok((open, done)) => (segment, Ok(open), done),
+                            Err(error) => (segment, Err(error), None),
+                        }
+                    })
+                    .collect()
+            });
         for (segment, result, done) in results {
             match result {
                 Ok(Some(open)) => {
@@ -369,7 +424,6 @@ fn restore_files(
             }
         }
     }
-    Ok(())
 }
 
 /// Restores `path` of the snapshot whose root tree is `root` into `target`. With an empty path

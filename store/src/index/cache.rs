@@ -19,6 +19,10 @@ const INDEX_OBJECTS: TableDefinition<&[u8; 32], u8> = TableDefinition::new("inde
 /// Packs known from merged index objects → pack length.
 const PACKS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("packs");
 
+/// Memory redb may use for its page cache: enough for the hot part of the index, and a fixed
+/// bound whatever the repository size.
+const CACHE_MEMORY: usize = 32 * 1024 * 1024;
+
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
@@ -82,7 +86,10 @@ impl IndexCache {
             std::fs::create_dir_all(parent)
                 .map_err(|error| Error::local("create cache directory", parent, error))?;
         }
-        let database = Database::create(path).map_err(|error| cache_error(path, error))?;
+        let database = Database::builder()
+            .set_cache_size(CACHE_MEMORY)
+            .create(path)
+            .map_err(|error| cache_error(path, error))?;
         let cache = Self {
             database,
             path: path.to_owned(),
