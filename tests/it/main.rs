@@ -5,6 +5,6 @@ mod backends;
 mod cli_e2e;
 mod faults;
 mod fixture_v1;
-mod netfaults;
 mod format_vectors;
+mod netfaults;
 mod support;

@@ -327,7 +327,10 @@ pub fn open_local_repository(path: &Path) -> Repository {
         ObjectStoreBackend::open(&path.to_string_lossy(), &[], CreateDirectory::No)
             .expect("open backend"),
     );
-    Repository::open(backend, PASSWORD.as_bytes(), &CacheLocation::Memory).expect("open repository")
+    let repository = Repository::open(backend, PASSWORD.as_bytes(), &CacheLocation::Memory)
+        .expect("open repository");
+    repository.sync_index().expect("sync index");
+    repository
 }
 
 /// A JSON number as `u64`.
@@ -723,7 +726,7 @@ impl MongoArchive {
         let notes = compressible_text(prng.next_u64() ^ u64::from(revision), notes_length);
         document.string("notes", &String::from_utf8_lossy(&notes));
         let payload_seed = prng.next_u64() ^ (u64::from(revision) << 32);
-        if index % 5 == 0 {
+        if index.is_multiple_of(5) {
             let payload_length = 2048 + prng.below(14 * 1024);
             document.binary("attachment", &random_bytes(payload_seed, payload_length));
         }
@@ -955,16 +958,23 @@ impl TreeBuilder {
         self
     }
 
-    /// Sets the modification (and access) time of a file or directory.
-    pub fn mtime(&self, relative: &str, seconds: u64, nanos: u32) -> &Self {
+    /// Sets the modification (and access) time of a file or directory (seconds may be
+    /// negative: before 1970).
+    pub fn mtime(&self, relative: &str, seconds: i64, nanos: u32) -> &Self {
         set_mtime(&self.path(relative), seconds, nanos);
         self
     }
 }
 
-/// Sets the modification (and access) time of a file or directory.
-pub fn set_mtime(path: &Path, seconds: u64, nanos: u32) {
-    let time = SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos);
+/// Sets the modification (and access) time of a file or directory to `seconds` (negative:
+/// before 1970) plus `nanos`.
+pub fn set_mtime(path: &Path, seconds: i64, nanos: u32) {
+    let whole = Duration::from_secs(seconds.unsigned_abs());
+    let time = if seconds >= 0 {
+        SystemTime::UNIX_EPOCH + whole
+    } else {
+        SystemTime::UNIX_EPOCH - whole
+    } + Duration::from_nanos(u64::from(nanos));
     File::open(path)
         .expect("open for times")
         .set_times(FileTimes::new().set_modified(time).set_accessed(time))
@@ -1158,9 +1168,8 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         return true;
     }
     let first = needle[0];
-    let last_start = match haystack.len().checked_sub(needle.len()) {
-        Some(last) => last,
-        None => return false,
+    let Some(last_start) = haystack.len().checked_sub(needle.len()) else {
+        return false;
     };
     let mut start = 0;
     while start <= last_start {
