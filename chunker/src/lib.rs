@@ -207,18 +207,17 @@ impl<R: Read> ChunkStream<R> {
     pub fn next_batch(&mut self) -> io::Result<Option<ChunkBatch>> {
         let mut data = std::mem::take(&mut self.carry);
         data.reserve(self.block_size.saturating_sub(data.len()));
-        while !self.eof && data.len() < self.block_size {
-            let filled = data.len();
-            data.resize(self.block_size, 0);
-            match self.reader.read(&mut data[filled..]) {
-                Ok(0) => {
-                    data.truncate(filled);
-                    self.eof = true;
+        if !self.eof {
+            // `read_to_end` appends into spare capacity without zero-filling it first, which
+            // matters for pipes that deliver a few KiB per read.
+            let wanted = self.block_size.saturating_sub(data.len()) as u64;
+            match (&mut self.reader).take(wanted).read_to_end(&mut data) {
+                Ok(read) => {
+                    if (read as u64) < wanted {
+                        self.eof = true;
+                    }
                 }
-                Ok(n) => data.truncate(filled + n),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => data.truncate(filled),
                 Err(error) => {
-                    data.truncate(filled);
                     self.carry = data;
                     return Err(error);
                 }

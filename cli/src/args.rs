@@ -127,6 +127,12 @@ pub struct BackupArgs {
     /// Host name to record (default: this machine's)
     #[arg(long)]
     pub host: Option<String>,
+    /// Read every file, even those the parent snapshot proves unchanged
+    #[arg(long)]
+    pub force: bool,
+    /// Compare against this snapshot instead of the latest one of the same host and paths
+    #[arg(long, conflicts_with = "force")]
+    pub parent: Option<String>,
 }
 
 /// `cairn ls`.

@@ -52,6 +52,43 @@ pub struct BackupOptions {
     pub time: Timestamp,
     /// The program version recorded in the snapshot.
     pub program_version: String,
+    /// Which earlier snapshot lets unchanged files go unread.
+    pub parent: ParentChoice,
+}
+
+/// How the parent snapshot of a backup is chosen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and the same paths.
+    #[default]
+    Latest,
+    /// This snapshot.
+    Snapshot(Id),
+    /// None: read every file (`--force`).
+    None,
+}
+
+/// Finds the parent snapshot for `source` according to `choice`.
+fn find_parent(
+    repository: &Repository,
+    choice: &ParentChoice,
+    host: &str,
+    source: &Source,
+) -> Result<Option<(Id, Snapshot)>> {
+    match choice {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Snapshot(id) => repository.resolve_snapshot(&id.to_hex()).map(Some),
+        ParentChoice::Latest => {
+            if matches!(source, Source::Stdin(_)) {
+                return Ok(None);
+            }
+            let (snapshots, _) = repository.list_snapshots()?;
+            Ok(snapshots
+                .into_iter()
+                .rev()
+                .find(|(_, snapshot)| snapshot.host == host && snapshot.source == *source))
+        }
+    }
 }
 
 /// A source entry that could not be backed up.
@@ -84,8 +121,14 @@ pub struct BackupOutcome {
     pub snapshot_id: Id,
     /// The committed snapshot.
     pub snapshot: Snapshot,
-    /// Entries that were skipped.
+    /// Entries that could not be read (the snapshot is incomplete without them).
     pub warnings: Vec<SourceWarning>,
+    /// Special files (FIFOs, sockets, devices) left out by design.
+    pub skipped: Vec<SourceWarning>,
+    /// Files not read because the parent snapshot proved them unchanged.
+    pub files_unchanged: u64,
+    /// The snapshot compared against.
+    pub parent: Option<Id>,
     /// What was added.
     pub saver: SaverStats,
     /// Packs left by an earlier interrupted run that were indexed and reused.
@@ -189,10 +232,69 @@ struct Walker<'saver, 'repo, 'progress> {
     chunker: Chunker,
     progress: &'progress dyn BackupProgress,
     warnings: Vec<SourceWarning>,
+    skipped: Vec<SourceWarning>,
     summary: Summary,
+    /// Files whose metadata matched the parent snapshot and were not read.
+    files_unchanged: u64,
+}
+
+/// Whether a file's current metadata proves it unchanged since `previous` was recorded:
+/// same size, mtime, ctime, inode, device and mode. ctime catches edits that restore the mtime.
+fn unchanged(metadata: &Metadata, previous: &Node) -> bool {
+    let current = node_from_metadata(
+        Vec::new(),
+        NodeKind::Directory {
+            subtree: Id::default(),
+        },
+        metadata,
+    );
+    matches!(previous.kind, NodeKind::File { .. })
+        && metadata.is_file()
+        && previous.size == metadata.len()
+        && previous.mtime == current.mtime
+        && previous.ctime == current.ctime
+        && previous.inode == current.inode
+        && previous.device == current.device
+        && previous.mode == current.mode
 }
 
 impl Walker<'_, '_, '_> {
+    /// The parent snapshot's listing of a directory, if there is one and it can be read; a
+    /// damaged or pruned parent tree only means the files are read again.
+    fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
+        match parent.map(|node| &node.kind) {
+            Some(NodeKind::Directory { subtree }) => self.repository.load_tree(subtree).ok(),
+            _ => None,
+        }
+    }
+
+    /// Reuses the parent's record of an unchanged file when every chunk is still indexed.
+    fn reuse_unchanged(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        metadata: &Metadata,
+        previous: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        let Some(previous) = previous.filter(|previous| unchanged(metadata, previous)) else {
+            return Ok(None);
+        };
+        let NodeKind::File { chunks, .. } = &previous.kind else {
+            return Ok(None);
+        };
+        let locations = self.repository.cache().lookup_many(chunks)?;
+        if locations.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let mut node = node_from_metadata(name.to_vec(), previous.kind.clone(), metadata);
+        node.size = previous.size;
+        self.summary.files += 1;
+        self.summary.bytes_processed += previous.size;
+        self.files_unchanged += 1;
+        self.progress.file_done(path, previous.size);
+        Ok(Some(node))
+    }
+
     fn warn(&mut self, path: &Path, message: String) {
         let warning = SourceWarning {
             path: path.to_owned(),
@@ -241,7 +343,12 @@ impl Walker<'_, '_, '_> {
     }
 
     /// Backs up one entry of the file system; `Ok(None)` when it was skipped with a warning.
-    fn save_entry(&mut self, path: &Path, name: Vec<u8>) -> Result<Option<Node>> {
+    fn save_entry(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        previous: Option<&Node>,
+    ) -> Result<Option<Node>> {
         let metadata = match std::fs::symlink_metadata(path) {
             Ok(metadata) => metadata,
             Err(error) => {
@@ -266,7 +373,8 @@ impl Walker<'_, '_, '_> {
             };
         }
         if file_type.is_dir() {
-            let Some(subtree) = self.save_directory(path)? else {
+            let parent = self.parent_tree(previous);
+            let Some(subtree) = self.save_directory(path, parent.as_ref())? else {
                 return Ok(None);
             };
             self.summary.directories += 1;
@@ -277,11 +385,18 @@ impl Walker<'_, '_, '_> {
             )));
         }
         if !file_type.is_file() {
-            self.warn(
-                path,
-                "skipped: not a regular file, directory or symlink".into(),
-            );
+            // FIFOs, sockets and device nodes hold no data to back up; saying so is enough,
+            // they do not make the snapshot incomplete.
+            let note = SourceWarning {
+                path: path.to_owned(),
+                message: "skipped: FIFO, socket or device node (not backed up)".into(),
+            };
+            self.progress.warning(&note);
+            self.skipped.push(note);
             return Ok(None);
+        }
+        if let Some(node) = self.reuse_unchanged(path, &name, &metadata, previous)? {
+            return Ok(Some(node));
         }
         self.save_file(path, name)
     }
@@ -326,7 +441,7 @@ impl Walker<'_, '_, '_> {
     }
 
     /// Backs up a directory's entries; `Ok(None)` when it cannot be listed.
-    fn save_directory(&mut self, path: &Path) -> Result<Option<Id>> {
+    fn save_directory(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<Id>> {
         let listing = match std::fs::read_dir(path) {
             Ok(listing) => listing,
             Err(error) => {
@@ -348,7 +463,9 @@ impl Walker<'_, '_, '_> {
         let mut tree = Tree::default();
         for name in names {
             let child = path.join(&name);
-            if let Some(node) = self.save_entry(&child, name.into_vec())? {
+            let name = name.into_vec();
+            let previous = parent.and_then(|tree| tree.find(&name));
+            if let Some(node) = self.save_entry(&child, name, previous)? {
                 tree.nodes.push(node);
             }
         }
@@ -356,9 +473,14 @@ impl Walker<'_, '_, '_> {
     }
 
     /// Backs up a selection node into a tree node named `name`.
-    fn save_selection(&mut self, selection: &Selection, name: Vec<u8>) -> Result<Option<Node>> {
+    fn save_selection(
+        &mut self,
+        selection: &Selection,
+        name: Vec<u8>,
+        previous: Option<&Node>,
+    ) -> Result<Option<Node>> {
         match selection {
-            Selection::Whole(path) => self.save_entry(path, name),
+            Selection::Whole(path) => self.save_entry(path, name, previous),
             Selection::Parent(path, children) => {
                 let metadata = match std::fs::metadata(path) {
                     Ok(metadata) => metadata,
@@ -367,13 +489,8 @@ impl Walker<'_, '_, '_> {
                         return Ok(None);
                     }
                 };
-                let mut tree = Tree::default();
-                for (child_name, child) in children {
-                    if let Some(node) = self.save_selection(child, child_name.clone())? {
-                        tree.nodes.push(node);
-                    }
-                }
-                let subtree = self.save_tree(tree)?;
+                let parent = self.parent_tree(previous);
+                let subtree = self.save_children(children, parent.as_ref())?;
                 Ok(Some(node_from_metadata(
                     name,
                     NodeKind::Directory { subtree },
@@ -381,6 +498,24 @@ impl Walker<'_, '_, '_> {
                 )))
             }
         }
+    }
+}
+
+impl Walker<'_, '_, '_> {
+    /// Saves the selected children of a parent-only directory as a tree.
+    fn save_children(
+        &mut self,
+        children: &BTreeMap<Vec<u8>, Selection>,
+        parent: Option<&Tree>,
+    ) -> Result<Id> {
+        let mut tree = Tree::default();
+        for (child_name, child) in children {
+            let previous = parent.and_then(|tree| tree.find(child_name));
+            if let Some(node) = self.save_selection(child, child_name.clone(), previous)? {
+                tree.nodes.push(node);
+            }
+        }
+        self.save_tree(tree)
     }
 }
 
@@ -428,6 +563,7 @@ pub fn backup(
     };
     repository.sync_index()?;
     let recovered_packs = repository.index_orphan_packs()?;
+    let parent = find_parent(repository, &options.parent, &options.host, &snapshot_source)?;
     let chunker = Chunker::new(repository.config().chunker, repository.keys().chunker_seed)
         .map_err(|error| Error::Usage(error.to_string()))?;
     let mut saver = BlobSaver::new(repository);
@@ -437,8 +573,13 @@ pub fn backup(
         chunker,
         progress,
         warnings: Vec::new(),
+        skipped: Vec::new(),
         summary: Summary::default(),
+        files_unchanged: 0,
     };
+    let parent_root = parent
+        .as_ref()
+        .and_then(|(_, snapshot)| walker.repository.load_tree(&snapshot.root).ok());
     let root = match source {
         BackupSource::Paths(paths) => {
             let absolute: Vec<PathBuf> = paths
@@ -447,19 +588,10 @@ pub fn backup(
                 .collect::<Result<_>>()?;
             match build_selection(&absolute) {
                 Selection::Whole(path) => walker
-                    .save_directory(&path)?
+                    .save_directory(&path, parent_root.as_ref())?
                     .ok_or_else(|| Error::Usage(format!("cannot read {}", path.display())))?,
-                parent @ Selection::Parent(..) => {
-                    let Selection::Parent(_, children) = &parent else {
-                        unreachable!()
-                    };
-                    let mut tree = Tree::default();
-                    for (name, child) in children {
-                        if let Some(node) = walker.save_selection(child, name.clone())? {
-                            tree.nodes.push(node);
-                        }
-                    }
-                    walker.save_tree(tree)?
+                Selection::Parent(_, children) => {
+                    walker.save_children(&children, parent_root.as_ref())?
                 }
             }
         }
@@ -491,7 +623,9 @@ pub fn backup(
     };
     let Walker {
         warnings,
+        skipped,
         mut summary,
+        files_unchanged,
         ..
     } = walker;
     let saver_stats = saver.finish()?;
@@ -504,7 +638,7 @@ pub fn backup(
         tags: options.tags.clone(),
         source: snapshot_source,
         root,
-        parent: None,
+        parent: parent.as_ref().map(|(id, _)| *id),
         summary,
         program_version: options.program_version.clone(),
     };
@@ -513,6 +647,9 @@ pub fn backup(
         snapshot_id,
         snapshot,
         warnings,
+        skipped,
+        files_unchanged,
+        parent: parent.map(|(id, _)| id),
         saver: saver_stats,
         recovered_packs,
         requests: repository.backend().stats(),

@@ -196,7 +196,8 @@ impl Repository {
         })
     }
 
-    /// Opens a repository with `password` and brings the index cache up to date.
+    /// Opens a repository with `password` and its local index cache. Call
+    /// [`Repository::sync_index`] before relying on the cache (the use cases do).
     ///
     /// # Errors
     /// [`Error::RepositoryNotFound`], [`Error::Unsupported`] for a newer format,

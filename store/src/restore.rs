@@ -441,8 +441,8 @@ pub fn restore(
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     repository.sync_index()?;
-    fs::create_dir_all(target).map_err(|error| Error::local("create target", target, error))?;
     let start = repository.find_node(root, path)?;
+    fs::create_dir_all(target).map_err(|error| Error::local("create target", target, error))?;
     let mut planner = Planner {
         repository,
         files: Vec::new(),

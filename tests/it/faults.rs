@@ -10,7 +10,9 @@ use cairn_store::backend::Backend;
 use cairn_store::backend::PutMode;
 use cairn_store::backend::faulty::{FaultPlan, FaultyBackend};
 use cairn_store::backend::object_store::ObjectStoreBackend;
-use cairn_store::backup::{self, BackupOptions, BackupOutcome, BackupSource, NoProgress};
+use cairn_store::backup::{
+    self, BackupOptions, BackupOutcome, BackupSource, NoProgress, ParentChoice,
+};
 use cairn_store::check::{self, CheckOptions};
 use cairn_store::format::tree::Timestamp;
 use cairn_store::keys::KdfParams;
@@ -47,6 +49,7 @@ fn backup_options(second: i64) -> BackupOptions {
             nanos: 0,
         },
         program_version: "test".into(),
+        parent: ParentChoice::Latest,
     }
 }
 

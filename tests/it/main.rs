@@ -6,5 +6,6 @@ mod cli_e2e;
 mod faults;
 mod fixture_v1;
 mod format_vectors;
+mod incremental;
 mod netfaults;
 mod support;

@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use cairn_store::backup::{self, BackupOptions, BackupProgress, BackupSource, SourceWarning};
+use cairn_store::backup::{
+    self, BackupOptions, BackupProgress, BackupSource, ParentChoice, SourceWarning,
+};
 use cairn_store::format::tree::Timestamp;
 
 use super::Completion;
@@ -44,6 +46,13 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
             nanos: u32::try_from(now.subsec_nanosecond()).unwrap_or(0),
         },
         program_version: env!("CARGO_PKG_VERSION").to_owned(),
+        parent: if args.force {
+            ParentChoice::None
+        } else if let Some(spec) = &args.parent {
+            ParentChoice::Snapshot(repository.resolve_snapshot(spec)?.0)
+        } else {
+            ParentChoice::Latest
+        },
     };
     let mut stdin = std::io::stdin();
     let source = if args.stdin {
@@ -71,6 +80,9 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
             "packs_added": outcome.saver.packs_added,
             "entries_unreadable": summary.entries_unreadable,
             "recovered_packs": outcome.recovered_packs,
+            "files_unchanged": outcome.files_unchanged,
+            "parent": outcome.parent.map(|id| id.to_hex()),
+            "entries_skipped": outcome.skipped.len(),
             "requests": {
                 "put": requests.puts, "get": requests.gets, "list": requests.lists,
                 "head": requests.heads, "delete": requests.deletes,
@@ -79,8 +91,9 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
         }));
     } else if !global.quiet {
         println!(
-            "processed {} files, {} directories, {}",
+            "processed {} files ({} unchanged since the parent snapshot, not read), {} directories, {}",
             summary.files,
+            outcome.files_unchanged,
             summary.directories,
             render::bytes(summary.bytes_processed)
         );

@@ -1,0 +1,57 @@
+//! Incremental backups: files whose metadata matches the parent snapshot are not read again,
+//! changed files are, and every snapshot still restores its own content.
+
+use crate::support::{Workspace, json_u64, random_bytes};
+
+#[test]
+fn unchanged_files_are_reused_and_changed_files_are_read() {
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    std::fs::create_dir_all(source.join("conf")).unwrap();
+    for index in 0..20 {
+        std::fs::write(
+            source.join(format!("conf/file-{index}.env")),
+            random_bytes(index, 5000),
+        )
+        .unwrap();
+    }
+    std::fs::write(source.join("dump.bin"), random_bytes(99, 2_000_000)).unwrap();
+    let first = workspace.backup(&[&source]);
+    assert_eq!(json_u64(&first, "files_unchanged"), 0);
+
+    let second = workspace.backup(&[&source]);
+    assert_eq!(json_u64(&second, "files_unchanged"), 21, "{second}");
+    assert_eq!(second["parent"], first["snapshot_id"]);
+    assert!(json_u64(&second, "bytes_added") < 20_000, "{second}");
+
+    // Same size, new content: mtime and ctime move, so the file is read again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(source.join("conf/file-3.env"), random_bytes(1000, 5000)).unwrap();
+    let third = workspace.backup(&[&source]);
+    assert_eq!(json_u64(&third, "files_unchanged"), 20, "{third}");
+
+    let forced = workspace
+        .cairn(&["backup", "--json", "--force", source.to_str().unwrap()])
+        .ok()
+        .summary();
+    assert_eq!(json_u64(&forced, "files_unchanged"), 0, "{forced}");
+    assert!(forced["parent"].is_null());
+
+    let target = workspace.path("restored");
+    let spec = format!(
+        "{}:{}",
+        third["snapshot_id"].as_str().unwrap(),
+        source.display()
+    );
+    workspace
+        .cairn(&["restore", &spec, "--target", target.to_str().unwrap()])
+        .ok();
+    assert!(
+        std::fs::read(target.join("conf/file-3.env")).unwrap() == random_bytes(1000, 5000),
+        "the changed file restores with its new content"
+    );
+    assert!(
+        std::fs::read(target.join("dump.bin")).unwrap() == random_bytes(99, 2_000_000),
+        "an unchanged file restores from the reused chunk list"
+    );
+}
