@@ -56,6 +56,9 @@ pub struct GlobalArgs {
     /// Print only errors and warnings
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Also report the object-store requests made and bytes moved (on stderr, or as a JSON line)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
 }
 
 /// The commands.

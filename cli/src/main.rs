@@ -49,7 +49,13 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let outcome = run(&cli);
+    if cli.global.verbose
+        && let Some(backend) = settings::OPENED_BACKEND.get()
+    {
+        render::requests(cli.global.json, &backend.stats());
+    }
+    match outcome {
         Ok(Completion::Done) => ExitCode::SUCCESS,
         Ok(Completion::Partial) => ExitCode::from(EXIT_PARTIAL),
         Err(error) => {

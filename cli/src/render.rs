@@ -50,6 +50,29 @@ pub fn json_line(value: &serde_json::Value) {
     println!("{value}");
 }
 
+/// Reports the requests a run made: one JSON line with `--json`, else a line on stderr.
+pub fn requests(json: bool, stats: &cairn_store::backend::RequestStats) {
+    if json {
+        json_line(&serde_json::json!({
+            "message_type": "requests",
+            "put": stats.puts, "get": stats.gets, "list": stats.lists,
+            "head": stats.heads, "delete": stats.deletes,
+            "bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received,
+        }));
+    } else {
+        eprintln!(
+            "requests: {} PUT, {} GET, {} LIST, {} HEAD, {} DELETE; {} sent, {} received",
+            stats.puts,
+            stats.gets,
+            stats.lists,
+            stats.heads,
+            stats.deletes,
+            bytes(stats.bytes_sent),
+            bytes(stats.bytes_received)
+        );
+    }
+}
+
 /// `ls -l` style permission string for a `st_mode`.
 pub fn mode_string(mode: u32) -> String {
     let kind = match mode & 0o170_000 {

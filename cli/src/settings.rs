@@ -32,12 +32,20 @@ pub fn backend_options(global: &GlobalArgs) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// The backend this run opened, so its request counts can be reported when the command ends,
+/// whether it succeeded or not.
+pub static OPENED_BACKEND: std::sync::OnceLock<Arc<dyn Backend>> = std::sync::OnceLock::new();
+
 /// Opens the backend at the configured location.
 pub fn backend(global: &GlobalArgs, create: CreateDirectory) -> Result<Arc<dyn Backend>> {
     let location = repository_location(global)?;
     let options = backend_options(global)?;
     match ObjectStoreBackend::open(location, &options, create) {
-        Ok(backend) => Ok(Arc::new(backend)),
+        Ok(backend) => {
+            let backend: Arc<dyn Backend> = Arc::new(backend);
+            let _ = OPENED_BACKEND.set(Arc::clone(&backend));
+            Ok(backend)
+        }
         Err(cairn_store::backend::BackendError::NotFound { .. }) => {
             Err(cairn_store::Error::RepositoryNotFound(location.to_owned()).into())
         }

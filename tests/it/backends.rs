@@ -240,6 +240,18 @@ fn cli_round_trip(workspace: &Workspace, url: &str) {
     let dumped = run(&["dump", "latest", "app.archive"]).ok();
     assert!(dumped.stdout == stream, "{url}: dump differs");
     run(&["check", "--read-data"]).ok();
+    let accounted = run(&["check", "--read-data", "--verbose", "--json"]).ok();
+    let requests = accounted
+        .json_lines()
+        .into_iter()
+        .find(|line| line["message_type"] == "requests")
+        .expect("a requests line with --verbose --json");
+    assert!(
+        requests["get"].as_u64().unwrap() >= 3
+            && requests["bytes_received"].as_u64().unwrap() > 5_000_000,
+        "{url}: {requests}"
+    );
+    assert_eq!(requests["put"], 0, "{url}: check writes nothing");
 
     // Damage one pack on the store itself and expect check to name it.
     let backend = ObjectStoreBackend::open(url, &[], CreateDirectory::No).unwrap();
