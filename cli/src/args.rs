@@ -30,6 +30,7 @@ pub struct Cli {
 }
 
 /// Options every command takes.
+#[allow(clippy::struct_excessive_bools)] // independent command-line switches
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Repository location: a directory, `file://`, `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix`
