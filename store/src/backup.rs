@@ -13,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use cairn_chunker::Chunker;
+use rayon::prelude::*;
 
 use crate::backend::RequestStats;
 use crate::error::{Error, Result};
@@ -224,6 +225,28 @@ fn node_from_metadata(name: Vec<u8>, kind: NodeKind, metadata: &Metadata) -> Nod
         },
         extensions: Vec::new(),
     }
+}
+
+/// Files up to this size are read whole and chunked in parallel groups.
+const SMALL_FILE: u64 = 1024 * 1024;
+/// A group of small files is saved once it holds this many bytes...
+const GROUP_BYTES: u64 = 8 * 1024 * 1024;
+/// ...or this many files.
+const GROUP_FILES: usize = 512;
+
+/// A small file waiting in a group.
+struct SmallFile {
+    slot: usize,
+    path: PathBuf,
+    name: Vec<u8>,
+}
+
+/// A small file read whole.
+struct ReadSmallFile {
+    metadata: Metadata,
+    content_hash: Id,
+    ranges: Vec<std::ops::Range<usize>>,
+    data: Vec<u8>,
 }
 
 struct Walker<'saver, 'repo, 'progress> {
@@ -460,16 +483,107 @@ impl Walker<'_, '_, '_> {
             }
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut tree = Tree::default();
-        for name in names {
+        let mut slots: Vec<Option<Node>> = vec![None; names.len()];
+        let mut group: Vec<SmallFile> = Vec::new();
+        let mut group_bytes = 0u64;
+        for (slot, name) in names.into_iter().enumerate() {
             let child = path.join(&name);
             let name = name.into_vec();
             let previous = parent.and_then(|tree| tree.find(&name));
-            if let Some(node) = self.save_entry(&child, name, previous)? {
-                tree.nodes.push(node);
+            // Small changed files are read and chunked in parallel groups; everything else
+            // (directories, symlinks, large or unchanged files) goes one by one.
+            if let Ok(metadata) = std::fs::symlink_metadata(&child)
+                && metadata.is_file()
+                && metadata.len() <= SMALL_FILE
+            {
+                if let Some(node) = self.reuse_unchanged(&child, &name, &metadata, previous)? {
+                    slots[slot] = Some(node);
+                    continue;
+                }
+                group_bytes += metadata.len();
+                group.push(SmallFile {
+                    slot,
+                    path: child,
+                    name,
+                });
+                if group_bytes >= GROUP_BYTES || group.len() >= GROUP_FILES {
+                    self.save_small_files(std::mem::take(&mut group), &mut slots)?;
+                    group_bytes = 0;
+                }
+                continue;
+            }
+            slots[slot] = self.save_entry(&child, name, previous)?;
+        }
+        self.save_small_files(group, &mut slots)?;
+        let tree = Tree {
+            nodes: slots.into_iter().flatten().collect(),
+        };
+        self.save_tree(tree).map(Some)
+    }
+
+    /// Reads, hashes and chunks a group of small files in parallel, then saves all their chunks
+    /// with one call, so thousands of config files cost a few parallel batches instead of
+    /// thousands of tiny ones. A file that grew past the small-file limit is saved on its own.
+    fn save_small_files(
+        &mut self,
+        group: Vec<SmallFile>,
+        slots: &mut [Option<Node>],
+    ) -> Result<()> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let keys = self.repository.keys();
+        let chunker = &self.chunker;
+        let read: Vec<std::io::Result<ReadSmallFile>> = group
+            .par_iter()
+            .map(|file| {
+                let mut handle = File::open(&file.path)?;
+                let metadata = handle.metadata()?;
+                let mut data = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+                (&mut handle).take(SMALL_FILE + 1).read_to_end(&mut data)?;
+                let mut hasher = keys.file_hasher();
+                hasher.update(&data);
+                let ranges = chunker.chunk_slice(&data);
+                Ok(ReadSmallFile {
+                    metadata,
+                    content_hash: Id(*hasher.finalize().as_bytes()),
+                    ranges,
+                    data,
+                })
+            })
+            .collect();
+        let mut slices: Vec<&[u8]> = Vec::new();
+        for file in read.iter().flatten() {
+            if file.data.len() as u64 <= SMALL_FILE {
+                slices.extend(file.ranges.iter().map(|range| &file.data[range.clone()]));
             }
         }
-        self.save_tree(tree).map(Some)
+        let mut ids = self.saver.save(BlobType::Data, &slices)?.into_iter();
+        for (file, outcome) in group.into_iter().zip(read) {
+            match outcome {
+                Err(error) => self.warn(&file.path, format!("cannot read: {error}")),
+                Ok(read) if read.data.len() as u64 > SMALL_FILE => {
+                    slots[file.slot] = self.save_file(&file.path, file.name)?;
+                }
+                Ok(read) => {
+                    let chunks: Vec<Id> = ids.by_ref().take(read.ranges.len()).collect();
+                    let mut node = node_from_metadata(
+                        file.name,
+                        NodeKind::File {
+                            content_hash: read.content_hash,
+                            chunks,
+                        },
+                        &read.metadata,
+                    );
+                    node.size = read.data.len() as u64;
+                    self.summary.files += 1;
+                    self.summary.bytes_processed += node.size;
+                    self.progress.file_done(&file.path, node.size);
+                    slots[file.slot] = Some(node);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Backs up a selection node into a tree node named `name`.
