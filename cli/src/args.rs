@@ -57,6 +57,22 @@ pub struct GlobalArgs {
     /// Print only errors and warnings
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Pack uploads in flight during a backup (each holds one pack in memory)
+    #[arg(
+        long,
+        env = "CAIRN_UPLOAD_CONCURRENCY",
+        default_value_t = 2,
+        global = true
+    )]
+    pub upload_concurrency: usize,
+    /// Ranged reads in flight during restore and dump
+    #[arg(
+        long,
+        env = "CAIRN_DOWNLOAD_CONCURRENCY",
+        default_value_t = 8,
+        global = true
+    )]
+    pub download_concurrency: usize,
     /// Also report the object-store requests made and bytes moved (on stderr, or as a JSON line)
     #[arg(short, long, global = true)]
     pub verbose: bool,

@@ -116,11 +116,14 @@ pub fn password(global: &GlobalArgs, confirm: bool) -> Result<Vec<u8>> {
 pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
     let backend = backend(global, CreateDirectory::No)?;
     let password = password(global, false)?;
-    Ok(Repository::open(
-        backend,
-        &password,
-        &cache_location(global),
-    )?)
+    let concurrency = cairn_store::repository::Concurrency {
+        uploads: global.upload_concurrency,
+        downloads: global.download_concurrency,
+    };
+    Ok(
+        Repository::open(backend, &password, &cache_location(global))?
+            .with_concurrency(concurrency),
+    )
 }
 
 /// This machine's host name.

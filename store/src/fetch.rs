@@ -4,7 +4,7 @@
 //! handful of requests instead of one request per chunk.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -18,21 +18,6 @@ use crate::repository::{Repository, pack_name};
 pub const COALESCE_GAP: u64 = 512 * 1024;
 /// No single read is longer than this.
 pub const MAX_READ: u64 = 4 * 1024 * 1024;
-/// Concurrent reads (object stores reward concurrency; a local disk does not mind it).
-const FETCH_THREADS: usize = 8;
-
-/// The thread pool for blocking I/O fan-out (fetches, restored file writes).
-pub fn io_pool() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(FETCH_THREADS)
-            .thread_name(|index| format!("cairn-fetch-{index}"))
-            .build()
-            .expect("fetch thread pool starts")
-    })
-}
-
 /// A blob's plaintext, or why it could not be read (shared by every file that needs it).
 pub type FetchedBlob = std::result::Result<Arc<Vec<u8>>, Arc<Error>>;
 
@@ -102,7 +87,7 @@ pub fn fetch_data_blobs(repository: &Repository, ids: &[Id]) -> Result<HashMap<I
         }
     }
     let reads = plan_reads(found, COALESCE_GAP, MAX_READ);
-    let fetched: Vec<Vec<(Id, FetchedBlob)>> = io_pool().install(|| {
+    let fetched: Vec<Vec<(Id, FetchedBlob)>> = repository.io_pool().install(|| {
         reads
             .par_iter()
             .map(|read| fetch_read(repository, read))

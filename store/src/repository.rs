@@ -90,6 +90,24 @@ pub enum CacheLocation {
     Memory,
 }
 
+/// How many requests run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency {
+    /// Pack uploads in flight during a backup (each holds one pack in memory).
+    pub uploads: usize,
+    /// Ranged reads in flight during restore and dump (each holds at most 4 MiB).
+    pub downloads: usize,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self {
+            uploads: 2,
+            downloads: 8,
+        }
+    }
+}
+
 /// What an index sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -112,6 +130,8 @@ pub struct Repository {
     keys: RepositoryKeys,
     key_id: Id,
     cache: IndexCache,
+    concurrency: Concurrency,
+    io_pool: std::sync::OnceLock<rayon::ThreadPool>,
 }
 
 fn verify_name(name: &str, bytes: &[u8]) -> Result<Id> {
@@ -193,6 +213,8 @@ impl Repository {
             keys,
             key_id,
             cache,
+            concurrency: Concurrency::default(),
+            io_pool: std::sync::OnceLock::new(),
         })
     }
 
@@ -251,6 +273,8 @@ impl Repository {
                 keys,
                 key_id: Id::of_stored_bytes(&bytes),
                 cache,
+                concurrency: Concurrency::default(),
+                io_pool: std::sync::OnceLock::new(),
             };
             return Ok(repository);
         }
@@ -269,6 +293,36 @@ impl Repository {
                 IndexCache::open(&path).or_else(|_| IndexCache::in_memory())
             }
         }
+    }
+
+    /// Sets how many uploads and downloads run at once (at least one each).
+    #[must_use]
+    pub fn with_concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = Concurrency {
+            uploads: concurrency.uploads.max(1),
+            downloads: concurrency.downloads.max(1),
+        };
+        self
+    }
+
+    /// How many uploads and downloads run at once.
+    pub fn concurrency(&self) -> Concurrency {
+        self.concurrency
+    }
+
+    /// The thread pool for blocking I/O fan-out (fetches and restored-file writes), sized by
+    /// [`Concurrency::downloads`].
+    ///
+    /// # Panics
+    /// If the operating system refuses to start threads.
+    pub fn io_pool(&self) -> &rayon::ThreadPool {
+        self.io_pool.get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(self.concurrency.downloads)
+                .thread_name(|index| format!("cairn-io-{index}"))
+                .build()
+                .expect("I/O thread pool starts")
+        })
     }
 
     /// The backend.

@@ -375,8 +375,8 @@ fn write_batch(
                 (segment, open)
             })
             .collect();
-        let results: Vec<(Segment, Result<Option<OpenFile>>, Option<u64>)> = fetch::io_pool()
-            .install(|| {
+        let results: Vec<(Segment, Result<Option<OpenFile>>, Option<u64>)> =
+            repository.io_pool().install(|| {
                 work.into_par_iter()
                     .map(|(segment, open)| {
                         let job = &files[segment.job];

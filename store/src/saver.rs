@@ -1,7 +1,7 @@
 //! The blob saver: deduplicates blobs against the index, seals new ones in parallel, packs them by
 //! type and uploads finished packs on background threads, writing an index object after every few
 //! packs and at the end. Memory is bounded: at most one open pack per type, `UPLOAD_QUEUE` packs
-//! waiting, one per upload thread in flight, and the ids of blobs not yet indexed.
+//! waiting, one per upload thread in flight (`Concurrency::uploads`), and the ids of blobs not yet indexed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,8 +22,6 @@ use crate::seal;
 
 /// Packs waiting for an upload thread before `save` blocks (backpressure).
 const UPLOAD_QUEUE: usize = 2;
-/// Concurrent pack uploads.
-const UPLOAD_THREADS: usize = 2;
 /// Packs per index object written during a run.
 const PACKS_PER_INDEX: usize = 16;
 
@@ -66,8 +64,9 @@ impl<'repo> BlobSaver<'repo> {
         let target = repository.config().pack_target_size as usize;
         let (job_sender, job_receiver) = sync_channel::<UploadJob>(UPLOAD_QUEUE);
         let job_receiver = Arc::new(std::sync::Mutex::new(job_receiver));
-        let (result_sender, results) = sync_channel(UPLOAD_THREADS + UPLOAD_QUEUE + 1);
-        let workers = (0..UPLOAD_THREADS)
+        let upload_threads = repository.concurrency().uploads;
+        let (result_sender, results) = sync_channel(upload_threads + UPLOAD_QUEUE + 1);
+        let workers = (0..upload_threads)
             .map(|_| {
                 let backend: Arc<dyn Backend> = Arc::clone(repository.backend());
                 let jobs = Arc::clone(&job_receiver);
