@@ -53,6 +53,15 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// An object could not be read from the store (network, server, permissions) after retries;
+    /// says nothing about its integrity.
+    #[error("cannot read {object}: {reason}")]
+    ReadFailed {
+        /// What was being read.
+        object: String,
+        /// The store's error, with its causes.
+        reason: String,
+    },
     /// A blob the snapshot needs is in no index.
     #[error("{blob_type} blob {id} is not in the repository index")]
     BlobMissing {
@@ -121,7 +130,9 @@ impl Error {
             Self::Damaged { .. } | Self::BlobMissing { .. } | Self::ContentMismatch(_) => {
                 ErrorKind::BadData
             }
-            Self::Backend(BackendError::Failed { .. }) => ErrorKind::Transient,
+            Self::Backend(BackendError::Failed { .. }) | Self::ReadFailed { .. } => {
+                ErrorKind::Transient
+            }
             Self::Backend(BackendError::NotFound { .. }) => ErrorKind::BadData,
             Self::LocalIo { .. } | Self::Cache { .. } => ErrorKind::LocalIo,
             _ => ErrorKind::User,
@@ -138,6 +149,30 @@ impl Error {
                 object: object.into(),
                 reason: other.to_string(),
             },
+        }
+    }
+
+    /// The error a reader of `object` reports for a fetch failure `error`: a store failure stays
+    /// a read failure (with its causes), anything else means the stored bytes are damaged.
+    pub fn for_fetched(object: String, error: &Self) -> Self {
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        match error {
+            Self::Backend(_) | Self::ReadFailed { .. } => Self::ReadFailed { object, reason },
+            Self::Damaged {
+                object: damaged,
+                reason: why,
+            } => Self::Damaged {
+                object: damaged.clone(),
+                reason: why.clone(),
+            },
+            Self::BlobMissing { blob_type, id } => Self::BlobMissing { blob_type, id: *id },
+            _ => Self::Damaged { object, reason },
         }
     }
 

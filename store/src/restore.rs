@@ -215,10 +215,7 @@ fn write_chunks(
         let plaintext = match blobs.get(chunk) {
             Some(Ok(plaintext)) => plaintext,
             Some(Err(error)) => {
-                return Err(Error::Damaged {
-                    object: format!("data blob {chunk}"),
-                    reason: error.to_string(),
-                });
+                return Err(Error::for_fetched(format!("data blob {chunk}"), error));
             }
             None => {
                 return Err(Error::BlobMissing {
@@ -510,10 +507,7 @@ pub fn dump(repository: &Repository, root: &Id, path: &str, out: &mut dyn Write)
             let plaintext = match blobs.get(chunk) {
                 Some(Ok(plaintext)) => plaintext,
                 Some(Err(error)) => {
-                    return Err(Error::Damaged {
-                        object: format!("data blob {chunk}"),
-                        reason: error.to_string(),
-                    });
+                    return Err(Error::for_fetched(format!("data blob {chunk}"), error));
                 }
                 None => {
                     return Err(Error::BlobMissing {

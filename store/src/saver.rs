@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
@@ -53,6 +54,8 @@ pub struct BlobSaver<'repo> {
     uploads: Option<SyncSender<UploadJob>>,
     results: Receiver<Result<IndexedPack>>,
     workers: Vec<JoinHandle<()>>,
+    /// Set when an upload failed or the saver is dropped early: queued packs are not uploaded.
+    stop: Arc<AtomicBool>,
     uploaded: Vec<IndexedPack>,
     stats: SaverStats,
     rng: rand::rngs::StdRng,
@@ -66,11 +69,13 @@ impl<'repo> BlobSaver<'repo> {
         let job_receiver = Arc::new(std::sync::Mutex::new(job_receiver));
         let upload_threads = repository.concurrency().uploads;
         let (result_sender, results) = sync_channel(upload_threads + UPLOAD_QUEUE + 1);
+        let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..upload_threads)
             .map(|_| {
                 let backend: Arc<dyn Backend> = Arc::clone(repository.backend());
                 let jobs = Arc::clone(&job_receiver);
                 let results = result_sender.clone();
+                let stop = Arc::clone(&stop);
                 std::thread::spawn(move || {
                     loop {
                         let job = match jobs.lock() {
@@ -78,10 +83,18 @@ impl<'repo> BlobSaver<'repo> {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
+                        // Once one upload has failed for good the run is lost: drop queued
+                        // packs instead of spending every retry on each of them.
+                        if stop.load(Ordering::SeqCst) {
+                            continue;
+                        }
                         let outcome = backend
                             .put(&pack_name(&job.pack.pack_id), job.bytes, PutMode::Overwrite)
                             .map(|()| job.pack)
                             .map_err(Error::from);
+                        if outcome.is_err() {
+                            stop.store(true, Ordering::SeqCst);
+                        }
                         if results.send(outcome).is_err() {
                             return;
                         }
@@ -97,6 +110,7 @@ impl<'repo> BlobSaver<'repo> {
             uploads: Some(job_sender),
             results,
             workers,
+            stop,
             uploaded: Vec::new(),
             stats: SaverStats::default(),
             rng: rand::SeedableRng::from_entropy(),
@@ -241,6 +255,9 @@ impl<'repo> BlobSaver<'repo> {
         let flushed = self
             .flush_packer(BlobType::Data)
             .and_then(|()| self.flush_packer(BlobType::Tree));
+        if flushed.is_err() {
+            self.stop.store(true, Ordering::SeqCst);
+        }
         self.uploads = None;
         let collected = self.collect_results(true);
         for worker in self.workers.drain(..) {
@@ -254,6 +271,7 @@ impl<'repo> BlobSaver<'repo> {
 
 impl Drop for BlobSaver<'_> {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
         self.uploads = None;
         while self.results.recv().is_ok() {}
         for worker in self.workers.drain(..) {

@@ -252,9 +252,7 @@ impl Backend for ObjectStoreBackend {
             ..PutOptions::default()
         };
         let path = self.path(name);
-        let mut attempts = 0u32;
         let outcome = self.retrying(|| {
-            attempts += 1;
             self.counters.record(Operation::Put, length);
             self.runtime
                 .block_on(self.store.put_opts(
@@ -266,10 +264,11 @@ impl Backend for ObjectStoreBackend {
                 .map_err(|error| Self::classify(Operation::Put, name, error))
         });
         match outcome {
-            // A create-only put whose earlier attempt landed but whose answer was lost: the
-            // object holds our bytes, so the put succeeded.
+            // A create-only put whose earlier attempt landed but whose answer was lost (retried
+            // here or inside the HTTP client): the object holds our bytes, so the put succeeded.
+            // Another writer's object differs and stays a conflict.
             Err(BackendError::AlreadyExists { .. })
-                if attempts > 1 && self.get(name).is_ok_and(|stored| stored == bytes) =>
+                if self.get(name).is_ok_and(|stored| stored == bytes) =>
             {
                 Ok(())
             }
