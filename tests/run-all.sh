@@ -9,5 +9,8 @@ if [ -x tests/servers.sh ]; then
   source tests/servers.sh
   start_test_servers
   trap stop_test_servers EXIT
+  if [ "${CAIRN_TEST_SIGNED_S3:-0}" = 1 ]; then
+    start_signed_s3
+  fi
 fi
 cargo test --workspace --all-targets "$@"

@@ -87,7 +87,30 @@ start_test_servers() {
   echo "servers.sh: moto on 127.0.0.1:$moto_port, Azurite on 127.0.0.1:$azurite_port" >&2
 }
 
+# Opt-in (CAIRN_TEST_SIGNED_S3=1): s3s-fs, an S3 server that checks request signatures, so a
+# test can prove that wrong credentials give a clear "access denied" instead of a retry loop.
+# Building it takes about 3 minutes once (cached in .cache/).
+S3S_VERSION=0.14.1
+start_signed_s3() {
+  if [ ! -x "$_cache/s3s-fs-$S3S_VERSION/bin/s3s-fs" ]; then
+    echo "servers.sh: building s3s-fs $S3S_VERSION (cached in .cache/)" >&2
+    cargo install "s3s-fs@$S3S_VERSION" --features binary --locked --root "$_cache/s3s-fs-$S3S_VERSION" >&2
+  fi
+  local port
+  port=$(_free_port)
+  _s3s_data=$(mktemp -d)
+  mkdir -p "$_s3s_data/cairn-signed"
+  "$_cache/s3s-fs-$S3S_VERSION/bin/s3s-fs" --host 127.0.0.1 --port "$port" \
+    --access-key cairn-signed --secret-key cairn-signed-secret "$_s3s_data" >"$_cache/s3s.log" 2>&1 &
+  _s3s_pid=$!
+  _wait_http "http://127.0.0.1:$port/" 30
+  export CAIRN_TEST_SIGNED_S3_ENDPOINT="http://127.0.0.1:$port"
+  echo "servers.sh: s3s-fs (signature checking) on 127.0.0.1:$port" >&2
+}
+
 stop_test_servers() {
+  [ -n "${_s3s_pid:-}" ] && kill "$_s3s_pid" 2>/dev/null && wait "$_s3s_pid" 2>/dev/null
+  [ -n "${_s3s_data:-}" ] && rm -rf "$_s3s_data" 2>/dev/null
   [ -n "${_moto_pid:-}" ] && kill "$_moto_pid" 2>/dev/null && wait "$_moto_pid" 2>/dev/null
   [ -n "${_azurite_pid:-}" ] && kill "$_azurite_pid" 2>/dev/null && wait "$_azurite_pid" 2>/dev/null
   [ -n "${_azurite_data:-}" ] && rm -rf "$_azurite_data" 2>/dev/null

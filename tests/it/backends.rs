@@ -133,6 +133,25 @@ fn conformance(kind: &str, backend: &dyn Backend) {
         large,
         "{kind}: 20 MiB"
     );
+    // Above the multipart threshold: uploaded in parts, read back whole.
+    let huge = Bytes::from(random_bytes(9, 41 * 1024 * 1024 + 5));
+    let puts_before = backend.stats().puts;
+    backend
+        .put("data/ff/huge", huge.clone(), PutMode::Overwrite)
+        .unwrap_or_else(|error| panic!("{kind}: multipart put: {error}"));
+    assert!(
+        backend.stats().puts - puts_before >= 6,
+        "{kind}: parts are requests too"
+    );
+    assert_eq!(
+        backend.head("data/ff/huge").unwrap(),
+        Some(huge.len() as u64),
+        "{kind}"
+    );
+    assert!(
+        backend.get("data/ff/huge").unwrap() == huge,
+        "{kind}: multipart round trip"
+    );
     let stats = backend.stats();
     assert!(
         stats.puts >= 6 && stats.gets >= 4 && stats.lists >= 2,
@@ -314,4 +333,51 @@ fn cli_round_trip_on_local_file_url() {
     let url = format!("file://{}", workspace.path("file-url-repo").display());
     std::fs::create_dir_all(workspace.path("file-url-repo")).unwrap();
     cli_round_trip(&workspace, &url);
+}
+
+/// Against a server that checks signatures (opt-in: `CAIRN_TEST_SIGNED_S3=1 tests/run-all.sh`),
+/// wrong credentials fail at once with "access denied" and exit 1, without a retry loop; the
+/// right ones work.
+#[test]
+fn wrong_credentials_give_a_clear_access_denied() {
+    let Ok(endpoint) = std::env::var("CAIRN_TEST_SIGNED_S3_ENDPOINT") else {
+        eprintln!("skipping: opt in with CAIRN_TEST_SIGNED_S3=1 tests/run-all.sh");
+        return;
+    };
+    let workspace = Workspace::new();
+    let url = "s3://cairn-signed/repo";
+    let with_key = |secret: &str, args: &[&str]| {
+        let mut all = vec![
+            "--repo",
+            url,
+            "-o",
+            "access_key_id=cairn-signed",
+            "-o",
+            "region=us-east-1",
+            "-o",
+            "allow_http=true",
+        ];
+        let endpoint_option = format!("endpoint={endpoint}");
+        let secret_option = format!("secret_access_key={secret}");
+        all.extend_from_slice(&["-o", &endpoint_option, "-o", &secret_option]);
+        all.extend_from_slice(args);
+        let started = std::time::Instant::now();
+        let run = workspace.cairn(&all);
+        (run, started.elapsed())
+    };
+    let (denied, elapsed) = with_key("wrong-secret", &["init", "--kdf-memory-mib", "1"]);
+    let denied = denied.code(1).stderr_contains("access denied");
+    assert!(
+        elapsed < std::time::Duration::from_secs(10),
+        "no retry loop on a refusal: took {elapsed:?}"
+    );
+    assert!(
+        !denied.stderr.contains("object not found"),
+        "{}",
+        denied.stderr
+    );
+    let (created, _) = with_key("cairn-signed-secret", &["init", "--kdf-memory-mib", "1"]);
+    created.ok();
+    let (listed, _) = with_key("cairn-signed-secret", &["snapshots"]);
+    listed.ok();
 }

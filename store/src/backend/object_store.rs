@@ -252,7 +252,21 @@ impl Backend for ObjectStoreBackend {
             ..PutOptions::default()
         };
         let path = self.path(name);
+        let multipart = mode == PutMode::Overwrite && length >= MULTIPART_THRESHOLD;
         let outcome = self.retrying(|| {
+            if multipart {
+                // Parts upload concurrently and a failed part is retried alone by the store's
+                // HTTP layer; every part, plus the create and complete calls, is a request.
+                let parts = length.div_ceil(MULTIPART_PART as u64);
+                self.counters.record(Operation::Put, length);
+                for _ in 0..=parts {
+                    self.counters.record(Operation::Put, 0);
+                }
+                return self
+                    .runtime
+                    .block_on(put_multipart(self.store.as_ref(), &path, bytes.clone()))
+                    .map_err(|error| Self::classify(Operation::Put, name, error));
+            }
             self.counters.record(Operation::Put, length);
             self.runtime
                 .block_on(self.store.put_opts(
@@ -365,6 +379,34 @@ impl Backend for ObjectStoreBackend {
     fn stats(&self) -> RequestStats {
         self.counters.snapshot()
     }
+}
+
+/// Objects at least this large are uploaded in parts (packs of `init --pack-size-mib 32` or more).
+pub const MULTIPART_THRESHOLD: u64 = 32 * 1024 * 1024;
+/// Size of one part of a multipart upload.
+pub const MULTIPART_PART: usize = 8 * 1024 * 1024;
+/// Parts of one object uploaded at once.
+const MULTIPART_CONCURRENCY: usize = 4;
+
+/// Uploads `bytes` in parts; a failed upload is aborted so no parts are left behind.
+async fn put_multipart(
+    store: &dyn ObjectStore,
+    path: &StorePath,
+    bytes: Bytes,
+) -> object_store::Result<()> {
+    let upload = store.put_multipart(path).await?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+    let mut offset = 0;
+    while offset < bytes.len() {
+        if let Err(error) = writer.wait_for_capacity(MULTIPART_CONCURRENCY).await {
+            let _ = writer.abort().await;
+            return Err(error);
+        }
+        let end = (offset + MULTIPART_PART).min(bytes.len());
+        writer.put(bytes.slice(offset..end));
+        offset = end;
+    }
+    writer.finish().await.map(|_| ())
 }
 
 /// Options cairn reads itself instead of passing them to the store's builder.
