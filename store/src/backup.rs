@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use crate::backend::RequestStats;
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, Source, Summary};
-use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
+use crate::format::tree::{EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
 use crate::id::{BlobType, Id};
 use crate::repository::Repository;
 use crate::saver::{BlobSaver, SaverStats};
@@ -223,7 +223,12 @@ fn node_from_metadata(name: Vec<u8>, kind: NodeKind, metadata: &Metadata) -> Nod
         } else {
             0
         },
-        extensions: Vec::new(),
+        extensions: if metadata.is_file() && metadata.blocks().saturating_mul(512) < metadata.len()
+        {
+            vec![(EXTENSION_SPARSE, Vec::new())]
+        } else {
+            Vec::new()
+        },
     }
 }
 

@@ -6,7 +6,7 @@
 //! still restored (salvage); the caller decides the exit code.
 
 use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -171,7 +171,12 @@ struct OpenFile {
     writer: std::io::BufWriter<File>,
     hasher: blake3::Hasher,
     written: u64,
+    /// The source was sparse: all-zero chunks are skipped over, leaving holes.
+    sparse: bool,
 }
+
+/// All-zero chunks at least this long become holes in files that were sparse.
+const HOLE_MIN: usize = 4096;
 
 fn file_chunks(node: &Node) -> &[Id] {
     match &node.kind {
@@ -188,7 +193,7 @@ fn temporary_path(path: &Path) -> PathBuf {
     directory.join(name)
 }
 
-fn open_file(repository: &Repository, path: &Path) -> Result<OpenFile> {
+fn open_file(repository: &Repository, path: &Path, sparse: bool) -> Result<OpenFile> {
     let temporary = temporary_path(path);
     let _ = fs::remove_file(&temporary);
     let file = OpenOptions::new()
@@ -201,6 +206,7 @@ fn open_file(repository: &Repository, path: &Path) -> Result<OpenFile> {
         writer: std::io::BufWriter::with_capacity(1 << 20, file),
         hasher: repository.keys().file_hasher(),
         written: 0,
+        sparse,
     })
 }
 
@@ -225,9 +231,16 @@ fn write_chunks(
             }
         };
         open.hasher.update(plaintext);
-        open.writer
-            .write_all(plaintext)
-            .map_err(|error| Error::local("write", label, error))?;
+        if open.sparse && plaintext.len() >= HOLE_MIN && plaintext.iter().all(|byte| *byte == 0) {
+            let length = i64::try_from(plaintext.len()).unwrap_or(i64::MAX);
+            open.writer
+                .seek(std::io::SeekFrom::Current(length))
+                .map_err(|error| Error::local("write", label, error))?;
+        } else {
+            open.writer
+                .write_all(plaintext)
+                .map_err(|error| Error::local("write", label, error))?;
+        }
         open.written += plaintext.len() as u64;
     }
     Ok(())
@@ -246,10 +259,14 @@ fn finish_file(open: OpenFile, job: &FileJob) -> Result<u64> {
         writer,
         hasher,
         written,
+        ..
     } = open;
     let file = writer
         .into_inner()
         .map_err(|error| Error::local("write", &job.path, error.into_error()))?;
+    // A trailing hole is only a seek: give the file its full length.
+    file.set_len(written)
+        .map_err(|error| Error::local("write", &job.path, error))?;
     if Id(*hasher.finalize().as_bytes()) != *content_hash || written != job.node.size {
         let _ = fs::remove_file(&temporary);
         return Err(Error::ContentMismatch(job.path.clone()));
@@ -380,7 +397,7 @@ fn write_batch(
                         let step = (|| {
                             let mut open = match open {
                                 Some(open) => open,
-                                None => open_file(repository, &job.path)?,
+                                None => open_file(repository, &job.path, job.node.is_sparse())?,
                             };
                             let chunks = &file_chunks(&job.node)[segment.chunks.clone()];
                             if let Err(error) = write_chunks(&mut open, chunks, blobs, &job.path) {

@@ -55,3 +55,48 @@ fn unchanged_files_are_reused_and_changed_files_are_read() {
         "an unchanged file restores from the reused chunk list"
     );
 }
+
+/// A sparse source file restores sparse (its holes stay holes) and byte for byte.
+#[test]
+fn sparse_files_restore_with_their_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    std::fs::create_dir_all(&source).unwrap();
+    let path = source.join("disk.img");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.seek(SeekFrom::Start(8 * 1024 * 1024)).unwrap();
+        file.write_all(&random_bytes(5, 100_000)).unwrap();
+        file.set_len(20 * 1024 * 1024).unwrap();
+    }
+    let original = std::fs::metadata(&path).unwrap();
+    assert!(
+        original.blocks() * 512 < original.len() / 4,
+        "the test file system must support sparse files"
+    );
+    std::fs::write(source.join("zeros.bin"), vec![0u8; 1024 * 1024]).unwrap();
+    workspace.backup(&[&source]);
+    let target = workspace.path("restored");
+    let spec = format!("latest:{}", source.display());
+    workspace
+        .cairn(&["restore", &spec, "--target", target.to_str().unwrap()])
+        .ok();
+    let restored = std::fs::metadata(target.join("disk.img")).unwrap();
+    assert_eq!(restored.len(), original.len());
+    assert!(
+        restored.blocks() * 512 < restored.len() / 4,
+        "holes are preserved: {} blocks for {} bytes",
+        restored.blocks(),
+        restored.len()
+    );
+    assert!(std::fs::read(target.join("disk.img")).unwrap() == std::fs::read(&path).unwrap());
+    // A dense file of zeros stays dense: only sources that were sparse get holes.
+    let dense = std::fs::metadata(target.join("zeros.bin")).unwrap();
+    assert!(
+        dense.blocks() * 512 >= dense.len(),
+        "{} blocks",
+        dense.blocks()
+    );
+}

@@ -11,6 +11,10 @@ use crate::id::Id;
 /// Newest tree encoding version this build writes and reads.
 pub const TREE_VERSION: u16 = 1;
 
+/// Node extension tag: the file was sparse at backup time (it occupied fewer blocks than its
+/// size); restore leaves its all-zero chunks as holes. Empty payload.
+pub const EXTENSION_SPARSE: u16 = 1;
+
 /// A point in time with nanosecond precision, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Timestamp {
@@ -124,6 +128,15 @@ fn validate_name(name: &[u8]) -> Result<(), DecodeError> {
         return Err(invalid("contains `/` or NUL"));
     }
     Ok(())
+}
+
+impl Node {
+    /// Whether the node carries the [`EXTENSION_SPARSE`] mark.
+    pub fn is_sparse(&self) -> bool {
+        self.extensions
+            .iter()
+            .any(|(tag, _)| *tag == EXTENSION_SPARSE)
+    }
 }
 
 impl Tree {
