@@ -120,6 +120,12 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+thread_local! {
+    /// One zstd decompression context per thread, for the same reason.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -181,7 +187,16 @@ fn decompress_bounded(
     max_plaintext: usize,
 ) -> Result<Vec<u8>, OpenError> {
     if let Some(expected) = expected_len.filter(|expected| *expected <= max_plaintext) {
-        let out = zstd::bulk::decompress(frame, expected).map_err(|_| OpenError::Payload)?;
+        let out = DECOMPRESSOR
+            .with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = zstd::bulk::Decompressor::new().ok();
+                }
+                slot.as_mut()
+                    .and_then(|decompressor| decompressor.decompress(frame, expected).ok())
+            })
+            .ok_or(OpenError::Payload)?;
         return if out.len() == expected {
             Ok(out)
         } else {
