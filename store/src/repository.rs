@@ -518,9 +518,21 @@ impl Repository {
                 blob_type: blob_type.name(),
                 id: *id,
             })?;
+        // Trees are read by every incremental backup, restore and ls: keep their sealed bytes
+        // (still encrypted, still authenticated on every read) in the local cache.
+        if blob_type == BlobType::Tree
+            && let Some(sealed) = self.cache.cached_tree(id)?
+            && let Ok(plaintext) = self.open_blob_bytes(&location, &sealed)
+        {
+            return Ok(plaintext);
+        }
         let name = pack_name(&location.pack_id);
         let sealed = self.backend.get_range(&name, location.entry.range())?;
-        self.open_blob_bytes(&location, &sealed)
+        let plaintext = self.open_blob_bytes(&location, &sealed)?;
+        if blob_type == BlobType::Tree {
+            self.cache.cache_tree(id, &sealed)?;
+        }
+        Ok(plaintext)
     }
 
     /// Authenticates sealed blob bytes read from its pack and checks the plaintext's id.

@@ -158,6 +158,12 @@ impl<'repo> BlobSaver<'repo> {
             })
             .collect();
         for (blob, &position) in sealed.into_iter().zip(&fresh) {
+            if blob_type == BlobType::Tree {
+                // The next backup reads this tree as its parent: keep it locally. The cache is
+                // consulted only for blobs an index lists, so an upload that fails leaves an
+                // entry nobody reads.
+                self.repository.cache().cache_tree(&blob.id, &blob.sealed)?;
+            }
             self.stats.blobs_added += 1;
             self.stats.raw_bytes_added += blobs[position].len() as u64;
             let packer = match blob_type {

@@ -23,6 +23,11 @@ fn unchanged_files_are_reused_and_changed_files_are_read() {
     assert_eq!(json_u64(&second, "files_unchanged"), 21, "{second}");
     assert_eq!(second["parent"], first["snapshot_id"]);
     assert!(json_u64(&second, "bytes_added") < 20_000, "{second}");
+    // The parent's trees come from the local cache: only config, key and snapshot reads.
+    assert!(
+        second["requests"]["get"].as_u64().unwrap() <= 4,
+        "an unchanged re-backup reads no trees or data from the store: {second}"
+    );
 
     // Same size, new content: mtime and ctime move, so the file is read again.
     std::thread::sleep(std::time::Duration::from_millis(20));

@@ -18,6 +18,8 @@ const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 const INDEX_OBJECTS: TableDefinition<&[u8; 32], u8> = TableDefinition::new("index_objects");
 /// Packs known from merged index objects → pack length.
 const PACKS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("packs");
+/// Tree blob id → its sealed bytes as stored in its pack (encrypted; authenticated on use).
+const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees");
 
 /// Memory redb may use for its page cache: enough for the hot part of the index, and a fixed
 /// bound whatever the repository size.
@@ -126,6 +128,9 @@ impl IndexCache {
             .map_err(|error| cache_error(path, error))?;
         transaction
             .open_table(PACKS)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .open_table(TREES)
             .map_err(|error| cache_error(path, error))?;
         transaction
             .commit()
@@ -239,6 +244,9 @@ impl IndexCache {
             .delete_table(INDEX_OBJECTS)
             .map_err(|error| cache_error(path, error))?;
         transaction
+            .delete_table(TREES)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
             .commit()
             .map_err(|error| cache_error(path, error))?;
         self.ensure_tables()
@@ -265,11 +273,62 @@ impl IndexCache {
             .collect()
     }
 
+    /// The sealed bytes of a tree blob kept by [`IndexCache::cache_tree`], if any.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn cached_tree(&self, id: &Id) -> Result<Option<Vec<u8>>> {
+        let path = &self.path;
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| cache_error(path, error))?;
+        let table = transaction
+            .open_table(TREES)
+            .map_err(|error| cache_error(path, error))?;
+        let value = table.get(&id.0).map_err(|error| cache_error(path, error))?;
+        Ok(value.map(|value| value.value().to_vec()))
+    }
+
+    /// Keeps the sealed bytes of a tree blob (trees never change: ids are content hashes).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn cache_tree(&self, id: &Id, sealed: &[u8]) -> Result<()> {
+        let path = &self.path;
+        let mut transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| cache_error(path, error))?;
+        // No fsync per tree: the next durable commit (an index merge, or closing the cache)
+        // persists it, and a crash before that only loses cache entries.
+        transaction
+            .set_durability(redb::Durability::None)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .open_table(TREES)
+            .map_err(|error| cache_error(path, error))?
+            .insert(&id.0, sealed)
+            .map_err(|error| cache_error(path, error))?;
+        transaction
+            .commit()
+            .map_err(|error| cache_error(path, error))
+    }
+
     /// Looks up one blob.
     ///
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
         Ok(self.lookup_many(std::slice::from_ref(id))?.pop().flatten())
+    }
+}
+
+impl Drop for IndexCache {
+    /// Persists cache entries written without durability (trees) with one durable commit.
+    fn drop(&mut self) {
+        if let Ok(transaction) = self.database.begin_write() {
+            let _ = transaction.commit();
+        }
     }
 }
