@@ -69,6 +69,8 @@ pub struct ObjectStoreBackend {
     runtime: tokio::runtime::Runtime,
     counters: RequestCounters,
     retry: RetryPolicy,
+    /// The directory of a local repository, whose writes are synced to disk.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -108,7 +110,37 @@ impl ObjectStoreBackend {
             runtime: runtime()?,
             counters: RequestCounters::default(),
             retry: RetryPolicy::default(),
+            local_root: None,
         })
+    }
+
+    /// Makes a stored local object durable: the file's data, then its directory entry (the
+    /// `object_store` local backend writes and renames but never syncs). Without this a power
+    /// loss right after "snapshot saved" could lose packs the snapshot needs.
+    fn sync_local(&self, name: &str) -> Result<(), BackendError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let failed = |source: std::io::Error| BackendError::Failed {
+            operation: Operation::Put,
+            name: name.to_owned(),
+            source: Box::new(source),
+        };
+        let path = root.join(name);
+        std::fs::File::open(&path)
+            .and_then(|file| file.sync_all())
+            .map_err(failed)?;
+        // The object's directory, and its parent in case the directory itself is new
+        // (`data/<xx>/`).
+        for directory in path.ancestors().skip(1).take(2) {
+            if !directory.starts_with(root) {
+                break;
+            }
+            std::fs::File::open(directory)
+                .and_then(|directory| directory.sync_all())
+                .map_err(failed)?;
+        }
+        Ok(())
     }
 
     /// Replaces the retry policy.
@@ -169,11 +201,13 @@ impl ObjectStoreBackend {
                 }
                 let store = LocalFileSystem::new_with_prefix(&path)
                     .map_err(|error| invalid(error.to_string()))?;
-                Self::new(
+                let mut backend = Self::new(
                     Arc::new(store),
                     StorePath::default(),
                     path.display().to_string(),
-                )
+                )?;
+                backend.local_root = Some(path);
+                Ok(backend)
             }
             Some("memory") => Ok(Self::in_memory()),
             Some(scheme @ ("s3" | "az" | "azure" | "abfs" | "abfss" | "gs")) => {
@@ -277,6 +311,7 @@ impl Backend for ObjectStoreBackend {
                 .map(|_| ())
                 .map_err(|error| Self::classify(Operation::Put, name, error))
         });
+        let outcome = outcome.and_then(|()| self.sync_local(name));
         match outcome {
             // A create-only put whose earlier attempt landed but whose answer was lost (retried
             // here or inside the HTTP client): the object holds our bytes, so the put succeeded.
