@@ -1,0 +1,475 @@
+#!/usr/bin/env bash
+# End-to-end comparison of cairn with restic and borg on a generated two-night corpus.
+#
+#   benches/e2e.sh [--size-gib N] [--reps N] [--seed N] [--scratch DIR] [--tools cairn,restic,borg]
+#                  [--out FILE] [--keep] [--s3]
+#
+# Builds cairn (release, CARGO_TARGET_DIR, default /tmp/bench-target), installs restic and borgbackup
+# from the distribution if missing, generates a corpus with benches' gen_corpus (default 1 GiB per
+# night; 0.25 GiB with --s3) and, for every tool in the same run and with repetitions in alternating
+# tool order, measures wall time and peak RSS (/usr/bin/time -f '%e %M') of:
+#   init, initial backup of night 1 (mongo archive, docker tar and the small-file tree, as files,
+#   one backup command), unchanged re-backup, night-2 backup, restore of night 2 (then compared with
+#   the corpus, untimed), read-all verification; plus the repository size after each step.
+# The three datasets are backed up from a fixed "live" directory that is updated in place from
+# night 1 to night 2 (only files whose size or mtime differ are rewritten), as on a real server,
+# so every tool can use its parent snapshot / files cache.
+#
+# Local mode writes benches/results/e2e-local.md (restic, borg). --s3 starts moto through
+# tests/servers.sh and compares cairn with restic on S3 (borg has no S3 backend), counting requests
+# from moto's request log, and writes benches/results/e2e-s3.md.
+#
+# Settings: cairn defaults; restic repository v2, default chunking, --compression auto; borg 1.2
+# --encryption repokey-blake2 --compression zstd,3, default chunker. Passwords come from
+# CAIRN_PASSWORD, RESTIC_PASSWORD and BORG_PASSPHRASE. Caches live in the scratch directory and are
+# fresh for every repetition.
+set -euo pipefail
+
+BENCHES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCHES/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/bench-target}
+
+SIZE_GIB=
+REPS=2
+SEED=42
+SCRATCH=${TMPDIR:-/tmp}/cairn-e2e
+TOOLS=
+OUT=
+KEEP=0
+S3=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --size-gib) SIZE_GIB=$2; shift 2 ;;
+    --reps) REPS=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --scratch) SCRATCH=$2; shift 2 ;;
+    --tools) TOOLS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --s3) S3=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "e2e.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+if [ "$S3" = 1 ]; then
+  SIZE_GIB=${SIZE_GIB:-0.25}; TOOLS=${TOOLS:-cairn,restic}; OUT=${OUT:-$BENCHES/results/e2e-s3.md}
+else
+  SIZE_GIB=${SIZE_GIB:-1}; TOOLS=${TOOLS:-cairn,restic,borg}; OUT=${OUT:-$BENCHES/results/e2e-local.md}
+fi
+IFS=, read -r -a TOOL_LIST <<<"$TOOLS"
+MODE=$([ "$S3" = 1 ] && echo s3 || echo local)
+
+log() { echo "[e2e $(date +%T)] $*" >&2; }
+die() { echo "e2e.sh: $*" >&2; exit 1; }
+
+RUN=$SCRATCH/run-$MODE
+CORPUS=$SCRATCH/corpus
+LIVE=$SCRATCH/live
+mkdir -p "$SCRATCH"
+rm -rf "$RUN"
+mkdir -p "$RUN/logs"
+TIMES=$RUN/times.tsv      # tool rep step seconds rss_kib
+SIZES=$RUN/sizes.tsv      # tool rep step repository_bytes
+REQS=$RUN/requests.tsv    # tool rep step method count   (S3 only)
+FLUSH=$RUN/flush.tsv      # tool rep step seconds of the sync after the step
+CMDS=$RUN/commands.tsv    # tool step command            (first repetition)
+META=$RUN/meta.tsv        # key value
+: >"$TIMES"; : >"$FLUSH"; : >"$SIZES"; : >"$REQS"; : >"$CMDS"; : >"$META"
+meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
+
+# ------------------------------------------------------------------------------------ (a) build
+log "building cairn and gen_corpus (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$ROOT" && cargo build --release --quiet -p cairn-cli -p cairn-benches --bins)
+CAIRN=$CARGO_TARGET_DIR/release/cairn
+GEN=$CARGO_TARGET_DIR/release/gen_corpus
+
+# ---------------------------------------------------------------------------------- (b) peers
+packages=()
+for tool in "${TOOL_LIST[@]}"; do
+  case $tool in
+    restic) command -v restic >/dev/null || packages+=(restic) ;;
+    borg) command -v borg >/dev/null || packages+=(borgbackup) ;;
+    cairn) ;;
+    *) die "unknown tool $tool" ;;
+  esac
+done
+if [ ${#packages[@]} -gt 0 ]; then
+  sudo=; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  log "installing ${packages[*]} from the distribution"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q "${packages[@]}" >&2 ||
+    { $sudo apt-get update -q >&2 && $sudo apt-get install -y -q "${packages[@]}" >&2; }
+fi
+command -v /usr/bin/time >/dev/null || die "/usr/bin/time is missing (apt-get install time)"
+
+# ----------------------------------------------------------------------------------- (c) corpus
+stamp="seed=$SEED size=$SIZE_GIB gen=$(sha256sum "$GEN" | cut -c1-16)"
+if [ "$(cat "$CORPUS/.stamp" 2>/dev/null)" = "$stamp" ]; then
+  log "reusing corpus $CORPUS ($stamp)"
+  meta gen_time "reused"
+else
+  log "generating a $SIZE_GIB GiB corpus (seed $SEED) into $CORPUS"
+  rm -rf "$CORPUS"
+  /usr/bin/time -f '%e %M' -o "$RUN/gen.time" "$GEN" --out "$CORPUS" --size-gib "$SIZE_GIB" --seed "$SEED" \
+    --nights 1,2 >"$RUN/logs/gen_corpus.log"
+  echo "$stamp" >"$CORPUS/.stamp"
+  meta gen_time "$(cut -d' ' -f1 "$RUN/gen.time")"
+fi
+tree_bytes() { find "$1" -type f ! -name .stamp -printf '%s\n' | awk '{s += $1} END {printf "%d", s}'; }
+N1_BYTES=$(tree_bytes "$CORPUS/night1")
+N2_BYTES=$(tree_bytes "$CORPUS/night2")
+meta n1_bytes "$N1_BYTES"
+meta n2_bytes "$N2_BYTES"
+meta n1_files "$(find "$CORPUS/night1" -type f | wc -l)"
+
+# Makes the tree $2 identical to $1, rewriting only files whose size or mtime differ (like an
+# application rewriting its outputs; unchanged files keep their inode and ctime).
+sync_tree() {
+  local src=$1 dst=$2
+  mkdir -p "$dst"
+  (cd "$src" && find . -type f -printf '%P\t%s\t%T@\n' | LC_ALL=C sort) >"$RUN/src.lst"
+  (cd "$dst" && find . -type f -printf '%P\t%s\t%T@\n' | LC_ALL=C sort) >"$RUN/dst.lst"
+  LC_ALL=C comm -13 "$RUN/src.lst" "$RUN/dst.lst" | cut -f1 | (cd "$dst" && xargs -r -d '\n' rm -f --)
+  LC_ALL=C comm -23 "$RUN/src.lst" "$RUN/dst.lst" | cut -f1 | tr '\n' '\0' >"$RUN/copy.lst"
+  if [ -s "$RUN/copy.lst" ]; then
+    (cd "$src" && tar -cf - --null -T "$RUN/copy.lst") | (cd "$dst" && tar -xpf -)
+  fi
+  find "$dst" -mindepth 1 -type d -empty -delete
+}
+
+# ------------------------------------------------------------------------------------ S3 server
+if [ "$S3" = 1 ]; then
+  # shellcheck source=../tests/servers.sh
+  source "$ROOT/tests/servers.sh"
+  install_test_servers
+  # Run start_test_servers against a private cache directory that links to the installed servers,
+  # so that moto's request log (used to count requests) is ours alone.
+  shared_cache=$_cache
+  _cache=$RUN/servers
+  mkdir -p "$_cache"
+  for d in "$shared_cache"/moto-* "$shared_cache"/azurite-*; do ln -sfn "$d" "$_cache/$(basename "$d")"; done
+  trap 'stop_test_servers' EXIT
+  start_test_servers
+  MOTO_LOG=$_cache/moto.log
+  MOTO_PY=$shared_cache/moto-$MOTO_VERSION/bin/python
+  meta s3_endpoint "$CAIRN_TEST_S3_ENDPOINT"
+  meta moto "moto $MOTO_VERSION (in memory, 127.0.0.1)"
+fi
+
+# Total bytes of the objects under an S3 prefix in the test bucket.
+s3_bytes() {
+  "$MOTO_PY" - "$1" <<'PY'
+import os, sys, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["CAIRN_TEST_S3_ENDPOINT"])
+total = 0
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="cairn-test", Prefix=sys.argv[1] + "/"):
+    total += sum(o["Size"] for o in page.get("Contents", []))
+print(total)
+PY
+}
+
+# ----------------------------------------------------------------------------- (d) measurements
+export CAIRN_PASSWORD=e2e-bench-password RESTIC_PASSWORD=e2e-bench-password BORG_PASSPHRASE=e2e-bench-password
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no
+
+# Sets CMD (an array) to the command of TOOL for STEP, with REPO, CACHE and TARGET set by the caller.
+tool_cmd() {
+  local tool=$1 step=$2
+  local sources=("$LIVE/mongo" "$LIVE/docker" "$LIVE/files")
+  case $tool:$step in
+    cairn:init) CMD=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO" init) ;;
+    cairn:backup*) CMD=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO" backup "${sources[@]}" --json) ;;
+    cairn:restore) CMD=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO" restore latest --target "$TARGET") ;;
+    cairn:check) CMD=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO" check --read-data) ;;
+    restic:init) CMD=(restic -r "$REPO" --cache-dir "$CACHE" init --repository-version 2) ;;
+    restic:backup*) CMD=(restic -r "$REPO" --cache-dir "$CACHE" backup --compression auto --json "${sources[@]}") ;;
+    restic:restore) CMD=(restic -r "$REPO" --cache-dir "$CACHE" restore latest --target "$TARGET") ;;
+    restic:check) CMD=(restic -r "$REPO" --cache-dir "$CACHE" check --read-data) ;;
+    borg:init) CMD=(env BORG_BASE_DIR="$CACHE" borg init --encryption repokey-blake2 "$REPO") ;;
+    borg:backup*) CMD=(env BORG_BASE_DIR="$CACHE" borg create --compression zstd,3 --json "$REPO::$step" "${sources[@]}") ;;
+    borg:restore) CMD=(env -C "$TARGET" BORG_BASE_DIR="$CACHE" borg extract "$REPO::backup2") ;;
+    borg:check) CMD=(env BORG_BASE_DIR="$CACHE" borg check --verify-data "$REPO") ;;
+    *) die "no command for $tool $step" ;;
+  esac
+}
+
+repo_bytes() {
+  if [ "$S3" = 1 ]; then s3_bytes "$REPO_KEY"; else du -sb "$REPO" | cut -f1; fi
+}
+
+# Runs one step under /usr/bin/time and records time, peak RSS, repository size and (S3) requests.
+measure() {
+  local tool=$1 rep=$2 step=$3
+  tool_cmd "$tool" "$step"
+  [ "$rep" = 1 ] && printf '%s\t%s\t%s\n' "$tool" "$step" "${CMD[*]}" >>"$CMDS"
+  local logf="$RUN/logs/$tool-$rep-$step.log" before=0
+  [ "$S3" = 1 ] && before=$(wc -l <"$MOTO_LOG")
+  sync # start every step without dirty pages from the previous one
+  if ! /usr/bin/time -f '%e %M' -o "$RUN/time.out" "${CMD[@]}" >"$logf" 2>&1; then
+    tail -n 20 "$logf" >&2
+    die "$tool $step (repetition $rep) failed; log: $logf"
+  fi
+  local secs rss
+  read -r secs rss <"$RUN/time.out"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$secs" "$rss" >>"$TIMES"
+  # Writeback the step left behind (a tool that does not fsync its repository leaves more).
+  /usr/bin/time -f '%e' -o "$RUN/time.out" sync
+  printf '%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$(cat "$RUN/time.out")" >>"$FLUSH"
+  if [ "$S3" = 1 ]; then
+    sleep 0.3
+    # werkzeug colours some lines; a GET on the bucket with a list query is a LIST.
+    tail -n +"$((before + 1))" "$MOTO_LOG" | sed -E 's/\x1b\[[0-9;]*m//g' |
+      grep -oE '"(GET|PUT|POST|HEAD|DELETE) [^ ]*' | tr -d '"' |
+      awk '{ m = $1; if (m == "GET" && $2 ~ /[?&](list-type|prefix|delimiter)=/) m = "LIST"; n[m]++ }
+           END { for (m in n) print n[m], m }' | while read -r count method; do
+        printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$method" "$count" >>"$REQS"
+      done
+  fi
+  # (after counting requests: listing the repository's objects is itself a request)
+  printf '%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$(repo_bytes)" >>"$SIZES"
+  log "$tool rep $rep $step: ${secs}s, peak RSS $((rss / 1024)) MiB"
+}
+
+run_tool() {
+  local tool=$1 rep=$2
+  CACHE=$SCRATCH/cache/$tool-$rep
+  TARGET=$SCRATCH/restore/$tool-$rep
+  if [ "$S3" = 1 ]; then
+    REPO_KEY=$([ "$tool" = cairn ] && echo "bench-$rep" || echo "restic-$rep")
+    REPO=$([ "$tool" = cairn ] && echo "s3://cairn-test/$REPO_KEY" || echo "s3:$CAIRN_TEST_S3_ENDPOINT/cairn-test/$REPO_KEY")
+  else
+    REPO=$SCRATCH/repos/$tool-$rep
+    rm -rf "$REPO"
+    mkdir -p "$(dirname "$REPO")"
+  fi
+  rm -rf "$CACHE" "$TARGET"
+  mkdir -p "$CACHE"
+  sync_tree "$CORPUS/night1" "$LIVE"
+  measure "$tool" "$rep" init
+  measure "$tool" "$rep" backup1
+  measure "$tool" "$rep" backup1-again
+  sync_tree "$CORPUS/night2" "$LIVE"
+  measure "$tool" "$rep" backup2
+  mkdir -p "$TARGET"
+  measure "$tool" "$rep" restore
+  diff -r "$CORPUS/night2" "$TARGET$LIVE" >"$RUN/logs/$tool-$rep-restore.diff" ||
+    die "$tool: the restored night 2 differs from the corpus (see $RUN/logs/$tool-$rep-restore.diff)"
+  measure "$tool" "$rep" check
+  printf '%s\t%s\t%s\t%s\n' "$tool" "$rep" cache "$(du -sb "$CACHE" | cut -f1)" >>"$SIZES"
+}
+
+meta mode "$MODE"
+meta date "$(date -u +%Y-%m-%dT%H:%MZ)"
+meta size_gib "$SIZE_GIB"
+meta seed "$SEED"
+meta reps "$REPS"
+meta tools "$TOOLS"
+meta cpu "$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs"
+meta memory "$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
+meta kernel "$(uname -sr)"
+meta scratch_fs "$(df -T "$SCRATCH" | awk 'NR == 2 {print $2}') ($SCRATCH)"
+meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta cairn_version "$("$CAIRN" --version) ($(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- chunker store cli || echo ', with uncommitted changes'))"
+meta rustc "$(rustc --version)"
+for tool in "${TOOL_LIST[@]}"; do
+  case $tool in
+    restic) meta restic_version "$(restic version)" ;;
+    borg) meta borg_version "$(borg --version)" ;;
+  esac
+done
+
+# Nothing is deleted while measuring: on a filesystem mounted with `discard` (as here), freeing
+# gigabytes slows the following file creations down by an order of magnitude.
+rm -rf "$SCRATCH/repos" "$SCRATCH/cache" "$SCRATCH/restore"
+sync
+for rep in $(seq 1 "$REPS"); do
+  order=("${TOOL_LIST[@]}")
+  if [ $((rep % 2)) = 0 ]; then
+    order=()
+    for ((i = ${#TOOL_LIST[@]} - 1; i >= 0; i--)); do order+=("${TOOL_LIST[$i]}"); done
+  fi
+  log "repetition $rep: ${order[*]}"
+  for tool in "${order[@]}"; do run_tool "$tool" "$rep"; done
+done
+meta load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+# Keep cairn's backup summaries (they carry per-run counters such as requests).
+for f in "$RUN"/logs/cairn-*-backup*.log; do
+  [ -e "$f" ] && printf '%s\t%s\n' "$(basename "$f" .log)" "$(grep -h '"message_type":"summary"' "$f" | tail -1)" >>"$RUN/cairn-summaries.tsv"
+done
+
+# ------------------------------------------------------------------------------------ (e) report
+mkdir -p "$(dirname "$OUT")"
+python3 - "$RUN" "$OUT" <<'PY'
+import collections, json, os, statistics, sys
+
+run, out = sys.argv[1], sys.argv[2]
+def rows(name):
+    path = os.path.join(run, name)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+meta = dict(rows("meta.tsv"))
+tools = meta["tools"].split(",")
+s3 = meta["mode"] == "s3"
+n1, n2 = int(meta["n1_bytes"]), int(meta["n2_bytes"])
+times = collections.defaultdict(list)   # (tool, step) -> [(rep, secs, rss_kib)]
+for tool, rep, step, secs, rss in rows("times.tsv"):
+    times[tool, step].append((int(rep), float(secs), int(rss)))
+flush = collections.defaultdict(dict)   # (tool, step) -> {rep: secs}
+for tool, rep, step, secs_ in rows("flush.tsv"):
+    flush[tool, step][int(rep)] = float(secs_)
+sizes = collections.defaultdict(list)
+for tool, rep, step, size in rows("sizes.tsv"):
+    sizes[tool, step].append(int(size))
+reqs = collections.defaultdict(lambda: collections.Counter())
+for tool, rep, step, method, count in rows("requests.tsv"):
+    reqs[tool, step, int(rep)][method] += int(count)
+
+steps = [
+    ("init", "init", None),
+    ("backup1", "initial backup (night 1)", n1),
+    ("backup1-again", "unchanged re-backup", n1),
+    ("backup2", "night-2 backup", n2),
+    ("restore", "restore night 2", n2),
+    ("check", "read-all verification", "repo"),
+]
+MB = 1e6
+def mean(xs): return statistics.mean(xs) if xs else float("nan")
+def secs(tool, step): return [t for _, t, _ in sorted(times[tool, step])]
+def best(tool, step): return min(secs(tool, step))
+def throughput(tool, step, nbytes):
+    if nbytes == "repo":
+        nbytes = mean(sizes[tool, "backup2"])
+    return nbytes / MB / best(tool, step)
+def fmt_s(xs): return f"{min(xs):.2f} ({' / '.join(f'{x:.2f}' for x in xs)})"
+def ratio(a, b): return f"{a / b:.2f}" if b else "–"
+def rep_ratios(tool, peer, step):
+    a = dict((r, t) for r, t, _ in times[tool, step])
+    b = dict((r, t) for r, t, _ in times[peer, step])
+    rs = [a[r] / b[r] for r in sorted(a) if r in b and b[r] > 0]
+    return "–" if not rs else f"{min(rs):.2f}–{max(rs):.2f}"
+peers = [t for t in tools if t != "cairn"]
+
+L = []
+title = "S3 (moto)" if s3 else "local repository"
+L.append(f"# End-to-end: cairn vs {', '.join(peers)} — {title}")
+L.append("")
+L.append(f"Generated by `benches/e2e.sh{' --s3' if s3 else ''} --size-gib {meta['size_gib']}` on {meta['date']}. "
+         f"Corpus: `gen_corpus --seed {meta['seed']} --size-gib {meta['size_gib']}` "
+         f"(night 1: {n1 / MB:.1f} MB in {meta['n1_files']} files; night 2: {n2 / MB:.1f} MB), "
+         f"{meta['reps']} repetitions with the tool order alternating, fresh repository and cache for each.")
+L.append("Times are wall seconds: the best repetition (then each repetition in order); MB = 10^6 bytes; "
+         "throughput = input bytes / best time (for verification: repository bytes / time). "
+         "**Ratios are cairn ÷ peer of the best times: above 1 means cairn is slower / larger**; "
+         "in parentheses the range of the per-repetition ratios. `sync` runs (untimed) before every step. The machine is shared (other engineers' builds and tests), "
+         "so absolute numbers are noisy; compare within a table.")
+L.append("")
+L.append("## Time and throughput")
+L.append("")
+head = ["step"] + [f"{t} s" for t in tools] + [f"{t} MB/s" for t in tools] + [f"cairn/{p} time" for p in peers]
+L.append("| " + " | ".join(head) + " |")
+L.append("|" + "---|" * len(head))
+for step, label, nbytes in steps:
+    if not times["cairn", step]:
+        continue
+    cells = [label] + [fmt_s(secs(t, step)) for t in tools]
+    cells += ["–" if nbytes is None else f"{throughput(t, step, nbytes):.1f}" for t in tools]
+    cells += [f"**{ratio(best('cairn', step), best(p, step))}** ({rep_ratios('cairn', p, step)})" for p in peers]
+    L.append("| " + " | ".join(cells) + " |")
+total = ["backup1", "backup1-again", "backup2", "restore", "check"]
+cells = ["**sum of the steps except init**"] + [f"{sum(best(t, s) for s in total):.2f}" for t in tools] + ["" for _ in tools]
+cells += [f"**{ratio(sum(best('cairn', s) for s in total), sum(best(p, s) for s in total))}**" for p in peers]
+L.append("| " + " | ".join(cells) + " |")
+L.append("")
+L.append("## Time including the writeback the step leaves (step + the `sync` after it)")
+L.append("")
+L.append("A tool that fsyncs its repository pays for durability inside the step; one that does not leaves dirty pages "
+         "that the following (untimed above) `sync` writes. Best repetition of step + sync.")
+L.append("")
+head = ["step"] + [f"{t} s" for t in tools] + [f"{t} sync s (max)" for t in tools] + [f"cairn/{p}" for p in peers]
+L.append("| " + " | ".join(head) + " |")
+L.append("|" + "---|" * len(head))
+for step, label, _ in steps[1:]:
+    if not times["cairn", step]:
+        continue
+    both = {t: min(x + flush[t, step].get(r, 0.0) for r, x, _ in times[t, step]) for t in tools}
+    syncs = {t: max(flush[t, step].values(), default=0.0) for t in tools}
+    L.append("| " + " | ".join([label] + [f"{both[t]:.2f}" for t in tools] + [f"{syncs[t]:.2f}" for t in tools]
+                              + [f"**{ratio(both['cairn'], both[p])}**" for p in peers]) + " |")
+L.append("")
+L.append("## Peak RSS (MiB, the larger of the repetitions)")
+L.append("")
+head = ["step"] + tools + [f"cairn/{p}" for p in peers]
+L.append("| " + " | ".join(head) + " |")
+L.append("|" + "---|" * len(head))
+for step, label, _ in steps:
+    if not times["cairn", step]:
+        continue
+    peak = {t: max(r for _, _, r in times[t, step]) / 1024 for t in tools}
+    L.append("| " + " | ".join([label] + [f"{peak[t]:.0f}" for t in tools] + [ratio(peak["cairn"], peak[p]) for p in peers]) + " |")
+L.append("")
+L.append("## Repository size after each step (bytes, mean of the repetitions)")
+L.append("")
+L.append("| " + " | ".join(head) + " |")
+L.append("|" + "---|" * len(head))
+for step, label, _ in steps[:4]:
+    size = {t: mean(sizes[t, step]) for t in tools}
+    L.append("| " + " | ".join([label] + [f"{size[t]:,.0f}" for t in tools] + [ratio(size["cairn"], size[p]) for p in peers]) + " |")
+grow = {t: mean(sizes[t, "backup2"]) - mean(sizes[t, "backup1-again"]) for t in tools}
+L.append("| " + " | ".join(["night-2 increment"] + [f"{grow[t]:,.0f}" for t in tools] + [ratio(grow["cairn"], grow[p]) for p in peers]) + " |")
+cache = {t: mean(sizes[t, "cache"]) for t in tools}
+L.append("| " + " | ".join(["local cache at the end (not in the repository)"] + [f"{cache[t]:,.0f}" for t in tools] + [ratio(cache["cairn"], cache[p]) for p in peers]) + " |")
+L.append("")
+L.append(f"Stored after night 1 as a share of its input: " + ", ".join(f"{t} {mean(sizes[t, 'backup1']) / n1:.1%}" for t in tools) + ".")
+L.append("")
+
+if s3:
+    L.append("## Requests (counted from moto's request log, per step, mean of the repetitions)")
+    L.append("")
+    methods = ["GET", "LIST", "PUT", "HEAD", "POST", "DELETE"]
+    head = ["step", "tool"] + methods + ["total"]
+    L.append("| " + " | ".join(head) + " |")
+    L.append("|" + "---|" * len(head))
+    for step, label, _ in steps:
+        for t in tools:
+            per_rep = [reqs[t, step, r] for r, _, _ in sorted(times[t, step])]
+            if not per_rep:
+                continue
+            avg = {m: mean([c[m] for c in per_rep]) for m in methods}
+            L.append("| " + " | ".join([label, t] + [f"{avg[m]:.0f}" for m in methods] + [f"{sum(avg.values()):.0f}"]) + " |")
+    L.append("")
+    summaries = rows("cairn-summaries.tsv")
+    if summaries:
+        L.append("cairn's own `backup --json` request counters (repetition 1): ")
+        L.append("")
+        for name, summary in summaries:
+            if name.startswith("cairn-1-") and summary:
+                L.append(f"- {name[8:]}: `{json.dumps(json.loads(summary).get('requests'))}`")
+        L.append("")
+        L.append("restic prints no request counts; moto's log is the only source for it (LIST = a GET on the bucket with a list query).")
+        L.append("")
+
+L.append("## Commands (repetition 1; REPO, caches and targets are per repetition)")
+L.append("")
+L.append("```sh")
+for tool, step, cmd in rows("commands.tsv"):
+    L.append(f"# {tool} {step}")
+    L.append(cmd)
+L.append("```")
+L.append("")
+L.append("Environment: `CAIRN_PASSWORD`, `RESTIC_PASSWORD`, `BORG_PASSPHRASE` set; the corpus and everything else in the page cache (warm).")
+L.append("")
+L.append("## Versions and machine")
+L.append("")
+for key in ["cairn_version", "restic_version", "borg_version", "rustc", "cpu", "memory", "kernel", "scratch_fs",
+            "load_start", "load_end", "moto", "gen_time"]:
+    if key in meta:
+        L.append(f"- {key}: {meta[key]}")
+with open(out, "w") as f:
+    f.write("\n".join(L) + "\n")
+print(f"wrote {out}")
+PY
+if [ "$KEEP" = 0 ]; then rm -rf "$LIVE" "$SCRATCH/repos" "$SCRATCH/cache" "$SCRATCH/restore"; fi
+log "done; raw data in $RUN"
