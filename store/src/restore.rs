@@ -210,6 +210,21 @@ fn open_file(repository: &Repository, path: &Path, sparse: bool) -> Result<OpenF
     })
 }
 
+/// A chunk's plaintext from a fetch, or the error that names it.
+fn fetched_plaintext<'blobs>(
+    blobs: &'blobs std::collections::HashMap<Id, FetchedBlob>,
+    chunk: &Id,
+) -> Result<&'blobs [u8]> {
+    match blobs.get(chunk) {
+        Some(Ok(plaintext)) => Ok(plaintext),
+        Some(Err(error)) => Err(Error::for_fetched(format!("data blob {chunk}"), error)),
+        None => Err(Error::BlobMissing {
+            blob_type: BlobType::Data.name(),
+            id: *chunk,
+        }),
+    }
+}
+
 /// Appends fetched chunks to an open file.
 fn write_chunks(
     open: &mut OpenFile,
@@ -218,18 +233,7 @@ fn write_chunks(
     label: &Path,
 ) -> Result<()> {
     for chunk in chunks {
-        let plaintext = match blobs.get(chunk) {
-            Some(Ok(plaintext)) => plaintext,
-            Some(Err(error)) => {
-                return Err(Error::for_fetched(format!("data blob {chunk}"), error));
-            }
-            None => {
-                return Err(Error::BlobMissing {
-                    blob_type: BlobType::Data.name(),
-                    id: *chunk,
-                });
-            }
-        };
+        let plaintext = fetched_plaintext(blobs, chunk)?;
         open.hasher.update(plaintext);
         if open.sparse && plaintext.len() >= HOLE_MIN && plaintext.iter().all(|byte| *byte == 0) {
             let length = i64::try_from(plaintext.len()).unwrap_or(i64::MAX);
@@ -521,18 +525,7 @@ pub fn dump(repository: &Repository, root: &Id, path: &str, out: &mut dyn Write)
     for (window, _) in fetch::windows(repository, chunks, BATCH_BYTES)? {
         let blobs = fetch::fetch_data_blobs(repository, &chunks[window.clone()])?;
         for chunk in &chunks[window] {
-            let plaintext = match blobs.get(chunk) {
-                Some(Ok(plaintext)) => plaintext,
-                Some(Err(error)) => {
-                    return Err(Error::for_fetched(format!("data blob {chunk}"), error));
-                }
-                None => {
-                    return Err(Error::BlobMissing {
-                        blob_type: BlobType::Data.name(),
-                        id: *chunk,
-                    });
-                }
-            };
+            let plaintext = fetched_plaintext(&blobs, chunk)?;
             hasher.update(plaintext);
             out.write_all(plaintext)
                 .map_err(|error| Error::local("write", label, error))?;

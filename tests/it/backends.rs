@@ -10,7 +10,7 @@ use bytes::Bytes;
 use cairn_store::backend::object_store::{CreateDirectory, ObjectStoreBackend};
 use cairn_store::backend::{Backend, BackendError, PutMode};
 
-use crate::support::{Workspace, random_bytes};
+use crate::support::{CHEAP_INIT, Workspace, random_bytes};
 
 static PREFIX_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -226,16 +226,7 @@ fn cli_round_trip(workspace: &Workspace, url: &str) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         workspace.cairn(&args)
     };
-    run(&[
-        "init",
-        "--kdf-memory-mib",
-        "1",
-        "--kdf-iterations",
-        "1",
-        "--kdf-parallelism",
-        "1",
-    ])
-    .ok();
+    run(&CHEAP_INIT).ok();
     run(&["backup", source.to_str().unwrap(), "--tag", "nightly"]).ok();
     let stream = random_bytes(4, 2_500_000);
     {

@@ -482,48 +482,27 @@ fn cloud_store(
     }
     let unknown = |key: &str| format!("unknown option {key:?} for {scheme}://");
     let prefix = StorePath::from_url_path(url.path()).map_err(|error| error.to_string())?;
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" => {
-            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(location);
-            for (key, value) in builder_options {
+    // The three builders share no trait, so one macro applies the options, the HTTP retry
+    // policy and builds, the same way for each.
+    macro_rules! build {
+        ($builder:expr) => {{
+            let mut builder = $builder.with_url(location);
+            for (key, value) in &builder_options {
                 let parsed = key.parse().map_err(|_| unknown(key))?;
-                builder = builder.with_config(parsed, value);
+                builder = builder.with_config(parsed, *value);
             }
             Arc::new(
                 builder
                     .with_retry(http_retry_config())
                     .build()
                     .map_err(|error| error.to_string())?,
-            )
-        }
-        "gs" => {
-            let mut builder =
-                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
-            for (key, value) in builder_options {
-                let parsed = key.parse().map_err(|_| unknown(key))?;
-                builder = builder.with_config(parsed, value);
-            }
-            Arc::new(
-                builder
-                    .with_retry(http_retry_config())
-                    .build()
-                    .map_err(|error| error.to_string())?,
-            )
-        }
-        _ => {
-            let mut builder =
-                object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
-            for (key, value) in builder_options {
-                let parsed = key.parse().map_err(|_| unknown(key))?;
-                builder = builder.with_config(parsed, value);
-            }
-            Arc::new(
-                builder
-                    .with_retry(http_retry_config())
-                    .build()
-                    .map_err(|error| error.to_string())?,
-            )
-        }
+            ) as Arc<dyn ObjectStore>
+        }};
+    }
+    let store = match scheme {
+        "s3" => build!(object_store::aws::AmazonS3Builder::from_env()),
+        "gs" => build!(object_store::gcp::GoogleCloudStorageBuilder::from_env()),
+        _ => build!(object_store::azure::MicrosoftAzureBuilder::from_env()),
     };
     Ok((store, prefix, retry))
 }

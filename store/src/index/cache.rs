@@ -78,6 +78,11 @@ fn cache_error(path: &Path, error: impl std::fmt::Display) -> Error {
 }
 
 impl IndexCache {
+    /// Maps a redb error to [`Error::Cache`] naming this cache's file.
+    fn fail<E: std::fmt::Display>(&self) -> impl Fn(E) -> Error + '_ {
+        move |error| cache_error(&self.path, error)
+    }
+
     /// Opens (creating if needed) the cache file at `path`.
     ///
     /// # Errors
@@ -115,26 +120,12 @@ impl IndexCache {
     }
 
     fn ensure_tables(&self) -> Result<()> {
-        let path = &self.path;
-        let transaction = self
-            .database
-            .begin_write()
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .open_table(BLOBS)
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .open_table(INDEX_OBJECTS)
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .open_table(PACKS)
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .open_table(TREES)
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .commit()
-            .map_err(|error| cache_error(path, error))
+        let transaction = self.database.begin_write().map_err(self.fail())?;
+        transaction.open_table(BLOBS).map_err(self.fail())?;
+        transaction.open_table(INDEX_OBJECTS).map_err(self.fail())?;
+        transaction.open_table(PACKS).map_err(self.fail())?;
+        transaction.open_table(TREES).map_err(self.fail())?;
+        transaction.commit().map_err(self.fail())
     }
 
     /// The index objects merged so far.
@@ -142,17 +133,11 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn merged_index_objects(&self) -> Result<HashSet<Id>> {
-        let path = &self.path;
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(|error| cache_error(path, error))?;
-        let table = transaction
-            .open_table(INDEX_OBJECTS)
-            .map_err(|error| cache_error(path, error))?;
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction.open_table(INDEX_OBJECTS).map_err(self.fail())?;
         let mut out = HashSet::new();
-        for row in table.iter().map_err(|error| cache_error(path, error))? {
-            let (key, _) = row.map_err(|error| cache_error(path, error))?;
+        for row in table.iter().map_err(self.fail())? {
+            let (key, _) = row.map_err(self.fail())?;
             out.insert(Id(*key.value()));
         }
         Ok(out)
@@ -163,17 +148,11 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn known_packs(&self) -> Result<HashSet<Id>> {
-        let path = &self.path;
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(|error| cache_error(path, error))?;
-        let table = transaction
-            .open_table(PACKS)
-            .map_err(|error| cache_error(path, error))?;
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction.open_table(PACKS).map_err(self.fail())?;
         let mut out = HashSet::new();
-        for row in table.iter().map_err(|error| cache_error(path, error))? {
-            let (key, _) = row.map_err(|error| cache_error(path, error))?;
+        for row in table.iter().map_err(self.fail())? {
+            let (key, _) = row.map_err(self.fail())?;
             out.insert(Id(*key.value()));
         }
         Ok(out)
@@ -184,26 +163,16 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn merge(&self, objects: &[(Id, IndexObject)]) -> Result<()> {
-        let path = &self.path;
-        let transaction = self
-            .database
-            .begin_write()
-            .map_err(|error| cache_error(path, error))?;
+        let transaction = self.database.begin_write().map_err(self.fail())?;
         {
-            let mut blobs = transaction
-                .open_table(BLOBS)
-                .map_err(|error| cache_error(path, error))?;
-            let mut packs = transaction
-                .open_table(PACKS)
-                .map_err(|error| cache_error(path, error))?;
-            let mut merged = transaction
-                .open_table(INDEX_OBJECTS)
-                .map_err(|error| cache_error(path, error))?;
+            let mut blobs = transaction.open_table(BLOBS).map_err(self.fail())?;
+            let mut packs = transaction.open_table(PACKS).map_err(self.fail())?;
+            let mut merged = transaction.open_table(INDEX_OBJECTS).map_err(self.fail())?;
             for (index_id, index) in objects {
                 for pack in &index.packs {
                     packs
                         .insert(&pack.pack_id.0, pack.pack_length)
-                        .map_err(|error| cache_error(path, error))?;
+                        .map_err(self.fail())?;
                     for entry in &pack.entries {
                         let location = BlobLocation {
                             pack_id: pack.pack_id,
@@ -211,17 +180,13 @@ impl IndexCache {
                         };
                         blobs
                             .insert(&entry.id.0, location.encode().as_slice())
-                            .map_err(|error| cache_error(path, error))?;
+                            .map_err(self.fail())?;
                     }
                 }
-                merged
-                    .insert(&index_id.0, 1)
-                    .map_err(|error| cache_error(path, error))?;
+                merged.insert(&index_id.0, 1).map_err(self.fail())?;
             }
         }
-        transaction
-            .commit()
-            .map_err(|error| cache_error(path, error))
+        transaction.commit().map_err(self.fail())
     }
 
     /// Removes everything (before a rebuild).
@@ -229,26 +194,14 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn clear(&self) -> Result<()> {
-        let path = &self.path;
-        let transaction = self
-            .database
-            .begin_write()
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .delete_table(BLOBS)
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .delete_table(PACKS)
-            .map_err(|error| cache_error(path, error))?;
+        let transaction = self.database.begin_write().map_err(self.fail())?;
+        transaction.delete_table(BLOBS).map_err(self.fail())?;
+        transaction.delete_table(PACKS).map_err(self.fail())?;
         transaction
             .delete_table(INDEX_OBJECTS)
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .delete_table(TREES)
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .commit()
-            .map_err(|error| cache_error(path, error))?;
+            .map_err(self.fail())?;
+        transaction.delete_table(TREES).map_err(self.fail())?;
+        transaction.commit().map_err(self.fail())?;
         self.ensure_tables()
     }
 
@@ -257,17 +210,11 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn lookup_many(&self, ids: &[Id]) -> Result<Vec<Option<BlobLocation>>> {
-        let path = &self.path;
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(|error| cache_error(path, error))?;
-        let table = transaction
-            .open_table(BLOBS)
-            .map_err(|error| cache_error(path, error))?;
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction.open_table(BLOBS).map_err(self.fail())?;
         ids.iter()
             .map(|id| {
-                let value = table.get(&id.0).map_err(|error| cache_error(path, error))?;
+                let value = table.get(&id.0).map_err(self.fail())?;
                 Ok(value.and_then(|value| BlobLocation::decode(*id, value.value())))
             })
             .collect()
@@ -278,15 +225,9 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn cached_tree(&self, id: &Id) -> Result<Option<Vec<u8>>> {
-        let path = &self.path;
-        let transaction = self
-            .database
-            .begin_read()
-            .map_err(|error| cache_error(path, error))?;
-        let table = transaction
-            .open_table(TREES)
-            .map_err(|error| cache_error(path, error))?;
-        let value = table.get(&id.0).map_err(|error| cache_error(path, error))?;
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction.open_table(TREES).map_err(self.fail())?;
+        let value = table.get(&id.0).map_err(self.fail())?;
         Ok(value.map(|value| value.value().to_vec()))
     }
 
@@ -295,24 +236,18 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn cache_tree(&self, id: &Id, sealed: &[u8]) -> Result<()> {
-        let path = &self.path;
-        let mut transaction = self
-            .database
-            .begin_write()
-            .map_err(|error| cache_error(path, error))?;
+        let mut transaction = self.database.begin_write().map_err(self.fail())?;
         // No fsync per tree: the next durable commit (an index merge, or closing the cache)
         // persists it, and a crash before that only loses cache entries.
         transaction
             .set_durability(redb::Durability::None)
-            .map_err(|error| cache_error(path, error))?;
+            .map_err(self.fail())?;
         transaction
             .open_table(TREES)
-            .map_err(|error| cache_error(path, error))?
+            .map_err(self.fail())?
             .insert(&id.0, sealed)
-            .map_err(|error| cache_error(path, error))?;
-        transaction
-            .commit()
-            .map_err(|error| cache_error(path, error))
+            .map_err(self.fail())?;
+        transaction.commit().map_err(self.fail())
     }
 
     /// Looks up one blob.
