@@ -601,6 +601,23 @@ impl Repository {
         Ok((id, snapshot))
     }
 
+    /// Reads one snapshot object, from the local cache when it holds it (the bytes are checked
+    /// against the name and authenticated either way). For listings; `check` reads the store.
+    fn load_snapshot_cached(&self, name: &str) -> Result<(Id, Snapshot)> {
+        if let Some(bytes) = self.cache.cached_snapshot(name)?
+            && let Ok(id) = verify_name(name, &bytes)
+            && let Ok(snapshot) = Snapshot::decode(&self.keys.data_key, &bytes)
+        {
+            return Ok((id, snapshot));
+        }
+        let bytes = self.backend.get(name)?;
+        let id = verify_name(name, &bytes)?;
+        let snapshot = Snapshot::decode(&self.keys.data_key, &bytes)
+            .map_err(|error| Error::from_object(name, error))?;
+        self.cache.cache_snapshot(name, &bytes)?;
+        Ok((id, snapshot))
+    }
+
     /// All snapshots, oldest first. Damaged snapshot objects are returned as errors beside them.
     ///
     /// # Errors
@@ -610,7 +627,7 @@ impl Repository {
         let loaded: Vec<Result<(Id, Snapshot)>> = names
             .par_iter()
             .filter(|info| id_from_name(&info.name).is_some())
-            .map(|info| self.load_snapshot(&info.name))
+            .map(|info| self.load_snapshot_cached(&info.name))
             .collect();
         let mut snapshots = Vec::new();
         let mut errors = Vec::new();
@@ -649,7 +666,7 @@ impl Repository {
             .collect();
         match matches.as_slice() {
             [] => Err(Error::SnapshotNotFound(spec.to_owned())),
-            [one] => self.load_snapshot(&one.name),
+            [one] => self.load_snapshot_cached(&one.name),
             _ => Err(Error::AmbiguousSnapshot(spec.to_owned())),
         }
     }

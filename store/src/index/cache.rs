@@ -20,6 +20,8 @@ const INDEX_OBJECTS: TableDefinition<&[u8; 32], u8> = TableDefinition::new("inde
 const PACKS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("packs");
 /// Tree blob id → its sealed bytes as stored in its pack (encrypted; authenticated on use).
 const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees");
+/// Snapshot object name → its stored bytes (encrypted; its name is checked on use).
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 
 /// Memory redb may use for its page cache: enough for the hot part of the index, and a fixed
 /// bound whatever the repository size.
@@ -125,6 +127,7 @@ impl IndexCache {
         transaction.open_table(INDEX_OBJECTS).map_err(self.fail())?;
         transaction.open_table(PACKS).map_err(self.fail())?;
         transaction.open_table(TREES).map_err(self.fail())?;
+        transaction.open_table(SNAPSHOTS).map_err(self.fail())?;
         transaction.commit().map_err(self.fail())
     }
 
@@ -246,6 +249,34 @@ impl IndexCache {
             .open_table(TREES)
             .map_err(self.fail())?
             .insert(&id.0, sealed)
+            .map_err(self.fail())?;
+        transaction.commit().map_err(self.fail())
+    }
+
+    /// The stored bytes of a snapshot object kept by [`IndexCache::cache_snapshot`], if any.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn cached_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction.open_table(SNAPSHOTS).map_err(self.fail())?;
+        let value = table.get(name).map_err(self.fail())?;
+        Ok(value.map(|value| value.value().to_vec()))
+    }
+
+    /// Keeps the bytes of a snapshot object (objects never change; names are content hashes).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn cache_snapshot(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let mut transaction = self.database.begin_write().map_err(self.fail())?;
+        transaction
+            .set_durability(redb::Durability::None)
+            .map_err(self.fail())?;
+        transaction
+            .open_table(SNAPSHOTS)
+            .map_err(self.fail())?
+            .insert(name, bytes)
             .map_err(self.fail())?;
         transaction.commit().map_err(self.fail())
     }
