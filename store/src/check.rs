@@ -74,24 +74,80 @@ struct Checker<'repo> {
     bad_blobs: HashMap<Id, String>,
     memo: HashMap<Id, std::sync::Arc<TreeDamage>>,
     report: CheckReport,
+    /// Pack lengths from the index, to decide whether a tree pack is read whole.
+    pack_lengths: HashMap<Id, u64>,
+    /// The last few tree packs read whole: trees of one pack are visited in no particular order,
+    /// so one download serves them all instead of one request per directory.
+    tree_packs: std::collections::VecDeque<(Id, bytes::Bytes)>,
+    /// A store failure that stops the check (as opposed to damage, which is reported).
+    failure: Option<Error>,
 }
 
+/// Tree packs up to this size are read whole by `check`.
+const WHOLE_TREE_PACK: u64 = 32 * 1024 * 1024;
+/// Tree packs kept in memory at once by `check`.
+const TREE_PACKS_KEPT: usize = 4;
+
 impl Checker<'_> {
-    fn read_tree(&self, id: &Id) -> std::result::Result<Tree, String> {
-        let location = self
+    /// The sealed bytes of a tree blob: from a tree pack read whole, or a ranged read.
+    fn sealed_tree(&mut self, location: &BlobLocation) -> crate::Result<bytes::Bytes> {
+        let range = location.entry.range();
+        #[allow(clippy::cast_possible_truncation)]
+        let slice = |pack: &bytes::Bytes| pack.slice(range.start as usize..range.end as usize);
+        if let Some((_, pack)) = self
+            .tree_packs
+            .iter()
+            .find(|(pack_id, _)| *pack_id == location.pack_id)
+        {
+            return Ok(slice(pack));
+        }
+        let name = pack_name(&location.pack_id);
+        let length = self.pack_lengths.get(&location.pack_id).copied();
+        match length {
+            Some(length) if length <= WHOLE_TREE_PACK => {
+                let pack = self.repository.backend().get(&name)?;
+                if (pack.len() as u64) < range.end {
+                    return Err(Error::Damaged {
+                        object: name,
+                        reason: "shorter than its index says".into(),
+                    });
+                }
+                let sealed = slice(&pack);
+                if self.tree_packs.len() == TREE_PACKS_KEPT {
+                    self.tree_packs.pop_front();
+                }
+                self.tree_packs.push_back((location.pack_id, pack));
+                Ok(sealed)
+            }
+            _ => Ok(self.repository.backend().get_range(&name, range)?),
+        }
+    }
+
+    /// Reads and decodes a tree; `Err(object)` names what is damaged or missing. A store
+    /// failure other than a missing object is kept in `failure` and stops the check.
+    fn read_tree(&mut self, id: &Id) -> std::result::Result<Tree, String> {
+        let location = *self
             .index
             .get(id)
             .filter(|location| location.entry.blob_type == BlobType::Tree)
             .ok_or_else(|| format!("tree blob {id}"))?;
         let name = pack_name(&location.pack_id);
-        let sealed = self
-            .repository
-            .backend()
-            .get_range(&name, location.entry.range())
-            .map_err(|_| name.clone())?;
+        let sealed = match self.sealed_tree(&location) {
+            Ok(sealed) => sealed,
+            Err(
+                error @ Error::Backend(
+                    crate::backend::BackendError::Failed { .. }
+                    | crate::backend::BackendError::AccessDenied { .. },
+                ),
+            ) => {
+                self.failure.get_or_insert(error);
+                return Err(name);
+            }
+            Err(_) => return Err(name),
+        };
         let plaintext = self
             .repository
-            .open_blob_bytes(location, &sealed)
+            .open_blob_bytes(&location, &sealed)
             .map_err(|_| format!("tree blob {id} in {name}"))?;
         Tree::decode(&plaintext).map_err(|_| format!("tree blob {id} in {name}"))
     }
@@ -327,6 +383,9 @@ pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckRepo
         bad_blobs,
         memo: HashMap::new(),
         report,
+        pack_lengths: indexed_lengths,
+        tree_packs: std::collections::VecDeque::new(),
+        failure: None,
     };
     let snapshot_names = backend.list(SNAPSHOTS_PREFIX)?;
     let mut seen_roots = HashSet::new();
@@ -348,6 +407,9 @@ pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckRepo
                 checker.report.damaged.insert(info.name, error.to_string());
             }
         }
+    }
+    if let Some(failure) = checker.failure {
+        return Err(failure);
     }
     Ok(checker.report)
 }

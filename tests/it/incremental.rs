@@ -105,3 +105,34 @@ fn sparse_files_restore_with_their_holes() {
         dense.blocks()
     );
 }
+
+/// `check` reads a small tree pack once instead of one ranged request per directory (object
+/// stores bill per request).
+#[test]
+fn check_reads_tree_packs_not_one_request_per_directory() {
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    for index in 0..60 {
+        let directory = source.join(format!("d{index}/e{index}"));
+        std::fs::create_dir_all(&directory).unwrap();
+        std::fs::write(directory.join("f"), random_bytes(index, 100)).unwrap();
+    }
+    workspace.backup(&[&source]);
+    let run = workspace
+        .cairn(&["check", "--verbose", "--json"])
+        .ok()
+        .json_lines();
+    let requests = run
+        .iter()
+        .find(|line| line["message_type"] == "requests")
+        .expect("a requests line");
+    assert!(
+        requests["get"].as_u64().unwrap() <= 8,
+        "120+ trees should cost a few GETs: {requests}"
+    );
+    let summary = run
+        .iter()
+        .find(|line| line["message_type"] == "summary")
+        .unwrap();
+    assert!(summary["trees"].as_u64().unwrap() >= 120, "{summary}");
+}
