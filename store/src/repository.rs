@@ -24,6 +24,9 @@ use crate::index::cache::{BlobLocation, IndexCache};
 use crate::keys::{KdfParams, KeyObject, MasterSecret, RepositoryKeys};
 use crate::seal;
 
+/// Tree packs up to this size are downloaded whole on a tree cache miss.
+const WHOLE_TREE_PACK: u64 = 32 * 1024 * 1024;
+
 /// Name of the config object.
 pub const CONFIG_NAME: &str = "config";
 /// Prefix of key objects.
@@ -527,6 +530,29 @@ impl Repository {
             return Ok(plaintext);
         }
         let name = pack_name(&location.pack_id);
+        if blob_type == BlobType::Tree
+            && let Some(length) = self.cache.pack_length(&location.pack_id)?
+            && length <= WHOLE_TREE_PACK
+        {
+            // One request brings every tree of the pack into the cache: the next directories
+            // of the walk are very likely in it.
+            let pack = self.backend.get(&name)?;
+            if let Ok(entries) = pack::read_pack_entries(&self.keys.data_key, &pack) {
+                #[allow(clippy::cast_possible_truncation)]
+                let trees: Vec<(Id, &[u8])> = entries
+                    .iter()
+                    .filter(|entry| entry.blob_type == BlobType::Tree)
+                    .map(|entry| {
+                        let range = entry.range();
+                        (entry.id, &pack[range.start as usize..range.end as usize])
+                    })
+                    .collect();
+                self.cache.cache_trees(&trees)?;
+                if let Some((_, sealed)) = trees.iter().find(|(tree_id, _)| tree_id == id) {
+                    return self.open_blob_bytes(&location, sealed);
+                }
+            }
+        }
         let sealed = self.backend.get_range(&name, location.entry.range())?;
         let plaintext = self.open_blob_bytes(&location, &sealed)?;
         if blob_type == BlobType::Tree {

@@ -135,4 +135,27 @@ fn check_reads_tree_packs_not_one_request_per_directory() {
         .find(|line| line["message_type"] == "summary")
         .unwrap();
     assert!(summary["trees"].as_u64().unwrap() >= 120, "{summary}");
+
+    // A restore on a machine without the local cache reads the tree pack once too.
+    let target = workspace.path("restored");
+    let restored = workspace
+        .cairn(&[
+            "--no-cache",
+            "--verbose",
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .ok()
+        .json_lines();
+    let requests = restored
+        .iter()
+        .find(|line| line["message_type"] == "requests")
+        .expect("a requests line");
+    assert!(
+        requests["get"].as_u64().unwrap() <= 10,
+        "trees of a fresh restore come from one tree-pack read: {requests}"
+    );
 }

@@ -234,6 +234,35 @@ impl IndexCache {
         Ok(value.map(|value| value.value().to_vec()))
     }
 
+    /// The length of a pack listed by a merged index object.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn pack_length(&self, pack_id: &Id) -> Result<Option<u64>> {
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction.open_table(PACKS).map_err(self.fail())?;
+        let value = table.get(&pack_id.0).map_err(self.fail())?;
+        Ok(value.map(|value| value.value()))
+    }
+
+    /// Keeps the sealed bytes of many tree blobs in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn cache_trees(&self, trees: &[(Id, &[u8])]) -> Result<()> {
+        let mut transaction = self.database.begin_write().map_err(self.fail())?;
+        transaction
+            .set_durability(redb::Durability::None)
+            .map_err(self.fail())?;
+        {
+            let mut table = transaction.open_table(TREES).map_err(self.fail())?;
+            for (id, sealed) in trees {
+                table.insert(&id.0, *sealed).map_err(self.fail())?;
+            }
+        }
+        transaction.commit().map_err(self.fail())
+    }
+
     /// Keeps the sealed bytes of a tree blob (trees never change: ids are content hashes).
     ///
     /// # Errors
