@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::format::pack::PackEntry;
 use crate::id::{BlobType, Id};
 use crate::index::cache::BlobLocation;
 use crate::repository::{Repository, pack_name};
@@ -61,16 +62,102 @@ pub fn plan_reads(mut locations: Vec<BlobLocation>, gap: u64, max_read: u64) -> 
     reads
 }
 
+/// Blobs that arrived inside a coalesced read before anyone asked for them. Blobs are shuffled
+/// inside their pack, so a read for one batch of files covers blobs that later batches need;
+/// keeping them (up to a byte budget, oldest dropped first) turns that over-read into prefetch, so
+/// a restore reads each pack about once.
+#[derive(Debug)]
+pub struct Prefetch {
+    budget: usize,
+    trailers: std::sync::Mutex<HashMap<Id, Arc<Vec<PackEntry>>>>,
+    stash: std::sync::Mutex<Stash>,
+}
+
+#[derive(Debug, Default)]
+struct Stash {
+    blobs: HashMap<Id, Arc<Vec<u8>>>,
+    order: std::collections::VecDeque<Id>,
+    bytes: usize,
+}
+
+impl Prefetch {
+    /// An empty stash holding at most `budget` bytes of plaintext.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            trailers: std::sync::Mutex::new(HashMap::new()),
+            stash: std::sync::Mutex::new(Stash::default()),
+        }
+    }
+
+    fn take(&self, id: &Id) -> Option<Arc<Vec<u8>>> {
+        self.stash.lock().ok()?.blobs.get(id).cloned()
+    }
+
+    fn keep(&self, id: Id, plaintext: Arc<Vec<u8>>) {
+        let Ok(mut stash) = self.stash.lock() else {
+            return;
+        };
+        if stash.blobs.contains_key(&id) || plaintext.len() > self.budget {
+            return;
+        }
+        stash.bytes += plaintext.len();
+        stash.blobs.insert(id, plaintext);
+        stash.order.push_back(id);
+        while stash.bytes > self.budget {
+            let Some(oldest) = stash.order.pop_front() else {
+                break;
+            };
+            if let Some(dropped) = stash.blobs.remove(&oldest) {
+                stash.bytes -= dropped.len();
+            }
+        }
+    }
+
+    /// The entries of a pack, from its trailer (read once per pack and remembered).
+    fn entries(&self, repository: &Repository, pack_id: &Id) -> Option<Arc<Vec<PackEntry>>> {
+        if let Some(entries) = self.trailers.lock().ok()?.get(pack_id) {
+            return Some(Arc::clone(entries));
+        }
+        let size = repository.cache().pack_length(pack_id).ok()??;
+        let info = crate::backend::ObjectInfo {
+            name: pack_name(pack_id),
+            size,
+        };
+        let entries = Arc::new(repository.read_pack_trailer(&info).ok()?.entries);
+        self.trailers
+            .lock()
+            .ok()?
+            .insert(*pack_id, Arc::clone(&entries));
+        Some(entries)
+    }
+}
+
 /// Fetches the data blobs `ids` (duplicates allowed) and returns each one's plaintext or error.
+/// With a [`Prefetch`], blobs it holds are served without a request, and the other blobs that a
+/// read happens to cover are kept in it.
 ///
 /// # Errors
 /// Only index cache failures; missing, unreadable or damaged blobs are per-blob errors.
-pub fn fetch_data_blobs(repository: &Repository, ids: &[Id]) -> Result<HashMap<Id, FetchedBlob>> {
+pub fn fetch_data_blobs(
+    repository: &Repository,
+    ids: &[Id],
+    prefetch: Option<&Prefetch>,
+) -> Result<HashMap<Id, FetchedBlob>> {
     let mut unique: Vec<Id> = ids.to_vec();
     unique.sort_unstable();
     unique.dedup();
-    let locations = repository.cache().lookup_many(&unique)?;
     let mut out: HashMap<Id, FetchedBlob> = HashMap::with_capacity(unique.len());
+    if let Some(prefetch) = prefetch {
+        unique.retain(|id| match prefetch.take(id) {
+            Some(plaintext) => {
+                out.insert(*id, Ok(plaintext));
+                false
+            }
+            None => true,
+        });
+    }
+    let locations = repository.cache().lookup_many(&unique)?;
     let mut found = Vec::with_capacity(unique.len());
     for (id, location) in unique.iter().zip(locations) {
         match location.filter(|location| location.entry.blob_type == BlobType::Data) {
@@ -90,14 +177,18 @@ pub fn fetch_data_blobs(repository: &Repository, ids: &[Id]) -> Result<HashMap<I
     let fetched: Vec<Vec<(Id, FetchedBlob)>> = repository.io_pool().install(|| {
         reads
             .par_iter()
-            .map(|read| fetch_read(repository, read))
+            .map(|read| fetch_read(repository, read, prefetch))
             .collect()
     });
     out.extend(fetched.into_iter().flatten());
     Ok(out)
 }
 
-fn fetch_read(repository: &Repository, read: &PackRead) -> Vec<(Id, FetchedBlob)> {
+fn fetch_read(
+    repository: &Repository,
+    read: &PackRead,
+    prefetch: Option<&Prefetch>,
+) -> Vec<(Id, FetchedBlob)> {
     let bytes = match repository
         .backend()
         .get_range(&pack_name(&read.pack_id), read.start..read.end)
@@ -112,19 +203,45 @@ fn fetch_read(repository: &Repository, read: &PackRead) -> Vec<(Id, FetchedBlob)
                 .collect();
         }
     };
+    #[allow(clippy::cast_possible_truncation)]
+    let open = |location: &BlobLocation| {
+        let range = location.entry.range();
+        let sealed = &bytes[(range.start - read.start) as usize..(range.end - read.start) as usize];
+        repository
+            .open_blob_bytes(location, sealed)
+            .map(Arc::new)
+            .map_err(Arc::new)
+    };
+    if let Some(prefetch) = prefetch
+        && let Some(entries) = prefetch.entries(repository, &read.pack_id)
+    {
+        let wanted: std::collections::HashSet<Id> = read
+            .blobs
+            .iter()
+            .map(|location| location.entry.id)
+            .collect();
+        let bonus: Vec<BlobLocation> = entries
+            .iter()
+            .filter(|entry| {
+                entry.blob_type == BlobType::Data
+                    && !wanted.contains(&entry.id)
+                    && entry.range().start >= read.start
+                    && entry.range().end <= read.end
+            })
+            .map(|entry| BlobLocation {
+                pack_id: read.pack_id,
+                entry: *entry,
+            })
+            .collect();
+        bonus.par_iter().for_each(|location| {
+            if let Ok(plaintext) = open(location) {
+                prefetch.keep(location.entry.id, plaintext);
+            }
+        });
+    }
     read.blobs
         .par_iter()
-        .map(|location| {
-            let range = location.entry.range();
-            #[allow(clippy::cast_possible_truncation)]
-            let sealed =
-                &bytes[(range.start - read.start) as usize..(range.end - read.start) as usize];
-            let plaintext = repository
-                .open_blob_bytes(location, sealed)
-                .map(Arc::new)
-                .map_err(Arc::new);
-            (location.entry.id, plaintext)
-        })
+        .map(|location| (location.entry.id, open(location)))
         .collect()
 }
 

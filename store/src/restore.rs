@@ -156,6 +156,9 @@ fn apply_file_metadata(file: &File, path: &Path, node: &Node) -> Result<()> {
 
 /// Plaintext bytes fetched per batch: bounds restore memory whatever the snapshot's size.
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// Plaintext of blobs read ahead of need (see [`fetch::Prefetch`]): about two packs' worth, so
+/// each pack is downloaded about once even though its blobs are shuffled.
+const PREFETCH_BYTES: usize = 64 * 1024 * 1024;
 
 /// A consecutive run of one file's chunks, restored within one batch.
 #[derive(Debug, Clone)]
@@ -327,6 +330,7 @@ fn restore_files(
         std::collections::HashMap::new();
     let mut failed: std::collections::HashSet<usize> = std::collections::HashSet::new();
     let batches = plan_batches(repository, files)?;
+    let prefetch = fetch::Prefetch::new(PREFETCH_BYTES);
     // Fetch the next batch while the current one is written: one batch in the channel, one being
     // fetched, one being written bound the memory.
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<FetchedBatch>>(1);
@@ -341,7 +345,8 @@ fn restore_files(
                             .copied()
                     })
                     .collect();
-                let fetched = fetch::fetch_data_blobs(repository, &ids).map(|blobs| (batch, blobs));
+                let fetched = fetch::fetch_data_blobs(repository, &ids, Some(&prefetch))
+                    .map(|blobs| (batch, blobs));
                 let stop = fetched.is_err();
                 if sender.send(fetched).is_err() || stop {
                     return;
@@ -520,10 +525,11 @@ pub fn dump(repository: &Repository, root: &Id, path: &str, out: &mut dyn Write)
         return Err(Error::PathNotFound(path.to_owned()));
     };
     let label = Path::new(path);
+    let prefetch = fetch::Prefetch::new(PREFETCH_BYTES);
     let mut hasher = repository.keys().file_hasher();
     let mut written = 0u64;
     for (window, _) in fetch::windows(repository, chunks, BATCH_BYTES)? {
-        let blobs = fetch::fetch_data_blobs(repository, &chunks[window.clone()])?;
+        let blobs = fetch::fetch_data_blobs(repository, &chunks[window.clone()], Some(&prefetch))?;
         for chunk in &chunks[window] {
             let plaintext = fetched_plaintext(&blobs, chunk)?;
             hasher.update(plaintext);

@@ -159,3 +159,64 @@ fn check_reads_tree_packs_not_one_request_per_directory() {
         "trees of a fresh restore come from one tree-pack read: {requests}"
     );
 }
+
+/// A restore downloads each pack about once, although blobs are shuffled inside packs and files
+/// are restored in order: ranges read for one batch keep their other blobs for later batches.
+#[test]
+fn restore_reads_each_pack_about_once() {
+    // 48 MB in 16 MiB packs: several restore batches share each pack.
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    std::fs::create_dir_all(&source).unwrap();
+    for index in 0..48 {
+        std::fs::write(
+            source.join(format!("file-{index:02}.bin")),
+            random_bytes(500 + index, 1_000_000),
+        )
+        .unwrap();
+    }
+    workspace.backup(&[&source]);
+    let repository_bytes: u64 = walk_sizes(&workspace.repo.join("data"));
+    let target = workspace.path("restored");
+    let lines = workspace
+        .cairn(&[
+            "--no-cache",
+            "--verbose",
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .ok()
+        .json_lines();
+    let requests = lines
+        .iter()
+        .find(|line| line["message_type"] == "requests")
+        .expect("a requests line");
+    let received = requests["bytes_received"].as_u64().unwrap();
+    assert!(
+        received * 10 <= repository_bytes * 13,
+        "restore read {received} bytes of a {repository_bytes}-byte repository"
+    );
+    for index in 0..48 {
+        let restored = target
+            .join(source.strip_prefix("/").unwrap())
+            .join(format!("file-{index:02}.bin"));
+        assert!(std::fs::read(restored).unwrap() == random_bytes(500 + index, 1_000_000));
+    }
+}
+
+fn walk_sizes(directory: &std::path::Path) -> u64 {
+    std::fs::read_dir(directory)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                walk_sizes(&entry.path())
+            } else {
+                entry.metadata().unwrap().len()
+            }
+        })
+        .sum()
+}
