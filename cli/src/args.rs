@@ -69,7 +69,7 @@ pub struct GlobalArgs {
     #[arg(
         long,
         env = "CAIRN_DOWNLOAD_CONCURRENCY",
-        default_value_t = 8,
+        default_value_t = 4,
         global = true
     )]
     pub download_concurrency: usize,

@@ -93,7 +93,10 @@ pub enum CacheLocation {
     Memory,
 }
 
-/// How many requests run at once.
+/// How many requests run at once. Defaults measured on moto (loopback, 0.4 GB): 1, 2 or 4
+/// uploads all back up in 2.2–2.4 s; 2, 8 or 16 downloads restore in 2.0–2.2 s while peak memory
+/// grows 135 → 180 → 205 MiB. Real links need some concurrency to hide latency, so downloads
+/// default to 4 and uploads to 2 (each upload holds a pack in memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Concurrency {
     /// Pack uploads in flight during a backup (each holds one pack in memory).
@@ -106,7 +109,7 @@ impl Default for Concurrency {
     fn default() -> Self {
         Self {
             uploads: 2,
-            downloads: 8,
+            downloads: 4,
         }
     }
 }
