@@ -11,7 +11,9 @@ Exit codes:
   1    fatal error (including damage found by check or restore)
   3    backup snapshot written, but some source files could not be read (listed)
   10   repository does not exist
+  11   another prune holds the repository's prune lease (try again later)
   12   wrong password or no key matches
+  13   refused: the client or repository is append-only and the command would delete
   130  interrupted (Ctrl-C); no snapshot is written
 
 Environment:
@@ -73,6 +75,10 @@ pub struct GlobalArgs {
         global = true
     )]
     pub download_concurrency: usize,
+    /// Never delete or overwrite anything (for credentials without delete permission);
+    /// forget, prune and key remove refuse
+    #[arg(long, env = "CAIRN_APPEND_ONLY", global = true)]
+    pub append_only: bool,
     /// Also report the object-store requests made and bytes moved (on stderr, or as a JSON line)
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -98,6 +104,42 @@ pub enum Command {
     /// Manage the local index cache
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Delete unreferenced data: safe while backups run (see FORMAT.md section 21)
+    Prune(PruneArgs),
+}
+
+/// `cairn prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub options: PruneOptionsArgs,
+}
+
+/// Options of prune, shared with `forget --prune`.
+#[derive(Debug, Args, Clone)]
+pub struct PruneOptionsArgs {
+    /// Repack partly used packs until unused space is at most this share of the repository
+    /// (percent, 0-100)
+    #[arg(long, default_value = "10%", value_parser = parse_percent)]
+    pub max_unused: f64,
+    /// Show what would be deleted and repacked; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds after which another prune may take over this prune's lease if it stops renewing it
+    #[arg(long, default_value_t = 900)]
+    pub lease_ttl: u64,
+}
+
+/// Parses `10%`, `10` or `0.5%` into a fraction.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a percentage"))?;
+    if !(0.0..=100.0).contains(&value) {
+        return Err("must be between 0% and 100%".into());
+    }
+    Ok(value / 100.0)
 }
 
 /// `cairn init`.
@@ -127,6 +169,9 @@ pub struct InitArgs {
     /// zstd compression level (0 = off)
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub compression: i32,
+    /// Mark the repository append-only: no client will delete anything from it
+    #[arg(long)]
+    pub append_only: bool,
 }
 
 /// `cairn backup`.

@@ -19,8 +19,12 @@ const EXIT_FATAL: u8 = 1;
 const EXIT_PARTIAL: u8 = 3;
 /// Exit code when the repository does not exist.
 const EXIT_NO_REPOSITORY: u8 = 10;
+/// Exit code when another prune holds the lease.
+const EXIT_BUSY: u8 = 11;
 /// Exit code for a wrong password.
 const EXIT_WRONG_PASSWORD: u8 = 12;
+/// Exit code when deleting is refused because of append-only mode.
+const EXIT_APPEND_ONLY: u8 = 13;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     match error
@@ -29,6 +33,8 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     {
         Some(ErrorKind::NotFound) => EXIT_NO_REPOSITORY,
         Some(ErrorKind::WrongPassword) => EXIT_WRONG_PASSWORD,
+        Some(ErrorKind::Busy) => EXIT_BUSY,
+        Some(ErrorKind::AppendOnly) => EXIT_APPEND_ONLY,
         _ => EXIT_FATAL,
     }
 }
@@ -44,6 +50,9 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Dump(args) => commands::dump::run(global, args).map(|()| Completion::Done),
         Command::Check(args) => commands::check::run(global, args).map(|()| Completion::Done),
         Command::Index(command) => commands::index::run(global, command).map(|()| Completion::Done),
+        Command::Prune(args) => {
+            commands::prune::run(global, &args.options).map(|()| Completion::Done)
+        }
     }
 }
 

@@ -50,6 +50,15 @@ pub fn json_line(value: &serde_json::Value) {
     println!("{value}");
 }
 
+/// Request counts as a JSON object (for summaries that carry them).
+pub fn requests_json(stats: &cairn_store::backend::RequestStats) -> serde_json::Value {
+    serde_json::json!({
+        "put": stats.puts, "get": stats.gets, "list": stats.lists,
+        "head": stats.heads, "delete": stats.deletes,
+        "bytes_sent": stats.bytes_sent, "bytes_received": stats.bytes_received,
+    })
+}
+
 /// Reports the requests a run made: one JSON line with `--json`, else a line on stderr.
 pub fn requests(json: bool, stats: &cairn_store::backend::RequestStats) {
     if json {

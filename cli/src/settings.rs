@@ -122,7 +122,8 @@ pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
     };
     Ok(
         Repository::open(backend, &password, &cache_location(global))?
-            .with_concurrency(concurrency),
+            .with_concurrency(concurrency)
+            .with_client_append_only(global.append_only),
     )
 }
 

@@ -134,6 +134,8 @@ pub struct BackupOutcome {
     pub saver: SaverStats,
     /// Packs left by an earlier interrupted run that were indexed and reused.
     pub recovered_packs: usize,
+    /// Blobs copied out of packs that a concurrent prune condemned (FORMAT.md section 21).
+    pub blobs_rescued: u64,
     /// Backend requests of the whole run.
     pub requests: RequestStats,
 }
@@ -311,9 +313,16 @@ impl Walker<'_, '_, '_> {
             return Ok(None);
         };
         let locations = self.repository.cache().lookup_many(chunks)?;
-        if locations.iter().any(Option::is_none) {
+        let usable = |location: &Option<crate::index::cache::BlobLocation>| {
+            location
+                .as_ref()
+                .is_some_and(|location| !self.repository.is_condemned(&location.pack_id))
+        };
+        if !locations.iter().all(usable) {
             return Ok(None);
         }
+        self.saver
+            .note_relied(locations.iter().flatten().map(|location| location.pack_id));
         let mut node = node_from_metadata(name.to_vec(), previous.kind.clone(), metadata);
         node.size = previous.size;
         self.summary.files += 1;
@@ -680,6 +689,9 @@ pub fn backup(
             Source::Stdin(name.clone())
         }
     };
+    // The session marker goes first: a prune that does not see it has already written its
+    // record, which the session then reads (FORMAT.md section 21).
+    let mut session = repository.begin_session(&options.host)?;
     repository.sync_index()?;
     let recovered_packs = repository.index_orphan_packs()?;
     let parent = find_parent(repository, &options.parent, &options.host, &snapshot_source)?;
@@ -747,8 +759,13 @@ pub fn backup(
         files_unchanged,
         ..
     } = walker;
-    let saver_stats = saver.finish()?;
-    summary.bytes_added = saver_stats.bytes_added;
+    let (saver_stats, mut relied) = saver.finish_relied()?;
+    // A prune that ran meanwhile may have condemned packs this snapshot relies on: copy what
+    // it needs out of them before committing, so the prune can free them. (Safety does not
+    // depend on this: a prune deletes condemned packs only after this session has ended, and
+    // takes back any that a snapshot listed by then still needs; FORMAT.md section 21.)
+    let rescued = repository.rescue_relied_packs(&mut session, &mut relied)?;
+    summary.bytes_added = saver_stats.bytes_added + rescued.bytes_written;
     summary.blobs_added = saver_stats.blobs_added;
     let snapshot = Snapshot {
         time: options.time,
@@ -762,6 +779,9 @@ pub fn backup(
         program_version: options.program_version.clone(),
     };
     let snapshot_id = repository.save_snapshot(&snapshot)?;
+    // Best effort: the snapshot is committed; a session left unended only delays deletions
+    // until a prune on this host sees its process gone (or an operator ends it).
+    let _ = session.end(Some(snapshot_id));
     Ok(BackupOutcome {
         snapshot_id,
         snapshot,
@@ -771,6 +791,7 @@ pub fn backup(
         parent: parent.map(|(id, _)| id),
         saver: saver_stats,
         recovered_packs,
+        blobs_rescued: rescued.blobs_copied,
         requests: repository.backend().stats(),
     })
 }

@@ -278,6 +278,9 @@ fn verify_pack(
 pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let backend = repository.backend();
+    // Packs a prune condemned may be gone or unindexed: neither is damage by itself (a blob a
+    // snapshot needs that is nowhere else still is).
+    let condemned = repository.load_prune_state()?.condemned;
     let packs: HashMap<Id, u64> = backend
         .list(DATA_PREFIX)?
         .into_iter()
@@ -297,6 +300,9 @@ pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckRepo
         match outcome {
             Ok((_, object)) => {
                 for pack in object.packs {
+                    if condemned.contains(&pack.pack_id) && !packs.contains_key(&pack.pack_id) {
+                        continue; // deleted by a prune; listed by an index object not yet rewritten
+                    }
                     indexed_lengths.insert(pack.pack_id, pack.pack_length);
                     let entries = pack_entries.entry(pack.pack_id).or_default();
                     for entry in pack.entries {
@@ -323,6 +329,9 @@ pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckRepo
     for (pack_id, indexed_length) in &indexed_lengths {
         let name = pack_name(pack_id);
         match packs.get(pack_id) {
+            None if condemned.contains(pack_id) => {
+                bad_packs.insert(*pack_id, name);
+            }
             None => {
                 report.damaged.insert(name.clone(), "missing".into());
                 bad_packs.insert(*pack_id, name);
@@ -339,7 +348,7 @@ pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckRepo
     }
     let mut unindexed: Vec<String> = packs
         .keys()
-        .filter(|id| !indexed_lengths.contains_key(id))
+        .filter(|id| !indexed_lengths.contains_key(id) && !condemned.contains(id))
         .map(pack_name)
         .collect();
     unindexed.sort();

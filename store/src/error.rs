@@ -24,6 +24,10 @@ pub enum ErrorKind {
     WrongPassword,
     /// Local files could not be read or written.
     LocalIo,
+    /// Another process holds what this one needs (the prune lease): retry later.
+    Busy,
+    /// The repository or client is append-only and the command would delete something.
+    AppendOnly,
 }
 
 /// Everything that can go wrong in the library.
@@ -107,6 +111,12 @@ pub enum Error {
     /// Invalid argument.
     #[error("{0}")]
     Usage(String),
+    /// Another prune holds the repository's prune lease.
+    #[error("another prune is running ({0}); try again later")]
+    PruneLeaseHeld(String),
+    /// Deleting is refused: the client or the repository is append-only.
+    #[error("refused: {0} would delete objects, and this {1} is append-only")]
+    AppendOnly(&'static str, &'static str),
 }
 
 fn damaged_note(damaged_keys: &[String]) -> String {
@@ -135,6 +145,8 @@ impl Error {
             }
             Self::Backend(BackendError::NotFound { .. }) => ErrorKind::BadData,
             Self::LocalIo { .. } | Self::Cache { .. } => ErrorKind::LocalIo,
+            Self::PruneLeaseHeld(_) => ErrorKind::Busy,
+            Self::AppendOnly(..) => ErrorKind::AppendOnly,
             _ => ErrorKind::User,
         }
     }

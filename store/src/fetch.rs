@@ -123,6 +123,7 @@ impl Prefetch {
         let info = crate::backend::ObjectInfo {
             name: pack_name(pack_id),
             size,
+            modified: 0,
         };
         let entries = Arc::new(repository.read_pack_trailer(&info).ok()?.entries);
         self.trailers

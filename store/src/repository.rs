@@ -138,6 +138,12 @@ pub struct Repository {
     cache: IndexCache,
     concurrency: Concurrency,
     io_pool: std::sync::OnceLock<rayon::ThreadPool>,
+    /// Packs condemned by prune records: never used for lookups, orphan recovery or reads.
+    condemned: std::sync::RwLock<HashSet<Id>>,
+    /// This client refuses to delete (`--append-only`).
+    client_append_only: bool,
+    /// The repository carries the `append-only` marker.
+    marked_append_only: bool,
 }
 
 fn verify_name(name: &str, bytes: &[u8]) -> Result<Id> {
@@ -221,6 +227,9 @@ impl Repository {
             cache,
             concurrency: Concurrency::default(),
             io_pool: std::sync::OnceLock::new(),
+            condemned: std::sync::RwLock::default(),
+            client_append_only: false,
+            marked_append_only: false,
         })
     }
 
@@ -281,8 +290,18 @@ impl Repository {
                 cache,
                 concurrency: Concurrency::default(),
                 io_pool: std::sync::OnceLock::new(),
+                condemned: std::sync::RwLock::default(),
+                client_append_only: false,
+                marked_append_only: false,
             };
-            return Ok(repository);
+            let marked_append_only = repository
+                .backend
+                .head(crate::lifecycle::APPEND_ONLY_NAME)?
+                .is_some();
+            return Ok(Self {
+                marked_append_only,
+                ..repository
+            });
         }
         Err(config_failure.unwrap_or(Error::WrongPassword { damaged_keys }))
     }
@@ -309,6 +328,37 @@ impl Repository {
             downloads: concurrency.downloads.max(1),
         };
         self
+    }
+
+    /// Makes this client append-only: it refuses every command that deletes.
+    #[must_use]
+    pub fn with_client_append_only(mut self, append_only: bool) -> Self {
+        self.client_append_only = append_only;
+        self
+    }
+
+    /// Whether this client was made append-only.
+    pub fn client_append_only(&self) -> bool {
+        self.client_append_only
+    }
+
+    /// Whether the repository carries the `append-only` marker.
+    pub fn repository_append_only(&self) -> bool {
+        self.marked_append_only
+    }
+
+    /// Replaces the set of condemned packs (from the prune records).
+    pub fn set_condemned(&self, condemned: HashSet<Id>) {
+        if let Ok(mut guard) = self.condemned.write() {
+            *guard = condemned;
+        }
+    }
+
+    /// Whether a prune record condemned `pack_id`.
+    pub fn is_condemned(&self, pack_id: &Id) -> bool {
+        self.condemned
+            .read()
+            .is_ok_and(|condemned| condemned.contains(pack_id))
     }
 
     /// How many uploads and downloads run at once.
@@ -367,6 +417,8 @@ impl Repository {
     /// # Errors
     /// Backend or cache failures (a damaged index object is reported, not an error).
     pub fn sync_index(&self) -> Result<SyncReport> {
+        let state = self.load_prune_state()?;
+        self.apply_prune_state(&state)?;
         let remote = self.backend.list(INDEX_PREFIX)?;
         let remote_ids: HashSet<Id> = remote
             .iter()
@@ -399,7 +451,7 @@ impl Repository {
                 }
             }
             report.merged += good.len();
-            self.cache.merge(&good)?;
+            self.cache.merge_preferring(&good, &state.condemned)?;
         }
         Ok(report)
     }
@@ -454,7 +506,10 @@ impl Repository {
             .backend
             .list(DATA_PREFIX)?
             .into_iter()
-            .filter(|info| id_from_name(&info.name).is_some_and(|id| !known.contains(&id)))
+            .filter(|info| {
+                id_from_name(&info.name)
+                    .is_some_and(|id| !known.contains(&id) && !self.is_condemned(&id))
+            })
             .collect();
         if orphans.is_empty() {
             return Ok(0);

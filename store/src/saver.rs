@@ -57,6 +57,8 @@ pub struct BlobSaver<'repo> {
     /// Set when an upload failed or the saver is dropped early: queued packs are not uploaded.
     stop: Arc<AtomicBool>,
     uploaded: Vec<IndexedPack>,
+    /// Packs this run's snapshot depends on (see [`BlobSaver::relied_packs`]).
+    relied: HashSet<Id>,
     stats: SaverStats,
     rng: rand::rngs::StdRng,
 }
@@ -112,6 +114,7 @@ impl<'repo> BlobSaver<'repo> {
             workers,
             stop,
             uploaded: Vec::new(),
+            relied: HashSet::new(),
             stats: SaverStats::default(),
             rng: rand::SeedableRng::from_entropy(),
         }
@@ -130,8 +133,16 @@ impl<'repo> BlobSaver<'repo> {
         let known = self.repository.cache().lookup_many(&ids)?;
         let mut fresh: Vec<usize> = Vec::new();
         for (position, (id, location)) in ids.iter().zip(&known).enumerate() {
-            if location.is_none() && self.pending.insert(*id) {
-                fresh.push(position);
+            // A condemned pack may be deleted once this run ends: store the blob again.
+            match location.filter(|location| !self.repository.is_condemned(&location.pack_id)) {
+                Some(location) => {
+                    self.relied.insert(location.pack_id);
+                }
+                None => {
+                    if self.pending.insert(*id) {
+                        fresh.push(position);
+                    }
+                }
             }
         }
         if fresh.is_empty() {
@@ -176,6 +187,41 @@ impl<'repo> BlobSaver<'repo> {
         }
         self.collect_results(false)?;
         Ok(ids)
+    }
+
+    /// Adds blobs that are already sealed (copied from another pack by a repack or a rescue),
+    /// without a dedup lookup: the caller decided they are needed. Blobs this saver already
+    /// holds are skipped.
+    ///
+    /// # Errors
+    /// Backend failures of earlier uploads.
+    pub fn save_sealed(&mut self, blobs: Vec<SealedBlob>) -> Result<()> {
+        for blob in blobs {
+            if !self.pending.insert(blob.id) {
+                continue;
+            }
+            let blob_type = blob.blob_type;
+            self.stats.blobs_added += 1;
+            self.stats.raw_bytes_added += u64::from(blob.raw_length);
+            let packer = match blob_type {
+                BlobType::Data => &mut self.data_packer,
+                BlobType::Tree => &mut self.tree_packer,
+            };
+            if packer.push(blob) {
+                self.flush_packer(blob_type)?;
+            }
+        }
+        self.collect_results(false)
+    }
+
+    /// Packs this saver relied on: those its dedup hits were found in, and those it uploaded.
+    pub fn relied_packs(&self) -> &HashSet<Id> {
+        &self.relied
+    }
+
+    /// Records packs the caller relied on outside [`BlobSaver::save`] (reused unchanged files).
+    pub fn note_relied(&mut self, packs: impl IntoIterator<Item = Id>) {
+        self.relied.extend(packs);
     }
 
     fn flush_packer(&mut self, blob_type: BlobType) -> Result<()> {
@@ -230,7 +276,9 @@ impl<'repo> BlobSaver<'repo> {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             };
-            self.uploaded.push(outcome?);
+            let pack = outcome?;
+            self.relied.insert(pack.pack_id);
+            self.uploaded.push(pack);
         }
         if self.uploaded.len() >= PACKS_PER_INDEX || (wait && !self.uploaded.is_empty()) {
             self.write_index()?;
@@ -257,7 +305,15 @@ impl<'repo> BlobSaver<'repo> {
     ///
     /// # Errors
     /// The first upload, index or cache failure.
-    pub fn finish(mut self) -> Result<SaverStats> {
+    pub fn finish(self) -> Result<SaverStats> {
+        self.finish_relied().map(|(stats, _)| stats)
+    }
+
+    /// Like [`BlobSaver::finish`], also returning the packs relied on.
+    ///
+    /// # Errors
+    /// The first upload, index or cache failure.
+    pub fn finish_relied(mut self) -> Result<(SaverStats, HashSet<Id>)> {
         let flushed = self
             .flush_packer(BlobType::Data)
             .and_then(|()| self.flush_packer(BlobType::Tree));
@@ -271,7 +327,7 @@ impl<'repo> BlobSaver<'repo> {
         }
         flushed?;
         collected?;
-        Ok(self.stats)
+        Ok((self.stats, std::mem::take(&mut self.relied)))
     }
 }
 

@@ -36,11 +36,15 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
         &options,
         &settings::cache_location(global),
     )?;
+    if args.append_only {
+        repository.make_append_only()?;
+    }
     if global.json {
         render::json_line(&serde_json::json!({
             "message_type": "initialized",
             "repository": repository.backend().location(),
             "id": repository.id_hex(),
+            "append_only": args.append_only,
         }));
     } else if !global.quiet {
         println!(

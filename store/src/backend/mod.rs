@@ -105,6 +105,9 @@ pub struct ObjectInfo {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, in Unix seconds by the *store's* clock (0 if unknown).
+    /// Only ever compared with other times from the same store (section 21 of FORMAT.md).
+    pub modified: i64,
 }
 
 /// A repository's storage: a flat namespace of immutable objects.

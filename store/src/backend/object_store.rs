@@ -383,6 +383,7 @@ impl Backend for ObjectStoreBackend {
                 Some(ObjectInfo {
                     name: parts.join("/"),
                     size: meta.size,
+                    modified: meta.last_modified.timestamp(),
                 })
             })
             .collect())

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 pub mod envelope;
 pub mod index;
+pub mod lifecycle;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;

@@ -23,6 +23,9 @@ const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees");
 /// Snapshot object name → its stored bytes (encrypted; its name is checked on use).
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 
+/// Small named values: `prune_generation` → the newest prune record the cache reflects.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
 /// Memory redb may use for its page cache: enough for the hot part of the index, and a fixed
 /// bound whatever the repository size.
 const CACHE_MEMORY: usize = 32 * 1024 * 1024;
@@ -128,6 +131,32 @@ impl IndexCache {
         transaction.open_table(PACKS).map_err(self.fail())?;
         transaction.open_table(TREES).map_err(self.fail())?;
         transaction.open_table(SNAPSHOTS).map_err(self.fail())?;
+        transaction.open_table(META).map_err(self.fail())?;
+        transaction.commit().map_err(self.fail())
+    }
+
+    /// The newest prune generation this cache's contents reflect (0 before any prune).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn prune_generation(&self) -> Result<u64> {
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction.open_table(META).map_err(self.fail())?;
+        let value = table.get("prune_generation").map_err(self.fail())?;
+        Ok(value.map_or(0, |value| value.value()))
+    }
+
+    /// Records the prune generation the cache now reflects.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn set_prune_generation(&self, generation: u64) -> Result<()> {
+        let transaction = self.database.begin_write().map_err(self.fail())?;
+        transaction
+            .open_table(META)
+            .map_err(self.fail())?
+            .insert("prune_generation", generation)
+            .map_err(self.fail())?;
         transaction.commit().map_err(self.fail())
     }
 
@@ -166,6 +195,20 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn merge(&self, objects: &[(Id, IndexObject)]) -> Result<()> {
+        self.merge_preferring(objects, &HashSet::new())
+    }
+
+    /// Like [`IndexCache::merge`], but a location in one of the `condemned` packs never replaces
+    /// a location the cache already has (it is only recorded for blobs found nowhere else, so
+    /// they stay readable until the pack is deleted).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn merge_preferring(
+        &self,
+        objects: &[(Id, IndexObject)],
+        condemned: &HashSet<Id>,
+    ) -> Result<()> {
         let transaction = self.database.begin_write().map_err(self.fail())?;
         {
             let mut blobs = transaction.open_table(BLOBS).map_err(self.fail())?;
@@ -176,7 +219,11 @@ impl IndexCache {
                     packs
                         .insert(&pack.pack_id.0, pack.pack_length)
                         .map_err(self.fail())?;
+                    let second_choice = condemned.contains(&pack.pack_id);
                     for entry in &pack.entries {
+                        if second_choice && blobs.get(&entry.id.0).map_err(self.fail())?.is_some() {
+                            continue;
+                        }
                         let location = BlobLocation {
                             pack_id: pack.pack_id,
                             entry: *entry,

@@ -1,0 +1,122 @@
+//! `cairn prune`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use cairn_store::prune::{self, PruneOptions, PruneReport};
+use cairn_store::repository::Repository;
+
+use crate::args::{GlobalArgs, PruneOptionsArgs};
+use crate::render;
+use crate::settings;
+
+/// Prunes the repository and reports what was freed.
+pub fn run(global: &GlobalArgs, args: &PruneOptionsArgs) -> Result<()> {
+    let repository = settings::open_repository(global)?;
+    run_on(global, args, &repository)
+}
+
+/// Prunes an open repository (also used by `forget --prune`).
+pub fn run_on(global: &GlobalArgs, args: &PruneOptionsArgs, repository: &Repository) -> Result<()> {
+    let report = prune::prune(
+        repository,
+        &PruneOptions {
+            max_unused: args.max_unused,
+            dry_run: args.dry_run,
+            lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
+        },
+    )?;
+    print_report(global, args.dry_run, &report);
+    Ok(())
+}
+
+fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "prune",
+            "dry_run": dry_run,
+            "generation": report.generation,
+            "snapshots": report.snapshots,
+            "referenced_blobs": report.referenced_blobs,
+            "packs_before": report.packs_before,
+            "bytes_before": report.bytes_before,
+            "packs_condemned": report.packs_condemned,
+            "bytes_condemned": report.bytes_condemned,
+            "packs_repacked": report.packs_repacked,
+            "bytes_repacked": report.bytes_repacked,
+            "packs_resurrected": report.packs_resurrected,
+            "packs_deleted": report.packs_deleted,
+            "bytes_freed": report.bytes_freed,
+            "packs_pending": report.packs_pending,
+            "bytes_pending": report.bytes_pending,
+            "index_written": report.index_written,
+            "index_removed": report.index_removed,
+            "unused_bytes_kept": report.unused_bytes_kept,
+            "sessions_ended": report.sessions_ended,
+            "blocking_sessions": report.blocking_sessions.iter().map(|session| serde_json::json!({
+                "session": session.session,
+                "host": session.host,
+                "pid": session.pid,
+                "started_unix": session.started_unix,
+            })).collect::<Vec<_>>(),
+            "requests": render::requests_json(&report.requests),
+        }));
+        return;
+    }
+    if global.quiet {
+        return;
+    }
+    let verb = if dry_run { "would" } else { "did" };
+    println!(
+        "{} snapshots reference {} blobs in {} packs ({})",
+        report.snapshots,
+        report.referenced_blobs,
+        report.packs_before,
+        render::bytes(report.bytes_before)
+    );
+    println!(
+        "{verb} condemn {} packs ({}), {} of them repacked",
+        report.packs_condemned,
+        render::bytes(report.bytes_condemned),
+        report.packs_repacked
+    );
+    if report.packs_resurrected > 0 {
+        println!(
+            "took back {} condemned packs that a snapshot needs",
+            report.packs_resurrected
+        );
+    }
+    println!(
+        "{verb} delete {} packs, freeing {}{}",
+        report.packs_deleted,
+        render::bytes(report.bytes_freed),
+        if report.bytes_repacked > 0 {
+            format!(" (repack wrote {})", render::bytes(report.bytes_repacked))
+        } else {
+            String::new()
+        }
+    );
+    if report.packs_pending > 0 {
+        println!(
+            "{} condemned packs ({}) wait for these backups to end; the next prune deletes them:",
+            report.packs_pending,
+            render::bytes(report.bytes_pending)
+        );
+        for session in &report.blocking_sessions {
+            println!(
+                "  session {} on {} (pid {})",
+                &session.session[..8],
+                session.host.as_deref().unwrap_or("?"),
+                session
+                    .pid
+                    .map_or_else(|| "?".to_owned(), |pid| pid.to_string())
+            );
+        }
+    }
+    if report.sessions_ended > 0 {
+        println!(
+            "ended {} sessions of backups on this machine whose process is gone",
+            report.sessions_ended
+        );
+    }
+}

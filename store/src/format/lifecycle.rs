@@ -1,0 +1,537 @@
+//! The objects of the garbage-collection protocol (FORMAT.md section 21): backup session markers,
+//! prune records (the packs a prune condemned), the sessions in flight when a record was written,
+//! and the prune lease.
+//!
+//! Every one is an envelope (section 6) sealed with the data key, so the store learns nothing but
+//! their names and sizes. Pure: no I/O.
+
+use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
+use crate::format::envelope::{self, ObjectError};
+use crate::id::Id;
+use crate::seal::{NONCE_LEN, SealKey};
+
+/// Magic of a session start marker (`sessions/<session>`).
+pub const SESSION_MAGIC: [u8; 4] = *b"CRNM";
+/// Magic of a session end marker (`sessions/<session>.done`).
+pub const SESSION_DONE_MAGIC: [u8; 4] = *b"CRND";
+/// Magic of a prune record (`prune/<generation>`).
+pub const PRUNE_RECORD_MAGIC: [u8; 4] = *b"CRNR";
+/// Magic of an in-flight list (`prune/<generation>.inflight`).
+pub const INFLIGHT_MAGIC: [u8; 4] = *b"CRNF";
+/// Magic of the prune lease (`locks/prune`).
+pub const LEASE_MAGIC: [u8; 4] = *b"CRNL";
+/// Version of every lifecycle object this build writes and reads.
+pub const LIFECYCLE_VERSION: u16 = 1;
+/// Length of a session id.
+pub const SESSION_ID_LEN: usize = 16;
+/// Largest body of a prune record or in-flight list (64 MiB: two million pack ids).
+const MAX_LIST_BODY: usize = 64 * 1024 * 1024;
+/// Largest body of a marker or lease.
+const MAX_SMALL_BODY: usize = 64 * 1024;
+
+/// A backup session's random id: names its markers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub [u8; SESSION_ID_LEN]);
+
+impl SessionId {
+    /// 32 lowercase hex digits, as in object names.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 32 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; SESSION_ID_LEN];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+}
+
+/// Who started a backup session, and when: written when a backup starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionMarker {
+    /// The session (also in the object name; bound here by the associated data).
+    pub session: SessionId,
+    /// Host the backup runs on.
+    pub host: String,
+    /// Process id, so a prune on the same host can tell a crashed session from a running one.
+    pub pid: u32,
+    /// When it started (the client's clock; shown to people, never used for decisions).
+    pub started_unix: i64,
+}
+
+/// How a session ended: written when a backup ends, committed or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    /// The session.
+    pub session: SessionId,
+    /// The snapshot it committed, if any.
+    pub snapshot: Option<Id>,
+    /// Who wrote the end marker: 0 the session itself, 1 a prune that proved the session's
+    /// process dead (same host, process gone), 2 an operator's explicit expiry.
+    pub ended_by: u8,
+}
+
+/// What one prune run decided: the packs it condemned (to be deleted once no session that could
+/// still rely on them is running) and earlier-condemned packs it took back because a snapshot
+/// needs them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PruneRecord {
+    /// The run's generation: 1, 2, 3… (also the object name).
+    pub generation: u64,
+    /// Packs condemned by this run.
+    pub condemned: Vec<Id>,
+    /// Packs condemned earlier that this run took back.
+    pub resurrected: Vec<Id>,
+}
+
+/// The sessions that were running (or ran) while a prune record was being written: its packs are
+/// deleted only after every one of them has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InflightList {
+    /// The generation of the record this list belongs to.
+    pub generation: u64,
+    /// The sessions.
+    pub sessions: Vec<SessionId>,
+}
+
+/// The prune lease: one prune at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneLease {
+    /// A random token, so the holder recognises its own lease.
+    pub token: [u8; 16],
+    /// Host of the prune.
+    pub host: String,
+    /// Its process id (a prune on the same host takes over a lease whose process is gone).
+    pub pid: u32,
+    /// When it started (client clock, for people).
+    pub started_unix: i64,
+    /// Seconds after the lease object's last write (by the store's clock) at which another prune
+    /// may take it over.
+    pub ttl_seconds: u64,
+}
+
+fn header(magic: [u8; 4]) -> ObjectHeader {
+    ObjectHeader {
+        magic,
+        version: LIFECYCLE_VERSION,
+    }
+}
+
+fn open(
+    key: &SealKey,
+    bytes: &[u8],
+    magic: [u8; 4],
+    what: &'static str,
+    public_len: usize,
+    max_body: usize,
+) -> Result<(Vec<u8>, Vec<u8>), ObjectError> {
+    let opened = envelope::open_object(
+        key,
+        bytes,
+        magic,
+        LIFECYCLE_VERSION,
+        what,
+        public_len,
+        max_body,
+    )?;
+    Ok((opened.public, opened.body))
+}
+
+fn session_from(public: &[u8]) -> SessionId {
+    let mut id = [0u8; SESSION_ID_LEN];
+    id.copy_from_slice(&public[..SESSION_ID_LEN]);
+    SessionId(id)
+}
+
+fn generation_from(public: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&public[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+fn read_ids(reader: &mut Reader<'_>, field: &'static str) -> Result<Vec<Id>, DecodeError> {
+    let count = reader.count(Id::LEN, field)?;
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        ids.push(reader.id(field)?);
+    }
+    Ok(ids)
+}
+
+impl SessionMarker {
+    /// Seals the marker.
+    pub fn encode(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut body = Writer::new();
+        body.bytes(self.host.as_bytes())
+            .u32(self.pid)
+            .i64(self.started_unix);
+        envelope::seal_object(
+            key,
+            header(SESSION_MAGIC),
+            &self.session.0,
+            body.as_slice(),
+            None,
+            nonce,
+        )
+    }
+
+    /// Opens a stored marker.
+    ///
+    /// # Errors
+    /// [`ObjectError`] when it does not verify or decode.
+    pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
+        let (public, body) = open(
+            key,
+            bytes,
+            SESSION_MAGIC,
+            "session marker",
+            SESSION_ID_LEN,
+            MAX_SMALL_BODY,
+        )?;
+        let mut reader = Reader::new(&body);
+        let host = reader.string("host")?;
+        let pid = reader.u32("pid")?;
+        let started_unix = reader.i64("started")?;
+        reader.finish()?;
+        Ok(Self {
+            session: session_from(&public),
+            host,
+            pid,
+            started_unix,
+        })
+    }
+}
+
+impl SessionEnd {
+    /// Seals the end marker.
+    pub fn encode(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut body = Writer::new();
+        match &self.snapshot {
+            Some(id) => body.u8(1).id(id),
+            None => body.u8(0),
+        };
+        body.u8(self.ended_by);
+        envelope::seal_object(
+            key,
+            header(SESSION_DONE_MAGIC),
+            &self.session.0,
+            body.as_slice(),
+            None,
+            nonce,
+        )
+    }
+
+    /// Opens a stored end marker.
+    ///
+    /// # Errors
+    /// [`ObjectError`] when it does not verify or decode.
+    pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
+        let (public, body) = open(
+            key,
+            bytes,
+            SESSION_DONE_MAGIC,
+            "session end marker",
+            SESSION_ID_LEN,
+            MAX_SMALL_BODY,
+        )?;
+        let mut reader = Reader::new(&body);
+        let snapshot = match reader.u8("snapshot flag")? {
+            0 => None,
+            1 => Some(reader.id("snapshot")?),
+            _ => {
+                return Err(DecodeError::Invalid {
+                    field: "snapshot flag",
+                    reason: "not 0 or 1",
+                }
+                .into());
+            }
+        };
+        let ended_by = reader.u8("ended by")?;
+        if ended_by > 2 {
+            return Err(DecodeError::Invalid {
+                field: "ended by",
+                reason: "unknown value",
+            }
+            .into());
+        }
+        reader.finish()?;
+        Ok(Self {
+            session: session_from(&public),
+            snapshot,
+            ended_by,
+        })
+    }
+}
+
+impl PruneRecord {
+    /// Seals the record (compressed at `level`: pack ids do not compress, but the framing is
+    /// shared with every other list object).
+    pub fn encode(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut body = Writer::new();
+        body.count(self.condemned.len());
+        for id in &self.condemned {
+            body.id(id);
+        }
+        body.count(self.resurrected.len());
+        for id in &self.resurrected {
+            body.id(id);
+        }
+        envelope::seal_object(
+            key,
+            header(PRUNE_RECORD_MAGIC),
+            &self.generation.to_le_bytes(),
+            body.as_slice(),
+            None,
+            nonce,
+        )
+    }
+
+    /// Opens a stored record.
+    ///
+    /// # Errors
+    /// [`ObjectError`] when it does not verify or decode.
+    pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
+        let (public, body) = open(
+            key,
+            bytes,
+            PRUNE_RECORD_MAGIC,
+            "prune record",
+            8,
+            MAX_LIST_BODY,
+        )?;
+        let mut reader = Reader::new(&body);
+        let condemned = read_ids(&mut reader, "condemned")?;
+        let resurrected = read_ids(&mut reader, "resurrected")?;
+        reader.finish()?;
+        Ok(Self {
+            generation: generation_from(&public),
+            condemned,
+            resurrected,
+        })
+    }
+}
+
+impl InflightList {
+    /// Seals the list.
+    pub fn encode(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut body = Writer::new();
+        body.count(self.sessions.len());
+        for session in &self.sessions {
+            body.raw(&session.0);
+        }
+        envelope::seal_object(
+            key,
+            header(INFLIGHT_MAGIC),
+            &self.generation.to_le_bytes(),
+            body.as_slice(),
+            None,
+            nonce,
+        )
+    }
+
+    /// Opens a stored list.
+    ///
+    /// # Errors
+    /// [`ObjectError`] when it does not verify or decode.
+    pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
+        let (public, body) = open(
+            key,
+            bytes,
+            INFLIGHT_MAGIC,
+            "in-flight list",
+            8,
+            MAX_LIST_BODY,
+        )?;
+        let mut reader = Reader::new(&body);
+        let count = reader.count(SESSION_ID_LEN, "sessions")?;
+        let mut sessions = Vec::with_capacity(count);
+        for _ in 0..count {
+            sessions.push(session_from(reader.take(SESSION_ID_LEN, "session")?));
+        }
+        reader.finish()?;
+        Ok(Self {
+            generation: generation_from(&public),
+            sessions,
+        })
+    }
+}
+
+impl PruneLease {
+    /// Seals the lease.
+    pub fn encode(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut body = Writer::new();
+        body.raw(&self.token)
+            .bytes(self.host.as_bytes())
+            .u32(self.pid)
+            .i64(self.started_unix)
+            .u64(self.ttl_seconds);
+        envelope::seal_object(key, header(LEASE_MAGIC), &[], body.as_slice(), None, nonce)
+    }
+
+    /// Opens a stored lease.
+    ///
+    /// # Errors
+    /// [`ObjectError`] when it does not verify or decode.
+    pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
+        let (_, body) = open(key, bytes, LEASE_MAGIC, "prune lease", 0, MAX_SMALL_BODY)?;
+        let mut reader = Reader::new(&body);
+        let mut token = [0u8; 16];
+        token.copy_from_slice(reader.take(16, "token")?);
+        let host = reader.string("host")?;
+        let pid = reader.u32("pid")?;
+        let started_unix = reader.i64("started")?;
+        let ttl_seconds = reader.u64("ttl")?;
+        reader.finish()?;
+        Ok(Self {
+            token,
+            host,
+            pid,
+            started_unix,
+            ttl_seconds,
+        })
+    }
+}
+
+/// The object name of the prune record of `generation`: 20 decimal digits, so names sort in
+/// generation order.
+pub fn record_name(generation: u64) -> String {
+    format!("prune/{generation:020}")
+}
+
+/// The object name of the in-flight list of `generation`.
+pub fn inflight_name(generation: u64) -> String {
+    format!("prune/{generation:020}.inflight")
+}
+
+/// What a name under `prune/` is: `(generation, is in-flight list)`.
+pub fn parse_prune_name(name: &str) -> Option<(u64, bool)> {
+    let rest = name.strip_prefix("prune/")?;
+    let (digits, inflight) = match rest.strip_suffix(".inflight") {
+        Some(digits) => (digits, true),
+        None => (rest, false),
+    };
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    Some((digits.parse().ok()?, inflight))
+}
+
+/// The object name of a session's start marker.
+pub fn session_name(session: &SessionId) -> String {
+    format!("sessions/{}", session.to_hex())
+}
+
+/// The object name of a session's end marker.
+pub fn session_end_name(session: &SessionId) -> String {
+    format!("sessions/{}.done", session.to_hex())
+}
+
+/// What a name under `sessions/` is: `(session, is the end marker)`.
+pub fn parse_session_name(name: &str) -> Option<(SessionId, bool)> {
+    let rest = name.strip_prefix("sessions/")?;
+    let (hex_id, end) = match rest.strip_suffix(".done") {
+        Some(hex_id) => (hex_id, true),
+        None => (rest, false),
+    };
+    if hex_id.len() != SESSION_ID_LEN * 2 || hex_id.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    Some((SessionId::from_hex(hex_id)?, end))
+}
+
+/// The name of the prune lease.
+pub const LEASE_NAME: &str = "locks/prune";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SealKey {
+        SealKey::new(&[7; 32])
+    }
+
+    #[test]
+    fn objects_round_trip() {
+        let session = SessionId([9; 16]);
+        let marker = SessionMarker {
+            session,
+            host: "db1".into(),
+            pid: 42,
+            started_unix: 1_700_000_000,
+        };
+        assert_eq!(
+            SessionMarker::decode(&key(), &marker.encode(&key(), [1; 24])).unwrap(),
+            marker
+        );
+        for snapshot in [None, Some(Id([3; 32]))] {
+            let end = SessionEnd {
+                session,
+                snapshot,
+                ended_by: 1,
+            };
+            assert_eq!(
+                SessionEnd::decode(&key(), &end.encode(&key(), [2; 24])).unwrap(),
+                end
+            );
+        }
+        let record = PruneRecord {
+            generation: 7,
+            condemned: vec![Id([1; 32]), Id([2; 32])],
+            resurrected: vec![Id([4; 32])],
+        };
+        assert_eq!(
+            PruneRecord::decode(&key(), &record.encode(&key(), [3; 24])).unwrap(),
+            record
+        );
+        let inflight = InflightList {
+            generation: 7,
+            sessions: vec![session, SessionId([1; 16])],
+        };
+        assert_eq!(
+            InflightList::decode(&key(), &inflight.encode(&key(), [4; 24])).unwrap(),
+            inflight
+        );
+        let lease = PruneLease {
+            token: [5; 16],
+            host: "h".into(),
+            pid: 1,
+            started_unix: 2,
+            ttl_seconds: 900,
+        };
+        assert_eq!(
+            PruneLease::decode(&key(), &lease.encode(&key(), [6; 24])).unwrap(),
+            lease
+        );
+    }
+
+    #[test]
+    fn a_record_cannot_pose_as_another_generation_or_kind() {
+        let record = PruneRecord {
+            generation: 3,
+            ..PruneRecord::default()
+        };
+        let mut bytes = record.encode(&key(), [3; 24]);
+        assert!(InflightList::decode(&key(), &bytes).is_err());
+        bytes[6] ^= 1; // the generation, in clear but bound by the associated data
+        assert!(PruneRecord::decode(&key(), &bytes).is_err());
+    }
+
+    #[test]
+    fn names_parse_back() {
+        assert_eq!(record_name(12), "prune/00000000000000000012");
+        assert_eq!(parse_prune_name(&record_name(12)), Some((12, false)));
+        assert_eq!(parse_prune_name(&inflight_name(12)), Some((12, true)));
+        assert_eq!(parse_prune_name("prune/12"), None);
+        let session = SessionId([0xab; 16]);
+        assert_eq!(
+            parse_session_name(&session_name(&session)),
+            Some((session, false))
+        );
+        assert_eq!(
+            parse_session_name(&session_end_name(&session)),
+            Some((session, true))
+        );
+        assert_eq!(parse_session_name("sessions/xyz"), None);
+    }
+}

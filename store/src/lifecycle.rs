@@ -1,0 +1,566 @@
+//! The repository side of the garbage-collection protocol (FORMAT.md section 21): backup
+//! sessions, the prune records every client honours, the rescue a backup performs when a prune
+//! condemned packs it relies on, the prune lease, and append-only mode.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rayon::prelude::*;
+
+use crate::backend::{BackendError, PutMode};
+use crate::error::{Error, Result};
+use crate::format::lifecycle::{
+    self, InflightList, LEASE_NAME, PruneLease, PruneRecord, SessionEnd, SessionId, SessionMarker,
+};
+use crate::format::pack::SealedBlob;
+use crate::id::Id;
+use crate::repository::{Repository, pack_name};
+use crate::saver::BlobSaver;
+use crate::seal;
+
+/// The name of the marker object that makes a repository append-only.
+pub const APPEND_ONLY_NAME: &str = "append-only";
+
+/// Every prune record and in-flight list in the repository, and what they add up to.
+#[derive(Debug, Clone, Default)]
+pub struct PruneState {
+    /// The highest generation of any record (0 when no prune ever ran).
+    pub latest_generation: u64,
+    /// The records by generation.
+    pub records: BTreeMap<u64, PruneRecord>,
+    /// The in-flight lists by generation (a record may lack one after a crashed prune).
+    pub inflight: BTreeMap<u64, InflightList>,
+    /// Packs condemned by some record and not taken back by a later one.
+    pub condemned: HashSet<Id>,
+}
+
+impl PruneState {
+    /// Packs condemned by records newer than `generation` and not taken back since.
+    pub fn condemned_after(&self, generation: u64) -> HashSet<Id> {
+        let mut out = HashSet::new();
+        for (_, record) in self.records.range(generation + 1..) {
+            for id in &record.resurrected {
+                out.remove(id);
+            }
+            out.extend(record.condemned.iter().copied());
+        }
+        out.retain(|id| self.condemned.contains(id));
+        out
+    }
+}
+
+/// What is known about one backup session from the `sessions/` listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStatus {
+    /// Its id.
+    pub session: SessionId,
+    /// The start marker, if it exists and opens.
+    pub marker: Option<SessionMarker>,
+    /// Whether an end marker exists.
+    pub ended: bool,
+}
+
+/// A running backup's registration: created before the backup reads the prune records, ended
+/// (committed or not) when it finishes. Dropping it unended writes an end marker without a
+/// snapshot, best effort.
+#[derive(Debug)]
+pub struct BackupSession<'repo> {
+    repository: &'repo Repository,
+    /// The session id.
+    pub id: SessionId,
+    /// The newest prune generation whose record this session has taken into account.
+    pub generation_seen: u64,
+    ended: bool,
+}
+
+/// What a rescue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RescueReport {
+    /// Condemned packs the backup relied on.
+    pub packs_checked: usize,
+    /// Blobs copied into new packs.
+    pub blobs_copied: u64,
+    /// Bytes of packs and index objects written.
+    pub bytes_written: u64,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Whether a process with `pid` exists on this machine.
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// This machine's name, as written in markers.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl Repository {
+    /// Refuses when this client or the repository is append-only.
+    ///
+    /// # Errors
+    /// [`Error::AppendOnly`].
+    pub fn ensure_may_delete(&self, command: &'static str) -> Result<()> {
+        if self.client_append_only() {
+            return Err(Error::AppendOnly(command, "client"));
+        }
+        if self.repository_append_only() {
+            return Err(Error::AppendOnly(command, "repository"));
+        }
+        Ok(())
+    }
+
+    /// Marks the repository append-only: every client then refuses to delete anything. Only
+    /// someone allowed to delete the `append-only` object can undo it.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn make_append_only(&self) -> Result<()> {
+        match self.backend().put(
+            APPEND_ONLY_NAME,
+            Bytes::from_static(b"cairn: this repository is append-only\n"),
+            PutMode::Create,
+        ) {
+            Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Reads every prune record and in-flight list (records are cached locally: they never
+    /// change).
+    ///
+    /// # Errors
+    /// Backend failures, or a damaged record (a record that cannot be read could condemn packs
+    /// this client would otherwise use, so nothing proceeds without it).
+    pub fn load_prune_state(&self) -> Result<PruneState> {
+        let listing = self.backend().list("prune")?;
+        let mut names: Vec<(u64, bool, String)> = listing
+            .into_iter()
+            .filter_map(|info| {
+                lifecycle::parse_prune_name(&info.name)
+                    .map(|(generation, inflight)| (generation, inflight, info.name))
+            })
+            .collect();
+        names.sort();
+        let loaded: Vec<Result<(u64, bool, Vec<u8>)>> = names
+            .par_iter()
+            .map(|(generation, inflight, name)| {
+                if let Some(bytes) = self.cache().cached_snapshot(name)? {
+                    return Ok((*generation, *inflight, bytes));
+                }
+                let bytes = self.backend().get(name)?.to_vec();
+                Ok((*generation, *inflight, bytes))
+            })
+            .collect();
+        let mut state = PruneState::default();
+        for (outcome, (_, _, name)) in loaded.into_iter().zip(&names) {
+            let (generation, inflight, bytes) = outcome?;
+            let key = &self.keys().data_key;
+            if inflight {
+                let list = InflightList::decode(key, &bytes)
+                    .map_err(|error| Error::from_object(name, error))?;
+                if list.generation != generation {
+                    return Err(Error::Damaged {
+                        object: name.clone(),
+                        reason: "generation does not match its name".into(),
+                    });
+                }
+                state.inflight.insert(generation, list);
+            } else {
+                let record = PruneRecord::decode(key, &bytes)
+                    .map_err(|error| Error::from_object(name, error))?;
+                if record.generation != generation {
+                    return Err(Error::Damaged {
+                        object: name.clone(),
+                        reason: "generation does not match its name".into(),
+                    });
+                }
+                state.latest_generation = state.latest_generation.max(generation);
+                state.records.insert(generation, record);
+            }
+            self.cache().cache_snapshot(name, &bytes)?;
+        }
+        for record in state.records.values() {
+            for id in &record.resurrected {
+                state.condemned.remove(id);
+            }
+            state.condemned.extend(record.condemned.iter().copied());
+        }
+        Ok(state)
+    }
+
+    /// Every backup session in the repository.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn list_sessions(&self) -> Result<BTreeMap<SessionId, SessionStatus>> {
+        let mut sessions: BTreeMap<SessionId, SessionStatus> = BTreeMap::new();
+        let mut starts = Vec::new();
+        for info in self.backend().list("sessions")? {
+            let Some((session, end)) = lifecycle::parse_session_name(&info.name) else {
+                continue;
+            };
+            let status = sessions.entry(session).or_insert(SessionStatus {
+                session,
+                marker: None,
+                ended: false,
+            });
+            if end {
+                status.ended = true;
+            } else {
+                starts.push((session, info.name));
+            }
+        }
+        let markers: Vec<(SessionId, Option<SessionMarker>)> = starts
+            .par_iter()
+            .filter(|(session, _)| !sessions[session].ended)
+            .map(|(session, name)| {
+                let marker =
+                    self.backend().get(name).ok().and_then(|bytes| {
+                        SessionMarker::decode(&self.keys().data_key, &bytes).ok()
+                    });
+                (*session, marker)
+            })
+            .collect();
+        for (session, marker) in markers {
+            if let Some(status) = sessions.get_mut(&session) {
+                status.marker = marker;
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// Writes the end marker of `session` (create-only; an existing one is kept).
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn end_session(
+        &self,
+        session: SessionId,
+        snapshot: Option<Id>,
+        ended_by: u8,
+    ) -> Result<()> {
+        let bytes = SessionEnd {
+            session,
+            snapshot,
+            ended_by,
+        }
+        .encode(&self.keys().data_key, seal::random_nonce());
+        match self.backend().put(
+            &lifecycle::session_end_name(&session),
+            Bytes::from(bytes),
+            PutMode::Create,
+        ) {
+            Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Registers a backup session: writes its start marker, then loads the prune records (in
+    /// that order, which the protocol relies on) and makes the cache forget condemned packs.
+    ///
+    /// # Errors
+    /// Backend or cache failures.
+    pub fn begin_session(&self, host: &str) -> Result<BackupSession<'_>> {
+        let mut id = [0u8; lifecycle::SESSION_ID_LEN];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        let id = SessionId(id);
+        let marker = SessionMarker {
+            session: id,
+            host: host.to_owned(),
+            pid: std::process::id(),
+            started_unix: now_unix(),
+        };
+        self.backend().put(
+            &lifecycle::session_name(&id),
+            Bytes::from(marker.encode(&self.keys().data_key, seal::random_nonce())),
+            PutMode::Create,
+        )?;
+        let mut session = BackupSession {
+            repository: self,
+            id,
+            generation_seen: 0,
+            ended: false,
+        };
+        let state = self.load_prune_state()?;
+        session.generation_seen = state.latest_generation;
+        self.apply_prune_state(&state)?;
+        Ok(session)
+    }
+
+    /// Makes sure every blob the backup relies on survives prunes that ran since the session
+    /// last looked: for each pack it relied on that a newer record condemned, every blob of that
+    /// pack not held by a live pack is copied into a new pack (the condemned pack is still
+    /// there: it is deleted only after this session ends). Returns what was done.
+    ///
+    /// # Errors
+    /// Backend or cache failures; a condemned pack that is already gone means the protocol was
+    /// broken (for example by a forced session expiry) and is reported as damage.
+    pub fn rescue_relied_packs(
+        &self,
+        session: &mut BackupSession<'_>,
+        relied: &mut HashSet<Id>,
+    ) -> Result<RescueReport> {
+        let state = self.load_prune_state()?;
+        let newly = state.condemned_after(session.generation_seen);
+        session.generation_seen = state.latest_generation;
+        let hits: Vec<Id> = relied.intersection(&newly).copied().collect();
+        let mut report = RescueReport::default();
+        if hits.is_empty() {
+            return Ok(report);
+        }
+        self.apply_prune_state(&state)?;
+        self.sync_index()?;
+        report.packs_checked = hits.len();
+        let mut saver = BlobSaver::new(self);
+        for pack_id in hits {
+            let name = pack_name(&pack_id);
+            let size = self.backend().head(&name)?.ok_or_else(|| Error::Damaged {
+                object: name.clone(),
+                reason: "a pack this backup relies on was deleted by a concurrent prune".into(),
+            })?;
+            let pack = self.read_pack_trailer(&crate::backend::ObjectInfo {
+                name: name.clone(),
+                size,
+                modified: 0,
+            })?;
+            let wanted: Vec<_> = pack
+                .entries
+                .iter()
+                .filter(|entry| {
+                    self.locate_blob(&entry.id)
+                        .ok()
+                        .flatten()
+                        .is_none_or(|location| state.condemned.contains(&location.pack_id))
+                })
+                .copied()
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let bytes = self.backend().get(&name)?;
+            let blobs = wanted
+                .iter()
+                .map(|entry| {
+                    let range = entry.range();
+                    let start = usize::try_from(range.start).unwrap_or(usize::MAX);
+                    let end = usize::try_from(range.end).unwrap_or(usize::MAX);
+                    let sealed = bytes.get(start..end).ok_or_else(|| Error::Damaged {
+                        object: name.clone(),
+                        reason: "blob beyond the end of the pack".into(),
+                    })?;
+                    Ok(SealedBlob {
+                        blob_type: entry.blob_type,
+                        id: entry.id,
+                        raw_length: entry.raw_length,
+                        sealed: sealed.to_vec(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            report.blobs_copied += blobs.len() as u64;
+            saver.save_sealed(blobs)?;
+        }
+        let (stats, new_packs) = saver.finish_relied()?;
+        report.bytes_written = stats.bytes_added;
+        relied.extend(new_packs);
+        Ok(report)
+    }
+
+    /// Tells the cache which packs are condemned: a cache built before a newer record is
+    /// dropped and rebuilt without them, so no lookup ever answers with a condemned pack.
+    ///
+    /// # Errors
+    /// Cache failures.
+    pub fn apply_prune_state(&self, state: &PruneState) -> Result<()> {
+        self.set_condemned(state.condemned.clone());
+        if self.cache().prune_generation()? != state.latest_generation {
+            self.cache().clear()?;
+            self.cache().set_prune_generation(state.latest_generation)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the prune lease (FORMAT.md section 21): created only if absent; an existing lease is
+    /// taken over when its process is gone (same host) or it has not been renewed for its TTL by
+    /// the store's clock.
+    ///
+    /// # Errors
+    /// [`Error::PruneLeaseHeld`] when another prune holds it, or backend failures.
+    pub fn acquire_prune_lease(&self, ttl: Duration) -> Result<PruneLease> {
+        let lease = PruneLease {
+            token: rand::random(),
+            host: this_host(),
+            pid: std::process::id(),
+            started_unix: now_unix(),
+            ttl_seconds: ttl.as_secs().max(1),
+        };
+        let bytes = Bytes::from(lease.encode(&self.keys().data_key, seal::random_nonce()));
+        for _ in 0..2 {
+            match self
+                .backend()
+                .put(LEASE_NAME, bytes.clone(), PutMode::Create)
+            {
+                Ok(()) => return Ok(lease),
+                Err(BackendError::AlreadyExists { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+            let Some(holder) = self.stale_lease_holder()? else {
+                continue;
+            };
+            let _ = holder;
+            self.backend().delete(LEASE_NAME)?;
+        }
+        let description = self
+            .backend()
+            .get(LEASE_NAME)
+            .ok()
+            .and_then(|bytes| PruneLease::decode(&self.keys().data_key, &bytes).ok())
+            .map_or_else(
+                || "lease unreadable".to_owned(),
+                |holder| format!("host {}, pid {}", holder.host, holder.pid),
+            );
+        Err(Error::PruneLeaseHeld(description))
+    }
+
+    /// The current lease if it may be taken over, `None` if it is live (or vanished).
+    fn stale_lease_holder(&self) -> Result<Option<PruneLease>> {
+        let bytes = match self.backend().get(LEASE_NAME) {
+            Ok(bytes) => bytes,
+            Err(BackendError::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let Ok(holder) = PruneLease::decode(&self.keys().data_key, &bytes) else {
+            // Not ours to judge by content: fall back to age alone.
+            return Ok(self
+                .lease_age_seconds()?
+                .filter(|age| *age > 3600)
+                .map(|_| PruneLease {
+                    token: [0; 16],
+                    host: String::new(),
+                    pid: 0,
+                    started_unix: 0,
+                    ttl_seconds: 3600,
+                }));
+        };
+        if holder.host == this_host() && !process_alive(holder.pid) {
+            return Ok(Some(holder));
+        }
+        let age = self.lease_age_seconds()?;
+        Ok(age
+            .filter(|age| u64::try_from(*age).unwrap_or(0) > holder.ttl_seconds)
+            .map(|_| holder))
+    }
+
+    /// How long ago the lease was last written, by the store's own clock: a probe object is
+    /// written next to it and the two modification times compared, so clients' clocks never
+    /// matter.
+    fn lease_age_seconds(&self) -> Result<Option<i64>> {
+        let probe = format!("locks/clock-{}", hex::encode(rand::random::<[u8; 8]>()));
+        self.backend()
+            .put(&probe, Bytes::from_static(b"clock"), PutMode::Overwrite)?;
+        let listing = self.backend().list("locks");
+        self.backend().delete(&probe)?;
+        let listing = listing?;
+        let now = listing.iter().find(|info| info.name == probe);
+        let lease = listing.iter().find(|info| info.name == LEASE_NAME);
+        Ok(match (now, lease) {
+            (Some(now), Some(lease)) if now.modified > 0 && lease.modified > 0 => {
+                Some(now.modified - lease.modified)
+            }
+            _ => None,
+        })
+    }
+
+    /// Renews the lease (rewrites it, which moves its modification time), if it is still ours.
+    ///
+    /// # Errors
+    /// [`Error::PruneLeaseHeld`] when another prune took it over, or backend failures.
+    pub fn renew_prune_lease(&self, lease: &PruneLease) -> Result<()> {
+        let current = self.backend().get(LEASE_NAME)?;
+        let holder = PruneLease::decode(&self.keys().data_key, &current)
+            .map_err(|error| Error::from_object(LEASE_NAME, error))?;
+        if holder.token != lease.token {
+            return Err(Error::PruneLeaseHeld(format!(
+                "taken over by host {}, pid {}",
+                holder.host, holder.pid
+            )));
+        }
+        self.backend().put(
+            LEASE_NAME,
+            Bytes::from(lease.encode(&self.keys().data_key, seal::random_nonce())),
+            PutMode::Overwrite,
+        )?;
+        Ok(())
+    }
+
+    /// Gives the lease back, if it is still ours.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn release_prune_lease(&self, lease: &PruneLease) -> Result<()> {
+        let Ok(current) = self.backend().get(LEASE_NAME) else {
+            return Ok(());
+        };
+        if PruneLease::decode(&self.keys().data_key, &current)
+            .is_ok_and(|holder| holder.token == lease.token)
+        {
+            self.backend().delete(LEASE_NAME)?;
+        }
+        Ok(())
+    }
+
+    /// Ends sessions whose process is provably gone: started on this host by a process id that
+    /// no longer exists. Returns how many were ended.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn end_dead_local_sessions(
+        &self,
+        sessions: &mut BTreeMap<SessionId, SessionStatus>,
+    ) -> Result<usize> {
+        let host = this_host();
+        let mut ended = 0;
+        for status in sessions.values_mut() {
+            let dead = !status.ended
+                && status
+                    .marker
+                    .as_ref()
+                    .is_some_and(|marker| marker.host == host && !process_alive(marker.pid));
+            if dead {
+                self.end_session(status.session, None, 1)?;
+                status.ended = true;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+}
+
+impl BackupSession<'_> {
+    /// Ends the session, recording the snapshot it committed (if any).
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn end(mut self, snapshot: Option<Id>) -> Result<()> {
+        self.ended = true;
+        self.repository.end_session(self.id, snapshot, 0)
+    }
+}
+
+impl Drop for BackupSession<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.repository.end_session(self.id, None, 0);
+        }
+    }
+}

@@ -1,0 +1,697 @@
+//! Prune: mark what live snapshots reference, condemn unreferenced packs, repack mostly-unused
+//! ones, rewrite the index and delete what the protocol of FORMAT.md section 21 allows: without
+//! an exclusive lock on backups, and without ever deleting a pack a committed snapshot needs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rayon::prelude::*;
+
+use crate::backend::{BackendError, ObjectInfo, PutMode, RequestStats};
+use crate::error::{Error, Result};
+use crate::format::index::{IndexObject, IndexedPack};
+use crate::format::lifecycle::{self, InflightList, PruneRecord, SessionId};
+use crate::format::pack::SealedBlob;
+use crate::format::tree::NodeKind;
+use crate::id::Id;
+use crate::lifecycle::{PruneState, SessionStatus};
+use crate::repository::{Repository, id_from_name, object_name, pack_name};
+use crate::saver::BlobSaver;
+use crate::seal;
+
+/// Index entries per rewritten index object (about 45 MiB of body at most).
+const ENTRIES_PER_INDEX: usize = 1_000_000;
+
+/// How a prune runs.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Repack packs, most-unused first, until unused bytes in kept packs are at most this share
+    /// of all pack bytes (0.0..=1.0).
+    pub max_unused: f64,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+    /// The lease's time to live without renewal (renewed every third of it while running).
+    pub lease_ttl: Duration,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            max_unused: 0.10,
+            dry_run: false,
+            lease_ttl: Duration::from_mins(15),
+        }
+    }
+}
+
+/// A session that keeps condemned packs from being deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockingSession {
+    /// Its id (hex).
+    pub session: String,
+    /// Host and process, when its marker could be read.
+    pub host: Option<String>,
+    /// Process id.
+    pub pid: Option<u32>,
+    /// When it started (client clock).
+    pub started_unix: Option<i64>,
+}
+
+/// What a prune did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PruneReport {
+    /// The generation of the record written (0 on a dry run or when nothing changed).
+    pub generation: u64,
+    /// Snapshots whose references were marked.
+    pub snapshots: usize,
+    /// Blobs they reference.
+    pub referenced_blobs: u64,
+    /// Packs in the repository before the run, and their bytes.
+    pub packs_before: u64,
+    /// Bytes of packs before the run.
+    pub bytes_before: u64,
+    /// Packs condemned by this run (unused, repacked or orphaned).
+    pub packs_condemned: u64,
+    /// Bytes of those packs.
+    pub bytes_condemned: u64,
+    /// Packs repacked (their used blobs copied into new packs).
+    pub packs_repacked: u64,
+    /// Bytes written by the repack (new packs and index).
+    pub bytes_repacked: u64,
+    /// Earlier-condemned packs taken back because a snapshot needs them.
+    pub packs_resurrected: u64,
+    /// Packs deleted by this run.
+    pub packs_deleted: u64,
+    /// Bytes freed by this run.
+    pub bytes_freed: u64,
+    /// Condemned packs left for a later prune (sessions still running).
+    pub packs_pending: u64,
+    /// Bytes of those.
+    pub bytes_pending: u64,
+    /// Index objects written and removed.
+    pub index_written: u64,
+    /// Index objects removed.
+    pub index_removed: u64,
+    /// Sessions of crashed local backups ended by this run.
+    pub sessions_ended: usize,
+    /// Backup sessions that were running and keep condemned packs alive for now.
+    pub blocking_sessions: Vec<BlockingSession>,
+    /// Unused bytes left in kept packs.
+    pub unused_bytes_kept: u64,
+    /// Requests made.
+    pub requests: RequestStats,
+}
+
+/// Everything the mark phase learned.
+struct Marked {
+    referenced: HashSet<Id>,
+    snapshots: usize,
+}
+
+fn mark(repository: &Repository) -> Result<Marked> {
+    let (snapshots, errors) = repository.list_snapshots()?;
+    if let Some(error) = errors.into_iter().next() {
+        return Err(Error::Usage(format!(
+            "a snapshot cannot be read ({error}); prune stops so that nothing it references is \
+             deleted: run `cairn check` and forget or repair it first"
+        )));
+    }
+    let mut referenced: HashSet<Id> = HashSet::new();
+    let mut frontier: Vec<Id> = Vec::new();
+    for (_, snapshot) in &snapshots {
+        if referenced.insert(snapshot.root) {
+            frontier.push(snapshot.root);
+        }
+    }
+    while !frontier.is_empty() {
+        let trees = frontier
+            .par_iter()
+            .map(|id| repository.load_tree(id))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|error| {
+                Error::Usage(format!(
+                    "a tree cannot be read ({error}); prune stops so that nothing is deleted \
+                     on a damaged repository's word: run `cairn check`"
+                ))
+            })?;
+        let mut next = Vec::new();
+        for tree in trees {
+            for node in tree.nodes {
+                match node.kind {
+                    NodeKind::File { chunks, .. } => referenced.extend(chunks),
+                    NodeKind::Directory { subtree } => {
+                        if referenced.insert(subtree) {
+                            next.push(subtree);
+                        }
+                    }
+                    NodeKind::Symlink { .. } => {}
+                }
+            }
+        }
+        frontier = next;
+    }
+    Ok(Marked {
+        referenced,
+        snapshots: snapshots.len(),
+    })
+}
+
+fn session_blocker(status: &SessionStatus) -> BlockingSession {
+    BlockingSession {
+        session: status.session.to_hex(),
+        host: status.marker.as_ref().map(|marker| marker.host.clone()),
+        pid: status.marker.as_ref().map(|marker| marker.pid),
+        started_unix: status.marker.as_ref().map(|marker| marker.started_unix),
+    }
+}
+
+fn unfinished(sessions: &BTreeMap<SessionId, SessionStatus>) -> Vec<&SessionStatus> {
+    sessions.values().filter(|status| !status.ended).collect()
+}
+
+/// Whether the packs condemned in `generation` may be deleted now, given the sessions seen at
+/// the start of this run (`ended` says whether a session had ended; unknown sessions had).
+fn generation_released(
+    state: &PruneState,
+    generation: u64,
+    sessions_at_start: &BTreeMap<SessionId, SessionStatus>,
+) -> bool {
+    match state.inflight.get(&generation) {
+        Some(list) => list.sessions.iter().all(|session| {
+            sessions_at_start
+                .get(session)
+                .is_none_or(|status| status.ended)
+        }),
+        // The prune that wrote the record died before listing the sessions: assume every
+        // session still running could have missed the record.
+        None => unfinished(sessions_at_start).is_empty(),
+    }
+}
+
+/// Runs a prune. See the module documentation and FORMAT.md section 21.
+///
+/// # Errors
+/// [`Error::AppendOnly`], [`Error::PruneLeaseHeld`], [`Error::Usage`] when the repository is
+/// damaged in a way that makes marking unsafe, or backend and cache failures. A failure at any
+/// point leaves the repository consistent: the next prune completes the job.
+pub fn prune(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    repository.ensure_may_delete("prune")?;
+    if !(0.0..=1.0).contains(&options.max_unused) {
+        return Err(Error::Usage(
+            "--max-unused must be between 0% and 100%".into(),
+        ));
+    }
+    if options.dry_run {
+        return run(repository, options);
+    }
+    let lease = repository.acquire_prune_lease(options.lease_ttl)?;
+    let (stop_sender, stop_receiver) = std::sync::mpsc::channel::<()>();
+    let lease_ref = &lease;
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let period = (options.lease_ttl / 3).max(Duration::from_secs(1));
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stop_receiver.recv_timeout(period)
+            {
+                let _ = repository.renew_prune_lease(lease_ref);
+            }
+        });
+        let outcome = run(repository, options);
+        let _ = stop_sender.send(());
+        outcome
+    });
+    repository.release_prune_lease(&lease)?;
+    outcome
+}
+
+#[allow(clippy::too_many_lines)] // one protocol, step by step, in FORMAT.md order
+fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    let backend = repository.backend();
+    let key = &repository.keys().data_key;
+    let mut report = PruneReport::default();
+
+    // Step 1: sessions, then records (FORMAT.md 21.3).
+    let mut sessions_at_start = repository.list_sessions()?;
+    if !options.dry_run {
+        report.sessions_ended = repository.end_dead_local_sessions(&mut sessions_at_start)?;
+    }
+    let running = !unfinished(&sessions_at_start).is_empty();
+    let state = repository.load_prune_state()?;
+    repository.apply_prune_state(&state)?;
+    repository.sync_index()?;
+    let generation = state.latest_generation + 1;
+
+    // Step 2: mark.
+    let marked = mark(repository)?;
+    report.snapshots = marked.snapshots;
+    report.referenced_blobs = marked.referenced.len() as u64;
+
+    // Step 3: the index as stored (not the cache), and the packs that exist.
+    let index_names: Vec<ObjectInfo> = backend
+        .list("index")?
+        .into_iter()
+        .filter(|info| id_from_name(&info.name).is_some())
+        .collect();
+    let index_objects: Vec<(Id, IndexObject)> = index_names
+        .par_iter()
+        .map(|info| repository.load_index_object(&info.name))
+        .collect::<Result<_>>()
+        .map_err(|error| {
+            Error::Usage(format!(
+                "an index object cannot be read ({error}); run `cairn repair index` or \
+                 `cairn check` before pruning"
+            ))
+        })?;
+    let existing: HashMap<Id, u64> = backend
+        .list("data")?
+        .into_iter()
+        .filter_map(|info| id_from_name(&info.name).map(|id| (id, info.size)))
+        .collect();
+    report.packs_before = existing.len() as u64;
+    report.bytes_before = existing.values().sum();
+    let mut indexed: HashMap<Id, IndexedPack> = HashMap::new();
+    let mut condemned_indexed: HashMap<Id, IndexedPack> = HashMap::new();
+    for (_, object) in &index_objects {
+        for pack in &object.packs {
+            if !existing.contains_key(&pack.pack_id) {
+                continue;
+            }
+            let map = if state.condemned.contains(&pack.pack_id) {
+                &mut condemned_indexed
+            } else {
+                &mut indexed
+            };
+            map.entry(pack.pack_id).or_insert_with(|| pack.clone());
+        }
+    }
+
+    // Step 4: choose one live location for every referenced blob.
+    let mut live_ids: Vec<Id> = indexed.keys().copied().collect();
+    live_ids.sort();
+    let mut chosen: HashMap<Id, Id> = HashMap::with_capacity(marked.referenced.len());
+    for pack_id in &live_ids {
+        for entry in &indexed[pack_id].entries {
+            if marked.referenced.contains(&entry.id) {
+                chosen.entry(entry.id).or_insert(*pack_id);
+            }
+        }
+    }
+    // Blobs with no live location: look in condemned packs that still exist, and in packs no
+    // index lists; take back (resurrect) the packs that hold them.
+    let mut resurrected: Vec<IndexedPack> = Vec::new();
+    let mut orphans: Vec<IndexedPack> = Vec::new();
+    {
+        let mut others: Vec<(Id, u64)> = existing
+            .iter()
+            .filter(|(id, _)| !indexed.contains_key(id))
+            .map(|(id, size)| (*id, *size))
+            .collect();
+        others.sort();
+        let needs_search = chosen.len() < marked.referenced.len();
+        let must_read: Vec<(Id, u64)> = others
+            .into_iter()
+            .filter(|(id, _)| needs_search || (!running && !state.condemned.contains(id)))
+            .collect();
+        let trailers: Vec<(Id, Option<IndexedPack>)> = must_read
+            .par_iter()
+            .map(|(id, size)| {
+                let info = ObjectInfo {
+                    name: pack_name(id),
+                    size: *size,
+                    modified: 0,
+                };
+                (*id, repository.read_pack_trailer(&info).ok())
+            })
+            .collect();
+        for (pack_id, trailer) in trailers {
+            let Some(pack) = trailer else { continue };
+            let holds_needed = pack.entries.iter().any(|entry| {
+                marked.referenced.contains(&entry.id) && !chosen.contains_key(&entry.id)
+            });
+            if holds_needed {
+                for entry in &pack.entries {
+                    if marked.referenced.contains(&entry.id) {
+                        chosen.entry(entry.id).or_insert(pack_id);
+                    }
+                }
+                resurrected.push(pack);
+            } else if !running && !state.condemned.contains(&pack_id) {
+                orphans.push(pack);
+            }
+        }
+    }
+    if chosen.len() < marked.referenced.len() {
+        return Err(Error::Usage(format!(
+            "{} blobs that snapshots reference are in no pack; prune stops: run `cairn check`",
+            marked.referenced.len() - chosen.len()
+        )));
+    }
+    report.packs_resurrected = resurrected.len() as u64;
+
+    // Step 5: classify live packs by use; pick repack candidates.
+    let mut condemned: Vec<Id> = Vec::new();
+    let mut candidates: Vec<(Id, u64, u64)> = Vec::new(); // id, used, length
+    let mut total_length = 0u64;
+    let mut total_unused = 0u64;
+    for pack_id in &live_ids {
+        let pack = &indexed[pack_id];
+        let length = existing[pack_id];
+        let used: u64 = pack
+            .entries
+            .iter()
+            .filter(|entry| chosen.get(&entry.id) == Some(pack_id))
+            .map(|entry| u64::from(entry.length))
+            .sum();
+        if used == 0 {
+            condemned.push(*pack_id);
+            continue;
+        }
+        total_length += length;
+        let unused = length.saturating_sub(used);
+        total_unused += unused;
+        if unused > 0 {
+            candidates.push((*pack_id, used, length));
+        }
+    }
+    condemned.extend(orphans.iter().map(|pack| pack.pack_id));
+    for pack in &resurrected {
+        total_length += existing[&pack.pack_id];
+    }
+    // Most unused first: compare (length - used) / length without floating point.
+    candidates.sort_by(|a, b| {
+        let left = u128::from(a.2 - a.1) * u128::from(b.2);
+        let right = u128::from(b.2 - b.1) * u128::from(a.2);
+        right.cmp(&left).then(a.0.cmp(&b.0))
+    });
+    #[allow(clippy::cast_precision_loss)]
+    let over_budget =
+        |unused: u64, total: u64| total > 0 && unused as f64 > options.max_unused * total as f64;
+    let mut repack: Vec<Id> = Vec::new();
+    for (pack_id, used, length) in &candidates {
+        if !over_budget(total_unused, total_length) {
+            break;
+        }
+        repack.push(*pack_id);
+        total_unused -= length - used;
+        total_length -= length - used;
+    }
+    report.unused_bytes_kept = total_unused;
+    report.packs_repacked = repack.len() as u64;
+    for pack_id in condemned.iter().chain(&repack) {
+        report.bytes_condemned += existing[pack_id];
+    }
+    report.packs_condemned = (condemned.len() + repack.len()) as u64;
+
+    // What earlier records condemned that may go now.
+    let resurrected_ids: HashSet<Id> = resurrected.iter().map(|pack| pack.pack_id).collect();
+    let earlier_releasable: Vec<Id> = {
+        let mut out: Vec<Id> = state
+            .condemned
+            .iter()
+            .filter(|id| existing.contains_key(id) && !resurrected_ids.contains(id))
+            .filter(|id| {
+                state
+                    .records
+                    .iter()
+                    .rev()
+                    .find(|(_, record)| record.condemned.contains(id))
+                    .is_some_and(|(generation, _)| {
+                        generation_released(&state, *generation, &sessions_at_start)
+                    })
+            })
+            .copied()
+            .collect();
+        out.sort();
+        out
+    };
+
+    if options.dry_run {
+        report.packs_deleted = earlier_releasable.len() as u64;
+        report.bytes_freed = earlier_releasable.iter().map(|id| existing[id]).sum();
+        report.requests = backend.stats();
+        return Ok(report);
+    }
+
+    // Step 6: repack.
+    if !repack.is_empty() {
+        let mut saver = BlobSaver::new(repository);
+        for pack_id in &repack {
+            let name = pack_name(pack_id);
+            let bytes = backend.get(&name)?;
+            let blobs: Vec<SealedBlob> = indexed[pack_id]
+                .entries
+                .iter()
+                .filter(|entry| chosen.get(&entry.id) == Some(pack_id))
+                .map(|entry| {
+                    let range = entry.range();
+                    let start = usize::try_from(range.start).unwrap_or(usize::MAX);
+                    let end = usize::try_from(range.end).unwrap_or(usize::MAX);
+                    let sealed = bytes.get(start..end).ok_or_else(|| Error::Damaged {
+                        object: name.clone(),
+                        reason: "blob beyond the end of the pack".into(),
+                    })?;
+                    Ok(SealedBlob {
+                        blob_type: entry.blob_type,
+                        id: entry.id,
+                        raw_length: entry.raw_length,
+                        sealed: sealed.to_vec(),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            saver.save_sealed(blobs)?;
+        }
+        report.bytes_repacked = saver.finish()?.bytes_added;
+    }
+
+    // Step 7: the record (create-only: of two racing prunes, one wins), then the sessions.
+    let condemned_now: HashSet<Id> = condemned.iter().chain(&repack).copied().collect();
+    let mut record = PruneRecord {
+        generation,
+        condemned: condemned_now.iter().copied().collect(),
+        resurrected: resurrected_ids.iter().copied().collect(),
+    };
+    record.condemned.sort();
+    record.resurrected.sort();
+    let record_written = !record.condemned.is_empty() || !record.resurrected.is_empty();
+    let mut blockers: Vec<BlockingSession> = Vec::new();
+    let mut deletable: Vec<Id> = earlier_releasable.clone();
+    if record_written {
+        match backend.put(
+            &lifecycle::record_name(generation),
+            Bytes::from(record.encode(key, seal::random_nonce())),
+            PutMode::Create,
+        ) {
+            Ok(()) => {}
+            Err(BackendError::AlreadyExists { .. }) => {
+                return Err(Error::PruneLeaseHeld(format!(
+                    "another prune wrote generation {generation} first"
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        report.generation = generation;
+        let sessions_now = repository.list_sessions()?;
+        let inflight: Vec<SessionId> = sessions_now
+            .values()
+            .filter(|status| {
+                !status.ended
+                    || sessions_at_start
+                        .get(&status.session)
+                        .is_none_or(|at_start| !at_start.ended)
+            })
+            .map(|status| status.session)
+            .collect();
+        blockers.extend(
+            sessions_now
+                .values()
+                .filter(|status| inflight.contains(&status.session))
+                .map(session_blocker),
+        );
+        let list = InflightList {
+            generation,
+            sessions: inflight.clone(),
+        };
+        match backend.put(
+            &lifecycle::inflight_name(generation),
+            Bytes::from(list.encode(key, seal::random_nonce())),
+            PutMode::Create,
+        ) {
+            Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+        if inflight.is_empty() {
+            deletable.extend(record.condemned.iter().copied());
+        } else {
+            report.packs_pending += record.condemned.len() as u64;
+            report.bytes_pending += record
+                .condemned
+                .iter()
+                .filter_map(|id| existing.get(id))
+                .sum::<u64>();
+        }
+    }
+    let pending_earlier = state
+        .condemned
+        .iter()
+        .filter(|id| existing.contains_key(id) && !resurrected_ids.contains(id))
+        .filter(|id| !earlier_releasable.contains(id))
+        .count() as u64;
+    report.packs_pending += pending_earlier;
+    if blockers.is_empty() && pending_earlier > 0 {
+        blockers.extend(
+            unfinished(&sessions_at_start)
+                .into_iter()
+                .map(session_blocker),
+        );
+    }
+    report.blocking_sessions = blockers;
+
+    // Step 8: rewrite the index: every pack that exists and is not deleted by this run
+    // (condemned packs stay listed until they are deleted: a snapshot committed in the window
+    // before the record may still read from them). Index objects written by others since the
+    // listing stay; the repack's own stay.
+    let deleted_now: HashSet<Id> = deletable.iter().copied().collect();
+    let mut keep: Vec<&IndexedPack> = live_ids
+        .iter()
+        .map(|id| &indexed[id])
+        .chain(resurrected.iter())
+        .chain(
+            condemned_indexed
+                .values()
+                .filter(|pack| !resurrected_ids.contains(&pack.pack_id)),
+        )
+        .filter(|pack| !deleted_now.contains(&pack.pack_id))
+        .collect();
+    keep.sort_by_key(|pack| pack.pack_id);
+    keep.dedup_by_key(|pack| pack.pack_id);
+    let superseded: Vec<Id> = index_objects.iter().map(|(id, _)| *id).collect();
+    let mut batches: Vec<Vec<IndexedPack>> = vec![Vec::new()];
+    let mut entries_in_batch = 0;
+    for pack in keep {
+        if entries_in_batch + pack.entries.len() > ENTRIES_PER_INDEX && entries_in_batch > 0 {
+            batches.push(Vec::new());
+            entries_in_batch = 0;
+        }
+        entries_in_batch += pack.entries.len();
+        batches.last_mut().expect("one batch").push(pack.clone());
+    }
+    let dangling = index_objects
+        .iter()
+        .flat_map(|(_, object)| &object.packs)
+        .any(|pack| !existing.contains_key(&pack.pack_id));
+    let rewrite_needed = !resurrected.is_empty()
+        || !deletable.is_empty()
+        || dangling
+        || index_objects.len() > batches.len();
+    if rewrite_needed {
+        for (position, packs) in batches.into_iter().enumerate() {
+            if packs.is_empty() && position > 0 {
+                continue;
+            }
+            let object = IndexObject {
+                superseded: if position == 0 {
+                    superseded.clone()
+                } else {
+                    Vec::new()
+                },
+                packs,
+            };
+            let bytes = object.encode(key, repository.config().compression(), seal::random_nonce());
+            let id = Id::of_stored_bytes(&bytes);
+            backend.put(
+                &object_name("index", &id),
+                Bytes::from(bytes),
+                PutMode::Overwrite,
+            )?;
+            report.index_written += 1;
+        }
+    }
+
+    // Step 9: delete superseded index objects, then the packs the protocol releases.
+    if rewrite_needed {
+        let removed: Vec<Result<()>> = index_objects
+            .par_iter()
+            .map(|(id, _)| {
+                backend
+                    .delete(&object_name("index", id))
+                    .map_err(Error::from)
+            })
+            .collect();
+        for outcome in removed {
+            outcome?;
+            report.index_removed += 1;
+        }
+    }
+    deletable.sort();
+    deletable.dedup();
+    let deleted: Vec<Result<u64>> = deletable
+        .par_iter()
+        .map(|id| {
+            backend.delete(&pack_name(id))?;
+            Ok(existing.get(id).copied().unwrap_or(0))
+        })
+        .collect();
+    for outcome in deleted {
+        report.bytes_freed += outcome?;
+        report.packs_deleted += 1;
+    }
+
+    // Step 10: forget sessions nobody needs any more.
+    clean_sessions(
+        repository,
+        &state,
+        &record,
+        &sessions_at_start,
+        &deletable,
+        &existing,
+    )?;
+    repository.apply_prune_state(&repository.load_prune_state()?)?;
+    report.requests = backend.stats();
+    Ok(report)
+}
+
+/// Deletes the markers of sessions that had ended when this run started and that no record with
+/// packs still to delete names.
+fn clean_sessions(
+    repository: &Repository,
+    state: &PruneState,
+    record: &PruneRecord,
+    sessions_at_start: &BTreeMap<SessionId, SessionStatus>,
+    deleted: &[Id],
+    existing: &HashMap<Id, u64>,
+) -> Result<()> {
+    let deleted: HashSet<&Id> = deleted.iter().collect();
+    let still_there = |id: &Id| existing.contains_key(id) && !deleted.contains(id);
+    let mut needed: HashSet<SessionId> = HashSet::new();
+    for (generation, earlier) in state
+        .records
+        .iter()
+        .chain(std::iter::once((&record.generation, record)))
+    {
+        if earlier.condemned.iter().any(still_there)
+            && let Some(list) = state.inflight.get(generation)
+        {
+            needed.extend(list.sessions.iter().copied());
+        }
+    }
+    let removable: Vec<SessionId> = sessions_at_start
+        .values()
+        .filter(|status| status.ended && !needed.contains(&status.session))
+        .map(|status| status.session)
+        .collect();
+    let outcomes: Vec<Result<()>> = removable
+        .par_iter()
+        .map(|session| {
+            // The start marker first: a session with only an end marker is still "ended".
+            repository
+                .backend()
+                .delete(&lifecycle::session_name(session))?;
+            repository
+                .backend()
+                .delete(&lifecycle::session_end_name(session))?;
+            Ok(())
+        })
+        .collect();
+    outcomes.into_iter().collect()
+}
