@@ -23,10 +23,15 @@ const EXIT_NO_REPOSITORY: u8 = 10;
 const EXIT_WRONG_PASSWORD: u8 = 12;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
-    match error
+    let kind = error
         .downcast_ref::<cairn_store::Error>()
         .map(cairn_store::Error::kind)
-    {
+        .or_else(|| {
+            error
+                .downcast_ref::<cairn_store::keyring::KeyringError>()
+                .map(cairn_store::keyring::KeyringError::kind)
+        });
+    match kind {
         Some(ErrorKind::NotFound) => EXIT_NO_REPOSITORY,
         Some(ErrorKind::WrongPassword) => EXIT_WRONG_PASSWORD,
         _ => EXIT_FATAL,
@@ -44,6 +49,7 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Dump(args) => commands::dump::run(global, args).map(|()| Completion::Done),
         Command::Check(args) => commands::check::run(global, args).map(|()| Completion::Done),
         Command::Index(command) => commands::index::run(global, command).map(|()| Completion::Done),
+        Command::Key(command) => commands::key::run(global, command).map(|()| Completion::Done),
     }
 }
 
