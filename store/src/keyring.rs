@@ -319,7 +319,7 @@ impl Repository {
     }
 
     /// Removes the key object `spec` (a full id or a unique prefix) under the rules of
-    /// [`check_removal`], after reading every key object again. Returns its id.
+    /// [`check_removal`], after reading every key object again. Returns the removed entry.
     ///
     /// # Errors
     /// Whatever [`Repository::ensure_may_delete`] refuses, [`KeyringError::NoSuchKey`],
