@@ -17,7 +17,8 @@ Exit codes:
   130  interrupted (Ctrl-C); no snapshot is written
 
 Environment:
-  CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR";
+  CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR,
+  CAIRN_NEW_PASSWORD_FILE, CAIRN_NEW_PASSWORD_COMMAND (new password of `key add` and `key passwd`)";
 
 /// cairn: encrypted, deduplicating backups of files, trees and streams to any object store.
 #[derive(Debug, Parser)]
@@ -106,6 +107,9 @@ pub enum Command {
     Index(IndexCommand),
     /// Delete unreferenced data: safe while backups run (see FORMAT.md section 21)
     Prune(PruneArgs),
+    /// Manage the passwords (key objects) that open the repository
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 /// `cairn prune`.
@@ -142,18 +146,26 @@ fn parse_percent(text: &str) -> Result<f64, String> {
     Ok(value / 100.0)
 }
 
+/// Argon2id cost of a new key object (`init`, `key add`, `key passwd`).
+#[derive(Debug, Args)]
+pub struct KdfArgs {
+    /// Argon2id memory cost of the key, in MiB
+    #[arg(long = "kdf-memory-mib", default_value_t = 64)]
+    pub memory_mib: u32,
+    /// Argon2id passes
+    #[arg(long = "kdf-iterations", default_value_t = 3)]
+    pub iterations: u32,
+    /// Argon2id lanes
+    #[arg(long = "kdf-parallelism", default_value_t = 4)]
+    pub parallelism: u32,
+}
+
 /// `cairn init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Argon2id memory cost of the key, in MiB
-    #[arg(long, default_value_t = 64)]
-    pub kdf_memory_mib: u32,
-    /// Argon2id passes
-    #[arg(long, default_value_t = 3)]
-    pub kdf_iterations: u32,
-    /// Argon2id lanes
-    #[arg(long, default_value_t = 4)]
-    pub kdf_parallelism: u32,
+    /// Argon2id cost of the first key.
+    #[command(flatten)]
+    pub kdf: KdfArgs,
     /// Minimum chunk size in bytes
     #[arg(long, default_value_t = cairn_store::repository::InitOptions::default().chunker.min_size)]
     pub chunk_min: u32,
@@ -244,4 +256,42 @@ pub struct CheckArgs {
 pub enum IndexCommand {
     /// Drop the local index cache and rebuild it from the repository's index objects
     Rebuild,
+}
+
+/// `cairn key ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the key objects; `*` marks the one the password opened
+    List,
+    /// Add a password: wrap the repository's secret under a new password
+    Add(NewKeyArgs),
+    /// Remove a key object (full id or unique prefix); never the last usable one
+    Remove(KeyRemoveArgs),
+    /// Change the password: add a key for the new password, prove it opens, remove the old key
+    Passwd(NewKeyArgs),
+}
+
+/// The new password and its key cost, for `key add` and `key passwd`. Without a file or a
+/// command the new password is asked twice on the terminal.
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// Read the new password from this file (first line)
+    #[arg(long, env = "CAIRN_NEW_PASSWORD_FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line of its output as the new password
+    #[arg(long, env = "CAIRN_NEW_PASSWORD_COMMAND")]
+    pub new_password_command: Option<String>,
+    /// Argon2id cost of the new key.
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+/// `cairn key remove`.
+#[derive(Debug, Args)]
+pub struct KeyRemoveArgs {
+    /// Key id or unique id prefix (see `cairn key list`)
+    pub id: String,
+    /// Also remove the key the current password opened (another key object must decode)
+    #[arg(long)]
+    pub force: bool,
 }

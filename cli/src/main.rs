@@ -27,10 +27,15 @@ const EXIT_WRONG_PASSWORD: u8 = 12;
 const EXIT_APPEND_ONLY: u8 = 13;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
-    match error
+    let kind = error
         .downcast_ref::<cairn_store::Error>()
         .map(cairn_store::Error::kind)
-    {
+        .or_else(|| {
+            error
+                .downcast_ref::<cairn_store::keyring::KeyringError>()
+                .map(cairn_store::keyring::KeyringError::kind)
+        });
+    match kind {
         Some(ErrorKind::NotFound) => EXIT_NO_REPOSITORY,
         Some(ErrorKind::WrongPassword) => EXIT_WRONG_PASSWORD,
         Some(ErrorKind::Busy) => EXIT_BUSY,
@@ -53,6 +58,7 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Prune(args) => {
             commands::prune::run(global, &args.options).map(|()| Completion::Done)
         }
+        Command::Key(command) => commands::key::run(global, command).map(|()| Completion::Done),
     }
 }
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use cairn_store::backend::Backend;
 use cairn_store::backend::object_store::{CreateDirectory, ObjectStoreBackend};
+use cairn_store::keys::KdfParams;
 use cairn_store::{CacheLocation, Repository};
 
-use crate::args::GlobalArgs;
+use crate::args::{GlobalArgs, KdfArgs, NewKeyArgs};
 
 /// The repository location given with `--repo` or `CAIRN_REPOSITORY`.
 pub fn repository_location(global: &GlobalArgs) -> Result<&str> {
@@ -79,52 +80,95 @@ pub fn password(global: &GlobalArgs, confirm: bool) -> Result<Vec<u8>> {
         return Ok(password.into_bytes());
     }
     if let Some(path) = &global.password_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read password file {}", path.display()))?;
-        return Ok(first_line(&text).into_bytes());
+        return password_from_file(path);
     }
     if let Some(command) = &global.password_command {
-        let output = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("cannot run password command {command:?}"))?;
-        if !output.status.success() {
-            bail!("password command {command:?} failed with {}", output.status);
-        }
-        return Ok(first_line(&String::from_utf8_lossy(&output.stdout)).into_bytes());
+        return password_from_command(command);
     }
     if std::io::stderr().is_terminal() {
-        let password = rpassword::prompt_password("enter password for repository: ")
-            .context("cannot read the password from the terminal")?;
-        if confirm {
-            let again = rpassword::prompt_password("enter the password again: ")
-                .context("cannot read the password from the terminal")?;
-            if again != password {
-                bail!("the passwords do not match");
-            }
-        }
-        return Ok(password.into_bytes());
+        return prompt_password("enter password for repository: ", confirm);
     }
     bail!(
         "no password given: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or --password-command (no terminal to ask on)"
     )
 }
 
+/// Reads the new password of `key add` and `key passwd` from `--new-password-file`,
+/// `--new-password-command`, or a prompt on the terminal (asked twice).
+pub fn new_password(args: &NewKeyArgs) -> Result<Vec<u8>> {
+    if let Some(path) = &args.new_password_file {
+        return password_from_file(path);
+    }
+    if let Some(command) = &args.new_password_command {
+        return password_from_command(command);
+    }
+    if std::io::stderr().is_terminal() {
+        return prompt_password("enter the new password: ", true);
+    }
+    bail!(
+        "no new password given: use --new-password-file, CAIRN_NEW_PASSWORD_FILE or --new-password-command (no terminal to ask on)"
+    )
+}
+
+fn password_from_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read password file {}", path.display()))?;
+    Ok(first_line(&text).into_bytes())
+}
+
+fn password_from_command(command: &str) -> Result<Vec<u8>> {
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run password command {command:?}"))?;
+    if !output.status.success() {
+        bail!("password command {command:?} failed with {}", output.status);
+    }
+    Ok(first_line(&String::from_utf8_lossy(&output.stdout)).into_bytes())
+}
+
+fn prompt_password(prompt: &str, confirm: bool) -> Result<Vec<u8>> {
+    let password =
+        rpassword::prompt_password(prompt).context("cannot read the password from the terminal")?;
+    if confirm {
+        let again = rpassword::prompt_password("enter the password again: ")
+            .context("cannot read the password from the terminal")?;
+        if again != password {
+            bail!("the passwords do not match");
+        }
+    }
+    Ok(password.into_bytes())
+}
+
 /// Opens the repository with the configured password.
 pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
+    open_repository_with_password(global).map(|(repository, _)| repository)
+}
+
+/// Opens the repository with the configured password and returns the password too (key
+/// commands unwrap the current key object again with it).
+pub fn open_repository_with_password(global: &GlobalArgs) -> Result<(Repository, Vec<u8>)> {
     let backend = backend(global, CreateDirectory::No)?;
     let password = password(global, false)?;
     let concurrency = cairn_store::repository::Concurrency {
         uploads: global.upload_concurrency,
         downloads: global.download_concurrency,
     };
-    Ok(
-        Repository::open(backend, &password, &cache_location(global))?
-            .with_concurrency(concurrency)
-            .with_client_append_only(global.append_only),
-    )
+    let repository = Repository::open(backend, &password, &cache_location(global))?
+        .with_concurrency(concurrency)
+        .with_client_append_only(global.append_only);
+    Ok((repository, password))
+}
+
+/// The Argon2id cost chosen on the command line.
+pub fn kdf_params(args: &KdfArgs) -> KdfParams {
+    KdfParams {
+        memory_kib: args.memory_mib.saturating_mul(1024),
+        iterations: args.iterations,
+        parallelism: args.parallelism,
+    }
 }
 
 /// This machine's host name.

@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod keyring;
 pub mod keys;
 pub mod lifecycle;
 pub mod packer;

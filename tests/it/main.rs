@@ -7,5 +7,6 @@ mod faults;
 mod fixture_v1;
 mod format_vectors;
 mod incremental;
+mod keys;
 mod netfaults;
 mod support;

@@ -3,7 +3,6 @@
 use anyhow::Result;
 use cairn_chunker::ChunkerParams;
 use cairn_store::backend::object_store::CreateDirectory;
-use cairn_store::keys::KdfParams;
 use cairn_store::{InitOptions, Repository};
 
 use crate::args::{GlobalArgs, InitArgs};
@@ -15,11 +14,7 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     let backend = settings::backend(global, CreateDirectory::Yes)?;
     let password = settings::password(global, true)?;
     let options = InitOptions {
-        kdf: KdfParams {
-            memory_kib: args.kdf_memory_mib.saturating_mul(1024),
-            iterations: args.kdf_iterations,
-            parallelism: args.kdf_parallelism,
-        },
+        kdf: settings::kdf_params(&args.kdf),
         chunker: ChunkerParams {
             min_size: args.chunk_min,
             avg_size: args.chunk_avg,

@@ -5,6 +5,7 @@ pub mod check;
 pub mod dump;
 pub mod index;
 pub mod init;
+pub mod key;
 pub mod ls;
 pub mod prune;
 pub mod restore;
