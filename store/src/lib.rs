@@ -1,5 +1,6 @@
 //! cairn's repository library: the format (pure), crypto (pure), backends, the local index cache,
-//! and the use cases backup, restore, dump and check. It never prints; callers render results.
+//! and the use cases backup, restore, dump, check and forget (with its pure retention policy).
+//! It never prints; callers render results.
 //!
 //! See ARCHITECTURE.md for the map and FORMAT.md for the bytes.
 
@@ -15,6 +16,7 @@ pub mod keys;
 pub mod packer;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod saver;
 pub mod seal;
 
