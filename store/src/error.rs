@@ -107,6 +107,9 @@ pub enum Error {
     /// Invalid argument.
     #[error("{0}")]
     Usage(String),
+    /// A retention policy or one of its parts is unusable (for example it keeps nothing).
+    #[error(transparent)]
+    Retention(#[from] crate::retention::RetentionError),
 }
 
 fn damaged_note(damaged_keys: &[String]) -> String {

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod check;
 pub mod error;
 pub mod fetch;
+pub mod forget;
 pub mod format;
 pub mod id;
 pub mod index;
