@@ -43,6 +43,7 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Restore(args) => commands::restore::run(global, args).map(|()| Completion::Done),
         Command::Dump(args) => commands::dump::run(global, args).map(|()| Completion::Done),
         Command::Check(args) => commands::check::run(global, args).map(|()| Completion::Done),
+        Command::Forget(args) => commands::forget::run(global, args).map(|()| Completion::Done),
         Command::Index(command) => commands::index::run(global, command).map(|()| Completion::Done),
     }
 }
