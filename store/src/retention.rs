@@ -462,7 +462,8 @@ pub struct GroupDecisions {
 pub struct SnapshotFilter {
     /// The snapshot's host is one of these.
     pub hosts: Vec<String>,
-    /// The snapshot has every tag of at least one of these sets.
+    /// The snapshot has every tag of at least one of these sets (an empty set, `--tag ''`,
+    /// matches snapshots without tags).
     pub tags: Vec<TagSet>,
     /// The snapshot's paths include every one of these (a trailing `/` is ignored).
     pub paths: Vec<String>,
@@ -476,8 +477,14 @@ impl SnapshotFilter {
             if without.is_empty() { path } else { without }.to_owned()
         };
         let host_matches = self.hosts.is_empty() || self.hosts.contains(&snapshot.host);
-        let tags_match =
-            self.tags.is_empty() || self.tags.iter().any(|set| set.is_subset_of(&snapshot.tags));
+        let tags_match = self.tags.is_empty()
+            || self.tags.iter().any(|set| {
+                if set.0.is_empty() {
+                    snapshot.tags.is_empty()
+                } else {
+                    set.is_subset_of(&snapshot.tags)
+                }
+            });
         let snapshot_paths: Vec<String> = snapshot.paths.iter().map(|p| trimmed(p)).collect();
         let paths_match = self
             .paths
@@ -557,7 +564,8 @@ impl RetentionPolicy {
                 // Buckets are contiguous in time almost everywhere, so this is restic's "differs
                 // from the last kept bucket"; it differs only where a clock change returns to an
                 // earlier bucket, which is then not counted twice.
-                let rank = u32::try_from(walk.used.len()).map_or(u32::MAX, |used| used + 1);
+                let rank =
+                    u32::try_from(walk.used.len()).map_or(u32::MAX, |used| used.saturating_add(1));
                 if rank <= walk.count && walk.used.insert(bucket) {
                     reasons.push(KeepReason::Calendar {
                         rule: walk.rule,
@@ -1175,6 +1183,13 @@ mod tests {
         assert!(filter(&[], &["prod,nightly"], &[]).matches(&snapshot));
         assert!(filter(&[], &["weekly", "prod"], &[]).matches(&snapshot));
         assert!(!filter(&[], &["prod,weekly"], &[]).matches(&snapshot));
+        assert!(!filter(&[], &[""], &[]).matches(&snapshot));
+        let untagged = SnapshotInfo {
+            tags: Vec::new(),
+            ..snapshot.clone()
+        };
+        assert!(filter(&[], &[""], &[]).matches(&untagged));
+        assert!(!filter(&[], &["prod"], &[]).matches(&untagged));
         assert!(filter(&[], &[], &["/srv/data/", "/etc"]).matches(&snapshot));
         assert!(!filter(&[], &[], &["/srv/data", "/home"]).matches(&snapshot));
         assert!(!filter(&[], &[], &["/srv"]).matches(&snapshot));
