@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use cairn_store::retention::{GroupBy, KeepWithin, TagSet};
 use clap::{Args, Parser, Subcommand};
 
 /// Exit codes, shown in `--help`.
@@ -102,6 +103,8 @@ pub enum Command {
     Dump(DumpArgs),
     /// Verify the repository's structure, and with --read-data every byte
     Check(CheckArgs),
+    /// Remove snapshots by a retention policy (--keep-daily 7 ...); --dry-run shows what and why
+    Forget(ForgetArgs),
     /// Manage the local index cache
     #[command(subcommand)]
     Index(IndexCommand),
@@ -115,8 +118,12 @@ pub enum Command {
 /// `cairn prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    /// How to prune.
     #[command(flatten)]
     pub options: PruneOptionsArgs,
+    /// Show what would be deleted and repacked; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 /// Options of prune, shared with `forget --prune`.
@@ -126,9 +133,6 @@ pub struct PruneOptionsArgs {
     /// (percent, 0-100)
     #[arg(long, default_value = "10%", value_parser = parse_percent)]
     pub max_unused: f64,
-    /// Show what would be deleted and repacked; change nothing
-    #[arg(long)]
-    pub dry_run: bool,
     /// Seconds after which another prune may take over this prune's lease if it stops renewing it
     #[arg(long, default_value_t = 900)]
     pub lease_ttl: u64,
@@ -210,6 +214,10 @@ pub struct BackupArgs {
     /// Compare against this snapshot instead of the latest one of the same host and paths
     #[arg(long, conflicts_with = "force")]
     pub parent: Option<String>,
+    /// Record this time as the snapshot's, RFC 3339 (for example 2024-06-01T03:00:00Z or
+    /// 2024-06-01T05:00:00+02:00; default: now)
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<jiff::Timestamp>,
 }
 
 /// `cairn ls`.
@@ -249,6 +257,71 @@ pub struct CheckArgs {
     /// Download every pack and authenticate every blob
     #[arg(long)]
     pub read_data: bool,
+}
+
+/// `cairn forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots (N or `unlimited`)
+    #[arg(long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest hours that have one
+    #[arg(long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest days that have one
+    #[arg(long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that have one
+    #[arg(long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest months that have one
+    #[arg(long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest years that have one
+    #[arg(long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_yearly: Option<u32>,
+    /// Keep snapshots newer than this span before the newest snapshot of their group: 7d, 2w,
+    /// 1m (a month), 1y, 12h or combined like 1y6m
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<KeepWithin>,
+    /// Keep snapshots that have every one of these tags, repeatable
+    #[arg(long = "keep-tag", value_name = "TAG[,TAG...]")]
+    pub keep_tags: Vec<TagSet>,
+    /// Only consider snapshots of this host, repeatable
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only consider snapshots that have every one of these tags, repeatable (any of the lists)
+    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
+    pub tags: Vec<TagSet>,
+    /// Only consider snapshots that include this path (or stream name), repeatable (all of them)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Apply the policy separately to each group of snapshots sharing these fields: a
+    /// comma-separated list of host, paths, tags; '' puts all snapshots in one group
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
+    pub group_by: GroupBy,
+    /// Time zone of the hourly, daily, weekly, monthly and yearly buckets, an IANA name such as
+    /// Europe/Berlin (default: TZ, else the system's)
+    #[arg(long, value_name = "ZONE")]
+    pub time_zone: Option<String>,
+    /// Show what would be kept and removed, and why; remove nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Afterwards, delete the data that only the removed snapshots used (as `cairn prune`)
+    #[arg(long)]
+    pub prune: bool,
+    /// Prune options, used with --prune.
+    #[command(flatten)]
+    pub prune_options: PruneOptionsArgs,
+}
+
+/// A `--keep-*` count: a number, or `unlimited`.
+fn parse_keep_count(text: &str) -> Result<u32, String> {
+    if text == "unlimited" {
+        return Ok(u32::MAX);
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a count: give a whole number or `unlimited`"))
 }
 
 /// `cairn index ...`.

@@ -117,6 +117,9 @@ pub enum Error {
     /// Deleting is refused: the client or the repository is append-only.
     #[error("refused: {0} would delete objects, and this {1} is append-only")]
     AppendOnly(&'static str, &'static str),
+    /// A retention policy or one of its parts is unusable (for example it keeps nothing).
+    #[error(transparent)]
+    Retention(#[from] crate::retention::RetentionError),
 }
 
 fn damaged_note(damaged_keys: &[String]) -> String {

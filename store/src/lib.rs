@@ -1,5 +1,6 @@
 //! cairn's repository library: the format (pure), crypto (pure), backends, the local index cache,
-//! and the use cases backup, restore, dump and check. It never prints; callers render results.
+//! and the use cases backup, restore, dump, check and forget (with its pure retention policy).
+//! It never prints; callers render results.
 //!
 //! See ARCHITECTURE.md for the map and FORMAT.md for the bytes.
 
@@ -8,6 +9,7 @@ pub mod backup;
 pub mod check;
 pub mod error;
 pub mod fetch;
+pub mod forget;
 pub mod format;
 pub mod id;
 pub mod index;
@@ -18,6 +20,7 @@ pub mod packer;
 pub mod prune;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod saver;
 pub mod seal;
 

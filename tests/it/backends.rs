@@ -17,7 +17,7 @@ static PREFIX_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A fresh prefix below a remote test URL from the environment, or `None` (with a note) when the
 /// servers are not running. With `CAIRN_TEST_REQUIRE_SERVERS=1` (set by tests/run-all.sh) a
 /// missing server fails the test instead.
-fn remote_url(variable: &str, test: &str) -> Option<String> {
+pub fn remote_url(variable: &str, test: &str) -> Option<String> {
     if let Ok(base) = std::env::var(variable) {
         return Some(format!(
             "{base}/{test}-{}-{}",

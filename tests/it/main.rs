@@ -5,6 +5,7 @@ mod backends;
 mod cli_e2e;
 mod faults;
 mod fixture_v1;
+mod forget;
 mod format_vectors;
 mod incremental;
 mod keys;

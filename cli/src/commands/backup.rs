@@ -33,18 +33,31 @@ impl BackupProgress for Reporter {
     fn file_done(&self, _path: &Path, _bytes: u64) {}
 }
 
+/// A time as stored in a snapshot: whole seconds (floored) and the non-negative nanoseconds after.
+fn stored_time(time: jiff::Timestamp) -> Timestamp {
+    let (seconds, nanos) = (time.as_second(), time.subsec_nanosecond());
+    if nanos < 0 {
+        Timestamp {
+            seconds: seconds - 1,
+            nanos: u32::try_from(nanos + 1_000_000_000).unwrap_or(0),
+        }
+    } else {
+        Timestamp {
+            seconds,
+            nanos: u32::try_from(nanos).unwrap_or(0),
+        }
+    }
+}
+
 /// Runs the backup and prints the summary.
 pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
     let repository = settings::open_repository(global)?;
-    let now = jiff::Timestamp::now();
+    let time = args.time.unwrap_or_else(jiff::Timestamp::now);
     let options = BackupOptions {
         host: args.host.clone().unwrap_or_else(settings::host_name),
         username: settings::user_name(),
         tags: args.tags.clone(),
-        time: Timestamp {
-            seconds: now.as_second(),
-            nanos: u32::try_from(now.subsec_nanosecond()).unwrap_or(0),
-        },
+        time: stored_time(time),
         program_version: env!("CARGO_PKG_VERSION").to_owned(),
         parent: if args.force {
             ParentChoice::None

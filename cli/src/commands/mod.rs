@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod check;
 pub mod dump;
+pub mod forget;
 pub mod index;
 pub mod init;
 pub mod key;

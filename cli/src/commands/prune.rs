@@ -11,22 +11,27 @@ use crate::render;
 use crate::settings;
 
 /// Prunes the repository and reports what was freed.
-pub fn run(global: &GlobalArgs, args: &PruneOptionsArgs) -> Result<()> {
+pub fn run(global: &GlobalArgs, args: &PruneOptionsArgs, dry_run: bool) -> Result<()> {
     let repository = settings::open_repository(global)?;
-    run_on(global, args, &repository)
+    run_on(global, args, dry_run, &repository)
 }
 
 /// Prunes an open repository (also used by `forget --prune`).
-pub fn run_on(global: &GlobalArgs, args: &PruneOptionsArgs, repository: &Repository) -> Result<()> {
+pub fn run_on(
+    global: &GlobalArgs,
+    args: &PruneOptionsArgs,
+    dry_run: bool,
+    repository: &Repository,
+) -> Result<()> {
     let report = prune::prune(
         repository,
         &PruneOptions {
             max_unused: args.max_unused,
-            dry_run: args.dry_run,
+            dry_run,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
         },
     )?;
-    print_report(global, args.dry_run, &report);
+    print_report(global, dry_run, &report);
     Ok(())
 }
 

@@ -357,6 +357,22 @@ impl IndexCache {
         transaction.commit().map_err(self.fail())
     }
 
+    /// Drops the cached bytes of deleted snapshot objects, in one transaction (names not cached
+    /// are skipped).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn forget_snapshots(&self, names: &[String]) -> Result<()> {
+        let transaction = self.database.begin_write().map_err(self.fail())?;
+        {
+            let mut table = transaction.open_table(SNAPSHOTS).map_err(self.fail())?;
+            for name in names {
+                table.remove(name.as_str()).map_err(self.fail())?;
+            }
+        }
+        transaction.commit().map_err(self.fail())
+    }
+
     /// Looks up one blob.
     ///
     /// # Errors

@@ -1,0 +1,217 @@
+//! `cairn forget`: apply a retention policy, show each group's kept and removed snapshots with
+//! the reasons, and (unless `--dry-run`) delete the removed snapshot objects.
+
+use anyhow::{Context, Result, bail};
+use cairn_store::forget::{ForgetOptions, ForgetPlan, plan_forget};
+use cairn_store::retention::{Decision, GroupKey, RetentionPolicy, SnapshotFilter};
+use jiff::tz::TimeZone;
+
+use crate::args::{ForgetArgs, GlobalArgs};
+use crate::render;
+use crate::settings;
+
+/// The time zone of the calendar buckets: `--time-zone`, else `TZ`, else the system's.
+fn time_zone(args: &ForgetArgs) -> Result<TimeZone> {
+    match &args.time_zone {
+        Some(name) => TimeZone::get(name).with_context(|| {
+            format!("unknown time zone {name:?}: give an IANA name such as Europe/Berlin or UTC")
+        }),
+        None => Ok(TimeZone::system()),
+    }
+}
+
+fn policy(args: &ForgetArgs) -> RetentionPolicy {
+    RetentionPolicy {
+        keep_last: args.keep_last.unwrap_or(0),
+        keep_hourly: args.keep_hourly.unwrap_or(0),
+        keep_daily: args.keep_daily.unwrap_or(0),
+        keep_weekly: args.keep_weekly.unwrap_or(0),
+        keep_monthly: args.keep_monthly.unwrap_or(0),
+        keep_yearly: args.keep_yearly.unwrap_or(0),
+        keep_within: args.keep_within,
+        keep_tags: args.keep_tags.clone(),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in the policy's time zone, the calendar its buckets are taken in.
+fn zoned_time(time: jiff::Timestamp, zone: &TimeZone) -> String {
+    time.to_zoned(zone.clone())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// `1 snapshot`, `2 snapshots`.
+fn count_of_snapshots(count: usize) -> String {
+    if count == 1 {
+        "1 snapshot".into()
+    } else {
+        format!("{count} snapshots")
+    }
+}
+
+fn group_title(key: &GroupKey) -> String {
+    let mut parts = Vec::new();
+    if let Some(host) = &key.host {
+        parts.push(format!("host {host}"));
+    }
+    if let Some(paths) = &key.paths {
+        parts.push(format!("paths {}", paths.join(" ")));
+    }
+    if let Some(tags) = &key.tags {
+        parts.push(format!("tags {}", tags.join(",")));
+    }
+    if parts.is_empty() {
+        "all snapshots".into()
+    } else {
+        format!("snapshots of {}", parts.join(", "))
+    }
+}
+
+fn group_json(key: &GroupKey) -> serde_json::Value {
+    let mut group = serde_json::Map::new();
+    if let Some(host) = &key.host {
+        group.insert("host".into(), host.clone().into());
+    }
+    if let Some(paths) = &key.paths {
+        group.insert("paths".into(), paths.clone().into());
+    }
+    if let Some(tags) = &key.tags {
+        group.insert("tags".into(), tags.clone().into());
+    }
+    group.into()
+}
+
+fn print_table(heading: &str, decisions: &[&Decision], zone: &TimeZone) {
+    if decisions.is_empty() {
+        println!("{heading} no snapshots");
+        return;
+    }
+    println!("{heading} {}:", count_of_snapshots(decisions.len()));
+    println!(
+        "{:<10} {:<19} {:<16} {:<16} {:<24} paths",
+        "ID", "time", "host", "tags", "reasons"
+    );
+    for decision in decisions {
+        let snapshot = &decision.snapshot;
+        let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
+        println!(
+            "{:<10} {:<19} {:<16} {:<16} {:<24} {}",
+            snapshot.id.short(),
+            zoned_time(snapshot.time, zone),
+            snapshot.host,
+            snapshot.tags.join(","),
+            reasons.join(", "),
+            snapshot.paths.join(" ")
+        );
+    }
+}
+
+/// Prints every group's decisions: tables, or one JSON line per snapshot.
+fn print_plan(global: &GlobalArgs, plan: &ForgetPlan, zone: &TimeZone) {
+    for group in &plan.groups {
+        if global.json {
+            for decision in &group.decisions {
+                let snapshot = &decision.snapshot;
+                render::json_line(&serde_json::json!({
+                    "message_type": "snapshot",
+                    "group": group_json(&group.key),
+                    "id": snapshot.id.to_hex(),
+                    "short_id": snapshot.id.short(),
+                    "time": snapshot.time.to_string(),
+                    "host": snapshot.host,
+                    "tags": snapshot.tags,
+                    "paths": snapshot.paths,
+                    "action": if decision.keep() { "keep" } else { "remove" },
+                    "reasons": decision.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }));
+            }
+        } else if !global.quiet {
+            let (kept, removed): (Vec<&Decision>, Vec<&Decision>) =
+                group.decisions.iter().partition(|decision| decision.keep());
+            println!("{}", group_title(&group.key));
+            print_table("keep", &kept, zone);
+            print_table("remove", &removed, zone);
+            println!();
+        }
+    }
+}
+
+/// Applies the policy; prints the decisions; deletes the removed snapshots unless `--dry-run`.
+pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
+    let zone = time_zone(args)?;
+    let policy = policy(args);
+    if policy.is_empty() {
+        // Before asking for a password or touching the repository.
+        return Err(
+            cairn_store::Error::from(cairn_store::retention::RetentionError::EmptyPolicy).into(),
+        );
+    }
+    let repository = settings::open_repository(global)?;
+    let options = ForgetOptions {
+        policy,
+        filter: SnapshotFilter {
+            hosts: args.hosts.clone(),
+            tags: args.tags.clone(),
+            paths: args.paths.clone(),
+        },
+        group_by: args.group_by,
+        time_zone: zone.clone(),
+    };
+    let plan = plan_forget(&repository, &options)?;
+    for error in &plan.unreadable {
+        eprintln!("warning: {error} (left alone: run `cairn check`)");
+    }
+    print_plan(global, &plan, &zone);
+    let removals = plan.removals();
+    let kept = plan.kept_count();
+    let outcome = if args.dry_run || removals.is_empty() {
+        cairn_store::forget::ForgetOutcome::default()
+    } else {
+        repository.forget_snapshots(&removals)?
+    };
+    for (id, error) in &outcome.failed {
+        if global.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "error", "id": id.to_hex(), "error": error.to_string(),
+            }));
+        } else {
+            eprintln!("error: cannot remove snapshot {}: {error}", id.short());
+        }
+    }
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "summary",
+            "dry_run": args.dry_run,
+            "time_zone": zone.iana_name(),
+            "groups": plan.groups.len(),
+            "kept": kept,
+            "remove": removals.len(),
+            "removed": outcome.removed.len(),
+            "failed": outcome.failed.len(),
+            "unreadable": plan.unreadable.len(),
+        }));
+    } else if !global.quiet {
+        if args.dry_run {
+            println!(
+                "would remove {} and keep {kept} (dry run: nothing removed)",
+                count_of_snapshots(removals.len()),
+            );
+        } else {
+            println!(
+                "removed {}, kept {kept}; the data only they used stays in the repository until `cairn prune`",
+                count_of_snapshots(outcome.removed.len()),
+            );
+        }
+    }
+    if !outcome.failed.is_empty() {
+        bail!(
+            "{} of {} snapshots could not be removed (listed above); run forget again",
+            outcome.failed.len(),
+            removals.len()
+        );
+    }
+    if args.prune {
+        crate::commands::prune::run_on(global, &args.prune_options, args.dry_run, &repository)?;
+    }
+    Ok(())
+}
