@@ -110,7 +110,10 @@ struct Marked {
 }
 
 fn mark(repository: &Repository) -> Result<Marked> {
+    // Snapshots first, then the index: a backup writes its index objects before its snapshot,
+    // so every blob of every snapshot listed here is in an index object read after.
     let (snapshots, errors) = repository.list_snapshots()?;
+    repository.sync_index()?;
     if let Some(error) = errors.into_iter().next() {
         return Err(Error::Usage(format!(
             "a snapshot cannot be read ({error}); prune stops so that nothing it references is \
@@ -239,7 +242,6 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     let running = !unfinished(&sessions_at_start).is_empty();
     let state = repository.load_prune_state()?;
     repository.apply_prune_state(&state)?;
-    repository.sync_index()?;
     let generation = state.latest_generation + 1;
 
     // Step 2: mark.
@@ -356,7 +358,12 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     let mut total_unused = 0u64;
     for pack_id in &live_ids {
         let pack = &indexed[pack_id];
-        let length = existing[pack_id];
+        // Blob bytes only: a pack's header and trailer are overhead, not unused space.
+        let length: u64 = pack
+            .entries
+            .iter()
+            .map(|entry| u64::from(entry.length))
+            .sum();
         let used: u64 = pack
             .entries
             .iter()
@@ -376,7 +383,11 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     }
     condemned.extend(orphans.iter().map(|pack| pack.pack_id));
     for pack in &resurrected {
-        total_length += existing[&pack.pack_id];
+        total_length += pack
+            .entries
+            .iter()
+            .map(|entry| u64::from(entry.length))
+            .sum::<u64>();
     }
     // Most unused first: compare (length - used) / length without floating point.
     candidates.sort_by(|a, b| {

@@ -10,4 +10,5 @@ mod format_vectors;
 mod incremental;
 mod keys;
 mod netfaults;
+mod prune;
 mod support;
