@@ -169,7 +169,7 @@ fn concurrent_backups_beside_a_prune_loop(repo: &Repo<'_>) {
             ]));
         }
         // Prune (with forget) until every backup of the round has ended.
-        let deadline = Instant::now() + Duration::from_secs(300);
+        let deadline = Instant::now() + Duration::from_mins(5);
         let mut running = children.len();
         while running > 0 {
             assert!(Instant::now() < deadline, "backups did not finish");
@@ -217,7 +217,7 @@ fn concurrent_backups_beside_a_prune_loop(repo: &Repo<'_>) {
     assert!(freed > 0, "the prune loop never freed anything");
     let snapshots = repo.cairn(&["snapshots", "--json"]).ok().json_lines();
     assert!(
-        snapshots.len() >= WORKERS as usize,
+        snapshots.len() >= usize::try_from(WORKERS).unwrap(),
         "forget --keep-last 1 per host leaves one snapshot per worker: {}",
         snapshots.len()
     );
@@ -438,7 +438,7 @@ fn prune_lease_is_exclusive_and_a_dead_holders_lease_is_taken_over() {
     let repository = workspace.open_repository();
     // Held by this (live) test process.
     let lease = repository
-        .acquire_prune_lease(Duration::from_secs(600))
+        .acquire_prune_lease(Duration::from_mins(10))
         .expect("lease");
     workspace
         .cairn(&["prune"])
