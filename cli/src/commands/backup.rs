@@ -93,6 +93,7 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
             "packs_added": outcome.saver.packs_added,
             "entries_unreadable": summary.entries_unreadable,
             "recovered_packs": outcome.recovered_packs,
+            "blobs_rescued": outcome.blobs_rescued,
             "files_unchanged": outcome.files_unchanged,
             "parent": outcome.parent.map(|id| id.to_hex()),
             "entries_skipped": outcome.skipped.len(),
