@@ -10,6 +10,7 @@ use cairn_chunker::{Chunker, ChunkerParams};
 use cairn_store::format::config::{self, Config};
 use cairn_store::format::envelope;
 use cairn_store::format::index::{self as index_format, IndexObject, IndexedPack};
+use cairn_store::format::lifecycle::{self, PruneRecord, SessionId, SessionMarker};
 use cairn_store::format::pack::{self, SealedBlob};
 use cairn_store::format::snapshot::{self as snapshot_format, Snapshot, Source, Summary};
 use cairn_store::format::tree::{Node, NodeKind, Timestamp, Tree};
@@ -35,7 +36,7 @@ const XOF_LABEL: &[u8] = b"cairn test vector";
 /// Set to `1` to rewrite the expected values instead of checking them.
 const UPDATE_VARIABLE: &str = "CAIRN_UPDATE_VECTORS";
 /// Every kind FORMAT.md must keep at least one vector of.
-const REQUIRED_KINDS: [&str; 10] = [
+const REQUIRED_KINDS: [&str; 12] = [
     "derive-keys",
     "blob-id",
     "seal",
@@ -46,6 +47,8 @@ const REQUIRED_KINDS: [&str; 10] = [
     "tree",
     "snapshot",
     "chunker",
+    "prune-record",
+    "session-marker",
 ];
 
 fn format_md_path() -> PathBuf {
@@ -386,6 +389,8 @@ fn compute(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
         "tree" => tree(vector, context),
         "snapshot" => snapshot(vector, context),
         "chunker" => chunker(vector),
+        "prune-record" => prune_record(vector, context),
+        "session-marker" => session_marker(vector),
         other => Err(format!("unknown kind {other:?}")),
     }
 }
@@ -901,6 +906,64 @@ fn snapshot(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
     out.hex("expected_body", &body);
     out.hex("expected_id", &id.0);
     out.text("expected_name", object_name(SNAPSHOTS_PREFIX, &id));
+    Ok(out)
+}
+
+fn prune_record(vector: &Vector, context: &Context) -> Result<Outputs, String> {
+    let (_, keys) = master_and_keys(vector)?;
+    let ids = |key: &str| {
+        vector
+            .all(key)
+            .into_iter()
+            .map(|text| parse_id(context, text))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let record = PruneRecord {
+        generation: parse_u64(vector.one("generation")?)?,
+        condemned: ids("condemned")?,
+        resurrected: ids("resurrected")?,
+    };
+    let bytes = record.encode(&keys.data_key, parse_fixed(vector.one("nonce")?)?);
+    let decoded = PruneRecord::decode(&keys.data_key, &bytes)
+        .map_err(|error| format!("does not decode: {error}"))?;
+    ensure(decoded == record, || "decodes to another record".into())?;
+    let body = object_body(
+        &keys.data_key,
+        &bytes,
+        lifecycle::PRUNE_RECORD_MAGIC,
+        lifecycle::LIFECYCLE_VERSION,
+        8,
+    )?;
+    let mut out = Outputs::default();
+    out.bytes(&bytes);
+    out.hex("expected_body", &body);
+    out.text("expected_name", lifecycle::record_name(record.generation));
+    Ok(out)
+}
+
+fn session_marker(vector: &Vector) -> Result<Outputs, String> {
+    let (_, keys) = master_and_keys(vector)?;
+    let marker = SessionMarker {
+        session: SessionId(parse_fixed(vector.one("session")?)?),
+        host: parse_quoted(vector.one("host")?)?,
+        pid: parse_u32(vector.one("pid")?)?,
+        started_unix: parse_i64(vector.one("started")?)?,
+    };
+    let bytes = marker.encode(&keys.data_key, parse_fixed(vector.one("nonce")?)?);
+    let decoded = SessionMarker::decode(&keys.data_key, &bytes)
+        .map_err(|error| format!("does not decode: {error}"))?;
+    ensure(decoded == marker, || "decodes to another marker".into())?;
+    let body = object_body(
+        &keys.data_key,
+        &bytes,
+        lifecycle::SESSION_MAGIC,
+        lifecycle::LIFECYCLE_VERSION,
+        lifecycle::SESSION_ID_LEN,
+    )?;
+    let mut out = Outputs::default();
+    out.bytes(&bytes);
+    out.hex("expected_body", &body);
+    out.text("expected_name", lifecycle::session_name(&marker.session));
     Ok(out)
 }
 
