@@ -124,6 +124,10 @@ pub struct PruneArgs {
     /// Show what would be deleted and repacked; change nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Declare a backup session ended (its process is known dead, on another machine) so the
+    /// packs it kept alive can go: the full 32-digit id that prune prints; repeatable
+    #[arg(long, value_name = "SESSION")]
+    pub end_session: Vec<String>,
 }
 
 /// Options of prune, shared with `forget --prune`.

@@ -56,9 +56,7 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Check(args) => commands::check::run(global, args).map(|()| Completion::Done),
         Command::Forget(args) => commands::forget::run(global, args).map(|()| Completion::Done),
         Command::Index(command) => commands::index::run(global, command).map(|()| Completion::Done),
-        Command::Prune(args) => {
-            commands::prune::run(global, &args.options, args.dry_run).map(|()| Completion::Done)
-        }
+        Command::Prune(args) => commands::prune::run(global, args).map(|()| Completion::Done),
         Command::Key(command) => commands::key::run(global, command).map(|()| Completion::Done),
     }
 }

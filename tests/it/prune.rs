@@ -501,3 +501,53 @@ fn prune_lease_is_exclusive_and_a_dead_holders_lease_is_taken_over() {
         .unwrap();
     workspace.cairn(&["prune"]).ok();
 }
+
+/// A backup session still running (here: registered from "another machine") keeps what a prune
+/// condemns from being deleted; once it is declared ended, the next prune deletes it.
+#[test]
+fn a_running_session_defers_deletion_until_it_ends() {
+    let workspace = Workspace::initialized();
+    let repo = Repo {
+        location: workspace.repo.to_string_lossy().into_owned(),
+        workspace: &workspace,
+    };
+    let kept = workspace.path("kept");
+    write_source(&kept, 1, 1);
+    repo.cairn(&["backup", kept.to_str().unwrap(), "--tag", "keep"])
+        .ok();
+    let repository = workspace.open_repository();
+    let session = repository.begin_session("elsewhere").expect("session");
+    add_garbage(&repo, 77);
+    let prune_json = |args: &[&str]| {
+        let mut all = vec!["prune", "--json"];
+        all.extend_from_slice(args);
+        repo.cairn(&all)
+            .ok()
+            .json_lines()
+            .into_iter()
+            .find(|line| line["message_type"] == "prune")
+            .unwrap()
+    };
+    let deferred = prune_json(&[]);
+    assert_eq!(deferred["packs_deleted"], 0, "{deferred}");
+    assert!(
+        deferred["packs_pending"].as_u64().unwrap() > 0,
+        "{deferred}"
+    );
+    assert_eq!(
+        deferred["blocking_sessions"][0]["session"],
+        session.id.to_hex(),
+        "{deferred}"
+    );
+    repo.cairn(&["check", "--read-data"]).ok();
+    let still = prune_json(&[]);
+    assert_eq!(still["packs_deleted"], 0, "{still}");
+    let released = prune_json(&["--end-session", &session.id.to_hex()]);
+    assert!(
+        released["packs_deleted"].as_u64().unwrap() > 0,
+        "{released}"
+    );
+    assert_eq!(released["packs_pending"], 0, "{released}");
+    repo.cairn(&["check", "--read-data"]).ok();
+    drop(session);
+}

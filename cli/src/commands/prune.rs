@@ -2,18 +2,26 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
+use cairn_store::format::lifecycle::SessionId;
 use cairn_store::prune::{self, PruneOptions, PruneReport};
 use cairn_store::repository::Repository;
 
-use crate::args::{GlobalArgs, PruneOptionsArgs};
+use crate::args::{GlobalArgs, PruneArgs, PruneOptionsArgs};
 use crate::render;
 use crate::settings;
 
 /// Prunes the repository and reports what was freed.
-pub fn run(global: &GlobalArgs, args: &PruneOptionsArgs, dry_run: bool) -> Result<()> {
+pub fn run(global: &GlobalArgs, args: &PruneArgs) -> Result<()> {
     let repository = settings::open_repository(global)?;
-    run_on(global, args, dry_run, &repository)
+    for text in &args.end_session {
+        let Some(session) = SessionId::from_hex(text) else {
+            bail!("{text:?} is not a session id (32 hex digits, as prune prints them)");
+        };
+        repository.ensure_may_delete("prune")?;
+        repository.end_session(session, None, 2)?;
+    }
+    run_on(global, &args.options, args.dry_run, &repository)
 }
 
 /// Prunes an open repository (also used by `forget --prune`).
@@ -109,12 +117,13 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
         );
         for session in &report.blocking_sessions {
             println!(
-                "  session {} on {} (pid {})",
+                "  session {} on {} (pid {}); if that process is gone: cairn prune --end-session {}",
                 &session.session[..8],
                 session.host.as_deref().unwrap_or("?"),
                 session
                     .pid
-                    .map_or_else(|| "?".to_owned(), |pid| pid.to_string())
+                    .map_or_else(|| "?".to_owned(), |pid| pid.to_string()),
+                session.session
             );
         }
     }
