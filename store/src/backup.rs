@@ -692,6 +692,35 @@ pub fn backup(
     // The session marker goes first: a prune that does not see it has already written its
     // record, which the session then reads (FORMAT.md section 21).
     let mut session = repository.begin_session(&options.host)?;
+    match backup_in_session(
+        repository,
+        &mut session,
+        source,
+        snapshot_source,
+        options,
+        progress,
+    ) {
+        Ok(outcome) => Ok(outcome),
+        Err(error) => {
+            if error.kind() == crate::error::ErrorKind::Transient {
+                session.leave_unended();
+            } else {
+                let _ = session.end(None);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The backup proper, inside its session (which it ends after committing the snapshot).
+fn backup_in_session(
+    repository: &Repository,
+    session: &mut crate::lifecycle::BackupSession<'_>,
+    source: BackupSource<'_>,
+    snapshot_source: Source,
+    options: &BackupOptions,
+    progress: &dyn BackupProgress,
+) -> Result<BackupOutcome> {
     repository.sync_index()?;
     let recovered_packs = repository.index_orphan_packs()?;
     let parent = find_parent(repository, &options.parent, &options.host, &snapshot_source)?;
@@ -764,7 +793,7 @@ pub fn backup(
     // it needs out of them before committing, so the prune can free them. (Safety does not
     // depend on this: a prune deletes condemned packs only after this session has ended, and
     // takes back any that a snapshot listed by then still needs; FORMAT.md section 21.)
-    let rescued = repository.rescue_relied_packs(&mut session, &mut relied)?;
+    let rescued = repository.rescue_relied_packs(session, &mut relied)?;
     summary.bytes_added = saver_stats.bytes_added + rescued.bytes_written;
     summary.blobs_added = saver_stats.blobs_added;
     let snapshot = Snapshot {

@@ -551,9 +551,16 @@ impl BackupSession<'_> {
     ///
     /// # Errors
     /// Backend failures.
-    pub fn end(mut self, snapshot: Option<Id>) -> Result<()> {
+    pub fn end(&mut self, snapshot: Option<Id>) -> Result<()> {
         self.ended = true;
         self.repository.end_session(self.id, snapshot, 0)
+    }
+
+    /// Leaves the session without an end marker (when the store is unreachable, trying to
+    /// write one would only add another round of retries). An unended session is safe: it only
+    /// delays deletions until a prune sees its process gone or an operator ends it.
+    pub fn leave_unended(&mut self) {
+        self.ended = true;
     }
 }
 
