@@ -6,6 +6,7 @@ mod cli_e2e;
 mod faults;
 mod fixture_v1;
 mod format_vectors;
+mod fuzz_corpus;
 mod incremental;
 mod netfaults;
 mod support;
