@@ -97,12 +97,28 @@ pub fn seal(
         message.push(COMPRESSION_NONE);
         message.extend_from_slice(plaintext);
     }
+    seal_message(key, nonce, associated_data, &message)
+}
+
+/// Encrypts `message` (`compression byte || payload`, taken as it is) under `key`: the second half
+/// of [`seal`], public so the fuzzer can hand [`open`] authentic but hostile payloads (unknown
+/// compression bytes, zstd bombs). Writers use [`seal`].
+///
+/// # Panics
+/// Never for inputs under 256 GiB (the AEAD's limit).
+#[doc(hidden)]
+pub fn seal_message(
+    key: &SealKey,
+    nonce: [u8; NONCE_LEN],
+    associated_data: &[u8],
+    message: &[u8],
+) -> Vec<u8> {
     let ciphertext = key
         .0
         .encrypt(
             XNonce::from_slice(&nonce),
             Payload {
-                msg: &message,
+                msg: message,
                 aad: associated_data,
             },
         )

@@ -7,6 +7,7 @@ mod faults;
 mod fixture_v1;
 mod forget;
 mod format_vectors;
+mod fuzz_corpus;
 mod incremental;
 mod keys;
 mod netfaults;

@@ -108,7 +108,28 @@ impl Config {
             REPOSITORY_ID_LEN,
             MAX_CONFIG_BODY,
         )?;
-        let mut reader = Reader::new(&opened.body);
+        let mut repository_id = [0u8; REPOSITORY_ID_LEN];
+        repository_id.copy_from_slice(&opened.public);
+        Ok(Self::decode_body(
+            opened.header.version,
+            repository_id,
+            &opened.body,
+        )?)
+    }
+
+    /// Parses the decrypted body of a config whose header and public fields were `version` and
+    /// `repository_id`: the second half of [`Config::decode`], public so the fuzzer reaches it
+    /// without a valid tag.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for any malformed or out-of-range field.
+    #[doc(hidden)]
+    pub fn decode_body(
+        version: u16,
+        repository_id: [u8; REPOSITORY_ID_LEN],
+        body: &[u8],
+    ) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body);
         let chunker = ChunkerParams {
             min_size: reader.u32("chunker min")?,
             avg_size: reader.u32("chunker avg")?,
@@ -123,8 +144,7 @@ impl Config {
             return Err(DecodeError::Invalid {
                 field: "pack target size",
                 reason: "outside 1 MiB ..= 1 GiB",
-            }
-            .into());
+            });
         }
         let compression_level =
             i32::try_from(reader.i64("compression level")?).map_err(|_| DecodeError::Invalid {
@@ -133,10 +153,8 @@ impl Config {
             })?;
         let created_unix = reader.i64("created")?;
         reader.finish()?;
-        let mut repository_id = [0u8; REPOSITORY_ID_LEN];
-        repository_id.copy_from_slice(&opened.public);
         Ok(Self {
-            version: opened.header.version,
+            version,
             repository_id,
             chunker,
             pack_target_size,

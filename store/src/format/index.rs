@@ -81,7 +81,17 @@ impl IndexObject {
             0,
             MAX_INDEX_BODY,
         )?;
-        let mut reader = Reader::new(&opened.body);
+        Ok(Self::decode_body(&opened.body)?)
+    }
+
+    /// Parses the decrypted body of an index object: the second half of [`IndexObject::decode`],
+    /// public so the fuzzer reaches it without a valid tag.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for any malformed field or an entry beyond its pack.
+    #[doc(hidden)]
+    pub fn decode_body(body: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body);
         let superseded_count = reader.count(32, "superseded")?;
         let mut superseded = Vec::with_capacity(superseded_count);
         for _ in 0..superseded_count {
@@ -100,8 +110,7 @@ impl IndexObject {
                     return Err(DecodeError::Invalid {
                         field: "index entry",
                         reason: "beyond the end of its pack",
-                    }
-                    .into());
+                    });
                 }
                 entries.push(entry);
             }

@@ -203,7 +203,18 @@ pub fn open_trailer(
         None,
         4 + max_entries.saturating_mul(ENTRY_LEN),
     )?;
-    let mut reader = Reader::new(&plaintext);
+    Ok(decode_trailer(&plaintext, trailer_start)?)
+}
+
+/// Parses the decrypted plaintext of a trailer whose sealed form starts at `trailer_start`, and
+/// checks that every entry lies between the header and the trailer without overlapping another.
+/// The second half of [`open_trailer`], public so the fuzzer reaches it without a valid tag.
+///
+/// # Errors
+/// [`DecodeError`] when it is malformed or an entry is out of bounds.
+#[doc(hidden)]
+pub fn decode_trailer(plaintext: &[u8], trailer_start: u64) -> Result<Vec<PackEntry>, DecodeError> {
+    let mut reader = Reader::new(plaintext);
     let count = reader.count(ENTRY_LEN, "trailer entries")?;
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
@@ -218,8 +229,7 @@ pub fn open_trailer(
             return Err(DecodeError::Invalid {
                 field: "trailer entry",
                 reason: "overlaps or lies outside the blob area",
-            }
-            .into());
+            });
         }
         previous_end = range.end;
     }

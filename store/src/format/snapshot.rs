@@ -147,15 +147,24 @@ impl Snapshot {
             0,
             MAX_SNAPSHOT_BODY,
         )?;
-        let mut reader = Reader::new(&opened.body);
+        Ok(Self::decode_body(&opened.body)?)
+    }
+
+    /// Parses the decrypted body of a snapshot: the second half of [`Snapshot::decode`], public
+    /// so the fuzzer reaches it without a valid tag.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for any malformed field.
+    #[doc(hidden)]
+    pub fn decode_body(body: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body);
         let seconds = reader.i64("time")?;
         let nanos = reader.u32("time")?;
         if nanos >= 1_000_000_000 {
             return Err(DecodeError::Invalid {
                 field: "time",
                 reason: "nanoseconds out of range",
-            }
-            .into());
+            });
         }
         let host = reader.string("host")?;
         let username = reader.string("username")?;
@@ -169,8 +178,7 @@ impl Snapshot {
                 return Err(DecodeError::Invalid {
                     field: "source",
                     reason: "unknown kind or stream without exactly one name",
-                }
-                .into());
+                });
             }
         };
         let root = reader.id("root")?;
@@ -181,8 +189,7 @@ impl Snapshot {
                 return Err(DecodeError::Invalid {
                     field: "parent flag",
                     reason: "not 0 or 1",
-                }
-                .into());
+                });
             }
         };
         let summary = Summary {
