@@ -517,6 +517,44 @@ mod tests {
         assert!(PruneRecord::decode(&key(), &bytes).is_err());
     }
 
+    proptest::proptest! {
+        /// Hostile bytes never panic a decoder: as a stored object, and as an authentic body
+        /// (sealed under the right key, so the parsers behind authentication run too).
+        #[test]
+        fn decoders_reject_hostile_bytes_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            public in proptest::collection::vec(proptest::prelude::any::<u8>(), 16),
+        ) {
+            let key = key();
+            let _ = SessionMarker::decode(&key, &bytes);
+            let _ = SessionEnd::decode(&key, &bytes);
+            let _ = PruneRecord::decode(&key, &bytes);
+            let _ = InflightList::decode(&key, &bytes);
+            let _ = PruneLease::decode(&key, &bytes);
+            for (magic, public_len) in [
+                (SESSION_MAGIC, SESSION_ID_LEN),
+                (SESSION_DONE_MAGIC, SESSION_ID_LEN),
+                (PRUNE_RECORD_MAGIC, 8),
+                (INFLIGHT_MAGIC, 8),
+                (LEASE_MAGIC, 0),
+            ] {
+                let sealed = envelope::seal_object(
+                    &key,
+                    header(magic),
+                    &public[..public_len],
+                    &bytes,
+                    None,
+                    [0; NONCE_LEN],
+                );
+                let _ = SessionMarker::decode(&key, &sealed);
+                let _ = SessionEnd::decode(&key, &sealed);
+                let _ = PruneRecord::decode(&key, &sealed);
+                let _ = InflightList::decode(&key, &sealed);
+                let _ = PruneLease::decode(&key, &sealed);
+            }
+        }
+    }
+
     #[test]
     fn names_parse_back() {
         assert_eq!(record_name(12), "prune/00000000000000000012");
