@@ -15,13 +15,15 @@ use crate::format::lifecycle::{self, InflightList, PruneRecord, SessionId};
 use crate::format::pack::SealedBlob;
 use crate::format::tree::NodeKind;
 use crate::id::Id;
+use crate::index::marks::MarkSet;
 use crate::lifecycle::{PruneState, SessionStatus};
 use crate::repository::{Repository, id_from_name, object_name, pack_name};
 use crate::saver::BlobSaver;
 use crate::seal;
 
-/// Index entries per rewritten index object (about 45 MiB of body at most).
-const ENTRIES_PER_INDEX: usize = 1_000_000;
+/// Index entries per rewritten index object (about 9 MiB of body at most, so that reading one
+/// back stays cheap in memory).
+const ENTRIES_PER_INDEX: usize = 200_000;
 
 /// How a prune runs.
 #[derive(Debug, Clone)]
@@ -105,9 +107,12 @@ pub struct PruneReport {
 
 /// Everything the mark phase learned.
 struct Marked {
-    referenced: HashSet<Id>,
+    marks: MarkSet,
     snapshots: usize,
 }
+
+/// Trees loaded at once during the mark walk (bounds memory on wide repositories).
+const TREES_PER_STEP: usize = 256;
 
 fn mark(repository: &Repository) -> Result<Marked> {
     // Snapshots first, then the index: a backup writes its index objects before its snapshot,
@@ -120,15 +125,20 @@ fn mark(repository: &Repository) -> Result<Marked> {
              deleted: run `cairn check` and forget or repair it first"
         )));
     }
-    let mut referenced: HashSet<Id> = HashSet::new();
-    let mut frontier: Vec<Id> = Vec::new();
-    for (_, snapshot) in &snapshots {
-        if referenced.insert(snapshot.root) {
-            frontier.push(snapshot.root);
-        }
-    }
+    let marks = MarkSet::create(repository.cache().directory())?;
+    let roots: Vec<Id> = snapshots
+        .iter()
+        .map(|(_, snapshot)| snapshot.root)
+        .collect();
+    let fresh = marks.insert_all(&roots)?;
+    let mut frontier: Vec<Id> = roots
+        .into_iter()
+        .zip(fresh)
+        .filter_map(|(id, fresh)| fresh.then_some(id))
+        .collect();
     while !frontier.is_empty() {
-        let trees = frontier
+        let step = frontier.split_off(frontier.len().saturating_sub(TREES_PER_STEP));
+        let trees = step
             .par_iter()
             .map(|id| repository.load_tree(id))
             .collect::<Result<Vec<_>>>()
@@ -138,25 +148,62 @@ fn mark(repository: &Repository) -> Result<Marked> {
                      on a damaged repository's word: run `cairn check`"
                 ))
             })?;
-        let mut next = Vec::new();
+        let mut chunks = Vec::new();
+        let mut subtrees = Vec::new();
         for tree in trees {
             for node in tree.nodes {
                 match node.kind {
-                    NodeKind::File { chunks, .. } => referenced.extend(chunks),
-                    NodeKind::Directory { subtree } => {
-                        if referenced.insert(subtree) {
-                            next.push(subtree);
-                        }
-                    }
+                    NodeKind::File { chunks: ids, .. } => chunks.extend(ids),
+                    NodeKind::Directory { subtree } => subtrees.push(subtree),
                     NodeKind::Symlink { .. } => {}
                 }
             }
         }
-        frontier = next;
+        marks.insert_all(&chunks)?;
+        let fresh = marks.insert_all(&subtrees)?;
+        frontier.extend(
+            subtrees
+                .into_iter()
+                .zip(fresh)
+                .filter_map(|(id, fresh)| fresh.then_some(id)),
+        );
     }
     Ok(Marked {
-        referenced,
+        marks,
         snapshots: snapshots.len(),
+    })
+}
+
+/// How a pack's blob bytes are used, from the claim pass.
+#[derive(Debug, Clone, Copy, Default)]
+struct PackUse {
+    /// Bytes of blobs chosen in this pack.
+    used: u64,
+    /// Bytes of all its blobs.
+    total: u64,
+}
+
+fn blob_bytes(pack: &IndexedPack) -> u64 {
+    pack.entries
+        .iter()
+        .map(|entry| u64::from(entry.length))
+        .sum()
+}
+
+/// Claims the marked blobs of `pack` for it; returns its use.
+fn claim_pack(marks: &MarkSet, pack: &IndexedPack) -> Result<PackUse> {
+    let ids: Vec<Id> = pack.entries.iter().map(|entry| entry.id).collect();
+    let claimed = marks.claim(&pack.pack_id, &ids)?;
+    let used = pack
+        .entries
+        .iter()
+        .zip(claimed)
+        .filter(|(_, claimed)| *claimed)
+        .map(|(entry, _)| u64::from(entry.length))
+        .sum();
+    Ok(PackUse {
+        used,
+        total: blob_bytes(pack),
     })
 }
 
@@ -246,25 +293,17 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
 
     // Step 2: mark.
     let marked = mark(repository)?;
+    let marks = &marked.marks;
     report.snapshots = marked.snapshots;
-    report.referenced_blobs = marked.referenced.len() as u64;
+    report.referenced_blobs = marks.len()?;
 
-    // Step 3: the index as stored (not the cache), and the packs that exist.
-    let index_names: Vec<ObjectInfo> = backend
+    // Step 3: the index as stored (not the cache), one object at a time, and the packs that
+    // exist. Each live pack claims the marked blobs no earlier pack claimed.
+    let index_names: Vec<Id> = backend
         .list("index")?
         .into_iter()
-        .filter(|info| id_from_name(&info.name).is_some())
+        .filter_map(|info| id_from_name(&info.name))
         .collect();
-    let index_objects: Vec<(Id, IndexObject)> = index_names
-        .par_iter()
-        .map(|info| repository.load_index_object(&info.name))
-        .collect::<Result<_>>()
-        .map_err(|error| {
-            Error::Usage(format!(
-                "an index object cannot be read ({error}); run `cairn repair index` or \
-                 `cairn check` before pruning"
-            ))
-        })?;
     let existing: HashMap<Id, u64> = backend
         .list("data")?
         .into_iter()
@@ -272,124 +311,103 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         .collect();
     report.packs_before = existing.len() as u64;
     report.bytes_before = existing.values().sum();
-    let mut indexed: HashMap<Id, IndexedPack> = HashMap::new();
-    let mut condemned_indexed: HashMap<Id, IndexedPack> = HashMap::new();
-    for (_, object) in &index_objects {
-        for pack in &object.packs {
+    let load = |id: &Id| {
+        repository
+            .load_index_object(&object_name("index", id))
+            .map(|(_, object)| object)
+            .map_err(|error| {
+                Error::Usage(format!(
+                    "an index object cannot be read ({error}); run `cairn repair index` or \
+                     `cairn check` before pruning"
+                ))
+            })
+    };
+    let mut uses: HashMap<Id, PackUse> = HashMap::new();
+    let mut condemned_indexed: HashSet<Id> = HashSet::new();
+    let mut dangling = false;
+    for index_id in &index_names {
+        for pack in load(index_id)?.packs {
             if !existing.contains_key(&pack.pack_id) {
-                continue;
+                dangling = true;
+            } else if state.condemned.contains(&pack.pack_id) {
+                condemned_indexed.insert(pack.pack_id);
+            } else if let std::collections::hash_map::Entry::Vacant(slot) = uses.entry(pack.pack_id)
+            {
+                slot.insert(claim_pack(marks, &pack)?);
             }
-            let map = if state.condemned.contains(&pack.pack_id) {
-                &mut condemned_indexed
-            } else {
-                &mut indexed
-            };
-            map.entry(pack.pack_id).or_insert_with(|| pack.clone());
         }
     }
 
-    // Step 4: choose one live location for every referenced blob.
-    let mut live_ids: Vec<Id> = indexed.keys().copied().collect();
-    live_ids.sort();
-    let mut chosen: HashMap<Id, Id> = HashMap::with_capacity(marked.referenced.len());
-    for pack_id in &live_ids {
-        for entry in &indexed[pack_id].entries {
-            if marked.referenced.contains(&entry.id) {
-                chosen.entry(entry.id).or_insert(*pack_id);
-            }
-        }
-    }
-    // Blobs with no live location: look in condemned packs that still exist, and in packs no
-    // index lists; take back (resurrect) the packs that hold them.
+    // Step 4: blobs with no live location: look in condemned packs that still exist, and in
+    // packs no index lists; take back (resurrect) the packs that hold them.
     let mut resurrected: Vec<IndexedPack> = Vec::new();
-    let mut orphans: Vec<IndexedPack> = Vec::new();
+    let mut orphans: Vec<Id> = Vec::new();
     {
         let mut others: Vec<(Id, u64)> = existing
             .iter()
-            .filter(|(id, _)| !indexed.contains_key(id))
+            .filter(|(id, _)| !uses.contains_key(id))
             .map(|(id, size)| (*id, *size))
             .collect();
         others.sort();
-        let needs_search = chosen.len() < marked.referenced.len();
+        let needs_search = marks.unchosen()? > 0;
         let must_read: Vec<(Id, u64)> = others
             .into_iter()
             .filter(|(id, _)| needs_search || (!running && !state.condemned.contains(id)))
             .collect();
-        let trailers: Vec<(Id, Option<IndexedPack>)> = must_read
-            .par_iter()
-            .map(|(id, size)| {
-                let info = ObjectInfo {
-                    name: pack_name(id),
-                    size: *size,
-                    modified: 0,
-                };
-                (*id, repository.read_pack_trailer(&info).ok())
-            })
-            .collect();
-        for (pack_id, trailer) in trailers {
-            let Some(pack) = trailer else { continue };
-            let holds_needed = pack.entries.iter().any(|entry| {
-                marked.referenced.contains(&entry.id) && !chosen.contains_key(&entry.id)
-            });
-            if holds_needed {
-                for entry in &pack.entries {
-                    if marked.referenced.contains(&entry.id) {
-                        chosen.entry(entry.id).or_insert(pack_id);
-                    }
+        for batch in must_read.chunks(64) {
+            let trailers: Vec<(Id, Option<IndexedPack>)> = batch
+                .par_iter()
+                .map(|(id, size)| {
+                    let info = ObjectInfo {
+                        name: pack_name(id),
+                        size: *size,
+                        modified: 0,
+                    };
+                    (*id, repository.read_pack_trailer(&info).ok())
+                })
+                .collect();
+            for (pack_id, trailer) in trailers {
+                let Some(pack) = trailer else { continue };
+                let pack_use = claim_pack(marks, &pack)?;
+                if pack_use.used > 0 {
+                    uses.insert(pack_id, pack_use);
+                    resurrected.push(pack);
+                } else if !running && !state.condemned.contains(&pack_id) {
+                    orphans.push(pack_id);
                 }
-                resurrected.push(pack);
-            } else if !running && !state.condemned.contains(&pack_id) {
-                orphans.push(pack);
             }
         }
     }
-    if chosen.len() < marked.referenced.len() {
+    let missing = marks.unchosen()?;
+    if missing > 0 {
         return Err(Error::Usage(format!(
-            "{} blobs that snapshots reference are in no pack; prune stops: run `cairn check`",
-            marked.referenced.len() - chosen.len()
+            "{missing} blobs that snapshots reference are in no pack; prune stops: run `cairn check`"
         )));
     }
     report.packs_resurrected = resurrected.len() as u64;
+    let resurrected_ids: HashSet<Id> = resurrected.iter().map(|pack| pack.pack_id).collect();
 
     // Step 5: classify live packs by use; pick repack candidates.
-    let mut condemned: Vec<Id> = Vec::new();
-    let mut candidates: Vec<(Id, u64, u64)> = Vec::new(); // id, used, length
+    let mut condemned: Vec<Id> = orphans;
+    let mut candidates: Vec<(Id, u64, u64)> = Vec::new(); // id, used, total
     let mut total_length = 0u64;
     let mut total_unused = 0u64;
+    let mut live_ids: Vec<Id> = uses.keys().copied().collect();
+    live_ids.sort();
     for pack_id in &live_ids {
-        let pack = &indexed[pack_id];
-        // Blob bytes only: a pack's header and trailer are overhead, not unused space.
-        let length: u64 = pack
-            .entries
-            .iter()
-            .map(|entry| u64::from(entry.length))
-            .sum();
-        let used: u64 = pack
-            .entries
-            .iter()
-            .filter(|entry| chosen.get(&entry.id) == Some(pack_id))
-            .map(|entry| u64::from(entry.length))
-            .sum();
+        let PackUse { used, total } = uses[pack_id];
         if used == 0 {
             condemned.push(*pack_id);
             continue;
         }
-        total_length += length;
-        let unused = length.saturating_sub(used);
+        total_length += total;
+        let unused = total.saturating_sub(used);
         total_unused += unused;
-        if unused > 0 {
-            candidates.push((*pack_id, used, length));
+        if unused > 0 && !resurrected_ids.contains(pack_id) {
+            candidates.push((*pack_id, used, total));
         }
     }
-    condemned.extend(orphans.iter().map(|pack| pack.pack_id));
-    for pack in &resurrected {
-        total_length += pack
-            .entries
-            .iter()
-            .map(|entry| u64::from(entry.length))
-            .sum::<u64>();
-    }
-    // Most unused first: compare (length - used) / length without floating point.
+    // Most unused first: compare (total - used) / total without floating point.
     candidates.sort_by(|a, b| {
         let left = u128::from(a.2 - a.1) * u128::from(b.2);
         let right = u128::from(b.2 - b.1) * u128::from(a.2);
@@ -399,13 +417,13 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     let over_budget =
         |unused: u64, total: u64| total > 0 && unused as f64 > options.max_unused * total as f64;
     let mut repack: Vec<Id> = Vec::new();
-    for (pack_id, used, length) in &candidates {
+    for (pack_id, used, total) in &candidates {
         if !over_budget(total_unused, total_length) {
             break;
         }
         repack.push(*pack_id);
-        total_unused -= length - used;
-        total_length -= length - used;
+        total_unused -= total - used;
+        total_length -= total - used;
     }
     report.unused_bytes_kept = total_unused;
     report.packs_repacked = repack.len() as u64;
@@ -415,7 +433,6 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     report.packs_condemned = (condemned.len() + repack.len()) as u64;
 
     // What earlier records condemned that may go now.
-    let resurrected_ids: HashSet<Id> = resurrected.iter().map(|pack| pack.pack_id).collect();
     let earlier_releasable: Vec<Id> = {
         let mut out: Vec<Id> = state
             .condemned
@@ -444,17 +461,26 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         return Ok(report);
     }
 
-    // Step 6: repack.
+    // Step 6: repack: copy each candidate's chosen blobs (found through its trailer) into new
+    // packs, indexed by the saver.
     if !repack.is_empty() {
         let mut saver = BlobSaver::new(repository);
         for pack_id in &repack {
             let name = pack_name(pack_id);
+            let pack = repository.read_pack_trailer(&ObjectInfo {
+                name: name.clone(),
+                size: existing[pack_id],
+                modified: 0,
+            })?;
+            let ids: Vec<Id> = pack.entries.iter().map(|entry| entry.id).collect();
+            let chosen = marks.chosen_in(pack_id, &ids)?;
             let bytes = backend.get(&name)?;
-            let blobs: Vec<SealedBlob> = indexed[pack_id]
+            let blobs: Vec<SealedBlob> = pack
                 .entries
                 .iter()
-                .filter(|entry| chosen.get(&entry.id) == Some(pack_id))
-                .map(|entry| {
+                .zip(chosen)
+                .filter(|(_, chosen)| *chosen)
+                .map(|(entry, _)| {
                     let range = entry.range();
                     let start = usize::try_from(range.start).unwrap_or(usize::MAX);
                     let end = usize::try_from(range.end).unwrap_or(usize::MAX);
@@ -557,73 +583,49 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         );
     }
     report.blocking_sessions = blockers;
+    deletable.sort();
+    deletable.dedup();
 
-    // Step 8: rewrite the index: every pack that exists and is not deleted by this run
-    // (condemned packs stay listed until they are deleted: a snapshot committed in the window
-    // before the record may still read from them). Index objects written by others since the
-    // listing stay; the repack's own stay.
+    // Step 8: rewrite the index, streaming: every pack that exists and is not deleted by this
+    // run (condemned packs stay listed until they are deleted: a snapshot committed in the window
+    // before the record may still read from them), plus the resurrected ones. Index objects
+    // written by others since the listing stay; the repack's own stay.
     let deleted_now: HashSet<Id> = deletable.iter().copied().collect();
-    let mut keep: Vec<&IndexedPack> = live_ids
-        .iter()
-        .map(|id| &indexed[id])
-        .chain(resurrected.iter())
-        .chain(
-            condemned_indexed
-                .values()
-                .filter(|pack| !resurrected_ids.contains(&pack.pack_id)),
-        )
-        .filter(|pack| !deleted_now.contains(&pack.pack_id))
-        .collect();
-    keep.sort_by_key(|pack| pack.pack_id);
-    keep.dedup_by_key(|pack| pack.pack_id);
-    let superseded: Vec<Id> = index_objects.iter().map(|(id, _)| *id).collect();
-    let mut batches: Vec<Vec<IndexedPack>> = vec![Vec::new()];
-    let mut entries_in_batch = 0;
-    for pack in keep {
-        if entries_in_batch + pack.entries.len() > ENTRIES_PER_INDEX && entries_in_batch > 0 {
-            batches.push(Vec::new());
-            entries_in_batch = 0;
-        }
-        entries_in_batch += pack.entries.len();
-        batches.last_mut().expect("one batch").push(pack.clone());
-    }
-    let dangling = index_objects
-        .iter()
-        .flat_map(|(_, object)| &object.packs)
-        .any(|pack| !existing.contains_key(&pack.pack_id));
-    let rewrite_needed = !resurrected.is_empty()
-        || !deletable.is_empty()
-        || dangling
-        || index_objects.len() > batches.len();
+    let rewrite_needed = !resurrected.is_empty() || !deletable.is_empty() || dangling;
     if rewrite_needed {
-        for (position, packs) in batches.into_iter().enumerate() {
-            if packs.is_empty() && position > 0 {
-                continue;
+        let mut writer = IndexWriter {
+            repository,
+            superseded: index_names.clone(),
+            batch: Vec::new(),
+            entries: 0,
+            written: 0,
+        };
+        let mut listed: HashSet<Id> = HashSet::new();
+        let keep = |pack: &IndexedPack, listed: &mut HashSet<Id>| {
+            existing.contains_key(&pack.pack_id)
+                && !deleted_now.contains(&pack.pack_id)
+                && listed.insert(pack.pack_id)
+        };
+        for pack in resurrected {
+            if keep(&pack, &mut listed) {
+                writer.push(pack)?;
             }
-            let object = IndexObject {
-                superseded: if position == 0 {
-                    superseded.clone()
-                } else {
-                    Vec::new()
-                },
-                packs,
-            };
-            let bytes = object.encode(key, repository.config().compression(), seal::random_nonce());
-            let id = Id::of_stored_bytes(&bytes);
-            backend.put(
-                &object_name("index", &id),
-                Bytes::from(bytes),
-                PutMode::Overwrite,
-            )?;
-            report.index_written += 1;
         }
+        for index_id in &index_names {
+            for pack in load(index_id)?.packs {
+                if keep(&pack, &mut listed) {
+                    writer.push(pack)?;
+                }
+            }
+        }
+        report.index_written = writer.finish()?;
     }
 
     // Step 9: delete superseded index objects, then the packs the protocol releases.
     if rewrite_needed {
-        let removed: Vec<Result<()>> = index_objects
+        let removed: Vec<Result<()>> = index_names
             .par_iter()
-            .map(|(id, _)| {
+            .map(|id| {
                 backend
                     .delete(&object_name("index", id))
                     .map_err(Error::from)
@@ -634,8 +636,6 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
             report.index_removed += 1;
         }
     }
-    deletable.sort();
-    deletable.dedup();
     let deleted: Vec<Result<u64>> = deletable
         .par_iter()
         .map(|id| {
@@ -660,6 +660,57 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     repository.apply_prune_state(&repository.load_prune_state()?)?;
     report.requests = backend.stats();
     Ok(report)
+}
+
+/// Writes the rewritten index in objects of at most [`ENTRIES_PER_INDEX`] entries, the first
+/// one superseding every index object the prune read.
+struct IndexWriter<'repo> {
+    repository: &'repo Repository,
+    superseded: Vec<Id>,
+    batch: Vec<IndexedPack>,
+    entries: usize,
+    written: u64,
+}
+
+impl IndexWriter<'_> {
+    fn push(&mut self, pack: IndexedPack) -> Result<()> {
+        if self.entries + pack.entries.len() > ENTRIES_PER_INDEX && !self.batch.is_empty() {
+            self.flush()?;
+        }
+        self.entries += pack.entries.len();
+        self.batch.push(pack);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let object = IndexObject {
+            superseded: std::mem::take(&mut self.superseded),
+            packs: std::mem::take(&mut self.batch),
+        };
+        self.entries = 0;
+        let bytes = object.encode(
+            &self.repository.keys().data_key,
+            self.repository.config().compression(),
+            seal::random_nonce(),
+        );
+        let id = Id::of_stored_bytes(&bytes);
+        self.repository.backend().put(
+            &object_name("index", &id),
+            Bytes::from(bytes),
+            PutMode::Overwrite,
+        )?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Writes the last object (always one, so the superseded list is recorded); returns how
+    /// many were written.
+    fn finish(mut self) -> Result<u64> {
+        if !self.batch.is_empty() || self.written == 0 {
+            self.flush()?;
+        }
+        Ok(self.written)
+    }
 }
 
 /// Deletes the markers of sessions that had ended when this run started and that no record with

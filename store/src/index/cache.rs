@@ -110,6 +110,15 @@ impl IndexCache {
         Ok(cache)
     }
 
+    /// The directory of the cache file, or `None` for a cache in memory.
+    pub fn directory(&self) -> Option<&Path> {
+        if self.path == Path::new("<memory>") {
+            None
+        } else {
+            self.path.parent()
+        }
+    }
+
     /// A cache that lives in memory only (tests, or when the cache file is busy).
     ///
     /// # Errors

@@ -2,3 +2,4 @@
 //! objects, including recovery of packs that were uploaded but never indexed (a crashed backup).
 
 pub mod cache;
+pub mod marks;
