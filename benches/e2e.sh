@@ -27,7 +27,9 @@ set -euo pipefail
 
 BENCHES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCHES/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/bench-target}
+BENCH_NAME=e2e
+# shellcheck source=lib.sh
+source "$BENCHES/lib.sh"
 
 SIZE_GIB=
 REPS=2
@@ -38,16 +40,10 @@ OUT=
 KEEP=0
 S3=0
 while [ $# -gt 0 ]; do
+  common_option "$@"
+  if [ "$SHIFT" -gt 0 ]; then shift "$SHIFT"; continue; fi
   case $1 in
-    --size-gib) SIZE_GIB=$2; shift 2 ;;
-    --reps) REPS=$2; shift 2 ;;
-    --seed) SEED=$2; shift 2 ;;
-    --scratch) SCRATCH=$2; shift 2 ;;
-    --tools) TOOLS=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
-    --keep) KEEP=1; shift ;;
     --s3) S3=1; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "e2e.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -58,9 +54,6 @@ else
 fi
 IFS=, read -r -a TOOL_LIST <<<"$TOOLS"
 MODE=$([ "$S3" = 1 ] && echo s3 || echo local)
-
-log() { echo "[e2e $(date +%T)] $*" >&2; }
-die() { echo "e2e.sh: $*" >&2; exit 1; }
 
 RUN=$SCRATCH/run-$MODE
 CORPUS=$SCRATCH/corpus
@@ -75,67 +68,20 @@ FLUSH=$RUN/flush.tsv      # tool rep step seconds of the sync after the step
 CMDS=$RUN/commands.tsv    # tool step command            (first repetition)
 META=$RUN/meta.tsv        # key value
 : >"$TIMES"; : >"$FLUSH"; : >"$SIZES"; : >"$REQS"; : >"$CMDS"; : >"$META"
-meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
 
 # ------------------------------------------------------------------------------------ (a) build
-log "building cairn and gen_corpus (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$ROOT" && cargo build --release --quiet -p cairn-cli -p cairn-benches --bins)
-CAIRN=$CARGO_TARGET_DIR/release/cairn
-GEN=$CARGO_TARGET_DIR/release/gen_corpus
+build_cairn_and_generator
 
 # ---------------------------------------------------------------------------------- (b) peers
-packages=()
-for tool in "${TOOL_LIST[@]}"; do
-  case $tool in
-    restic) command -v restic >/dev/null || packages+=(restic) ;;
-    borg) command -v borg >/dev/null || packages+=(borgbackup) ;;
-    cairn) ;;
-    *) die "unknown tool $tool" ;;
-  esac
-done
-if [ ${#packages[@]} -gt 0 ]; then
-  sudo=; [ "$(id -u)" -ne 0 ] && sudo=sudo
-  log "installing ${packages[*]} from the distribution"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -q "${packages[@]}" >&2 ||
-    { $sudo apt-get update -q >&2 && $sudo apt-get install -y -q "${packages[@]}" >&2; }
-fi
-command -v /usr/bin/time >/dev/null || die "/usr/bin/time is missing (apt-get install time)"
+install_peers "${TOOL_LIST[@]}"
 
 # ----------------------------------------------------------------------------------- (c) corpus
-stamp="seed=$SEED size=$SIZE_GIB gen=$(sha256sum "$GEN" | cut -c1-16)"
-if [ "$(cat "$CORPUS/.stamp" 2>/dev/null)" = "$stamp" ]; then
-  log "reusing corpus $CORPUS ($stamp)"
-  meta gen_time "reused"
-else
-  log "generating a $SIZE_GIB GiB corpus (seed $SEED) into $CORPUS"
-  rm -rf "$CORPUS"
-  /usr/bin/time -f '%e %M' -o "$RUN/gen.time" "$GEN" --out "$CORPUS" --size-gib "$SIZE_GIB" --seed "$SEED" \
-    --nights 1,2 >"$RUN/logs/gen_corpus.log"
-  echo "$stamp" >"$CORPUS/.stamp"
-  meta gen_time "$(cut -d' ' -f1 "$RUN/gen.time")"
-fi
-tree_bytes() { find "$1" -type f ! -name .stamp -printf '%s\n' | awk '{s += $1} END {printf "%d", s}'; }
+generate_corpus 1,2
 N1_BYTES=$(tree_bytes "$CORPUS/night1")
 N2_BYTES=$(tree_bytes "$CORPUS/night2")
 meta n1_bytes "$N1_BYTES"
 meta n2_bytes "$N2_BYTES"
 meta n1_files "$(find "$CORPUS/night1" -type f | wc -l)"
-
-# Makes the tree $2 identical to $1, rewriting only files whose size or mtime differ (like an
-# application rewriting its outputs; unchanged files keep their inode and ctime).
-sync_tree() {
-  local src=$1 dst=$2
-  mkdir -p "$dst"
-  (cd "$src" && find . -type f -printf '%P\t%s\t%T@\n' | LC_ALL=C sort) >"$RUN/src.lst"
-  (cd "$dst" && find . -type f -printf '%P\t%s\t%T@\n' | LC_ALL=C sort) >"$RUN/dst.lst"
-  LC_ALL=C comm -13 "$RUN/src.lst" "$RUN/dst.lst" | cut -f1 | (cd "$dst" && xargs -r -d '\n' rm -f --)
-  LC_ALL=C comm -23 "$RUN/src.lst" "$RUN/dst.lst" | cut -f1 | tr '\n' '\0' >"$RUN/copy.lst"
-  if [ -s "$RUN/copy.lst" ]; then
-    (cd "$src" && tar -cf - --null -T "$RUN/copy.lst") | (cd "$dst" && tar -xpf -)
-  fi
-  find "$dst" -mindepth 1 -type d -empty -delete
-}
 
 # ------------------------------------------------------------------------------------ S3 server
 if [ "$S3" = 1 ]; then
@@ -169,30 +115,6 @@ PY
 }
 
 # ----------------------------------------------------------------------------- (d) measurements
-export CAIRN_PASSWORD=e2e-bench-password RESTIC_PASSWORD=e2e-bench-password BORG_PASSPHRASE=e2e-bench-password
-export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no
-
-# Sets CMD (an array) to the command of TOOL for STEP, with REPO, CACHE and TARGET set by the caller.
-tool_cmd() {
-  local tool=$1 step=$2
-  local sources=("$LIVE/mongo" "$LIVE/docker" "$LIVE/files")
-  case $tool:$step in
-    cairn:init) CMD=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO" init) ;;
-    cairn:backup*) CMD=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO" backup "${sources[@]}" --json) ;;
-    cairn:restore) CMD=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO" restore latest --target "$TARGET") ;;
-    cairn:check) CMD=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO" check --read-data) ;;
-    restic:init) CMD=(restic -r "$REPO" --cache-dir "$CACHE" init --repository-version 2) ;;
-    restic:backup*) CMD=(restic -r "$REPO" --cache-dir "$CACHE" backup --compression auto --json "${sources[@]}") ;;
-    restic:restore) CMD=(restic -r "$REPO" --cache-dir "$CACHE" restore latest --target "$TARGET") ;;
-    restic:check) CMD=(restic -r "$REPO" --cache-dir "$CACHE" check --read-data) ;;
-    borg:init) CMD=(env BORG_BASE_DIR="$CACHE" borg init --encryption repokey-blake2 "$REPO") ;;
-    borg:backup*) CMD=(env BORG_BASE_DIR="$CACHE" borg create --compression zstd,3 --json "$REPO::$step" "${sources[@]}") ;;
-    borg:restore) CMD=(env -C "$TARGET" BORG_BASE_DIR="$CACHE" borg extract "$REPO::backup2") ;;
-    borg:check) CMD=(env BORG_BASE_DIR="$CACHE" borg check --verify-data "$REPO") ;;
-    *) die "no command for $tool $step" ;;
-  esac
-}
-
 repo_bytes() {
   if [ "$S3" = 1 ]; then s3_bytes "$REPO_KEY"; else du -sb "$REPO" | cut -f1; fi
 }
@@ -204,13 +126,8 @@ measure() {
   [ "$rep" = 1 ] && printf '%s\t%s\t%s\n' "$tool" "$step" "${CMD[*]}" >>"$CMDS"
   local logf="$RUN/logs/$tool-$rep-$step.log" before=0
   [ "$S3" = 1 ] && before=$(wc -l <"$MOTO_LOG")
-  sync # start every step without dirty pages from the previous one
-  if ! /usr/bin/time -f '%e %M' -o "$RUN/time.out" "${CMD[@]}" >"$logf" 2>&1; then
-    tail -n 20 "$logf" >&2
-    die "$tool $step (repetition $rep) failed; log: $logf"
-  fi
-  local secs rss
-  read -r secs rss <"$RUN/time.out"
+  timed "$logf" "${CMD[@]}"
+  local secs=$SECS rss=$RSS_KIB
   printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$secs" "$rss" >>"$TIMES"
   # Writeback the step left behind (a tool that does not fsync its repository leaves more).
   /usr/bin/time -f '%e' -o "$RUN/time.out" sync
@@ -251,7 +168,7 @@ run_tool() {
   sync_tree "$CORPUS/night2" "$LIVE"
   measure "$tool" "$rep" backup2
   mkdir -p "$TARGET"
-  measure "$tool" "$rep" restore
+  ARCHIVE=backup2 measure "$tool" "$rep" restore
   diff -r "$CORPUS/night2" "$TARGET$LIVE" >"$RUN/logs/$tool-$rep-restore.diff" ||
     die "$tool: the restored night 2 differs from the corpus (see $RUN/logs/$tool-$rep-restore.diff)"
   measure "$tool" "$rep" check
@@ -259,39 +176,17 @@ run_tool() {
 }
 
 meta mode "$MODE"
-meta date "$(date -u +%Y-%m-%dT%H:%MZ)"
 meta size_gib "$SIZE_GIB"
 meta seed "$SEED"
 meta reps "$REPS"
 meta tools "$TOOLS"
-meta cpu "$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs"
-meta memory "$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
-meta kernel "$(uname -sr)"
-meta scratch_fs "$(df -T "$SCRATCH" | awk 'NR == 2 {print $2}') ($SCRATCH)"
-meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
-meta cairn_version "$("$CAIRN" --version) ($(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- chunker store cli || echo ', with uncommitted changes'))"
-meta rustc "$(rustc --version)"
-for tool in "${TOOL_LIST[@]}"; do
-  case $tool in
-    restic) meta restic_version "$(restic version)" ;;
-    borg) meta borg_version "$(borg --version)" ;;
-  esac
-done
+record_machine "${TOOL_LIST[@]}"
 
 # Nothing is deleted while measuring: on a filesystem mounted with `discard` (as here), freeing
 # gigabytes slows the following file creations down by an order of magnitude.
 rm -rf "$SCRATCH/repos" "$SCRATCH/cache" "$SCRATCH/restore"
 sync
-for rep in $(seq 1 "$REPS"); do
-  order=("${TOOL_LIST[@]}")
-  if [ $((rep % 2)) = 0 ]; then
-    order=()
-    for ((i = ${#TOOL_LIST[@]} - 1; i >= 0; i--)); do order+=("${TOOL_LIST[$i]}"); done
-  fi
-  log "repetition $rep: ${order[*]}"
-  for tool in "${order[@]}"; do run_tool "$tool" "$rep"; done
-done
-meta load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+run_repetitions
 # Keep cairn's backup summaries (they carry per-run counters such as requests).
 for f in "$RUN"/logs/cairn-*-backup*.log; do
   [ -e "$f" ] && printf '%s\t%s\n' "$(basename "$f" .log)" "$(grep -h '"message_type":"summary"' "$f" | tail -1)" >>"$RUN/cairn-summaries.tsv"

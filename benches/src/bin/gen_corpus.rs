@@ -1,4 +1,4 @@
-//! `gen_corpus`: a fast, deterministic generator of realistic two-night backup inputs.
+//! `gen_corpus`: a fast, deterministic generator of realistic nightly backup inputs.
 //!
 //! It writes the same kinds of data, with the same nightly changes, as the project's reference
 //! Python generator (`gen_corpus.py`, described in the corpus README), about two orders of magnitude
@@ -21,12 +21,18 @@
 //!   PEM, logs, scripts) under `srv/<service>/...`. Night 2: 36 modified (logs appended to), 15
 //!   removed, 24 added.
 //!
-//! Unchanged files carry the night-1 modification time (2025-01-01 04:00 UTC), changed ones a day
-//! later, so a night-2 tree can be synchronised onto a night-1 tree by size and mtime. The output is
+//! Night `N > 2` applies the same kinds of changes again, with fresh randomness, to night `N - 1`
+//! (cumulatively: a document or file changed on night 3 stays changed on night 30), so a series of
+//! nights is a server's history and a prune has something to free. Unchanged files carry the
+//! night-1 modification time (2025-01-01 04:00 UTC), changed ones that of the night that last
+//! changed them (a day later per night), so a night-`N` tree can be synchronised onto a
+//! night-`N - 1` tree by size and mtime. Night 2 is byte-identical to what the two-night generator
+//! wrote. The output is
 //! a pure function of `--seed` and `--size-gib` (independent of `--threads`). Datasets and nights
 //! are generated in parallel.
 //!
-//! Example: `gen_corpus --out /tmp/corpus --size-gib 1 --seed 42 --nights 1,2`
+//! Example: `gen_corpus --out /tmp/corpus --size-gib 1 --seed 42 --nights 1,2` (30 nights:
+//! `--nights $(seq -s, 1 30)`)
 
 #![allow(
     clippy::cast_possible_truncation,
@@ -49,8 +55,6 @@ use rayon::prelude::*;
 
 /// Night-1 modification time: 2025-01-01 04:00 UTC.
 const T1: u64 = 1_735_704_000;
-/// Modification time of whatever changed for night 2.
-const T2: u64 = T1 + 86_400;
 /// Base of the documents' millisecond timestamps.
 const BASE_MS: i64 = 1_600_000_000_000;
 /// Largest mongodump namespace segment.
@@ -58,7 +62,7 @@ const SEGMENT: usize = 16 * 1024 * 1024;
 /// `fs.chunks` payload size (the `GridFS` default chunk size).
 const GRIDFS_CHUNK: usize = 261_120;
 
-/// Generates a deterministic two-night corpus of backup inputs.
+/// Generates a deterministic corpus of nightly backup inputs.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -71,7 +75,7 @@ struct Args {
     /// Seed of everything.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Nights to write, comma-separated (1 = base, 2 = with the nightly changes).
+    /// Nights to write, comma-separated (1 = base, N = night N - 1 with the nightly changes).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     nights: Vec<u32>,
     /// Datasets to write, comma-separated.
@@ -695,8 +699,10 @@ fn mongo_doc(g: &Gen, collection: &str, idx: u64, ver: u64, out: &mut Vec<u8>) {
     bson::end(out, doc);
 }
 
-/// The `(idx, ver)` of a collection's documents in dump order for a night. Night 2: before ~1% of
-/// the documents a new one is inserted, ~1% are deleted and ~2% modified (version 1).
+/// The `(idx, ver)` of a collection's documents in dump order for a night. Each night `k >= 2`
+/// changes night `k - 1`: before ~1% of the night-1 positions a new document is inserted, ~1% of
+/// the surviving night-1 documents are deleted and ~2% modified (version `k - 1`). Inserted
+/// documents are never modified or deleted later.
 #[derive(Debug)]
 struct DocIds {
     /// Corpus seed.
@@ -705,14 +711,15 @@ struct DocIds {
     collection: &'static str,
     /// Night-1 document count.
     count: u64,
-    /// Night (1 or 2).
+    /// Night (1, 2, ...).
     night: u32,
     /// Next night-1 document to consider.
     next: u64,
-    /// Index of the next inserted document.
-    extra: u64,
-    /// A document to yield after an inserted one.
-    pending: Option<(u64, u64)>,
+    /// Documents inserted so far by each night `k` (at index `k - 2`): ordinals, so that an
+    /// inserted document keeps its index on every later night.
+    inserted: Vec<u64>,
+    /// Documents to yield before looking at the next night-1 document.
+    pending: VecDeque<(u64, u64)>,
 }
 
 impl DocIds {
@@ -724,8 +731,8 @@ impl DocIds {
             count,
             night,
             next: 0,
-            extra: count,
-            pending: None,
+            inserted: vec![0; night.saturating_sub(1) as usize],
+            pending: VecDeque::new(),
         }
     }
 }
@@ -734,40 +741,55 @@ impl Iterator for DocIds {
     type Item = (u64, u64);
 
     fn next(&mut self) -> Option<(u64, u64)> {
-        if let Some(pending) = self.pending.take() {
-            return Some(pending);
-        }
         loop {
+            if let Some(pending) = self.pending.pop_front() {
+                return Some(pending);
+            }
             if self.next >= self.count {
                 return None;
             }
             let idx = self.next;
             self.next += 1;
-            if self.night == 1 {
-                return Some((idx, 0));
-            }
             let name = self.collection.as_bytes();
-            let mut r = Rng::derive(self.seed, &[b"mut", name, &idx.to_le_bytes()]);
-            let inserted = r.chance(0.01);
-            let x = r.unit();
-            let own = if x < 0.01 {
-                None
-            } else if x < 0.03 {
-                Some((idx, 1))
-            } else {
-                Some((idx, 0))
-            };
-            if inserted {
-                let new = self.extra;
-                self.extra += 1;
-                self.pending = own;
-                return Some((new, 0));
+            let mut own = Some((idx, 0));
+            for k in 2..=u64::from(self.night) {
+                let mut r = nightly_rng(self.seed, k, &[b"mut", name, &idx.to_le_bytes()]);
+                if r.chance(0.01) {
+                    // Night k's inserts get the indices (k - 1) * count + ordinal.
+                    let ordinal = &mut self.inserted[(k - 2) as usize];
+                    self.pending.push_back(((k - 1) * self.count + *ordinal, 0));
+                    *ordinal += 1;
+                }
+                let x = r.unit();
+                if own.is_some() {
+                    if x < 0.01 {
+                        own = None;
+                    } else if x < 0.03 {
+                        own = Some((idx, k - 1));
+                    }
+                }
             }
-            if own.is_some() {
-                return own;
-            }
+            self.pending.extend(own);
         }
     }
+}
+
+/// The random stream of night `k`'s changes labelled `parts`: night 2 keeps the labels it has
+/// always had (so that two-night corpora stay byte-identical), later nights add `k`.
+fn nightly_rng(seed: u64, k: u64, parts: &[&[u8]]) -> Rng {
+    if k == 2 {
+        Rng::derive(seed, parts)
+    } else {
+        let night = k.to_le_bytes();
+        let mut labelled = parts.to_vec();
+        labelled.push(&night);
+        Rng::derive(seed, &labelled)
+    }
+}
+
+/// Modification time of what changed on `night` (night 1: `T1`, then a day later each night).
+fn night_mtime(night: u64) -> u64 {
+    T1 + (night - 1) * 86_400
 }
 
 /// Appends a segment header (or, with `eof`, the collection's end marker) to `out`.
@@ -892,7 +914,7 @@ fn write_mongo(g: &Gen, path: &Path, total: u64, night: u32) -> Result<u64> {
     }
     out.flush()?;
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-    set_mtime(&file, if night == 1 { T1 } else { T2 })?;
+    set_mtime(&file, night_mtime(night.into()))?;
     Ok(written)
 }
 
@@ -1080,7 +1102,7 @@ const LAYERS: [Layer; 4] = [
     ),
 ];
 
-/// A file of a layer: path, size, whether it is a binary, and whether it changed for night 2.
+/// A file of a layer: path, size, whether it is a binary, and the night it last changed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct LayerFile {
     /// Path inside the layer.
@@ -1089,7 +1111,7 @@ struct LayerFile {
     size: usize,
     /// Binary (executable-like) rather than text.
     binary: bool,
-    /// Content version (1: changed for night 2).
+    /// Content version: 0 on night 1, `k - 1` once changed by night `k`.
     version: u64,
 }
 
@@ -1122,9 +1144,10 @@ fn layer_files(g: &Gen, layer: &Layer, total: u64) -> Vec<LayerFile> {
     files
 }
 
-/// Rebuilds the app layer for night 2: ~3% of files removed, 1/30 added, ~30% changed.
-fn rebuild_app_layer(g: &Gen, files: Vec<LayerFile>) -> Vec<LayerFile> {
-    let mut r = Rng::derive(g.seed, &[b"applayer-n2"]);
+/// Rebuilds the app layer of night `k - 1` for night `k`: ~3% of files removed, 1/30 added,
+/// ~30% changed.
+fn rebuild_app_layer(g: &Gen, files: Vec<LayerFile>, k: u64) -> Vec<LayerFile> {
+    let mut r = nightly_rng(g.seed, k, &[b"applayer-n2"]);
     let added = files.len() / 30;
     let mut next: Vec<LayerFile> = files.into_iter().filter(|_| r.unit() > 0.03).collect();
     for _ in 0..added {
@@ -1140,20 +1163,14 @@ fn rebuild_app_layer(g: &Gen, files: Vec<LayerFile>) -> Vec<LayerFile> {
     next.sort();
     for file in &mut next {
         if r.chance(0.30) {
-            file.version = 1;
+            file.version = k - 1;
         }
     }
     next
 }
 
 /// Writes a layer tar of `files` to `path`; returns its size and digest.
-fn write_layer(
-    g: &Gen,
-    key: &str,
-    files: &[LayerFile],
-    path: &Path,
-    mtime: u64,
-) -> Result<(u64, String)> {
+fn write_layer(g: &Gen, key: &str, files: &[LayerFile], path: &Path) -> Result<(u64, String)> {
     let out = Hashing {
         inner: BufWriter::with_capacity(1 << 20, File::create(path)?),
         hasher: blake3::Hasher::new(),
@@ -1186,8 +1203,7 @@ fn write_layer(
             g.text(&mut r, file.size, &mut data);
         }
         let mode = if file.binary { 0o755 } else { 0o644 };
-        let file_mtime = if file.version > 0 { mtime } else { T1 };
-        tar.file(&file.name, mode, file_mtime, &data)?;
+        tar.file(&file.name, mode, night_mtime(file.version + 1), &data)?;
     }
     let (mut out, size) = tar.finish()?;
     out.flush()?;
@@ -1204,21 +1220,23 @@ enum Blob<'a> {
 
 /// Writes the `docker save` tar of `total` bytes for `night`; returns its size.
 fn write_docker(g: &Gen, path: &Path, total: u64, night: u32) -> Result<u64> {
-    let mtime = if night == 2 { T2 } else { T1 };
+    let mtime = night_mtime(night.into());
     let parts: Vec<(u64, String, PathBuf)> = LAYERS
         .par_iter()
         .enumerate()
         .map(|(index, layer)| {
             let mut files = layer_files(g, layer, (total as f64 * layer.1) as u64);
-            if night == 2 && index == LAYERS.len() - 1 {
-                files = rebuild_app_layer(g, files);
+            if index == LAYERS.len() - 1 {
+                for k in 2..=u64::from(night) {
+                    files = rebuild_app_layer(g, files, k);
+                }
             }
             let part = path.with_extension(format!("layer{index}.part"));
-            let (size, digest) = write_layer(g, layer.0, &files, &part, mtime)?;
+            let (size, digest) = write_layer(g, layer.0, &files, &part)?;
             Ok((size, digest, part))
         })
         .collect::<Result<_>>()?;
-    let created = format!("2025-01-0{night}T03:00:00Z");
+    let created = iso8601((mtime - 3600) as i64);
     let diff_ids: Vec<String> = parts
         .iter()
         .map(|(_, digest, _)| format!("\"sha256:{digest}\""))
@@ -1523,79 +1541,126 @@ impl std::fmt::Write for VecWriter<'_> {
     }
 }
 
+/// A file of the small-file tree on some night.
+#[derive(Debug, Clone)]
+struct TreeFile {
+    /// Index of its content streams: its place in the night-1 plan, or past the plan for a file
+    /// added later.
+    index: usize,
+    /// Path relative to the tree.
+    name: String,
+    /// Content kind.
+    kind: Kind,
+    /// Size in bytes before anything was appended.
+    base_size: usize,
+    /// Content version: 0, or `k - 1` once rewritten by night `k`.
+    version: u64,
+    /// Log lines appended since night 1: (version of the night that appended them, bytes).
+    appended: Vec<(u64, usize)>,
+    /// Modification time.
+    mtime: u64,
+}
+
+impl TreeFile {
+    /// Size in bytes.
+    fn size(&self) -> usize {
+        self.base_size + self.appended.iter().map(|&(_, bytes)| bytes).sum::<usize>()
+    }
+}
+
+/// The small-file tree of night `k - 1` changed for night `k`: 36 files modified (logs appended
+/// to, others rewritten), 15 removed, 24 added.
+fn change_tree(g: &Gen, files: &[TreeFile], plan_len: usize, k: u64) -> Vec<TreeFile> {
+    let mut r = nightly_rng(g.seed, k, &[b"tree-n2"]);
+    let positions: Vec<usize> = (0..files.len()).collect();
+    let modified: HashSet<usize> = r
+        .sample(&positions, 36.min(files.len()))
+        .into_iter()
+        .collect();
+    let others: Vec<usize> = positions
+        .iter()
+        .copied()
+        .filter(|position| !modified.contains(position))
+        .collect();
+    let removed: HashSet<usize> = r
+        .sample(&others, 15.min(others.len()))
+        .into_iter()
+        .collect();
+    let mut next = Vec::with_capacity(files.len() + 24);
+    for (position, file) in files.iter().enumerate() {
+        if removed.contains(&position) {
+            continue;
+        }
+        let mut file = file.clone();
+        if modified.contains(&position) {
+            if file.kind == Kind::Log {
+                file.appended.push((k - 1, r.range_usize(1000, 20_000)));
+            } else {
+                file.version = k - 1;
+            }
+            file.mtime = night_mtime(k);
+        }
+        next.push(file);
+    }
+    for j in 0..24 {
+        let base = &files[r.below(files.len() as u64) as usize];
+        let dir = base.name.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let name = format!("{dir}/new-{}.yml", hex(&r.bytes::<3>()));
+        next.push(TreeFile {
+            index: plan_len + (k as usize - 2) * 24 + j,
+            name,
+            kind: Kind::Yaml,
+            base_size: r.range_usize(200, 8000),
+            version: 0,
+            appended: Vec::new(),
+            mtime: night_mtime(k),
+        });
+    }
+    next
+}
+
 /// Writes the small-file tree for `night`; returns its total size.
 fn write_files(g: &Gen, root: &Path, total: u64, count: usize, night: u32) -> Result<u64> {
     let plan = small_files_plan(g, total, count);
-    // (plan index, name, kind, size, version)
-    let mut items: Vec<(usize, String, Kind, usize, u64)> = Vec::with_capacity(plan.len() + 24);
-    if night == 2 {
-        let mut r = Rng::derive(g.seed, &[b"tree-n2"]);
-        let indices: Vec<usize> = (0..plan.len()).collect();
-        let modified: HashSet<usize> = r.sample(&indices, 36.min(plan.len())).into_iter().collect();
-        let others: Vec<usize> = indices
-            .iter()
-            .copied()
-            .filter(|i| !modified.contains(i))
-            .collect();
-        let removed: HashSet<usize> = r
-            .sample(&others, 15.min(others.len()))
-            .into_iter()
-            .collect();
-        for (i, file) in plan.iter().enumerate() {
-            if removed.contains(&i) {
-                continue;
-            }
-            let version = u64::from(modified.contains(&i));
-            let mut size = file.size;
-            if version == 1 && file.kind == Kind::Log {
-                size += r.range_usize(1000, 20_000);
-            }
-            items.push((i, file.name.clone(), file.kind, size, version));
-        }
-        for j in 0..24 {
-            let base = &plan[r.below(plan.len() as u64) as usize];
-            let dir = base.name.rsplit_once('/').map_or("", |(dir, _)| dir);
-            let name = format!("{dir}/new-{}.yml", hex(&r.bytes::<3>()));
-            let size = r.range_usize(200, 8000);
-            items.push((plan.len() + j, name, Kind::Yaml, size, 0));
-        }
-    } else {
-        items.extend(
-            plan.iter()
-                .enumerate()
-                .map(|(i, file)| (i, file.name.clone(), file.kind, file.size, 0)),
-        );
+    let mut files: Vec<TreeFile> = plan
+        .iter()
+        .enumerate()
+        .map(|(index, file)| TreeFile {
+            index,
+            name: file.name.clone(),
+            kind: file.kind,
+            base_size: file.size,
+            version: 0,
+            appended: Vec::new(),
+            mtime: T1,
+        })
+        .collect();
+    for k in 2..=u64::from(night) {
+        files = change_tree(g, &files, plan.len(), k);
     }
-    let written: u64 = items
+    let written: u64 = files
         .par_chunks(256)
         .map(|batch| {
             let mut data = Vec::new();
             let mut bytes = 0;
-            for (i, name, kind, size, version) in batch {
-                let (i, kind, size, version) = (*i, *kind, *size, *version);
-                let mut r = Rng::derive(
-                    g.seed,
-                    &[b"sfile", &i.to_le_bytes(), &version.to_le_bytes()],
-                );
+            for file in batch {
+                let index = file.index.to_le_bytes();
+                let mut r = Rng::derive(g.seed, &[b"sfile", &index, &file.version.to_le_bytes()]);
                 data.clear();
-                if kind == Kind::Log && version == 1 {
-                    // Appended to, not rewritten.
-                    let mut r0 =
-                        Rng::derive(g.seed, &[b"sfile", &i.to_le_bytes(), &0_u64.to_le_bytes()]);
-                    small_file_content(g, &mut r0, kind, plan[i].size, &mut data);
-                    let rest = size - data.len();
-                    small_file_content(g, &mut r, kind, rest, &mut data);
-                } else {
-                    small_file_content(g, &mut r, kind, size, &mut data);
+                small_file_content(g, &mut r, file.kind, file.base_size, &mut data);
+                // Logs are appended to, not rewritten.
+                for (version, size) in &file.appended {
+                    let mut r = Rng::derive(g.seed, &[b"sfile", &index, &version.to_le_bytes()]);
+                    small_file_content(g, &mut r, file.kind, *size, &mut data);
                 }
-                let path = root.join(name);
+                debug_assert_eq!(data.len(), file.size());
+                let path = root.join(&file.name);
                 if let Some(parent) = path.parent() {
                     fs::create_dir_all(parent)?;
                 }
-                let mut file = File::create(&path)?;
-                file.write_all(&data)?;
-                let changed = night == 2 && (version == 1 || i >= plan.len());
-                set_mtime(&file, if changed { T2 } else { T1 })?;
+                let mut out = File::create(&path)?;
+                out.write_all(&data)?;
+                set_mtime(&out, file.mtime)?;
                 bytes += data.len() as u64;
             }
             anyhow::Ok(bytes)
@@ -1615,7 +1680,7 @@ fn set_mtime(file: &File, secs: u64) -> io::Result<()> {
 /// One unit of work: a dataset of a night.
 #[derive(Debug, Clone, Copy)]
 struct Task {
-    /// Night (1 or 2).
+    /// Night (1, 2, ...).
     night: u32,
     /// `mongo`, `docker` or `files`.
     dataset: &'static str,
@@ -1650,8 +1715,8 @@ fn main() -> Result<()> {
     if args.size_gib.is_nan() || args.size_gib <= 0.0 {
         bail!("--size-gib must be positive");
     }
-    if let Some(night) = args.nights.iter().find(|&&night| night != 1 && night != 2) {
-        bail!("night {night}: only nights 1 and 2 are defined");
+    if args.nights.contains(&0) {
+        bail!("nights are numbered from 1");
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
@@ -1772,6 +1837,87 @@ mod tests {
         let tar = fs::read(base.join("a/night1/docker/image.tar")).unwrap();
         assert_eq!(tar.len() % 10_240, 0);
         assert_eq!(&tar[257..263], b"ustar\0");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// Every file of a tree by relative path: (modification time, bytes).
+    fn read_tree(
+        root: &Path,
+    ) -> std::collections::BTreeMap<PathBuf, (std::time::SystemTime, Vec<u8>)> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+                    let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                    out.insert(rel, (mtime, fs::read(&path).unwrap()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn later_nights_change_the_night_before_and_sync_by_mtime() {
+        let base = std::env::temp_dir().join(format!("gen-corpus-nights-{}", std::process::id()));
+        let args = Args {
+            out: base.clone(),
+            size_gib: 0.004,
+            seed: 9,
+            nights: vec![2, 3, 4],
+            only: vec!["mongo".into(), "docker".into(), "files".into()],
+            threads: 0,
+        };
+        let g = Gen::new(args.seed);
+        for night in [2, 3, 4] {
+            for dataset in ["mongo", "docker", "files"] {
+                run_task(&g, &args, Task { night, dataset }).unwrap();
+            }
+        }
+        for (before, after) in [("night2", "night3"), ("night3", "night4")] {
+            let old = read_tree(&base.join(before).join("files"));
+            let new = read_tree(&base.join(after).join("files"));
+            // A file that keeps its modification time keeps its bytes, so syncing by size and
+            // mtime reproduces the next night.
+            let mut changed = 0;
+            for (path, (mtime, bytes)) in &new {
+                match old.get(path) {
+                    Some((old_mtime, old_bytes)) if old_mtime == mtime => {
+                        assert!(
+                            old_bytes == bytes,
+                            "{after}/{}: same mtime, other bytes",
+                            path.display()
+                        );
+                    }
+                    Some(_) => changed += 1,
+                    None => {}
+                }
+            }
+            let removed = old.keys().filter(|path| !new.contains_key(*path)).count();
+            let added = new.keys().filter(|path| !old.contains_key(*path)).count();
+            assert_eq!(
+                (changed, removed, added),
+                (36, 15, 24),
+                "{before} -> {after}"
+            );
+            for rel in ["mongo/app.archive", "docker/image.tar"] {
+                let old = fs::read(base.join(before).join(rel)).unwrap();
+                let new = fs::read(base.join(after).join(rel)).unwrap();
+                assert_ne!(old, new, "{after}/{rel}");
+            }
+            let (_, docs_old) =
+                walk_archive(&fs::read(base.join(before).join("mongo/app.archive")).unwrap());
+            let (_, docs_new) =
+                walk_archive(&fs::read(base.join(after).join("mongo/app.archive")).unwrap());
+            assert!(
+                docs_old.abs_diff(docs_new) * 20 < docs_old,
+                "{docs_old} vs {docs_new}"
+            );
+        }
         fs::remove_dir_all(&base).unwrap();
     }
 
