@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
-  1    fatal error (including damage found by check or restore)
+  1    fatal error (including damage found by check or restore, and snapshots repair could
+       not salvage)
   3    backup snapshot written, but some source files could not be read (listed)
   10   repository does not exist
   11   another prune holds the repository's prune lease (try again later)
@@ -113,6 +114,46 @@ pub enum Command {
     /// Manage the passwords (key objects) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Repair a damaged repository: rebuild the index from the packs, or write snapshots
+    /// without their lost files
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+/// `cairn repair ...`.
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the repository's index objects from the packs' trailers (replaces every index
+    /// object; takes the prune lease)
+    Index(RepairIndexArgs),
+    /// Write a new snapshot (tagged `repaired`) without the files and directories whose data is
+    /// lost or damaged; the original stays unless --forget
+    Snapshots(RepairSnapshotsArgs),
+}
+
+/// `cairn repair index`.
+#[derive(Debug, Args)]
+pub struct RepairIndexArgs {
+    /// Seconds after which a prune may take over this repair's lease if it stops renewing it
+    #[arg(long, default_value_t = 900)]
+    pub lease_ttl: u64,
+}
+
+/// `cairn repair snapshots`.
+#[derive(Debug, Args)]
+pub struct RepairSnapshotsArgs {
+    /// Snapshots to repair (ID, unique ID prefix, or `latest`); default: every snapshot
+    pub snapshots: Vec<String>,
+    /// Also download every pack and authenticate every blob, so damaged (not only missing)
+    /// data is found
+    #[arg(long)]
+    pub read_data: bool,
+    /// Delete each original snapshot once its repaired snapshot is written
+    #[arg(long)]
+    pub forget: bool,
+    /// Show what would be dropped; write and delete nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 /// `cairn prune`.

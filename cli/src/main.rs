@@ -58,6 +58,9 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Index(command) => commands::index::run(global, command).map(|()| Completion::Done),
         Command::Prune(args) => commands::prune::run(global, args).map(|()| Completion::Done),
         Command::Key(command) => commands::key::run(global, command).map(|()| Completion::Done),
+        Command::Repair(command) => {
+            commands::repair::run(global, command).map(|()| Completion::Done)
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! cairn's repository library: the format (pure), crypto (pure), backends, the local index cache,
-//! and the use cases backup, restore, dump, check and forget (with its pure retention policy).
-//! It never prints; callers render results.
+//! and the use cases backup, restore, dump, check, forget (with its pure retention policy), prune
+//! and repair. It never prints; callers render results.
 //!
 //! See ARCHITECTURE.md for the map and FORMAT.md for the bytes.
 
@@ -18,6 +18,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod packer;
 pub mod prune;
+pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod retention;

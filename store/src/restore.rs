@@ -92,6 +92,10 @@ impl Planner<'_> {
                 return;
             }
         };
+        self.plan_nodes(tree, destination);
+    }
+
+    fn plan_nodes(&mut self, tree: crate::format::tree::Tree, destination: &Path) {
         for node in tree.nodes {
             let path = destination.join(std::ffi::OsStr::from_bytes(&node.name));
             self.plan_node(node, path);
@@ -101,13 +105,21 @@ impl Planner<'_> {
     fn plan_node(&mut self, node: Node, path: PathBuf) {
         match &node.kind {
             NodeKind::Directory { subtree } => {
-                let subtree = *subtree;
+                // The listing first: a directory whose tree is lost is reported and not
+                // created, so nothing empty stands in for it.
+                let tree = match self.repository.load_tree(subtree) {
+                    Ok(tree) => tree,
+                    Err(error) => {
+                        self.outcome.failed.push((path, error));
+                        return;
+                    }
+                };
                 if let Err(error) = make_directory(&path) {
                     self.outcome.failed.push((path, error));
                     return;
                 }
                 self.outcome.directories += 1;
-                self.plan_tree(&subtree, &path);
+                self.plan_nodes(tree, &path);
                 self.directories.push((path, node));
             }
             NodeKind::Symlink { target } => {
@@ -278,7 +290,10 @@ fn finish_file(open: OpenFile, job: &FileJob) -> Result<u64> {
         let _ = fs::remove_file(&temporary);
         return Err(Error::ContentMismatch(job.path.clone()));
     }
-    apply_file_metadata(&file, &temporary, &job.node)?;
+    if let Err(error) = apply_file_metadata(&file, &temporary, &job.node) {
+        let _ = fs::remove_file(&temporary);
+        return Err(error);
+    }
     drop(file);
     fs::rename(&temporary, &job.path)
         .map_err(|error| Error::local("rename into place", &job.path, error))?;

@@ -125,6 +125,20 @@ impl<'repo> BlobSaver<'repo> {
     /// # Errors
     /// Cache or backend failures, including a failed upload of an earlier pack.
     pub fn save(&mut self, blob_type: BlobType, blobs: &[&[u8]]) -> Result<Vec<Id>> {
+        self.save_replacing(blob_type, blobs, &|_| false)
+    }
+
+    /// Like [`BlobSaver::save`], but a blob for which `unusable` holds is stored again even
+    /// when the index lists it: its known copies are lost or damaged (`repair snapshots`).
+    ///
+    /// # Errors
+    /// Cache or backend failures, including a failed upload of an earlier pack.
+    pub fn save_replacing(
+        &mut self,
+        blob_type: BlobType,
+        blobs: &[&[u8]],
+        unusable: &dyn Fn(&Id) -> bool,
+    ) -> Result<Vec<Id>> {
         let keys = self.repository.keys();
         let ids: Vec<Id> = blobs
             .par_iter()
@@ -134,7 +148,9 @@ impl<'repo> BlobSaver<'repo> {
         let mut fresh: Vec<usize> = Vec::new();
         for (position, (id, location)) in ids.iter().zip(&known).enumerate() {
             // A condemned pack may be deleted once this run ends: store the blob again.
-            match location.filter(|location| !self.repository.is_condemned(&location.pack_id)) {
+            match location.filter(|location| {
+                !self.repository.is_condemned(&location.pack_id) && !unusable(id)
+            }) {
                 Some(location) => {
                     self.relied.insert(location.pack_id);
                 }

@@ -13,4 +13,5 @@ mod incremental;
 mod keys;
 mod netfaults;
 mod prune;
+mod repair;
 mod support;

@@ -37,6 +37,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
             "files_restored": outcome.files, "directories_restored": outcome.directories,
             "symlinks_restored": outcome.symlinks, "bytes_restored": outcome.bytes,
             "errors": outcome.failed.len(),
+            "failed_paths": outcome.failed.iter().map(|(path, _)| path.to_string_lossy()).collect::<Vec<_>>(),
         }));
     } else if !global.quiet {
         println!(

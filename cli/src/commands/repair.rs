@@ -1,0 +1,252 @@
+//! `cairn repair index` and `cairn repair snapshots`.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use cairn_store::repair::{
+    self, DroppedKind, RepairIndexOptions, RepairIndexReport, RepairSnapshotsOptions,
+    RepairSnapshotsReport, SnapshotRepair,
+};
+
+use crate::args::{GlobalArgs, RepairCommand, RepairIndexArgs, RepairSnapshotsArgs};
+use crate::render;
+use crate::settings;
+
+/// Runs a repair subcommand.
+pub fn run(global: &GlobalArgs, command: &RepairCommand) -> Result<()> {
+    match command {
+        RepairCommand::Index(args) => index(global, args),
+        RepairCommand::Snapshots(args) => snapshots(global, args),
+    }
+}
+
+fn index(global: &GlobalArgs, args: &RepairIndexArgs) -> Result<()> {
+    let repository = settings::open_repository(global)?;
+    let report = repair::repair_index(
+        &repository,
+        &RepairIndexOptions {
+            lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
+        },
+    )?;
+    print_index_report(global, &report);
+    Ok(())
+}
+
+fn print_index_report(global: &GlobalArgs, report: &RepairIndexReport) {
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "summary",
+            "packs_read": report.packs_read,
+            "packs_unreadable": report.packs_unreadable.iter().map(|pack| serde_json::json!({
+                "pack": pack.name, "reason": pack.reason, "entries_kept": pack.entries_kept,
+            })).collect::<Vec<_>>(),
+            "packs_condemned": report.packs_condemned,
+            "blobs_indexed": report.blobs_indexed,
+            "index_written": report.index_written,
+            "index_removed": report.index_removed,
+            "index_kept": report.index_kept,
+        }));
+        return;
+    }
+    for pack in &report.packs_unreadable {
+        if pack.entries_kept {
+            eprintln!(
+                "warning: pack {} cannot be read ({}); its entries were kept from the old index: run `cairn check --read-data`",
+                pack.name, pack.reason
+            );
+        } else {
+            eprintln!(
+                "warning: pack {} cannot be read ({}); left out of the index: run `cairn check`, then `cairn repair snapshots`",
+                pack.name, pack.reason
+            );
+        }
+    }
+    if global.quiet {
+        return;
+    }
+    println!(
+        "read the trailers of {} packs ({} unreadable); indexed {} blobs in {} new index objects",
+        report.packs_read,
+        report.packs_unreadable.len(),
+        report.blobs_indexed,
+        report.index_written
+    );
+    if report.packs_condemned > 0 {
+        println!(
+            "{} of those packs are condemned by prune and stay so (the next prune deletes them)",
+            report.packs_condemned
+        );
+    }
+    if report.index_kept > 0 {
+        println!(
+            "append-only: kept {} old index objects beside the new ones",
+            report.index_kept
+        );
+    } else {
+        println!("removed {} old index objects", report.index_removed);
+    }
+}
+
+fn snapshots(global: &GlobalArgs, args: &RepairSnapshotsArgs) -> Result<()> {
+    let repository = settings::open_repository(global)?;
+    let report = repair::repair_snapshots(
+        &repository,
+        &RepairSnapshotsOptions {
+            snapshots: args.snapshots.clone(),
+            read_data: args.read_data,
+            forget: args.forget,
+            dry_run: args.dry_run,
+            host: settings::host_name(),
+            program_version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+    )?;
+    print_snapshots_report(global, args, &report);
+    let unrepaired = report
+        .damaged
+        .iter()
+        .filter(|entry| entry.unrepairable.is_some())
+        .count();
+    if !args.dry_run && (unrepaired > 0 || !report.unreadable_snapshots.is_empty()) {
+        bail!(
+            "{} snapshots could not be repaired and {} cannot be read (listed above); forget them when you no longer need what is left of them",
+            unrepaired,
+            report.unreadable_snapshots.len()
+        );
+    }
+    Ok(())
+}
+
+fn kind_name(kind: DroppedKind) -> &'static str {
+    match kind {
+        DroppedKind::File => "file",
+        DroppedKind::Directory => "directory",
+    }
+}
+
+/// Repaired snapshots written by this run (or that a dry run would write).
+fn written(report: &RepairSnapshotsReport) -> usize {
+    report
+        .damaged
+        .iter()
+        .filter(|entry| entry.unrepairable.is_none() && !entry.already_repaired)
+        .count()
+}
+
+fn snapshot_json(entry: &SnapshotRepair) -> serde_json::Value {
+    serde_json::json!({
+        "message_type": "snapshot",
+        "snapshot_id": entry.original.to_hex(),
+        "time": render::rfc3339(entry.snapshot.time),
+        "host": entry.snapshot.host,
+        "paths": entry.snapshot.source.names(),
+        "dropped": entry.dropped.iter().map(|dropped| serde_json::json!({
+            "path": dropped.path, "kind": kind_name(dropped.kind), "size": dropped.size,
+            "object": dropped.object,
+        })).collect::<Vec<_>>(),
+        "repaired_snapshot_id": entry.repaired.map(|id| id.to_hex()),
+        "already_repaired": entry.already_repaired,
+        "unrepairable": entry.unrepairable,
+        "forgotten": entry.forgotten,
+    })
+}
+
+fn print_snapshots_report(
+    global: &GlobalArgs,
+    args: &RepairSnapshotsArgs,
+    report: &RepairSnapshotsReport,
+) {
+    if global.json {
+        for entry in &report.damaged {
+            render::json_line(&snapshot_json(entry));
+        }
+        render::json_line(&serde_json::json!({
+            "message_type": "summary",
+            "dry_run": args.dry_run,
+            "snapshots_checked": report.snapshots_checked,
+            "snapshots_damaged": report.damaged.len(),
+            "snapshots_written": written(report),
+            "snapshots_forgotten": report.damaged.iter().filter(|entry| entry.forgotten).count(),
+            "unreadable_snapshots": report.unreadable_snapshots.iter().map(|(name, reason)| serde_json::json!({"object": name, "reason": reason})).collect::<Vec<_>>(),
+            "damaged_index": report.damaged_index,
+            "packs_read": report.packs_read,
+            "bytes_read": report.bytes_read,
+            "trees_written": report.trees_written,
+            "blobs_copied": report.blobs_copied,
+            "bytes_added": report.bytes_added,
+        }));
+        return;
+    }
+    for name in &report.damaged_index {
+        eprintln!(
+            "warning: index object {name} cannot be read; the blobs only it lists count as lost: run `cairn repair index` first"
+        );
+    }
+    for (name, reason) in &report.unreadable_snapshots {
+        eprintln!("error: snapshot object {name} cannot be read: {reason}");
+    }
+    for entry in &report.damaged {
+        if let Some(reason) = &entry.unrepairable {
+            eprintln!(
+                "error: snapshot {} cannot be repaired: {reason}",
+                entry.original.short()
+            );
+        }
+    }
+    if global.quiet {
+        return;
+    }
+    for entry in &report.damaged {
+        println!(
+            "snapshot {} of {} on {} ({}): {} entries lost",
+            entry.original.short(),
+            render::local_time(entry.snapshot.time),
+            entry.snapshot.host,
+            entry.snapshot.source.names().join(", "),
+            entry.dropped.len()
+        );
+        for dropped in &entry.dropped {
+            println!(
+                "  {} {} {} (needs {})",
+                if args.dry_run {
+                    "would drop"
+                } else {
+                    "dropped"
+                },
+                kind_name(dropped.kind),
+                dropped.path,
+                dropped.object
+            );
+        }
+        match (entry.repaired, entry.already_repaired) {
+            (Some(id), true) => println!("  already repaired as snapshot {}", id.short()),
+            (Some(id), false) => println!("  wrote repaired snapshot {}", id.short()),
+            (None, _) if entry.unrepairable.is_none() && args.dry_run => {
+                println!("  would write a repaired snapshot tagged `repaired`");
+            }
+            (None, _) => {}
+        }
+        if entry.forgotten {
+            println!("  removed the original snapshot {}", entry.original.short());
+        }
+    }
+    println!(
+        "checked {} snapshots{}: {} damaged, {} repaired snapshots {}",
+        report.snapshots_checked,
+        if args.read_data {
+            format!(
+                ", read and verified {} packs ({})",
+                report.packs_read,
+                render::bytes(report.bytes_read)
+            )
+        } else {
+            String::new()
+        },
+        report.damaged.len(),
+        written(report),
+        if args.dry_run {
+            "would be written"
+        } else {
+            "written"
+        }
+    );
+}
