@@ -481,6 +481,38 @@ impl Repository {
         })
     }
 
+    /// Runs `work` holding the prune lease: takes it, renews it every third of `ttl` on a
+    /// helper thread while `work` runs, and gives it back afterwards.
+    ///
+    /// # Errors
+    /// [`Error::PruneLeaseHeld`], or what `work` or the release fail with.
+    pub fn with_prune_lease<T>(
+        &self,
+        ttl: Duration,
+        work: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let lease = self.acquire_prune_lease(ttl)?;
+        let (stop_sender, stop_receiver) = std::sync::mpsc::channel::<()>();
+        let lease_ref = &lease;
+        let outcome = std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let period = (ttl / 3).max(Duration::from_secs(1));
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stop_receiver.recv_timeout(period)
+                {
+                    let _ = self.renew_prune_lease(lease_ref);
+                }
+            });
+            let outcome = work();
+            let _ = stop_sender.send(());
+            outcome
+        });
+        let released = self.release_prune_lease(&lease);
+        let value = outcome?;
+        released?;
+        Ok(value)
+    }
+
     /// Renews the lease (rewrites it, which moves its modification time), if it is still ours.
     ///
     /// # Errors

@@ -255,24 +255,7 @@ pub fn prune(repository: &Repository, options: &PruneOptions) -> Result<PruneRep
     if options.dry_run {
         return run(repository, options);
     }
-    let lease = repository.acquire_prune_lease(options.lease_ttl)?;
-    let (stop_sender, stop_receiver) = std::sync::mpsc::channel::<()>();
-    let lease_ref = &lease;
-    let outcome = std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let period = (options.lease_ttl / 3).max(Duration::from_secs(1));
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stop_receiver.recv_timeout(period)
-            {
-                let _ = repository.renew_prune_lease(lease_ref);
-            }
-        });
-        let outcome = run(repository, options);
-        let _ = stop_sender.send(());
-        outcome
-    });
-    repository.release_prune_lease(&lease)?;
-    outcome
+    repository.with_prune_lease(options.lease_ttl, || run(repository, options))
 }
 
 #[allow(clippy::too_many_lines)] // one protocol, step by step, in FORMAT.md order

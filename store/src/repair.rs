@@ -55,34 +55,6 @@ fn is_store_failure(error: &Error) -> bool {
     }
 }
 
-/// Runs `work` holding the prune lease, renewed every third of `ttl`, and releases it after.
-fn with_prune_lease<T>(
-    repository: &Repository,
-    ttl: Duration,
-    work: impl FnOnce() -> Result<T>,
-) -> Result<T> {
-    let lease = repository.acquire_prune_lease(ttl)?;
-    let (stop_sender, stop_receiver) = std::sync::mpsc::channel::<()>();
-    let lease_ref = &lease;
-    let outcome = std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let period = (ttl / 3).max(Duration::from_secs(1));
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stop_receiver.recv_timeout(period)
-            {
-                let _ = repository.renew_prune_lease(lease_ref);
-            }
-        });
-        let outcome = work();
-        let _ = stop_sender.send(());
-        outcome
-    });
-    let released = repository.release_prune_lease(&lease);
-    let value = outcome?;
-    released?;
-    Ok(value)
-}
-
 // ---------------------------------------------------------------------------------------------
 // repair index
 // ---------------------------------------------------------------------------------------------
@@ -151,9 +123,7 @@ pub fn repair_index(
 ) -> Result<RepairIndexReport> {
     let may_delete = repository.ensure_may_delete("repair index").is_ok();
     let report = if may_delete {
-        with_prune_lease(repository, options.lease_ttl, || {
-            rebuild_index(repository, true)
-        })?
+        repository.with_prune_lease(options.lease_ttl, || rebuild_index(repository, true))?
     } else {
         rebuild_index(repository, false)?
     };
