@@ -285,6 +285,41 @@ pub fn blobs_per_pack(reads: &[PackRead]) -> BTreeMap<Id, usize> {
     counts
 }
 
+/// Reads the sealed bytes of `locations` (not decrypted: they are copied as they are, by a repack
+/// or a rescue) with coalesced ranged reads, handing each blob to `take` in pack order. Memory
+/// stays within one read ([`MAX_READ`]) whatever the number of blobs.
+///
+/// # Errors
+/// Backend failures, [`Error::Damaged`] when a read comes back short, or what `take` fails with.
+pub fn for_each_sealed_blob(
+    repository: &Repository,
+    locations: Vec<BlobLocation>,
+    mut take: impl FnMut(crate::format::pack::SealedBlob) -> Result<()>,
+) -> Result<()> {
+    for read in plan_reads(locations, COALESCE_GAP, MAX_READ) {
+        let name = pack_name(&read.pack_id);
+        let bytes = repository
+            .backend()
+            .get_range(&name, read.start..read.end)?;
+        for location in read.blobs {
+            let range = location.entry.range();
+            let start = usize::try_from(range.start - read.start).unwrap_or(usize::MAX);
+            let end = usize::try_from(range.end - read.start).unwrap_or(usize::MAX);
+            let sealed = bytes.get(start..end).ok_or_else(|| Error::Damaged {
+                object: name.clone(),
+                reason: "shorter than its index says".into(),
+            })?;
+            take(crate::format::pack::SealedBlob {
+                blob_type: location.entry.blob_type,
+                id: location.entry.id,
+                raw_length: location.entry.raw_length,
+                sealed: sealed.to_vec(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

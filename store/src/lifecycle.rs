@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::format::lifecycle::{
     self, InflightList, LEASE_NAME, PruneLease, PruneRecord, SessionEnd, SessionId, SessionMarker,
 };
-use crate::format::pack::SealedBlob;
 use crate::id::Id;
 use crate::repository::{Repository, pack_name};
 use crate::saver::BlobSaver;
@@ -348,27 +347,14 @@ impl Repository {
             if wanted.is_empty() {
                 continue;
             }
-            let bytes = self.backend().get(&name)?;
-            let blobs = wanted
-                .iter()
-                .map(|entry| {
-                    let range = entry.range();
-                    let start = usize::try_from(range.start).unwrap_or(usize::MAX);
-                    let end = usize::try_from(range.end).unwrap_or(usize::MAX);
-                    let sealed = bytes.get(start..end).ok_or_else(|| Error::Damaged {
-                        object: name.clone(),
-                        reason: "blob beyond the end of the pack".into(),
-                    })?;
-                    Ok(SealedBlob {
-                        blob_type: entry.blob_type,
-                        id: entry.id,
-                        raw_length: entry.raw_length,
-                        sealed: sealed.to_vec(),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            report.blobs_copied += blobs.len() as u64;
-            saver.save_sealed(blobs)?;
+            report.blobs_copied += wanted.len() as u64;
+            let locations = wanted
+                .into_iter()
+                .map(|entry| crate::index::cache::BlobLocation { pack_id, entry })
+                .collect();
+            crate::fetch::for_each_sealed_blob(self, locations, |blob| {
+                saver.save_sealed(vec![blob])
+            })?;
         }
         let (stats, new_packs) = saver.finish_relied()?;
         report.bytes_written = stats.bytes_added;

@@ -10,11 +10,12 @@ use rayon::prelude::*;
 
 use crate::backend::{BackendError, ObjectInfo, PutMode, RequestStats};
 use crate::error::{Error, Result};
+use crate::fetch;
 use crate::format::index::{IndexObject, IndexedPack};
 use crate::format::lifecycle::{self, InflightList, PruneRecord, SessionId};
-use crate::format::pack::SealedBlob;
 use crate::format::tree::NodeKind;
 use crate::id::Id;
+use crate::index::cache::BlobLocation;
 use crate::index::marks::MarkSet;
 use crate::lifecycle::{PruneState, SessionStatus};
 use crate::repository::{Repository, id_from_name, object_name, pack_name};
@@ -457,29 +458,19 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
             })?;
             let ids: Vec<Id> = pack.entries.iter().map(|entry| entry.id).collect();
             let chosen = marks.chosen_in(pack_id, &ids)?;
-            let bytes = backend.get(&name)?;
-            let blobs: Vec<SealedBlob> = pack
+            let locations: Vec<BlobLocation> = pack
                 .entries
                 .iter()
                 .zip(chosen)
                 .filter(|(_, chosen)| *chosen)
-                .map(|(entry, _)| {
-                    let range = entry.range();
-                    let start = usize::try_from(range.start).unwrap_or(usize::MAX);
-                    let end = usize::try_from(range.end).unwrap_or(usize::MAX);
-                    let sealed = bytes.get(start..end).ok_or_else(|| Error::Damaged {
-                        object: name.clone(),
-                        reason: "blob beyond the end of the pack".into(),
-                    })?;
-                    Ok(SealedBlob {
-                        blob_type: entry.blob_type,
-                        id: entry.id,
-                        raw_length: entry.raw_length,
-                        sealed: sealed.to_vec(),
-                    })
+                .map(|(entry, _)| BlobLocation {
+                    pack_id: *pack_id,
+                    entry: *entry,
                 })
-                .collect::<Result<_>>()?;
-            saver.save_sealed(blobs)?;
+                .collect();
+            fetch::for_each_sealed_blob(repository, locations, |blob| {
+                saver.save_sealed(vec![blob])
+            })?;
         }
         report.bytes_repacked = saver.finish()?.bytes_added;
     }
