@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use cairn_store::retention::{GroupBy, KeepWithin, TagSet};
+use cairn_store::sweep::Subset;
 use clap::{Args, Parser, Subcommand};
 
 /// Exit codes, shown in `--help`.
@@ -101,7 +102,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write one file or stream of a snapshot to standard output
     Dump(DumpArgs),
-    /// Verify the repository's structure, and with --read-data every byte
+    /// Verify the repository's structure, and with --read-data* all, part or a rotating share of
+    /// its bytes
     Check(CheckArgs),
     /// Remove snapshots by a retention policy (--keep-daily 7 ...); --dry-run shows what and why
     Forget(ForgetArgs),
@@ -255,12 +257,23 @@ pub struct DumpArgs {
     pub name: String,
 }
 
-/// `cairn check`.
+/// `cairn check`: the structure always; at most one of the data levels.
 #[derive(Debug, Args)]
+#[group(id = "data_level", multiple = false)]
+#[allow(clippy::struct_field_names)] // the flags are --read-data*
 pub struct CheckArgs {
     /// Download every pack and authenticate every blob
-    #[arg(long)]
+    #[arg(long, group = "data_level")]
     pub read_data: bool,
+    /// Download and verify part of the packs: N% (a random share) or K/M (slice K of M: the
+    /// packs whose first 16 hex digits, as a number, are K-1 modulo M; M runs cover every pack
+    /// once)
+    #[arg(long, value_name = "N%|K/M", group = "data_level")]
+    pub read_data_subset: Option<Subset>,
+    /// Rotating sweep: download the packs never or longest ago verified (remembered in the local
+    /// cache), about 1/DAYS of the bytes, so daily runs re-read everything every DAYS days
+    #[arg(long, value_name = "DAYS", group = "data_level", value_parser = clap::value_parser!(u32).range(1..))]
+    pub read_data_rotate: Option<u32>,
 }
 
 /// `cairn forget`.

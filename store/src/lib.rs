@@ -1,5 +1,6 @@
 //! cairn's repository library: the format (pure), crypto (pure), backends, the local index cache,
-//! and the use cases backup, restore, dump, check and forget (with its pure retention policy).
+//! and the use cases backup, restore, dump, check (with its pure pack selection, `sweep`)
+//! and forget (with its pure retention policy).
 //! It never prints; callers render results.
 //!
 //! See ARCHITECTURE.md for the map and FORMAT.md for the bytes.
@@ -23,6 +24,7 @@ pub mod restore;
 pub mod retention;
 pub mod saver;
 pub mod seal;
+pub mod sweep;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BlobType, Id};

@@ -13,3 +13,4 @@ mod keys;
 mod netfaults;
 mod prune;
 mod support;
+mod sweeps;
