@@ -1,5 +1,5 @@
 //! cairn's repository library: the format (pure), crypto (pure), backends, the local index cache,
-//! and the use cases backup, restore, dump, check (with its pure pack selection, `sweep`)
+//! and the use cases backup, restore, dump, check (with its pure pack selection, `sweep`), drill
 //! and forget (with its pure retention policy).
 //! It never prints; callers render results.
 //!
@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod drill;
 pub mod error;
 pub mod fetch;
 pub mod forget;
