@@ -504,8 +504,9 @@ pub fn restore(
     Ok(outcome)
 }
 
-/// Restores chosen entries of a snapshot, each at `target/<relative path>` (parent directories
-/// are created plainly, without their recorded metadata), with the batching and verification of
+/// Restores chosen entries of a snapshot, each at `target/<relative path>` (a path of plain
+/// names; parent directories are created plainly, without their recorded metadata), with the
+/// batching and verification of
 /// [`restore`]. For a sample of files (see [`crate::drill`]) without walking the trees again.
 ///
 /// # Errors
@@ -527,6 +528,15 @@ pub fn restore_nodes(
     };
     for (relative, node) in nodes {
         let path = target.join(&relative);
+        // Never outside `target`: only plain names (no root, `..` or `.`).
+        if !relative
+            .components()
+            .all(|component| matches!(component, std::path::Component::Normal(_)))
+        {
+            let reason = format!("{} is not a relative path", relative.display());
+            planner.outcome.failed.push((path, Error::Usage(reason)));
+            continue;
+        }
         if let Some(parent) = path.parent()
             && let Err(error) = fs::create_dir_all(parent)
         {

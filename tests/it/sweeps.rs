@@ -139,6 +139,12 @@ fn slices_read_every_pack_exactly_once() {
         .summary();
     let quarter = on_disk.len().div_ceil(4) as u64;
     assert_eq!(json_u64(&summary, "packs_read"), quarter);
+    let summary = workspace
+        .cairn(&["check", "--json", "--read-data-subset", "7%"])
+        .ok()
+        .summary();
+    assert_eq!(summary["level_parameter"], "7%");
+    assert!(json_u64(&summary, "packs_read") >= 1);
     workspace
         .cairn(&["check", "--read-data-subset", "4/3"])
         .code(2);

@@ -43,9 +43,10 @@ fn level(selection: DataSelection) -> (&'static str, Option<String>) {
     match selection {
         DataSelection::Structure => ("structure", None),
         DataSelection::All => ("read-data", None),
-        DataSelection::Sample { fraction, .. } => {
-            ("read-data-subset", Some(format!("{}%", fraction * 100.0)))
-        }
+        DataSelection::Sample { fraction, .. } => (
+            "read-data-subset",
+            Some(format!("{}%", render::percent(fraction))),
+        ),
         DataSelection::Slice(slice) => (
             "read-data-subset",
             Some(format!("{}/{}", slice.part(), slice.of())),

@@ -55,7 +55,7 @@ fn print_json(report: &DrillReport) {
         "scratch_removed": report.cleanup_failed.is_none(),
     });
     if let Some(sample) = report.sample {
-        summary["sample_percent"] = (sample.fraction * 100.0).into();
+        summary["sample_percent"] = render::percent(sample.fraction).into();
         summary["seed"] = sample.seed.into();
     }
     if let Some(estimate) = report.estimated_full_restore() {
@@ -81,7 +81,7 @@ fn print_human(global: &GlobalArgs, report: &DrillReport) {
         None => "the whole snapshot".to_owned(),
         Some(sample) => format!(
             "a {}% sample (--seed {}) of {} files",
-            sample.fraction * 100.0,
+            render::percent(sample.fraction),
             sample.seed,
             report.files_in_snapshot
         ),
