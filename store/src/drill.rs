@@ -93,14 +93,6 @@ impl DrillReport {
             0.0
         }
     }
-
-    /// For a sample: how long restoring the whole snapshot would take at the measured speed.
-    #[allow(clippy::cast_precision_loss)]
-    pub fn estimated_full_restore(&self) -> Option<Duration> {
-        let rate = self.bytes_per_second();
-        (self.sample.is_some() && rate > 0.0)
-            .then(|| Duration::from_secs_f64(self.bytes_in_snapshot as f64 / rate))
-    }
 }
 
 /// The positions (ascending) of the files a sample restores: the `ceil(fraction × count)` paths

@@ -58,9 +58,6 @@ fn print_json(report: &DrillReport) {
         summary["sample_percent"] = render::percent(sample.fraction).into();
         summary["seed"] = sample.seed.into();
     }
-    if let Some(estimate) = report.estimated_full_restore() {
-        summary["estimated_full_restore_seconds"] = estimate.as_secs_f64().into();
-    }
     if let Some(error) = &report.cleanup_failed {
         summary["cleanup_error"] = error.to_string().into();
     }
@@ -102,13 +99,6 @@ fn print_human(global: &GlobalArgs, report: &DrillReport) {
         span(report.elapsed),
         megabytes_per_second(report)
     );
-    if let Some(estimate) = report.estimated_full_restore() {
-        println!(
-            "  whole snapshot ({}) at this speed: about {}",
-            render::bytes(report.bytes_in_snapshot),
-            span(estimate)
-        );
-    }
     println!("  snapshot age (RPO): {}", span(report.snapshot_age));
     if report.cleanup_failed.is_none() {
         println!("  scratch directory {} removed", report.scratch.display());
