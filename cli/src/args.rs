@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 
 use cairn_store::retention::{GroupBy, KeepWithin, TagSet};
+use cairn_store::sweep::Subset;
 use clap::{Args, Parser, Subcommand};
 
 /// Exit codes, shown in `--help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
-  1    fatal error (including damage found by check or restore, and snapshots repair could
-       not salvage)
+  1    fatal error (including damage found by check, drill or restore, and snapshots repair
+       could not salvage)
   3    backup snapshot written, but some source files could not be read (listed)
   10   repository does not exist
   11   another prune holds the repository's prune lease (try again later)
@@ -102,8 +103,12 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write one file or stream of a snapshot to standard output
     Dump(DumpArgs),
-    /// Verify the repository's structure, and with --read-data every byte
+    /// Verify the repository's structure, and with --read-data* all, part or a rotating share of
+    /// its bytes
     Check(CheckArgs),
+    /// Restore drill: restore a snapshot (or --sample of it) into a temporary directory,
+    /// verifying every byte, report the time taken and the snapshot's age, then remove it
+    Drill(DrillArgs),
     /// Remove snapshots by a retention policy (--keep-daily 7 ...); --dry-run shows what and why
     Forget(ForgetArgs),
     /// Manage the local index cache
@@ -296,12 +301,55 @@ pub struct DumpArgs {
     pub name: String,
 }
 
-/// `cairn check`.
+/// `cairn check`: the structure always; at most one of the data levels.
 #[derive(Debug, Args)]
+#[group(id = "data_level", multiple = false)]
+#[allow(clippy::struct_field_names)] // the flags are --read-data*
 pub struct CheckArgs {
     /// Download every pack and authenticate every blob
-    #[arg(long)]
+    #[arg(long, group = "data_level")]
     pub read_data: bool,
+    /// Download and verify part of the packs: N% (a random share) or K/M (slice K of M: the
+    /// packs whose first 16 hex digits, as a number, are K-1 modulo M; M runs cover every pack
+    /// once)
+    #[arg(long, value_name = "N%|K/M", group = "data_level")]
+    pub read_data_subset: Option<Subset>,
+    /// Rotating sweep: download the packs never or longest ago verified (remembered in the local
+    /// cache), about 1/DAYS of the bytes, so daily runs re-read everything every DAYS days
+    #[arg(long, value_name = "DAYS", group = "data_level", value_parser = clap::value_parser!(u32).range(1..))]
+    pub read_data_rotate: Option<u32>,
+}
+
+/// `cairn drill`.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Snapshot ID, unique ID prefix, or `latest`
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// With `latest`: the latest snapshot of this host
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// With `latest`: the latest snapshot that includes this path (or stream name), repeatable
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Restore only this share of the files (at least one), chosen by --seed
+    #[arg(long, value_name = "N%", value_parser = parse_sample)]
+    pub sample: Option<f64>,
+    /// Seed of the --sample choice (default: random, printed so the drill can be repeated)
+    #[arg(long, requires = "sample")]
+    pub seed: Option<u64>,
+    /// Create the temporary restore directory below this existing directory (default: the
+    /// system temporary directory); it is removed afterwards, also on failure
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+}
+
+/// Parses a `--sample` share: a percentage above 0.
+fn parse_sample(text: &str) -> Result<f64, String> {
+    match text.parse::<Subset>()? {
+        Subset::Fraction(fraction) => Ok(fraction),
+        Subset::Slice(_) => Err("give a percentage, for example 5%".into()),
+    }
 }
 
 /// `cairn forget`.

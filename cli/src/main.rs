@@ -54,6 +54,7 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Restore(args) => commands::restore::run(global, args).map(|()| Completion::Done),
         Command::Dump(args) => commands::dump::run(global, args).map(|()| Completion::Done),
         Command::Check(args) => commands::check::run(global, args).map(|()| Completion::Done),
+        Command::Drill(args) => commands::drill::run(global, args).map(|()| Completion::Done),
         Command::Forget(args) => commands::forget::run(global, args).map(|()| Completion::Done),
         Command::Index(command) => commands::index::run(global, command).map(|()| Completion::Done),
         Command::Prune(args) => commands::prune::run(global, args).map(|()| Completion::Done),

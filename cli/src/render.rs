@@ -45,6 +45,11 @@ pub fn bytes(count: u64) -> String {
     }
 }
 
+/// A share as a percentage without floating-point noise: 0.07 → `7`, 0.025 → `2.5`.
+pub fn percent(fraction: f64) -> f64 {
+    (fraction * 100.0 * 1e6).round() / 1e6
+}
+
 /// Prints one JSON object as a line on stdout.
 pub fn json_line(value: &serde_json::Value) {
     println!("{value}");

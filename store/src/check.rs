@@ -1,9 +1,11 @@
 //! The check use case: verify that every snapshot's trees and chunks are indexed, every indexed
-//! pack exists with the recorded size, and (with `read_data`) that every pack's bytes match its
-//! name and every blob authenticates. Damage is reported as objects → snapshots → files.
+//! pack exists with the recorded size, and (with a [`DataSelection`]) that the chosen packs'
+//! bytes match their names and every blob in them authenticates. Damage is reported as objects →
+//! snapshots → files.
 //!
-//! Works from the remote index objects, never from the local cache, so a stale or damaged cache
-//! cannot hide damage. Never prints.
+//! Works from the remote index objects, never from the local cache's index, so a stale or
+//! damaged cache cannot hide damage. The cache only remembers when each pack was last verified
+//! whole, to choose the packs of the rotating sweep ([`crate::sweep`]). Never prints.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -17,12 +19,47 @@ use crate::index::cache::BlobLocation;
 use crate::repository::{
     DATA_PREFIX, INDEX_PREFIX, Repository, SNAPSHOTS_PREFIX, id_from_name, pack_name,
 };
+use crate::sweep::{self, Coverage, PackSize, Slice};
+
+/// Which packs a check downloads and verifies whole (blob by blob) besides the structure.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum DataSelection {
+    /// None: structure only (indexes, trees, pack sizes).
+    #[default]
+    Structure,
+    /// Every pack.
+    All,
+    /// A random share of the packs (by count, at least one), chosen by `seed`.
+    Sample {
+        /// The share, above 0 and at most 1.
+        fraction: f64,
+        /// Chooses which packs.
+        seed: u64,
+    },
+    /// A deterministic slice: `of` checks with every part read every pack once.
+    Slice(Slice),
+    /// The rotating sweep: the packs verified longest ago (per the local cache), about
+    /// `1/days` of the bytes, so that daily runs re-read everything every `days` days.
+    Rotate {
+        /// The period of the sweep, in days (at least 1).
+        days: u32,
+    },
+}
 
 /// How thorough a check is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CheckOptions {
-    /// Download every pack and authenticate every blob.
-    pub read_data: bool,
+    /// Which packs to download and verify.
+    pub data: DataSelection,
+}
+
+impl CheckOptions {
+    /// Structure and every byte (`--read-data`).
+    pub fn read_all() -> Self {
+        Self {
+            data: DataSelection::All,
+        }
+    }
 }
 
 /// A file or directory of a snapshot whose content cannot be restored.
@@ -45,10 +82,19 @@ pub struct CheckReport {
     pub trees: usize,
     /// Packs listed.
     pub packs: usize,
-    /// Packs downloaded and verified (with `read_data`).
+    /// Packs the data selection chose to download (intact ones only: packs already missing or
+    /// of the wrong size are damaged without a download).
+    pub packs_selected: usize,
+    /// Packs downloaded and verified without damage.
     pub packs_read: usize,
-    /// Bytes downloaded for verification.
+    /// Bytes of the packs downloaded and verified without damage.
     pub bytes_read: u64,
+    /// With [`DataSelection::Rotate`]: how much of the repository has now been verified within
+    /// the sweep's period.
+    pub coverage: Option<Coverage>,
+    /// Why the verification times could not be saved to the local cache, if they could not (the
+    /// check's findings stand; the next sweep may repeat packs).
+    pub history_not_saved: Option<String>,
     /// Damaged or missing objects → what is wrong.
     pub damaged: BTreeMap<String, String>,
     /// Snapshot paths that depend on damaged or missing objects.
@@ -271,10 +317,37 @@ fn verify_pack(
     Ok(length)
 }
 
+/// The packs `selection` downloads, among the `intact` ones (sorted by id), given when each
+/// was last verified (`history`, used by the rotation only).
+fn choose_packs(
+    selection: DataSelection,
+    intact: &[PackSize],
+    history: &HashMap<Id, sweep::PackVerification>,
+) -> Vec<Id> {
+    let ids = || intact.iter().map(|pack| pack.id);
+    match selection {
+        DataSelection::Structure => Vec::new(),
+        DataSelection::All => ids().collect(),
+        DataSelection::Sample { fraction, seed } => {
+            sweep::sample_packs(&ids().collect::<Vec<_>>(), fraction, seed)
+        }
+        DataSelection::Slice(slice) => ids().filter(|id| slice.contains(id)).collect(),
+        DataSelection::Rotate { days } => sweep::rotation_choice(intact, history, days),
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
 /// Checks the repository.
 ///
 /// # Errors
-/// Backend failures while listing; damage is reported in the [`CheckReport`], not as an error.
+/// Backend failures while listing, or a cache failure reading the rotation's history; damage is
+/// reported in the [`CheckReport`], not as an error.
 pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let backend = repository.backend();
@@ -354,28 +427,68 @@ pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckRepo
     unindexed.sort();
     report.unindexed_packs = unindexed;
 
-    if options.read_data {
-        let to_read: Vec<(&Id, &Vec<PackEntry>)> = pack_entries
-            .iter()
-            .filter(|(id, _)| !bad_packs.contains_key(id))
+    let intact: Vec<PackSize> = {
+        let mut intact: Vec<PackSize> = pack_entries
+            .keys()
+            .filter(|id| !bad_packs.contains_key(id))
+            .map(|id| PackSize {
+                id: *id,
+                length: indexed_lengths.get(id).copied().unwrap_or(0),
+            })
             .collect();
-        let verified: Vec<(Id, std::result::Result<u64, String>)> = to_read
-            .par_iter()
-            .map(|(id, entries)| (**id, verify_pack(repository, id, entries)))
-            .collect();
-        for (pack_id, outcome) in verified {
-            match outcome {
-                Ok(bytes) => {
-                    report.packs_read += 1;
-                    report.bytes_read += bytes;
-                }
-                Err(reason) => {
-                    let name = pack_name(&pack_id);
-                    report.damaged.insert(name.clone(), reason);
-                    bad_packs.insert(pack_id, name);
-                }
+        intact.sort_unstable_by_key(|pack| pack.id);
+        intact
+    };
+    let history = match options.data {
+        DataSelection::Rotate { .. } => repository.cache().pack_verifications()?,
+        _ => HashMap::new(),
+    };
+    let chosen = choose_packs(options.data, &intact, &history);
+    report.packs_selected = chosen.len();
+    let verified: Vec<(Id, std::result::Result<u64, String>)> = chosen
+        .par_iter()
+        .map(|id| {
+            let entries = pack_entries.get(id).map_or(&[][..], Vec::as_slice);
+            (*id, verify_pack(repository, id, entries))
+        })
+        .collect();
+    let mut verified_ok = Vec::new();
+    for (pack_id, outcome) in verified {
+        match outcome {
+            Ok(bytes) => {
+                report.packs_read += 1;
+                report.bytes_read += bytes;
+                verified_ok.push(pack_id);
+            }
+            Err(reason) => {
+                let name = pack_name(&pack_id);
+                report.damaged.insert(name.clone(), reason);
+                bad_packs.insert(pack_id, name);
             }
         }
+    }
+    let now = unix_now();
+    let mut sweep_number = None;
+    if !verified_ok.is_empty() {
+        let existing: HashSet<Id> = packs.keys().copied().collect();
+        match repository
+            .cache()
+            .record_pack_verifications(&verified_ok, now, &existing)
+        {
+            Ok(number) => sweep_number = Some(number),
+            Err(error) => report.history_not_saved = Some(error.to_string()),
+        }
+    }
+    if let DataSelection::Rotate { days } = options.data {
+        let mut history = history;
+        for pack_id in &verified_ok {
+            let verification = sweep::PackVerification {
+                sweep: sweep_number.unwrap_or(u64::MAX),
+                unix_seconds: now,
+            };
+            history.insert(*pack_id, verification);
+        }
+        report.coverage = Some(sweep::coverage(&intact, &history, days, now));
     }
 
     let bad_blobs: HashMap<Id, String> = index

@@ -1,12 +1,14 @@
 //! cairn's repository library: the format (pure), crypto (pure), backends, the local index cache,
-//! and the use cases backup, restore, dump, check, forget (with its pure retention policy), prune
-//! and repair. It never prints; callers render results.
+//! and the use cases backup, restore, dump, check (with its pure pack selection, `sweep`), drill,
+//! forget (with its pure retention policy), prune and repair. It never prints; callers render
+//! results.
 //!
 //! See ARCHITECTURE.md for the map and FORMAT.md for the bytes.
 
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod drill;
 pub mod error;
 pub mod fetch;
 pub mod forget;
@@ -24,6 +26,7 @@ pub mod restore;
 pub mod retention;
 pub mod saver;
 pub mod seal;
+pub mod sweep;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BlobType, Id};

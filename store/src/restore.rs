@@ -519,6 +519,65 @@ pub fn restore(
     Ok(outcome)
 }
 
+/// Restores chosen entries of a snapshot, each at `target/<relative path>` (a path of plain
+/// names; parent directories are created plainly, without their recorded metadata), with the
+/// batching and verification of
+/// [`restore`]. For a sample of files (see [`crate::drill`]) without walking the trees again.
+///
+/// # Errors
+/// Failure to create `target`, or a store failure that stops the fetches. Per-entry failures
+/// (including parents that cannot be created) are collected in [`RestoreOutcome::failed`].
+pub fn restore_nodes(
+    repository: &Repository,
+    nodes: Vec<(PathBuf, Node)>,
+    target: &Path,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreOutcome> {
+    repository.sync_index()?;
+    fs::create_dir_all(target).map_err(|error| Error::local("create target", target, error))?;
+    let mut planner = Planner {
+        repository,
+        files: Vec::new(),
+        directories: Vec::new(),
+        outcome: RestoreOutcome::default(),
+    };
+    for (relative, node) in nodes {
+        let path = target.join(&relative);
+        // Never outside `target`: only plain names (no root, `..` or `.`).
+        if !relative
+            .components()
+            .all(|component| matches!(component, std::path::Component::Normal(_)))
+        {
+            let reason = format!("{} is not a relative path", relative.display());
+            planner.outcome.failed.push((path, Error::Usage(reason)));
+            continue;
+        }
+        if let Some(parent) = path.parent()
+            && let Err(error) = fs::create_dir_all(parent)
+        {
+            planner.outcome.failed.push((
+                path.clone(),
+                Error::local("create directory", parent, error),
+            ));
+            continue;
+        }
+        planner.plan_node(node, path);
+    }
+    let Planner {
+        files,
+        directories,
+        mut outcome,
+        ..
+    } = planner;
+    restore_files(repository, &files, progress, &mut outcome)?;
+    for (path, node) in &directories {
+        if let Err(error) = apply_metadata(path, node) {
+            outcome.failed.push((path.clone(), error));
+        }
+    }
+    Ok(outcome)
+}
+
 /// Writes the file at `path` in the snapshot to `out`, verifying every chunk and, at the end, the
 /// whole-file hash.
 ///

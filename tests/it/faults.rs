@@ -186,7 +186,7 @@ fn faulted_run(
         }
     }
     let repository = open(&backend).expect("open without faults");
-    let report = check::check(&repository, CheckOptions { read_data: true }).expect("check");
+    let report = check::check(&repository, CheckOptions::read_all()).expect("check");
     assert!(
         report.is_ok(),
         "{plan:?}: check after the faulted backup ({}) found damage: {:?} {:?}",

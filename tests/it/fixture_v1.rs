@@ -89,7 +89,7 @@ fn fixture_v1_opens_checks_and_restores_byte_for_byte() {
     assert_eq!(config.pack_target_size, 16 * 1024 * 1024);
     assert_eq!(config.compression_level, 3);
 
-    let report = check::check(&repository, CheckOptions { read_data: true }).unwrap();
+    let report = check::check(&repository, CheckOptions::read_all()).unwrap();
     assert!(
         report.is_ok(),
         "check found damage: {:?} {:?}",

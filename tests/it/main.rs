@@ -4,6 +4,7 @@
 mod backends;
 mod cli_e2e;
 mod corruption;
+mod drill;
 mod faults;
 mod fixture_v1;
 mod forget;
@@ -15,3 +16,4 @@ mod netfaults;
 mod prune;
 mod repair;
 mod support;
+mod sweeps;

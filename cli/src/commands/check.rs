@@ -1,69 +1,165 @@
 //! `cairn check`.
 
 use anyhow::{Result, bail};
-use cairn_store::check::{self, CheckOptions};
+use cairn_store::check::{self, CheckOptions, CheckReport, DataSelection};
+use cairn_store::sweep::Subset;
 
 use crate::args::{CheckArgs, GlobalArgs};
 use crate::render;
 use crate::settings;
 
+/// The data level the arguments ask for. A random share gets a seed from the clock: each run
+/// samples other packs.
+fn data_selection(args: &CheckArgs) -> DataSelection {
+    if args.read_data {
+        return DataSelection::All;
+    }
+    if let Some(days) = args.read_data_rotate {
+        return DataSelection::Rotate { days };
+    }
+    match args.read_data_subset {
+        None => DataSelection::Structure,
+        Some(Subset::Slice(slice)) => DataSelection::Slice(slice),
+        Some(Subset::Fraction(fraction)) => DataSelection::Sample {
+            fraction,
+            seed: clock_seed(),
+        },
+    }
+}
+
+/// A seed that differs from run to run.
+fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    // The low bits change fastest; truncation keeps them.
+    #[allow(clippy::cast_possible_truncation)]
+    let seed = nanos as u64;
+    seed ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// The level's name and its parameter, for the summary.
+fn level(selection: DataSelection) -> (&'static str, Option<String>) {
+    match selection {
+        DataSelection::Structure => ("structure", None),
+        DataSelection::All => ("read-data", None),
+        DataSelection::Sample { fraction, .. } => (
+            "read-data-subset",
+            Some(format!("{}%", render::percent(fraction))),
+        ),
+        DataSelection::Slice(slice) => (
+            "read-data-subset",
+            Some(format!("{}/{}", slice.part(), slice.of())),
+        ),
+        DataSelection::Rotate { days } => ("read-data-rotate", Some(days.to_string())),
+    }
+}
+
+fn print_json(report: &CheckReport, selection: DataSelection) {
+    let (level, parameter) = level(selection);
+    let mut summary = serde_json::json!({
+        "message_type": "summary",
+        "ok": report.is_ok(),
+        "level": level,
+        "snapshots": report.snapshots,
+        "trees": report.trees,
+        "packs": report.packs,
+        "packs_selected": report.packs_selected,
+        "packs_read": report.packs_read,
+        "bytes_read": report.bytes_read,
+        "damaged": report.damaged.iter().map(|(object, reason)| serde_json::json!({"object": object, "reason": reason})).collect::<Vec<_>>(),
+        "affected": report.affected.iter().map(|affected| serde_json::json!({"snapshot": affected.snapshot.to_hex(), "path": affected.path, "object": affected.object})).collect::<Vec<_>>(),
+        "unindexed_packs": report.unindexed_packs,
+    });
+    if let Some(parameter) = parameter {
+        summary["level_parameter"] = parameter.into();
+    }
+    if let Some(coverage) = report.coverage {
+        summary["verified_within_days"] = serde_json::json!({
+            "days": coverage.days,
+            "packs": coverage.packs_verified,
+            "bytes": coverage.bytes_verified,
+            "packs_total": coverage.packs_total,
+            "bytes_total": coverage.bytes_total,
+            "fraction": coverage.fraction(),
+        });
+    }
+    if let Some(reason) = &report.history_not_saved {
+        summary["history_not_saved"] = reason.clone().into();
+    }
+    render::json_line(&summary);
+}
+
+fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelection) {
+    for (object, reason) in &report.damaged {
+        eprintln!("damaged: {object}: {reason}");
+    }
+    for affected in &report.affected {
+        eprintln!(
+            "  affects snapshot {} path {} (needs {})",
+            affected.snapshot.short(),
+            affected.path,
+            affected.object
+        );
+    }
+    if let Some(reason) = &report.history_not_saved {
+        eprintln!(
+            "warning: could not remember which packs were verified ({reason}); the next sweep may read them again"
+        );
+    }
+    if global.quiet {
+        return;
+    }
+    if !report.unindexed_packs.is_empty() {
+        println!(
+            "{} packs are in no index (left by an interrupted backup; the next backup reuses them)",
+            report.unindexed_packs.len()
+        );
+    }
+    let data = if selection == DataSelection::Structure {
+        String::new()
+    } else {
+        let (_, parameter) = level(selection);
+        let which = match selection {
+            DataSelection::All => String::new(),
+            DataSelection::Rotate { days } => format!(" ({days}-day rotation)"),
+            _ => format!(" (subset {})", parameter.unwrap_or_default()),
+        };
+        format!(
+            ", read and verified {} of them{which} ({})",
+            report.packs_read,
+            render::bytes(report.bytes_read)
+        )
+    };
+    println!(
+        "checked {} snapshots, {} trees, {} packs{data}",
+        report.snapshots, report.trees, report.packs,
+    );
+    if let Some(coverage) = report.coverage {
+        println!(
+            "{:.1}% of the pack bytes ({} of {} packs) verified within the last {} days",
+            coverage.fraction() * 100.0,
+            coverage.packs_verified,
+            coverage.packs_total,
+            coverage.days
+        );
+    }
+}
+
 /// Checks the repository and reports damage as objects → snapshots → paths.
 pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     let repository = settings::open_repository(global)?;
-    let report = check::check(
-        &repository,
-        CheckOptions {
-            read_data: args.read_data,
-        },
-    )?;
+    let selection = data_selection(args);
+    if matches!(selection, DataSelection::Rotate { .. }) && !repository.cache().is_persistent() {
+        eprintln!(
+            "warning: no local cache file (--no-cache, or another cairn holds it): this sweep cannot remember what it verified, so every such run reads the same packs"
+        );
+    }
+    let report = check::check(&repository, CheckOptions { data: selection })?;
     if global.json {
-        render::json_line(&serde_json::json!({
-            "message_type": "summary",
-            "ok": report.is_ok(),
-            "snapshots": report.snapshots,
-            "trees": report.trees,
-            "packs": report.packs,
-            "packs_read": report.packs_read,
-            "bytes_read": report.bytes_read,
-            "damaged": report.damaged.iter().map(|(object, reason)| serde_json::json!({"object": object, "reason": reason})).collect::<Vec<_>>(),
-            "affected": report.affected.iter().map(|affected| serde_json::json!({"snapshot": affected.snapshot.to_hex(), "path": affected.path, "object": affected.object})).collect::<Vec<_>>(),
-            "unindexed_packs": report.unindexed_packs,
-        }));
+        print_json(&report, selection);
     } else {
-        for (object, reason) in &report.damaged {
-            eprintln!("damaged: {object}: {reason}");
-        }
-        for affected in &report.affected {
-            eprintln!(
-                "  affects snapshot {} path {} (needs {})",
-                affected.snapshot.short(),
-                affected.path,
-                affected.object
-            );
-        }
-        if !global.quiet {
-            if !report.unindexed_packs.is_empty() {
-                println!(
-                    "{} packs are in no index (left by an interrupted backup; the next backup reuses them)",
-                    report.unindexed_packs.len()
-                );
-            }
-            println!(
-                "checked {} snapshots, {} trees, {} packs{}",
-                report.snapshots,
-                report.trees,
-                report.packs,
-                if args.read_data {
-                    format!(
-                        ", read and verified {} packs ({})",
-                        report.packs_read,
-                        render::bytes(report.bytes_read)
-                    )
-                } else {
-                    String::new()
-                }
-            );
-        }
+        print_human(global, &report, selection);
     }
     if !report.is_ok() {
         bail!(

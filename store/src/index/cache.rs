@@ -1,8 +1,11 @@
 //! The local index cache: a redb database mapping blob ids to pack locations, mirroring the
 //! remote index objects it has merged. A cache only: it can be deleted at any time and nothing is
 //! ever deleted from the repository on its word alone.
+//!
+//! It also remembers when `check` last verified each pack (for the rotating sweep): local
+//! history, not index, so a rebuild keeps it and losing it only makes the next sweep start over.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -11,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::index::IndexObject;
 use crate::format::pack::PackEntry;
 use crate::id::{BlobType, Id};
+use crate::sweep::PackVerification;
 
 /// Blob id → `pack id (32) || type (1) || offset u32 || length u32 || raw length u32`.
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
@@ -23,7 +27,12 @@ const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees");
 /// Snapshot object name → its stored bytes (encrypted; its name is checked on use).
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 
-/// Small named values: `prune_generation` → the newest prune record the cache reflects.
+/// Pack id → `(sweep, unix seconds)` of the last `check` that downloaded and verified it whole.
+const PACK_VERIFICATIONS: TableDefinition<&[u8; 32], (u64, u64)> =
+    TableDefinition::new("pack_verifications");
+
+/// Small named values: `prune_generation` → the newest prune record the cache reflects;
+/// `verification_sweep` → the number of the last sweep recorded in [`PACK_VERIFICATIONS`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Memory redb may use for its page cache: enough for the hot part of the index, and a fixed
@@ -73,6 +82,8 @@ impl BlobLocation {
 pub struct IndexCache {
     database: Database,
     path: PathBuf,
+    /// A file, not memory (see [`IndexCache::is_persistent`]).
+    persistent: bool,
 }
 
 fn cache_error(path: &Path, error: impl std::fmt::Display) -> Error {
@@ -105,6 +116,7 @@ impl IndexCache {
         let cache = Self {
             database,
             path: path.to_owned(),
+            persistent: true,
         };
         cache.ensure_tables()?;
         Ok(cache)
@@ -128,7 +140,11 @@ impl IndexCache {
         let database = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|error| cache_error(&path, error))?;
-        let cache = Self { database, path };
+        let cache = Self {
+            database,
+            path,
+            persistent: false,
+        };
         cache.ensure_tables()?;
         Ok(cache)
     }
@@ -141,7 +157,77 @@ impl IndexCache {
         transaction.open_table(TREES).map_err(self.fail())?;
         transaction.open_table(SNAPSHOTS).map_err(self.fail())?;
         transaction.open_table(META).map_err(self.fail())?;
+        transaction
+            .open_table(PACK_VERIFICATIONS)
+            .map_err(self.fail())?;
         transaction.commit().map_err(self.fail())
+    }
+
+    /// Whether this cache is a file that outlives the process (not [`IndexCache::in_memory`]).
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// When `check` last verified each pack it remembers (packs since deleted included).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn pack_verifications(&self) -> Result<HashMap<Id, PackVerification>> {
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction
+            .open_table(PACK_VERIFICATIONS)
+            .map_err(self.fail())?;
+        let mut out = HashMap::new();
+        for row in table.iter().map_err(self.fail())? {
+            let (key, value) = row.map_err(self.fail())?;
+            let (sweep, unix_seconds) = value.value();
+            out.insert(
+                Id(*key.value()),
+                PackVerification {
+                    sweep,
+                    unix_seconds,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Records that `verified` packs were downloaded and verified at `unix_seconds`, as the next
+    /// sweep, and forgets remembered packs not in `existing` (deleted since). Returns the sweep.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn record_pack_verifications(
+        &self,
+        verified: &[Id],
+        unix_seconds: u64,
+        existing: &HashSet<Id>,
+    ) -> Result<u64> {
+        let transaction = self.database.begin_write().map_err(self.fail())?;
+        let sweep;
+        {
+            let mut meta = transaction.open_table(META).map_err(self.fail())?;
+            let last = meta
+                .get("verification_sweep")
+                .map_err(self.fail())?
+                .map_or(0, |value| value.value());
+            sweep = last + 1;
+            meta.insert("verification_sweep", sweep)
+                .map_err(self.fail())?;
+            let mut table = transaction
+                .open_table(PACK_VERIFICATIONS)
+                .map_err(self.fail())?;
+            table
+                .retain(|pack, _| existing.contains(&Id(*pack)))
+                .map_err(self.fail())?;
+            for pack in verified {
+                table
+                    .insert(&pack.0, (sweep, unix_seconds))
+                    .map_err(self.fail())?;
+            }
+        }
+        transaction.commit().map_err(self.fail())?;
+        Ok(sweep)
     }
 
     /// The newest prune generation this cache's contents reflect (0 before any prune).
@@ -397,5 +483,49 @@ impl Drop for IndexCache {
         if let Ok(transaction) = self.database.begin_write() {
             let _ = transaction.commit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifications_are_numbered_kept_across_clear_and_forget_deleted_packs() {
+        let cache = IndexCache::in_memory().unwrap();
+        assert!(!cache.is_persistent());
+        assert!(cache.pack_verifications().unwrap().is_empty());
+        let (one, two, three) = (Id([1; 32]), Id([2; 32]), Id([3; 32]));
+        let all: HashSet<Id> = [one, two, three].into_iter().collect();
+        assert_eq!(
+            cache
+                .record_pack_verifications(&[one, two], 100, &all)
+                .unwrap(),
+            1
+        );
+        cache.clear().unwrap();
+        let only_two_and_three: HashSet<Id> = [two, three].into_iter().collect();
+        assert_eq!(
+            cache
+                .record_pack_verifications(&[three], 90, &only_two_and_three)
+                .unwrap(),
+            2
+        );
+        let remembered = cache.pack_verifications().unwrap();
+        assert_eq!(remembered.len(), 2, "the deleted pack is forgotten");
+        assert_eq!(
+            remembered[&two],
+            PackVerification {
+                sweep: 1,
+                unix_seconds: 100
+            }
+        );
+        assert_eq!(
+            remembered[&three],
+            PackVerification {
+                sweep: 2,
+                unix_seconds: 90
+            }
+        );
     }
 }

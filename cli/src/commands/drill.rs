@@ -1,0 +1,145 @@
+//! `cairn drill`.
+
+use anyhow::{Context, Result, bail};
+use cairn_store::drill::{self, DrillOptions, DrillReport, Sample};
+use cairn_store::retention::SnapshotFilter;
+
+use crate::args::{DrillArgs, GlobalArgs};
+use crate::render;
+use crate::settings;
+
+/// A seed that differs from run to run (printed, so a drill can be repeated with `--seed`).
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    #[allow(clippy::cast_possible_truncation)] // the fast-changing low bits are the ones kept
+    let seed = nanos as u64;
+    // Short, so it is easy to type back.
+    (seed ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000
+}
+
+/// Megabytes (10^6 bytes) per second.
+fn megabytes_per_second(report: &DrillReport) -> f64 {
+    report.bytes_per_second() / 1_000_000.0
+}
+
+/// A duration as `2 d 3 h`, `4 h 5 min`, `6 min 7 s` or `8.9 s`.
+fn span(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{:.1} s", duration.as_secs_f64()),
+        60..3_600 => format!("{} min {} s", seconds / 60, seconds % 60),
+        3_600..86_400 => format!("{} h {} min", seconds / 3_600, seconds % 3_600 / 60),
+        _ => format!("{} d {} h", seconds / 86_400, seconds % 86_400 / 3_600),
+    }
+}
+
+fn print_json(report: &DrillReport) {
+    let mut summary = serde_json::json!({
+        "message_type": "summary",
+        "ok": report.is_ok(),
+        "snapshot_id": report.snapshot.to_hex(),
+        "snapshot_time": render::rfc3339(report.snapshot_time),
+        "snapshot_age_seconds": report.snapshot_age.as_secs(),
+        "files_in_snapshot": report.files_in_snapshot,
+        "bytes_in_snapshot": report.bytes_in_snapshot,
+        "files_selected": report.files_selected,
+        "bytes_selected": report.bytes_selected,
+        "files_restored": report.files_restored,
+        "bytes_restored": report.bytes_restored,
+        "restore_seconds": report.elapsed.as_secs_f64(),
+        "mb_per_second": megabytes_per_second(report),
+        "damaged": report.damaged.iter().map(|(path, error)| serde_json::json!({"path": path, "error": error.to_string()})).collect::<Vec<_>>(),
+        "scratch": report.scratch.to_string_lossy(),
+        "scratch_removed": report.cleanup_failed.is_none(),
+    });
+    if let Some(sample) = report.sample {
+        summary["sample_percent"] = render::percent(sample.fraction).into();
+        summary["seed"] = sample.seed.into();
+    }
+    if let Some(error) = &report.cleanup_failed {
+        summary["cleanup_error"] = error.to_string().into();
+    }
+    render::json_line(&summary);
+}
+
+fn print_human(global: &GlobalArgs, report: &DrillReport) {
+    for (path, error) in &report.damaged {
+        eprintln!("damaged: {path}: {error}");
+    }
+    if let Some(error) = &report.cleanup_failed {
+        eprintln!("error: {error}: remove it by hand");
+    }
+    if global.quiet {
+        return;
+    }
+    let what = match report.sample {
+        None => "the whole snapshot".to_owned(),
+        Some(sample) => format!(
+            "a {}% sample (--seed {}) of {} files",
+            render::percent(sample.fraction),
+            sample.seed,
+            report.files_in_snapshot
+        ),
+    };
+    println!(
+        "drill of snapshot {} ({}): {what}",
+        report.snapshot.short(),
+        render::local_time(report.snapshot_time)
+    );
+    println!(
+        "  restored and verified {} of {} files, {}",
+        report.files_restored,
+        report.files_selected,
+        render::bytes(report.bytes_restored)
+    );
+    println!(
+        "  restore time (RTO): {} at {:.1} MB/s",
+        span(report.elapsed),
+        megabytes_per_second(report)
+    );
+    println!("  snapshot age (RPO): {}", span(report.snapshot_age));
+    if report.cleanup_failed.is_none() {
+        println!("  scratch directory {} removed", report.scratch.display());
+    }
+}
+
+/// Restores a snapshot (or a sample) into a scratch directory, verifies it and reports.
+pub fn run(global: &GlobalArgs, args: &DrillArgs) -> Result<()> {
+    let repository = settings::open_repository(global)?;
+    let filter = SnapshotFilter {
+        hosts: args.hosts.clone(),
+        tags: Vec::new(),
+        paths: args.paths.clone(),
+    };
+    let (snapshot_id, snapshot) = drill::choose_snapshot(&repository, &args.snapshot, &filter)?;
+    let options = DrillOptions {
+        scratch_parent: args.scratch.clone().unwrap_or_else(std::env::temp_dir),
+        sample: args.sample.map(|fraction| Sample {
+            fraction,
+            seed: args.seed.unwrap_or_else(random_seed),
+        }),
+    };
+    let report = drill::drill(&repository, snapshot_id, &snapshot, &options)
+        .with_context(|| format!("while drilling snapshot {}", snapshot_id.short()))?;
+    if global.json {
+        print_json(&report);
+    } else {
+        print_human(global, &report);
+    }
+    if !report.is_ok() {
+        bail!(
+            "drill failed: {} of {} files restored and verified, {} damaged{}",
+            report.files_restored,
+            report.files_selected,
+            report.damaged.len(),
+            if report.cleanup_failed.is_some() {
+                ", scratch directory left behind"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
