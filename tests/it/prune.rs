@@ -286,12 +286,52 @@ fn add_garbage(repo: &Repo<'_>, seed: u64) {
 /// snapshot restores, and a final prune completes the job.
 #[test]
 fn prune_killed_at_random_points_never_loses_data() {
-    const TRIALS: u64 = 40;
     let workspace = Workspace::new();
     let repo = Repo {
         location: workspace.repo.to_string_lossy().into_owned(),
         workspace: &workspace,
     };
+    let kept = prune_killed_at_random_points(&repo, 50);
+    let fresh = Workspace::new();
+    let fresh_repo = Repo {
+        location: fresh.repo.to_string_lossy().into_owned(),
+        workspace: &fresh,
+    };
+    let mut init = CHEAP_INIT.to_vec();
+    init.extend_from_slice(&["--pack-size-mib", "1"]);
+    fresh_repo.cairn(&init).ok();
+    fresh_repo
+        .cairn(&["backup", kept.to_str().unwrap(), "--tag", "keep"])
+        .ok();
+    let (pruned, minimal) = (
+        tree_size(&workspace.repo.join("data")),
+        tree_size(&fresh.repo.join("data")),
+    );
+    assert!(
+        pruned * 10 <= minimal * 11,
+        "after killed prunes and a final one, data is {pruned} bytes against {minimal} fresh"
+    );
+}
+
+#[test]
+fn prune_killed_at_random_points_on_s3_never_loses_data() {
+    if let Some(location) = remote_url("CAIRN_TEST_S3_URL", "prune-killed") {
+        let workspace = Workspace::new();
+        prune_killed_at_random_points(
+            &Repo {
+                workspace: &workspace,
+                location,
+            },
+            15,
+        );
+    }
+}
+
+/// `trials` prunes killed with SIGKILL at seeded random points, each after new garbage; `check`
+/// after every kill, the kept snapshot restored every 10 trials, and a final prune that leaves
+/// nothing pending. Returns the kept source directory.
+fn prune_killed_at_random_points(repo: &Repo<'_>, trials: u64) -> PathBuf {
+    let workspace = repo.workspace;
     let mut init = CHEAP_INIT.to_vec();
     init.extend_from_slice(&["--pack-size-mib", "1"]);
     repo.cairn(&init).ok();
@@ -300,7 +340,7 @@ fn prune_killed_at_random_points_never_loses_data() {
     repo.cairn(&["backup", kept.to_str().unwrap(), "--tag", "keep"])
         .ok();
     // How long a whole prune takes here, so the kills land anywhere inside one.
-    add_garbage(&repo, 9_999);
+    add_garbage(repo, 9_999);
     let started = Instant::now();
     repo.cairn(&["prune", "--max-unused", "0%"]).ok();
     let full_ms = u64::try_from(started.elapsed().as_millis())
@@ -308,8 +348,8 @@ fn prune_killed_at_random_points_never_loses_data() {
         .max(20);
     let mut prng = Prng::new(0x5eed);
     let mut killed = 0;
-    for trial in 0..TRIALS {
-        add_garbage(&repo, 10_000 + trial);
+    for trial in 0..trials {
+        add_garbage(repo, 10_000 + trial);
         let mut child = repo.spawn(&["prune", "--max-unused", "0%"]);
         let delay = Duration::from_millis(prng.next_u64() % (full_ms * 3 / 4));
         std::thread::sleep(delay);
@@ -332,11 +372,12 @@ fn prune_killed_at_random_points_never_loses_data() {
         }
     }
     eprintln!(
-        "prune kill test: {killed} of {TRIALS} prunes killed (a full prune took {full_ms} ms)"
+        "prune kill test on {}: {killed} of {trials} prunes killed (a full prune took {full_ms} ms)",
+        repo.location
     );
     assert!(
-        killed >= TRIALS / 4,
-        "only {killed} of {TRIALS} prunes were killed mid-run"
+        killed >= trials / 4,
+        "only {killed} of {trials} prunes were killed mid-run"
     );
     repo.cairn(&["prune", "--max-unused", "0%"]).ok();
     let report = repo
@@ -350,23 +391,7 @@ fn prune_killed_at_random_points_never_loses_data() {
     assert_eq!(report["packs_pending"], 0, "{report}");
     assert_eq!(report["packs_condemned"], 0, "{report}");
     repo.cairn(&["check", "--read-data"]).ok();
-    let fresh = Workspace::new();
-    let fresh_repo = Repo {
-        location: fresh.repo.to_string_lossy().into_owned(),
-        workspace: &fresh,
-    };
-    fresh_repo.cairn(&init).ok();
-    fresh_repo
-        .cairn(&["backup", kept.to_str().unwrap(), "--tag", "keep"])
-        .ok();
-    let (pruned, minimal) = (
-        tree_size(&workspace.repo.join("data")),
-        tree_size(&fresh.repo.join("data")),
-    );
-    assert!(
-        pruned * 10 <= minimal * 11,
-        "after killed prunes and a final one, data is {pruned} bytes against {minimal} fresh"
-    );
+    kept
 }
 
 /// After forgetting all but the last snapshot and pruning, the repository is within 10% of a
