@@ -3,6 +3,7 @@
 
 mod backends;
 mod cli_e2e;
+mod crash;
 mod faults;
 mod fixture_v1;
 mod forget;
