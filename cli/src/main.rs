@@ -8,6 +8,7 @@ mod settings;
 use std::process::ExitCode;
 
 use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
 
 use args::{Cli, Command};
 use cairn_store::ErrorKind;
@@ -61,7 +62,19 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
     }
 }
 
+/// Makes a write past the file-size limit (`ulimit -f`) fail with `EFBIG`, which restore reports
+/// and cleans up after like any write error, instead of raising SIGXFSZ, whose default action
+/// kills the process mid-write and leaves a temporary file behind. Runs before any thread
+/// starts, so every thread inherits the mask; programs cairn starts get a clean mask from std.
+fn block_file_size_signal() {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGXFSZ);
+    // On failure the default behaviour stays: fatal, but the repository is never at risk.
+    let _ = signals.thread_block();
+}
+
 fn main() -> ExitCode {
+    block_file_size_signal();
     let cli = Cli::parse();
     let outcome = run(&cli);
     if cli.global.verbose

@@ -4,6 +4,7 @@
 mod backends;
 mod cli_e2e;
 mod crash;
+mod environment;
 mod faults;
 mod fixture_v1;
 mod forget;
