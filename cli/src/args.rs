@@ -10,7 +10,8 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
   1    fatal error (including damage found by check or restore)
-  3    backup snapshot written, but some source files could not be read (listed)
+  3    backup snapshot written, but some source files could not be read or changed while
+       being read (listed)
   10   repository does not exist
   11   another prune holds the repository's prune lease (try again later)
   12   wrong password or no key matches

@@ -1,12 +1,18 @@
 //! cairn in a bad environment, with the real binary: a restore target that fills up or hits the
-//! file-size limit.
+//! file-size limit, and source files that change while they are read. (Unreadable source files
+//! and a wrong password: see `cli_e2e`.)
 
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::support::{TreeBuilder, Workspace, effective_uid, files_below, random_bytes};
+use crate::support::{
+    TreeBuilder, Workspace, effective_uid, files_below, json_u64, random_bytes, restored_path,
+};
 
 /// Asserts that `directory` holds no file called `name` and no partial (temporary) file.
 #[track_caller]
@@ -155,5 +161,101 @@ fn restore_past_the_file_size_limit_fails_and_leaves_no_file_behind() {
     assert_eq!(
         fs::read(target.join("small.txt")).unwrap(),
         b"fits anywhere\n"
+    );
+}
+
+/// Appends to `path` every few milliseconds until `stop` is set (at most `limit` bytes).
+fn append_until_stopped(
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    limit: usize,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut appended = 0;
+        let mut line = 0u64;
+        while !stop.load(Ordering::SeqCst) && appended < limit {
+            line += 1;
+            let text = format!("{line:08} appended while the backup reads this file\n").repeat(64);
+            file.write_all(text.as_bytes()).unwrap();
+            appended += text.len();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        appended
+    })
+}
+
+/// A file appended to while the backup reads it is reported by name ("changed while being
+/// read", exit 3); the snapshot holds the bytes read, which restore verifies against their
+/// recorded hash; the next backup, once the file is quiet, reads it again and exits 0.
+#[test]
+fn a_file_growing_during_backup_is_reported_and_its_snapshot_stays_consistent() {
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    let tree = TreeBuilder::new(&source);
+    tree.file("steady.bin", &random_bytes(0x57, 300_000));
+    let original = random_bytes(0x9a0, 3_000_000);
+    let growing = tree.file("growing.log", &original);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let appender = append_until_stopped(growing.clone(), Arc::clone(&stop), 8_000_000);
+    let started = Instant::now();
+    let run = workspace.cairn(&["backup", "--json", source.to_str().unwrap()]);
+    stop.store(true, Ordering::SeqCst);
+    let appended = appender.join().unwrap();
+    let run = run.code(3);
+    let warnings: Vec<serde_json::Value> = run
+        .json_lines()
+        .into_iter()
+        .filter(|line| line["message_type"] == "warning")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0]["path"], growing.to_string_lossy().as_ref());
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("changed while being read"),
+        "{warnings:?}"
+    );
+    let summary = run.summary();
+    assert_eq!(json_u64(&summary, "files_changed"), 1, "{summary}");
+    assert_eq!(json_u64(&summary, "entries_unreadable"), 0, "{summary}");
+    eprintln!(
+        "growing file: {appended} bytes appended during a backup of {} ms",
+        started.elapsed().as_millis()
+    );
+
+    // Restore verifies every file against its recorded hash: the growing file comes back as a
+    // prefix of what it is now, at least as long as it was, and the steady file intact.
+    let target = workspace.path("restored");
+    workspace
+        .cairn(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    let now = fs::read(&growing).unwrap();
+    let restored = fs::read(restored_path(&target, &growing)).unwrap();
+    assert!(
+        restored.len() >= original.len() && now.starts_with(&restored),
+        "restored {} bytes that are not a prefix of the {} now",
+        restored.len(),
+        now.len()
+    );
+    assert!(
+        fs::read(restored_path(&target, &source.join("steady.bin"))).unwrap()
+            == random_bytes(0x57, 300_000)
+    );
+
+    // Quiet now: the next backup reads it again (its recorded times are from before the change)
+    // and is complete.
+    let summary = workspace.backup(&[&source]);
+    assert_eq!(json_u64(&summary, "files_changed"), 0, "{summary}");
+    assert_eq!(json_u64(&summary, "files_unchanged"), 1, "{summary}");
+    let dumped = workspace
+        .cairn(&["dump", "latest", growing.to_str().unwrap()])
+        .ok();
+    assert!(
+        dumped.stdout == now,
+        "the second backup does not hold the whole file"
     );
 }
