@@ -16,6 +16,7 @@ Exit codes:
   11   another prune holds the repository's prune lease (try again later)
   12   wrong password or no key matches
   13   refused: the client or repository is append-only and the command would delete
+  14   the repository was written by a newer cairn (its format version is named): upgrade
   130  interrupted (Ctrl-C); no snapshot is written
 
 Environment:

@@ -26,6 +26,8 @@ const EXIT_BUSY: u8 = 11;
 const EXIT_WRONG_PASSWORD: u8 = 12;
 /// Exit code when deleting is refused because of append-only mode.
 const EXIT_APPEND_ONLY: u8 = 13;
+/// Exit code when the repository was written by a newer format version than this build reads.
+const EXIT_UNSUPPORTED: u8 = 14;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     let kind = error
@@ -41,6 +43,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         Some(ErrorKind::WrongPassword) => EXIT_WRONG_PASSWORD,
         Some(ErrorKind::Busy) => EXIT_BUSY,
         Some(ErrorKind::AppendOnly) => EXIT_APPEND_ONLY,
+        Some(ErrorKind::Unsupported) => EXIT_UNSUPPORTED,
         _ => EXIT_FATAL,
     }
 }

@@ -1,6 +1,6 @@
 //! cairn in a bad environment, with the real binary: a restore target that fills up or hits the
-//! file-size limit, and source files that change while they are read. (Unreadable source files
-//! and a wrong password: see `cli_e2e`.)
+//! file-size limit, source files that change while they are read, and a repository written by a
+//! newer cairn. (Unreadable source files and a wrong password: see `cli_e2e`.)
 
 use std::ffi::OsString;
 use std::fs;
@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    TreeBuilder, Workspace, effective_uid, files_below, json_u64, random_bytes, restored_path,
+    TreeBuilder, Workspace, copy_dir, effective_uid, files_below, json_u64, listing, random_bytes,
+    restored_path,
 };
 
 /// Asserts that `directory` holds no file called `name` and no partial (temporary) file.
@@ -258,4 +259,44 @@ fn a_file_growing_during_backup_is_reported_and_its_snapshot_stays_consistent() 
         dumped.stdout == now,
         "the second backup does not hold the whole file"
     );
+}
+
+/// A repository whose config says it is of a newer format version: every command refuses it
+/// with exit 14 and an error naming the version, before asking anything of the keys, and
+/// changes nothing.
+#[test]
+fn a_repository_of_a_newer_format_exits_14_naming_the_version() {
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    TreeBuilder::new(&source).file("a.txt", b"data\n");
+    workspace.backup(&[&source]);
+    let newer = workspace.path("newer-repo");
+    copy_dir(&workspace.repo, &newer);
+    let config = newer.join("config");
+    let mut bytes = fs::read(&config).unwrap();
+    assert_eq!(&bytes[..4], b"CRNC", "the config starts with its magic");
+    bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
+    fs::write(&config, bytes).unwrap();
+    let before = listing(&newer);
+    let target = workspace.path("target");
+    for args in [
+        vec!["snapshots"],
+        vec!["backup", source.to_str().unwrap()],
+        vec!["restore", "latest", "--target", target.to_str().unwrap()],
+        vec!["check", "--read-data"],
+        vec!["prune"],
+    ] {
+        let run = workspace
+            .cairn_env(&args, &[("CAIRN_REPOSITORY", &newer)])
+            .code(14)
+            .stderr_contains("format version 2")
+            .stderr_contains("upgrade cairn");
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        // Whatever the password: the version is read before any key.
+        let mut command = workspace.command(&args, &[("CAIRN_REPOSITORY", &newer)]);
+        command.env("CAIRN_PASSWORD", "not the password");
+        crate::support::run_command(command, None).code(14);
+    }
+    assert_eq!(before, listing(&newer), "the newer repository changed");
+    assert!(!target.exists());
 }
