@@ -12,11 +12,13 @@ Exit codes:
   0    success
   1    fatal error (including damage found by check, drill or restore, and snapshots repair
        could not salvage)
-  3    backup snapshot written, but some source files could not be read (listed)
+  3    backup snapshot written, but some source files could not be read or changed while
+       being read (listed)
   10   repository does not exist
   11   another prune holds the repository's prune lease (try again later)
   12   wrong password or no key matches
   13   refused: the client or repository is append-only and the command would delete
+  14   the repository was written by a newer cairn (its format version is named): upgrade
   130  interrupted (Ctrl-C); no snapshot is written
 
 Environment:

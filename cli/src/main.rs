@@ -8,6 +8,7 @@ mod settings;
 use std::process::ExitCode;
 
 use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
 
 use args::{Cli, Command};
 use cairn_store::ErrorKind;
@@ -25,6 +26,8 @@ const EXIT_BUSY: u8 = 11;
 const EXIT_WRONG_PASSWORD: u8 = 12;
 /// Exit code when deleting is refused because of append-only mode.
 const EXIT_APPEND_ONLY: u8 = 13;
+/// Exit code when the repository was written by a newer format version than this build reads.
+const EXIT_UNSUPPORTED: u8 = 14;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     let kind = error
@@ -40,6 +43,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         Some(ErrorKind::WrongPassword) => EXIT_WRONG_PASSWORD,
         Some(ErrorKind::Busy) => EXIT_BUSY,
         Some(ErrorKind::AppendOnly) => EXIT_APPEND_ONLY,
+        Some(ErrorKind::Unsupported) => EXIT_UNSUPPORTED,
         _ => EXIT_FATAL,
     }
 }
@@ -65,7 +69,19 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
     }
 }
 
+/// Makes a write past the file-size limit (`ulimit -f`) fail with `EFBIG`, which restore reports
+/// and cleans up after like any write error, instead of raising SIGXFSZ, whose default action
+/// kills the process mid-write and leaves a temporary file behind. Runs before any thread
+/// starts, so every thread inherits the mask; programs cairn starts get a clean mask from std.
+fn block_file_size_signal() {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGXFSZ);
+    // On failure the default behaviour stays: fatal, but the repository is never at risk.
+    let _ = signals.thread_block();
+}
+
 fn main() -> ExitCode {
+    block_file_size_signal();
     let cli = Cli::parse();
     let outcome = run(&cli);
     if cli.global.verbose

@@ -126,6 +126,9 @@ pub struct BackupOutcome {
     pub warnings: Vec<SourceWarning>,
     /// Special files (FIFOs, sockets, devices) left out by design.
     pub skipped: Vec<SourceWarning>,
+    /// Files whose size or times changed while they were read. Each is saved as read: its
+    /// recorded hash matches what was saved, but the content may mix old and new bytes.
+    pub changed: Vec<SourceWarning>,
     /// Files not read because the parent snapshot proved them unchanged.
     pub files_unchanged: u64,
     /// The snapshot compared against.
@@ -251,6 +254,8 @@ struct SmallFile {
 /// A small file read whole.
 struct ReadSmallFile {
     metadata: Metadata,
+    /// It changed while it was read (see [`changed_while_read`]).
+    changed: bool,
     content_hash: Id,
     ranges: Vec<std::ops::Range<usize>>,
     data: Vec<u8>,
@@ -263,6 +268,7 @@ struct Walker<'saver, 'repo, 'progress> {
     progress: &'progress dyn BackupProgress,
     warnings: Vec<SourceWarning>,
     skipped: Vec<SourceWarning>,
+    changed: Vec<SourceWarning>,
     summary: Summary,
     /// Files whose metadata matched the parent snapshot and were not read.
     files_unchanged: u64,
@@ -286,6 +292,15 @@ fn unchanged(metadata: &Metadata, previous: &Node) -> bool {
         && previous.inode == current.inode
         && previous.device == current.device
         && previous.mode == current.mode
+}
+
+/// Whether a file changed while it was read: its size, mtime or ctime when it was opened
+/// differ from those after its last byte was read (ctime also catches a write that put the
+/// mtime back).
+fn changed_while_read(before: &Metadata, after: &Metadata) -> bool {
+    (before.len(), before.mtime(), before.mtime_nsec())
+        != (after.len(), after.mtime(), after.mtime_nsec())
+        || (before.ctime(), before.ctime_nsec()) != (after.ctime(), after.ctime_nsec())
 }
 
 impl Walker<'_, '_, '_> {
@@ -340,6 +355,19 @@ impl Walker<'_, '_, '_> {
         self.progress.warning(&warning);
         self.warnings.push(warning);
         self.summary.entries_unreadable += 1;
+    }
+
+    /// Reports a file saved as read although it changed meanwhile. Its node keeps the metadata
+    /// from before the read, so the next backup does not take it for unchanged.
+    fn note_changed(&mut self, path: &Path) {
+        let warning = SourceWarning {
+            path: path.to_owned(),
+            message: "changed while being read: saved as read, which may mix old and new \
+                      content; back it up again when it is quiet"
+                .into(),
+        };
+        self.progress.warning(&warning);
+        self.changed.push(warning);
     }
 
     /// Chunks and saves a stream; returns its content hash, chunk ids and length.
@@ -460,6 +488,12 @@ impl Walker<'_, '_, '_> {
                 return Ok(None);
             }
         };
+        if file
+            .metadata()
+            .is_ok_and(|after| changed_while_read(&before, &after))
+        {
+            self.note_changed(path);
+        }
         let mut node = node_from_metadata(
             name,
             NodeKind::File {
@@ -555,11 +589,13 @@ impl Walker<'_, '_, '_> {
                 let metadata = handle.metadata()?;
                 let mut data = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
                 (&mut handle).take(SMALL_FILE + 1).read_to_end(&mut data)?;
+                let changed = changed_while_read(&metadata, &handle.metadata()?);
                 let mut hasher = keys.file_hasher();
                 hasher.update(&data);
                 let ranges = chunker.chunk_slice(&data);
                 Ok(ReadSmallFile {
                     metadata,
+                    changed,
                     content_hash: Id(*hasher.finalize().as_bytes()),
                     ranges,
                     data,
@@ -580,6 +616,9 @@ impl Walker<'_, '_, '_> {
                     slots[file.slot] = self.save_file(&file.path, file.name)?;
                 }
                 Ok(read) => {
+                    if read.changed {
+                        self.note_changed(&file.path);
+                    }
                     let chunks: Vec<Id> = ids.by_ref().take(read.ranges.len()).collect();
                     let mut node = node_from_metadata(
                         file.name,
@@ -734,6 +773,7 @@ fn backup_in_session(
         progress,
         warnings: Vec::new(),
         skipped: Vec::new(),
+        changed: Vec::new(),
         summary: Summary::default(),
         files_unchanged: 0,
     };
@@ -784,6 +824,7 @@ fn backup_in_session(
     let Walker {
         warnings,
         skipped,
+        changed,
         mut summary,
         files_unchanged,
         ..
@@ -816,6 +857,7 @@ fn backup_in_session(
         snapshot,
         warnings,
         skipped,
+        changed,
         files_unchanged,
         parent: parent.map(|(id, _)| id),
         saver: saver_stats,

@@ -265,8 +265,19 @@ fn write_chunks(
     Ok(())
 }
 
-/// Checks the whole-file hash and size, then gives the file its metadata and final name.
+/// Checks the whole-file hash and size, then gives the file its metadata and final name. On
+/// any failure (the last flush can be the write that finds the disk full) the temporary file
+/// is removed: a failed file leaves nothing behind.
 fn finish_file(open: OpenFile, job: &FileJob) -> Result<u64> {
+    let temporary = open.temporary.clone();
+    let finished = verify_and_rename(open, job);
+    if finished.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    finished
+}
+
+fn verify_and_rename(open: OpenFile, job: &FileJob) -> Result<u64> {
     let NodeKind::File { content_hash, .. } = &job.node.kind else {
         return Err(Error::Usage(format!(
             "{} is not a file",
@@ -287,7 +298,6 @@ fn finish_file(open: OpenFile, job: &FileJob) -> Result<u64> {
     file.set_len(written)
         .map_err(|error| Error::local("write", &job.path, error))?;
     if Id(*hasher.finalize().as_bytes()) != *content_hash || written != job.node.size {
-        let _ = fs::remove_file(&temporary);
         return Err(Error::ContentMismatch(job.path.clone()));
     }
     if let Err(error) = apply_file_metadata(&file, &temporary, &job.node) {

@@ -770,6 +770,8 @@ fn unreadable_source_entries_exit_3_and_the_rest_is_saved() {
     tree.file("readable/b.bin", &random_bytes(50, 100_000));
     tree.file("top.txt", b"top\n");
     let unreadable_file = tree.file("readable/secret.txt", b"you cannot read me\n");
+    // Big enough for the large-file path (small files are read in parallel groups).
+    let unreadable_big = tree.file("readable/z-big-secret.bin", &random_bytes(51, 1_500_000));
     let unreadable_dir = tree.dir("locked");
     tree.file("locked/inside.txt", b"inside a locked directory\n");
     let root = effective_uid() == 0;
@@ -778,6 +780,7 @@ fn unreadable_source_entries_exit_3_and_the_rest_is_saved() {
         chown_tree(workspace.root(), 65_534, 65_534);
     }
     tree.mode("readable/secret.txt", 0o000)
+        .mode("readable/z-big-secret.bin", 0o000)
         .mode("locked", 0o000);
     workspace.prefix = unprivileged_prefix();
     let mut init: Vec<&str> = crate::support::CHEAP_INIT.to_vec();
@@ -799,23 +802,32 @@ fn unreadable_source_entries_exit_3_and_the_rest_is_saved() {
         "{warnings:?}"
     );
     assert!(
+        warnings.contains(&unreadable_big.to_string_lossy().into_owned()),
+        "{warnings:?}"
+    );
+    assert!(
         warnings.contains(&unreadable_dir.to_string_lossy().into_owned()),
         "{warnings:?}"
     );
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert_eq!(json_u64(&run.summary(), "entries_unreadable"), 2);
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert_eq!(json_u64(&run.summary(), "entries_unreadable"), 3);
     // Without --json the warning names the file on stderr.
     workspace
         .cairn(&["backup", &source.to_string_lossy()])
         .code(3)
         .stderr_contains(&unreadable_file.to_string_lossy())
-        .stderr_contains("Permission denied");
+        .stderr_contains(&unreadable_big.to_string_lossy())
+        .stderr_contains("Permission denied")
+        .stderr_contains("3 source entries could not be read");
 
     // Compare what was saved with the source, minus what could not be read.
     tree.mode("locked", 0o755)
-        .mode("readable/secret.txt", 0o644);
-    let mut expected = scan_tree(&source);
+        .mode("readable/secret.txt", 0o644)
+        .mode("readable/z-big-secret.bin", 0o644);
+    let complete = scan_tree(&source);
+    let mut expected = complete.clone();
     expected.remove(Path::new("readable/secret.txt"));
+    expected.remove(Path::new("readable/z-big-secret.bin"));
     expected.remove(Path::new("locked"));
     expected.remove(Path::new("locked/inside.txt"));
     workspace.prefix = Vec::new();
@@ -825,6 +837,20 @@ fn unreadable_source_entries_exit_3_and_the_rest_is_saved() {
         .cairn(&["restore", "latest", "--target", &target.to_string_lossy()])
         .ok();
     assert_same_entries(&expected, &scan_tree(&restored_path(&target, &source)));
+
+    // Readable again: the next backup (whose parent lacks them) saves them and exits 0.
+    workspace.prefix = unprivileged_prefix();
+    let summary = workspace
+        .cairn(&["backup", "--json", &source.to_string_lossy()])
+        .ok()
+        .summary();
+    assert_eq!(json_u64(&summary, "entries_unreadable"), 0, "{summary}");
+    workspace.prefix = Vec::new();
+    let target = workspace.path("restored-complete");
+    workspace
+        .cairn(&["restore", "latest", "--target", &target.to_string_lossy()])
+        .ok();
+    assert_same_entries(&complete, &scan_tree(&restored_path(&target, &source)));
 }
 
 /// Test 6: a path given on the command line that does not exist (it vanished) is a warning and

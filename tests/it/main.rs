@@ -4,7 +4,9 @@
 mod backends;
 mod cli_e2e;
 mod corruption;
+mod crash;
 mod drill;
+mod environment;
 mod faults;
 mod fixture_v1;
 mod forget;

@@ -4,38 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::backends::remote_url;
-use crate::support::{CHEAP_INIT, Prng, Workspace, random_bytes};
-
-/// A runner of `cairn --repo <location> ...` in a workspace.
-struct Repo<'a> {
-    workspace: &'a Workspace,
-    location: String,
-}
-
-impl Repo<'_> {
-    fn args<'b>(&'b self, args: &[&'b str]) -> Vec<&'b str> {
-        let mut out = vec!["--repo", self.location.as_str()];
-        out.extend_from_slice(args);
-        out
-    }
-
-    fn cairn(&self, args: &[&str]) -> crate::support::Run {
-        self.workspace.cairn(&self.args(args))
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.workspace
-            .command(&self.args(args), &[])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cairn starts")
-    }
-}
+use crate::support::{
+    CHEAP_INIT, Ending, Prng, Repo, Workspace, elapsed_ms, kill_after, random_bytes,
+};
 
 /// Sum of the sizes of every file below `path`.
 fn tree_size(path: &Path) -> u64 {
@@ -343,21 +318,16 @@ fn prune_killed_at_random_points(repo: &Repo<'_>, trials: u64) -> PathBuf {
     add_garbage(repo, 9_999);
     let started = Instant::now();
     repo.cairn(&["prune", "--max-unused", "0%"]).ok();
-    let full_ms = u64::try_from(started.elapsed().as_millis())
-        .unwrap()
-        .max(20);
+    let full_ms = elapsed_ms(started, 20);
     let mut prng = Prng::new(0x5eed);
     let mut killed = 0;
     for trial in 0..trials {
         add_garbage(repo, 10_000 + trial);
-        let mut child = repo.spawn(&["prune", "--max-unused", "0%"]);
+        let child = repo.spawn(&["prune", "--max-unused", "0%"]);
         let delay = Duration::from_millis(prng.next_u64() % (full_ms * 3 / 4));
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
+        if matches!(kill_after(child, delay), Ending::Killed) {
             killed += 1;
         }
-        let _ = child.wait();
         repo.cairn(&["check"]).ok();
         if trial % 10 == 9 {
             let target = workspace.path(&format!("restored-{trial}"));

@@ -10,10 +10,11 @@ use std::ffi::OsString;
 use std::fs::{self, File, FileTimes};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use cairn_store::backend::Backend;
 use cairn_store::backend::object_store::{CreateDirectory, ObjectStoreBackend};
@@ -319,6 +320,91 @@ impl Default for Workspace {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A runner of `cairn --repo <location> ...` in a workspace: the same commands against the
+/// workspace's local directory or a prefix on a remote store.
+pub struct Repo<'a> {
+    /// Environment, cache and prefix of every run.
+    pub workspace: &'a Workspace,
+    /// The repository location given with `--repo`.
+    pub location: String,
+}
+
+impl<'a> Repo<'a> {
+    /// The workspace's own repository directory.
+    pub fn local(workspace: &'a Workspace) -> Self {
+        Self {
+            location: workspace.repo.to_string_lossy().into_owned(),
+            workspace,
+        }
+    }
+
+    fn args<'b>(&'b self, args: &[&'b str]) -> Vec<&'b str> {
+        let mut out = vec!["--repo", self.location.as_str()];
+        out.extend_from_slice(args);
+        out
+    }
+
+    /// Runs `cairn --repo <location> args...`.
+    pub fn cairn(&self, args: &[&str]) -> Run {
+        self.workspace.cairn(&self.args(args))
+    }
+
+    /// Starts `cairn --repo <location> args...` with piped output.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.workspace
+            .command(&self.args(args), &[])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cairn starts")
+    }
+}
+
+/// Milliseconds elapsed since `started`, at least `floor`: the span kill delays are drawn from.
+pub fn elapsed_ms(started: Instant, floor: u64) -> u64 {
+    u64::try_from(started.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(floor)
+}
+
+/// How a command run by [`kill_after`] ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// SIGKILL ended it mid-run.
+    Killed,
+    /// It had already completed, successfully; its standard output.
+    Completed(Vec<u8>),
+}
+
+/// Lets `child` run for `delay` (or until it exits, if sooner), then sends it SIGKILL if it is
+/// still running, and reaps it. A command that exits on its own must have succeeded: failing
+/// by itself is a finding, not a crash.
+#[track_caller]
+pub fn kill_after(mut child: Child, delay: Duration) -> Ending {
+    let deadline = Instant::now() + delay;
+    while child.try_wait().expect("poll child").is_none() {
+        let now = Instant::now();
+        if now >= deadline {
+            // It may exit between the poll and the kill; the status tells which came first.
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
+    }
+    let output = child.wait_with_output().expect("reap child");
+    if output.status.signal() == Some(9) {
+        return Ending::Killed;
+    }
+    assert!(
+        output.status.success(),
+        "cairn failed on its own before the kill ({:?}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ending::Completed(output.stdout)
 }
 
 /// Opens a local repository through the library with an in-memory cache.

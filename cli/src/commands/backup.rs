@@ -92,6 +92,7 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
             "data_added": outcome.saver.raw_bytes_added,
             "packs_added": outcome.saver.packs_added,
             "entries_unreadable": summary.entries_unreadable,
+            "files_changed": outcome.changed.len(),
             "recovered_packs": outcome.recovered_packs,
             "blobs_rescued": outcome.blobs_rescued,
             "files_unchanged": outcome.files_unchanged,
@@ -119,14 +120,23 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
         );
         println!("snapshot {} saved", outcome.snapshot_id.short());
     }
-    if outcome.warnings.is_empty() {
-        Ok(Completion::Done)
-    } else {
+    if !outcome.warnings.is_empty() {
         eprintln!(
             "warning: {} source entries could not be read and are missing from snapshot {}",
             outcome.warnings.len(),
             outcome.snapshot_id.short()
         );
+    }
+    if !outcome.changed.is_empty() {
+        eprintln!(
+            "warning: {} files changed while being read; snapshot {} holds them as read",
+            outcome.changed.len(),
+            outcome.snapshot_id.short()
+        );
+    }
+    if outcome.warnings.is_empty() && outcome.changed.is_empty() {
+        Ok(Completion::Done)
+    } else {
         Ok(Completion::Partial)
     }
 }
