@@ -16,6 +16,9 @@ use std::sync::LazyLock;
 use cairn_store::format::config::{self, Config};
 use cairn_store::format::envelope;
 use cairn_store::format::index::{self, IndexObject, IndexedPack};
+use cairn_store::format::lifecycle::{
+    self, InflightList, PruneLease, PruneRecord, SessionEnd, SessionId, SessionMarker,
+};
 use cairn_store::format::pack::{self, PackEntry, SealedBlob};
 use cairn_store::format::snapshot::{self, Snapshot, Source, Summary};
 use cairn_store::format::tree::{EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
@@ -67,7 +70,7 @@ impl Accepted {
 pub type Target = (&'static str, fn(&[u8]) -> Accepted);
 
 /// Every target, by name.
-pub const TARGETS: [Target; 7] = [
+pub const TARGETS: [Target; 8] = [
     ("pack_trailer", pack_trailer),
     ("index_object", index_object),
     ("tree", tree),
@@ -75,7 +78,65 @@ pub const TARGETS: [Target; 7] = [
     ("key_object", key_object),
     ("config", config),
     ("envelope", envelope),
+    ("lifecycle", lifecycle_objects),
 ];
+
+/// The garbage-collection objects of FORMAT.md section 21 (session start and end markers, prune
+/// records, in-flight lists, the prune lease): every decoder on the stored bytes, and every
+/// decoder on the input sealed as an authentic body of each kind (so the body parsers behind
+/// authentication run on hostile plaintext). Accepted objects must re-encode to the same body.
+pub fn lifecycle_objects(data: &[u8]) -> Accepted {
+    let stored = decode_lifecycle(data);
+    let mut body = false;
+    let public = [0x5a; 16];
+    for (magic, public_len) in [
+        (lifecycle::SESSION_MAGIC, lifecycle::SESSION_ID_LEN),
+        (lifecycle::SESSION_DONE_MAGIC, lifecycle::SESSION_ID_LEN),
+        (lifecycle::PRUNE_RECORD_MAGIC, 8),
+        (lifecycle::INFLIGHT_MAGIC, 8),
+        (lifecycle::LEASE_MAGIC, 0),
+    ] {
+        let sealed = envelope::seal_object(
+            data_key(),
+            cairn_store::format::codec::ObjectHeader {
+                magic,
+                version: lifecycle::LIFECYCLE_VERSION,
+            },
+            &public[..public_len],
+            data,
+            None,
+            [0; 24],
+        );
+        body |= decode_lifecycle(&sealed);
+    }
+    Accepted { body, stored }
+}
+
+fn decode_lifecycle(bytes: &[u8]) -> bool {
+    let key = data_key();
+    let mut accepted = false;
+    if let Ok(marker) = SessionMarker::decode(key, bytes) {
+        assert_eq!(SessionMarker::decode(key, &marker.encode(key, [1; 24])).ok(), Some(marker));
+        accepted = true;
+    }
+    if let Ok(end) = SessionEnd::decode(key, bytes) {
+        assert_eq!(SessionEnd::decode(key, &end.encode(key, [1; 24])).ok(), Some(end));
+        accepted = true;
+    }
+    if let Ok(record) = PruneRecord::decode(key, bytes) {
+        assert_eq!(PruneRecord::decode(key, &record.encode(key, [1; 24])).ok(), Some(record));
+        accepted = true;
+    }
+    if let Ok(list) = InflightList::decode(key, bytes) {
+        assert_eq!(InflightList::decode(key, &list.encode(key, [1; 24])).ok(), Some(list));
+        accepted = true;
+    }
+    if let Ok(lease) = PruneLease::decode(key, bytes) {
+        assert_eq!(PruneLease::decode(key, &lease.encode(key, [1; 24])).ok(), Some(lease));
+        accepted = true;
+    }
+    accepted
+}
 
 /// A pack: the footer (`trailer_range`), the trailer plaintext parser (`decode_trailer`, with the
 /// trailer starting at the end of the input and far beyond it), and the whole pack through
@@ -345,6 +406,60 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
         seeds.push((target, name.to_owned(), bytes));
     };
+
+    let session = SessionId([0x11; 16]);
+    add(
+        "lifecycle",
+        "session",
+        SessionMarker {
+            session,
+            host: "db-1".into(),
+            pid: 4242,
+            started_unix: 1_767_225_600,
+        }
+        .encode(data_key(), [20; 24]),
+    );
+    add(
+        "lifecycle",
+        "session-end",
+        SessionEnd {
+            session,
+            snapshot: Some(Id([7; 32])),
+            ended_by: 0,
+        }
+        .encode(data_key(), [21; 24]),
+    );
+    add(
+        "lifecycle",
+        "prune-record",
+        PruneRecord {
+            generation: 3,
+            condemned: vec![Id([1; 32]), Id([2; 32])],
+            resurrected: vec![Id([3; 32])],
+        }
+        .encode(data_key(), [22; 24]),
+    );
+    add(
+        "lifecycle",
+        "inflight",
+        InflightList {
+            generation: 3,
+            sessions: vec![session],
+        }
+        .encode(data_key(), [23; 24]),
+    );
+    add(
+        "lifecycle",
+        "lease",
+        PruneLease {
+            token: [9; 16],
+            host: "db-1".into(),
+            pid: 7,
+            started_unix: 1_767_225_600,
+            ttl_seconds: 900,
+        }
+        .encode(data_key(), [24; 24]),
+    );
 
     let empty_tree = Tree::default().encode();
     let chunk_plaintexts = [pattern(252), pattern(1), vec![0; 4096]];

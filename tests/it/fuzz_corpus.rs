@@ -140,6 +140,7 @@ fn seeds_are_accepted_by_their_targets() {
         ("key_object", "cheap"),
         ("config", "stored"),
         ("envelope", "config"),
+        ("lifecycle", "prune-record"),
     ] {
         let (_, _, bytes) = seeds
             .iter()
