@@ -116,23 +116,38 @@ fn decode_lifecycle(bytes: &[u8]) -> bool {
     let key = data_key();
     let mut accepted = false;
     if let Ok(marker) = SessionMarker::decode(key, bytes) {
-        assert_eq!(SessionMarker::decode(key, &marker.encode(key, [1; 24])).ok(), Some(marker));
+        assert_eq!(
+            SessionMarker::decode(key, &marker.encode(key, [1; 24])).ok(),
+            Some(marker)
+        );
         accepted = true;
     }
     if let Ok(end) = SessionEnd::decode(key, bytes) {
-        assert_eq!(SessionEnd::decode(key, &end.encode(key, [1; 24])).ok(), Some(end));
+        assert_eq!(
+            SessionEnd::decode(key, &end.encode(key, [1; 24])).ok(),
+            Some(end)
+        );
         accepted = true;
     }
     if let Ok(record) = PruneRecord::decode(key, bytes) {
-        assert_eq!(PruneRecord::decode(key, &record.encode(key, [1; 24])).ok(), Some(record));
+        assert_eq!(
+            PruneRecord::decode(key, &record.encode(key, [1; 24])).ok(),
+            Some(record)
+        );
         accepted = true;
     }
     if let Ok(list) = InflightList::decode(key, bytes) {
-        assert_eq!(InflightList::decode(key, &list.encode(key, [1; 24])).ok(), Some(list));
+        assert_eq!(
+            InflightList::decode(key, &list.encode(key, [1; 24])).ok(),
+            Some(list)
+        );
         accepted = true;
     }
     if let Ok(lease) = PruneLease::decode(key, bytes) {
-        assert_eq!(PruneLease::decode(key, &lease.encode(key, [1; 24])).ok(), Some(lease));
+        assert_eq!(
+            PruneLease::decode(key, &lease.encode(key, [1; 24])).ok(),
+            Some(lease)
+        );
         accepted = true;
     }
     accepted
