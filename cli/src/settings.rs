@@ -173,9 +173,7 @@ pub fn kdf_params(args: &KdfArgs) -> KdfParams {
 
 /// This machine's host name.
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map_or_else(|_| "localhost".into(), |name| name.trim().to_owned())
+    cairn_store::lifecycle::this_host()
 }
 
 /// The user running cairn.

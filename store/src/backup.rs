@@ -730,10 +730,11 @@ pub fn backup(
     };
     // The session marker goes first: a prune that does not see it has already written its
     // record, which the session then reads (FORMAT.md section 21).
-    let mut session = repository.begin_session(&options.host)?;
+    let (mut session, prune_state) = repository.begin_session(&options.host)?;
     match backup_in_session(
         repository,
         &mut session,
+        &prune_state,
         source,
         snapshot_source,
         options,
@@ -755,12 +756,13 @@ pub fn backup(
 fn backup_in_session(
     repository: &Repository,
     session: &mut crate::lifecycle::BackupSession<'_>,
+    prune_state: &crate::lifecycle::PruneState,
     source: BackupSource<'_>,
     snapshot_source: Source,
     options: &BackupOptions,
     progress: &dyn BackupProgress,
 ) -> Result<BackupOutcome> {
-    repository.sync_index()?;
+    repository.sync_index_with(prune_state)?;
     let recovered_packs = repository.index_orphan_packs()?;
     let parent = find_parent(repository, &options.parent, &options.host, &snapshot_source)?;
     let chunker = Chunker::new(repository.config().chunker, repository.keys().chunker_seed)

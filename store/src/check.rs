@@ -402,9 +402,6 @@ pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckRepo
     for (pack_id, indexed_length) in &indexed_lengths {
         let name = pack_name(pack_id);
         match packs.get(pack_id) {
-            None if condemned.contains(pack_id) => {
-                bad_packs.insert(*pack_id, name);
-            }
             None => {
                 report.damaged.insert(name.clone(), "missing".into());
                 bad_packs.insert(*pack_id, name);

@@ -100,8 +100,8 @@ fn process_alive(pid: u32) -> bool {
 /// This machine's name, as written in markers.
 pub fn this_host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_default()
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map_or_else(|_| "localhost".into(), |name| name.trim().to_owned())
 }
 
 impl Repository {
@@ -266,11 +266,11 @@ impl Repository {
     }
 
     /// Registers a backup session: writes its start marker, then loads the prune records (in
-    /// that order, which the protocol relies on) and makes the cache forget condemned packs.
+    /// that order, which the protocol relies on) and returns them for the index sync.
     ///
     /// # Errors
     /// Backend or cache failures.
-    pub fn begin_session(&self, host: &str) -> Result<BackupSession<'_>> {
+    pub fn begin_session(&self, host: &str) -> Result<(BackupSession<'_>, PruneState)> {
         let mut id = [0u8; lifecycle::SESSION_ID_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
         let id = SessionId(id);
@@ -293,8 +293,7 @@ impl Repository {
         };
         let state = self.load_prune_state()?;
         session.generation_seen = state.latest_generation;
-        self.apply_prune_state(&state)?;
-        Ok(session)
+        Ok((session, state))
     }
 
     /// Makes sure every blob the backup relies on survives prunes that ran since the session
@@ -318,8 +317,7 @@ impl Repository {
         if hits.is_empty() {
             return Ok(report);
         }
-        self.apply_prune_state(&state)?;
-        self.sync_index()?;
+        self.sync_index_with(&state)?;
         report.packs_checked = hits.len();
         let mut saver = BlobSaver::new(self);
         for pack_id in hits {
@@ -400,10 +398,9 @@ impl Repository {
                 Err(BackendError::AlreadyExists { .. }) => {}
                 Err(error) => return Err(error.into()),
             }
-            let Some(holder) = self.stale_lease_holder()? else {
+            if !self.lease_is_stale()? {
                 continue;
-            };
-            let _ = holder;
+            }
             self.backend().delete(LEASE_NAME)?;
         }
         let description = self
@@ -418,33 +415,26 @@ impl Repository {
         Err(Error::PruneLeaseHeld(description))
     }
 
-    /// The current lease if it may be taken over, `None` if it is live (or vanished).
-    fn stale_lease_holder(&self) -> Result<Option<PruneLease>> {
+    /// Whether the current lease may be taken over: its holder ran on this host and its process
+    /// is gone, or it has not been renewed for its TTL (one hour if it cannot be read) by the
+    /// store's clock. A lease that vanished meanwhile is not stale (the create is retried).
+    fn lease_is_stale(&self) -> Result<bool> {
         let bytes = match self.backend().get(LEASE_NAME) {
             Ok(bytes) => bytes,
-            Err(BackendError::NotFound { .. }) => return Ok(None),
+            Err(BackendError::NotFound { .. }) => return Ok(false),
             Err(error) => return Err(error.into()),
         };
-        let Ok(holder) = PruneLease::decode(&self.keys().data_key, &bytes) else {
-            // Not ours to judge by content: fall back to age alone.
-            return Ok(self
-                .lease_age_seconds()?
-                .filter(|age| *age > 3600)
-                .map(|_| PruneLease {
-                    token: [0; 16],
-                    host: String::new(),
-                    pid: 0,
-                    started_unix: 0,
-                    ttl_seconds: 3600,
-                }));
-        };
-        if holder.host == this_host() && !process_alive(holder.pid) {
-            return Ok(Some(holder));
+        let holder = PruneLease::decode(&self.keys().data_key, &bytes).ok();
+        if let Some(holder) = &holder
+            && holder.host == this_host()
+            && !process_alive(holder.pid)
+        {
+            return Ok(true);
         }
-        let age = self.lease_age_seconds()?;
-        Ok(age
-            .filter(|age| u64::try_from(*age).unwrap_or(0) > holder.ttl_seconds)
-            .map(|_| holder))
+        let ttl = holder.map_or(3600, |holder| holder.ttl_seconds);
+        Ok(self
+            .lease_age_seconds()?
+            .is_some_and(|age| u64::try_from(age).unwrap_or(0) > ttl))
     }
 
     /// How long ago the lease was last written, by the store's own clock: a probe object is

@@ -115,11 +115,11 @@ struct Marked {
 /// Trees loaded at once during the mark walk (bounds memory on wide repositories).
 const TREES_PER_STEP: usize = 256;
 
-fn mark(repository: &Repository) -> Result<Marked> {
+fn mark(repository: &Repository, state: &PruneState) -> Result<Marked> {
     // Snapshots first, then the index: a backup writes its index objects before its snapshot,
     // so every blob of every snapshot listed here is in an index object read after.
     let (snapshots, errors) = repository.list_snapshots()?;
-    repository.sync_index()?;
+    repository.sync_index_with(state)?;
     if let Some(error) = errors.into_iter().next() {
         return Err(Error::Usage(format!(
             "a snapshot cannot be read ({error}); prune stops so that nothing it references is \
@@ -272,11 +272,10 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     }
     let running = !unfinished(&sessions_at_start).is_empty();
     let state = repository.load_prune_state()?;
-    repository.apply_prune_state(&state)?;
     let generation = state.latest_generation + 1;
 
     // Step 2: mark.
-    let marked = mark(repository)?;
+    let marked = mark(repository, &state)?;
     let marks = &marked.marks;
     report.snapshots = marked.snapshots;
     report.referenced_blobs = marks.len()?;

@@ -877,7 +877,7 @@ pub fn repair_snapshots(
         return run_repair(repository, options, None);
     }
     // The session marker first, as a backup's (FORMAT.md section 21.2).
-    let mut session = repository.begin_session(&options.host)?;
+    let (mut session, _) = repository.begin_session(&options.host)?;
     match run_repair(repository, options, Some(&mut session)) {
         Ok(report) => Ok(report),
         Err(error) => {

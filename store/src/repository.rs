@@ -418,7 +418,16 @@ impl Repository {
     /// Backend or cache failures (a damaged index object is reported, not an error).
     pub fn sync_index(&self) -> Result<SyncReport> {
         let state = self.load_prune_state()?;
-        self.apply_prune_state(&state)?;
+        self.sync_index_with(&state)
+    }
+
+    /// [`Repository::sync_index`] with prune records the caller has just read (so they are not
+    /// listed twice).
+    ///
+    /// # Errors
+    /// Backend or cache failures (a damaged index object is reported, not an error).
+    pub fn sync_index_with(&self, state: &crate::lifecycle::PruneState) -> Result<SyncReport> {
+        self.apply_prune_state(state)?;
         let remote = self.backend.list(INDEX_PREFIX)?;
         let remote_ids: HashSet<Id> = remote
             .iter()

@@ -511,7 +511,7 @@ fn a_running_session_defers_deletion_until_it_ends() {
     repo.cairn(&["backup", kept.to_str().unwrap(), "--tag", "keep"])
         .ok();
     let repository = workspace.open_repository();
-    let session = repository.begin_session("elsewhere").expect("session");
+    let (session, _) = repository.begin_session("elsewhere").expect("session");
     add_garbage(&repo, 77);
     let prune_json = |args: &[&str]| {
         let mut all = vec!["prune", "--json"];

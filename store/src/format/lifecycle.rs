@@ -118,6 +118,17 @@ fn header(magic: [u8; 4]) -> ObjectHeader {
     }
 }
 
+/// Seals a lifecycle object's body (never compressed: it is small or holds random ids).
+fn seal(
+    key: &SealKey,
+    magic: [u8; 4],
+    public: &[u8],
+    body: &Writer,
+    nonce: [u8; NONCE_LEN],
+) -> Vec<u8> {
+    envelope::seal_object(key, header(magic), public, body.as_slice(), None, nonce)
+}
+
 fn open(
     key: &SealKey,
     bytes: &[u8],
@@ -166,14 +177,7 @@ impl SessionMarker {
         body.bytes(self.host.as_bytes())
             .u32(self.pid)
             .i64(self.started_unix);
-        envelope::seal_object(
-            key,
-            header(SESSION_MAGIC),
-            &self.session.0,
-            body.as_slice(),
-            None,
-            nonce,
-        )
+        seal(key, SESSION_MAGIC, &self.session.0, &body, nonce)
     }
 
     /// Opens a stored marker.
@@ -212,14 +216,7 @@ impl SessionEnd {
             None => body.u8(0),
         };
         body.u8(self.ended_by);
-        envelope::seal_object(
-            key,
-            header(SESSION_DONE_MAGIC),
-            &self.session.0,
-            body.as_slice(),
-            None,
-            nonce,
-        )
+        seal(key, SESSION_DONE_MAGIC, &self.session.0, &body, nonce)
     }
 
     /// Opens a stored end marker.
@@ -277,12 +274,11 @@ impl PruneRecord {
         for id in &self.resurrected {
             body.id(id);
         }
-        envelope::seal_object(
+        seal(
             key,
-            header(PRUNE_RECORD_MAGIC),
+            PRUNE_RECORD_MAGIC,
             &self.generation.to_le_bytes(),
-            body.as_slice(),
-            None,
+            &body,
             nonce,
         )
     }
@@ -320,12 +316,11 @@ impl InflightList {
         for session in &self.sessions {
             body.raw(&session.0);
         }
-        envelope::seal_object(
+        seal(
             key,
-            header(INFLIGHT_MAGIC),
+            INFLIGHT_MAGIC,
             &self.generation.to_le_bytes(),
-            body.as_slice(),
-            None,
+            &body,
             nonce,
         )
     }
@@ -366,7 +361,7 @@ impl PruneLease {
             .u32(self.pid)
             .i64(self.started_unix)
             .u64(self.ttl_seconds);
-        envelope::seal_object(key, header(LEASE_MAGIC), &[], body.as_slice(), None, nonce)
+        seal(key, LEASE_MAGIC, &[], &body, nonce)
     }
 
     /// Opens a stored lease.
