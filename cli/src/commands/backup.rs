@@ -1,17 +1,108 @@
-//! `cairn backup`.
+//! `cairn backup`, and the one backup entry point that `cairn run` shares with it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use cairn_store::backup::{
     self, BackupOptions, BackupProgress, BackupSource, ParentChoice, SourceWarning,
 };
 use cairn_store::format::tree::Timestamp;
+use cairn_store::id::Id;
+use cairn_store::repository::Repository;
 
 use super::Completion;
 use crate::args::{BackupArgs, GlobalArgs};
 use crate::render;
 use crate::settings;
+
+/// Where the bytes of one backup come from.
+#[allow(dead_code)] // `Command` is built by `backup --command` and `cairn run` (issue 7, in progress)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestSource {
+    /// Files and directories.
+    Paths(Vec<PathBuf>),
+    /// Standard input, stored under this name.
+    Stdin {
+        /// The stream's name in the snapshot.
+        name: String,
+    },
+    /// The standard output of a shell command, stored under this name.
+    Command {
+        /// The command line, run with `sh -c`.
+        command: String,
+        /// The stream's name in the snapshot.
+        name: String,
+    },
+}
+
+/// One backup as the command line or a config file's source asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRequest {
+    /// What to read.
+    pub source: RequestSource,
+    /// Tags of the snapshot.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    pub host: Option<String>,
+    /// Read every file even when the parent proves it unchanged.
+    pub force: bool,
+    /// Parent snapshot spec (ID, prefix or `latest`) instead of the automatic choice.
+    pub parent: Option<String>,
+    /// The snapshot's time (default: now).
+    pub time: Option<jiff::Timestamp>,
+    /// Glob patterns of paths to leave out.
+    pub excludes: Vec<String>,
+    /// Files with one exclude pattern per line.
+    pub exclude_files: Vec<PathBuf>,
+    /// Leave out directories that contain a file of this name.
+    pub exclude_if_present: Vec<String>,
+    /// Do not cross file-system boundaries below the given paths.
+    pub one_file_system: bool,
+}
+
+impl BackupRequest {
+    /// The request the `cairn backup` command line makes.
+    pub fn from_args(args: &BackupArgs) -> Self {
+        let source = if args.stdin {
+            RequestSource::Stdin {
+                name: args.stdin_name.clone().unwrap_or_default(),
+            }
+        } else {
+            RequestSource::Paths(args.paths.clone())
+        };
+        Self {
+            source,
+            tags: args.tags.clone(),
+            host: args.host.clone(),
+            force: args.force,
+            parent: args.parent.clone(),
+            time: args.time,
+            excludes: Vec::new(),
+            exclude_files: Vec::new(),
+            exclude_if_present: Vec::new(),
+            one_file_system: false,
+        }
+    }
+}
+
+/// What one completed backup did, for the summary, `cairn run` and its metrics.
+#[allow(dead_code)] // read by `cairn run` (issue 7, in progress)
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    /// The snapshot written.
+    pub snapshot_id: Id,
+    /// Bytes of file and stream content in the snapshot (read or proven unchanged).
+    pub bytes_processed: u64,
+    /// Bytes added to the repository (after compression and encryption).
+    pub bytes_added: u64,
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Wall time of the backup.
+    pub duration: Duration,
+    /// Done, or written with unreadable or changing entries (exit 3).
+    pub completion: Completion,
+}
 
 struct Reporter {
     json: bool,
@@ -49,35 +140,53 @@ fn stored_time(time: jiff::Timestamp) -> Timestamp {
     }
 }
 
-/// Runs the backup and prints the summary.
+/// Runs `cairn backup`.
 pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
     let repository = settings::open_repository(global)?;
-    let time = args.time.unwrap_or_else(jiff::Timestamp::now);
+    perform(&repository, global, &BackupRequest::from_args(args)).map(|report| report.completion)
+}
+
+/// Runs one backup into an open repository and prints its summary (per `--json` and
+/// `--quiet`). No snapshot is written when this returns an error.
+pub fn perform(
+    repository: &Repository,
+    global: &GlobalArgs,
+    request: &BackupRequest,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    let time = request.time.unwrap_or_else(jiff::Timestamp::now);
     let options = BackupOptions {
-        host: args.host.clone().unwrap_or_else(settings::host_name),
+        host: request.host.clone().unwrap_or_else(settings::host_name),
         username: settings::user_name(),
-        tags: args.tags.clone(),
+        tags: request.tags.clone(),
         time: stored_time(time),
         program_version: env!("CARGO_PKG_VERSION").to_owned(),
-        parent: if args.force {
+        parent: if request.force {
             ParentChoice::None
-        } else if let Some(spec) = &args.parent {
+        } else if let Some(spec) = &request.parent {
             ParentChoice::Snapshot(repository.resolve_snapshot(spec)?.0)
         } else {
             ParentChoice::Latest
         },
     };
+    if !request.excludes.is_empty()
+        || !request.exclude_files.is_empty()
+        || !request.exclude_if_present.is_empty()
+        || request.one_file_system
+    {
+        anyhow::bail!("excludes and --one-file-system are not supported yet");
+    }
     let mut stdin = std::io::stdin();
-    let source = if args.stdin {
-        BackupSource::Stream {
-            name: args.stdin_name.clone().unwrap_or_default(),
+    let source = match &request.source {
+        RequestSource::Stdin { name } => BackupSource::Stream {
+            name: name.clone(),
             reader: &mut stdin,
-        }
-    } else {
-        BackupSource::Paths(args.paths.clone())
+        },
+        RequestSource::Paths(paths) => BackupSource::Paths(paths.clone()),
+        RequestSource::Command { .. } => anyhow::bail!("command sources are not supported yet"),
     };
     let reporter = Reporter { json: global.json };
-    let outcome = backup::backup(&repository, source, &options, &reporter)?;
+    let outcome = backup::backup(repository, source, &options, &reporter)?;
     let summary = &outcome.snapshot.summary;
     let requests = outcome.requests;
     if global.json {
@@ -134,9 +243,17 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
             outcome.snapshot_id.short()
         );
     }
-    if outcome.warnings.is_empty() && outcome.changed.is_empty() {
-        Ok(Completion::Done)
+    let completion = if outcome.warnings.is_empty() && outcome.changed.is_empty() {
+        Completion::Done
     } else {
-        Ok(Completion::Partial)
-    }
+        Completion::Partial
+    };
+    Ok(BackupReport {
+        snapshot_id: outcome.snapshot_id,
+        bytes_processed: summary.bytes_processed,
+        bytes_added: summary.bytes_added,
+        files: summary.files,
+        duration: started.elapsed(),
+        completion,
+    })
 }
