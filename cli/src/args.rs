@@ -88,6 +88,61 @@ pub struct GlobalArgs {
     /// Also report the object-store requests made and bytes moved (on stderr, or as a JSON line)
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Compression of the data this run writes: fastest (zstd 1), default (the repository's
+    /// level; 3 unless set at init), max (zstd 19, slow), off, or a zstd level (-7..=22). With
+    /// `init`, the repository's default level
+    #[arg(
+        long,
+        env = "CAIRN_COMPRESSION",
+        value_name = "LEVEL",
+        value_parser = parse_compression,
+        allow_negative_numbers = true,
+        global = true
+    )]
+    pub compression: Option<Compression>,
+    /// Worker threads for chunking, hashing, compression and encryption (default: one per core)
+    #[arg(long, env = "CAIRN_THREADS", value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub threads: Option<u16>,
+    /// Memory the local index cache may use for its page cache, in MiB (the index itself lives on
+    /// disk, so memory does not grow with the repository)
+    #[arg(
+        long,
+        env = "CAIRN_CACHE_MEMORY_MIB",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u32).range(1..=65536),
+        global = true
+    )]
+    pub cache_memory_mib: u32,
+}
+
+/// A `--compression` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// The repository's default level.
+    Default,
+    /// This zstd level; 0 means uncompressed.
+    Level(i32),
+}
+
+/// zstd level of `--compression fastest`.
+pub const COMPRESSION_FASTEST: i32 = 1;
+/// zstd level of `--compression max`.
+pub const COMPRESSION_MAX: i32 = 19;
+
+/// Parses `fastest`, `default`, `max`, `off` or a zstd level.
+fn parse_compression(text: &str) -> Result<Compression, String> {
+    match text {
+        "fastest" => Ok(Compression::Level(COMPRESSION_FASTEST)),
+        "default" | "auto" => Ok(Compression::Default),
+        "max" => Ok(Compression::Level(COMPRESSION_MAX)),
+        "off" | "none" | "0" => Ok(Compression::Level(0)),
+        number => match number.parse::<i32>() {
+            Ok(level) if (-7..=22).contains(&level) => Ok(Compression::Level(level)),
+            _ => Err(format!(
+                "{text:?} is not a compression: give fastest, default, max, off or a zstd level from -7 to 22"
+            )),
+        },
+    }
 }
 
 /// The commands.
@@ -234,9 +289,6 @@ pub struct InitArgs {
     /// Pack target size in MiB
     #[arg(long, default_value_t = 16)]
     pub pack_size_mib: u32,
-    /// zstd compression level (0 = off)
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
-    pub compression: i32,
     /// Mark the repository append-only: no client will delete anything from it
     #[arg(long)]
     pub append_only: bool,

@@ -83,6 +83,15 @@ fn block_file_size_signal() {
 fn main() -> ExitCode {
     block_file_size_signal();
     let cli = Cli::parse();
+    if let Some(threads) = cli.global.threads {
+        // Fails only if a pool already exists, which nothing before this line starts.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(usize::from(threads))
+            .build_global();
+    }
+    cairn_store::index::cache::set_cache_memory(
+        usize::try_from(cli.global.cache_memory_mib).unwrap_or(usize::MAX) * 1024 * 1024,
+    );
     let outcome = run(&cli);
     if cli.global.verbose
         && let Some(backend) = settings::OPENED_BACKEND.get()

@@ -9,7 +9,7 @@ use cairn_store::backend::object_store::{CreateDirectory, ObjectStoreBackend};
 use cairn_store::keys::KdfParams;
 use cairn_store::{CacheLocation, Repository};
 
-use crate::args::{GlobalArgs, KdfArgs, NewKeyArgs};
+use crate::args::{Compression, GlobalArgs, KdfArgs, NewKeyArgs};
 
 /// The repository location given with `--repo` or `CAIRN_REPOSITORY`.
 pub fn repository_location(global: &GlobalArgs) -> Result<&str> {
@@ -158,7 +158,11 @@ pub fn open_repository_with_password(global: &GlobalArgs) -> Result<(Repository,
     };
     let repository = Repository::open(backend, &password, &cache_location(global))?
         .with_concurrency(concurrency)
-        .with_client_append_only(global.append_only);
+        .with_client_append_only(global.append_only)
+        .with_compression(match global.compression {
+            Some(Compression::Level(level)) => Some(level),
+            None | Some(Compression::Default) => None,
+        });
     Ok((repository, password))
 }
 

@@ -663,7 +663,7 @@ impl IndexWriter<'_> {
         self.entries = 0;
         let bytes = object.encode(
             &self.repository.keys().data_key,
-            self.repository.config().compression(),
+            self.repository.compression(),
             seal::random_nonce(),
         );
         let id = Id::of_stored_bytes(&bytes);

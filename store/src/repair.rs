@@ -215,7 +215,7 @@ fn rebuild_index(repository: &Repository, delete_superseded: bool) -> Result<Rep
         };
         let bytes = object.encode(
             &repository.keys().data_key,
-            repository.config().compression(),
+            repository.compression(),
             seal::random_nonce(),
         );
         let id = Id::of_stored_bytes(&bytes);

@@ -144,6 +144,8 @@ pub struct Repository {
     client_append_only: bool,
     /// The repository carries the `append-only` marker.
     marked_append_only: bool,
+    /// zstd level for new blobs chosen by this client, overriding the config's default.
+    compression_override: Option<i32>,
 }
 
 fn verify_name(name: &str, bytes: &[u8]) -> Result<Id> {
@@ -230,6 +232,7 @@ impl Repository {
             condemned: std::sync::RwLock::default(),
             client_append_only: false,
             marked_append_only: false,
+            compression_override: None,
         })
     }
 
@@ -293,6 +296,7 @@ impl Repository {
                 condemned: std::sync::RwLock::default(),
                 client_append_only: false,
                 marked_append_only: false,
+                compression_override: None,
             };
             let marked_append_only = repository
                 .backend
@@ -308,14 +312,14 @@ impl Repository {
 
     fn open_cache(location: &CacheLocation, repository_id: &[u8]) -> Result<IndexCache> {
         match location {
-            CacheLocation::Memory => IndexCache::in_memory(),
+            // A temporary file rather than memory, so that memory does not grow with the index.
+            CacheLocation::Memory => IndexCache::temporary(&std::env::temp_dir()),
             CacheLocation::Directory(directory) => {
-                let path = directory
-                    .join(hex::encode(repository_id))
-                    .join("index.redb");
-                // Another cairn process may hold the file: fall back to a private in-memory
+                let directory = directory.join(hex::encode(repository_id));
+                // Another cairn process may hold the file: fall back to a private temporary
                 // cache, which is slower to fill but always correct.
-                IndexCache::open(&path).or_else(|_| IndexCache::in_memory())
+                IndexCache::open(&directory.join("index.redb"))
+                    .or_else(|_| IndexCache::temporary(&directory))
             }
         }
     }
@@ -328,6 +332,25 @@ impl Repository {
             downloads: concurrency.downloads.max(1),
         };
         self
+    }
+
+    /// Compresses the blobs this client writes at zstd `level` (0: not at all) instead of the
+    /// repository's default level; `None` keeps the default. Readers need no setting: every blob
+    /// says whether it is compressed.
+    #[must_use]
+    pub fn with_compression(mut self, level: Option<i32>) -> Self {
+        self.compression_override = level;
+        self
+    }
+
+    /// The zstd level for new blobs and metadata: this client's choice, else the repository's
+    /// default; `None` means uncompressed.
+    pub fn compression(&self) -> Option<i32> {
+        match self.compression_override {
+            Some(0) => None,
+            Some(level) => Some(level),
+            None => self.config.compression(),
+        }
     }
 
     /// Makes this client append-only: it refuses every command that deletes.
@@ -489,7 +512,7 @@ impl Repository {
         };
         let bytes = index.encode(
             &self.keys.data_key,
-            self.config.compression(),
+            self.compression(),
             seal::random_nonce(),
         );
         let id = Id::of_stored_bytes(&bytes);
@@ -670,7 +693,7 @@ impl Repository {
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
         let bytes = snapshot.encode(
             &self.keys.data_key,
-            self.config.compression(),
+            self.compression(),
             seal::random_nonce(),
         );
         let id = Id::of_stored_bytes(&bytes);

@@ -164,7 +164,7 @@ impl<'repo> BlobSaver<'repo> {
         if fresh.is_empty() {
             return Ok(ids);
         }
-        let level = self.repository.config().compression();
+        let level = self.repository.compression();
         let sealed: Vec<SealedBlob> = fresh
             .par_iter()
             .map(|&position| {

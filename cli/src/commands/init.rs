@@ -5,7 +5,7 @@ use cairn_chunker::ChunkerParams;
 use cairn_store::backend::object_store::CreateDirectory;
 use cairn_store::{InitOptions, Repository};
 
-use crate::args::{GlobalArgs, InitArgs};
+use crate::args::{Compression, GlobalArgs, InitArgs};
 use crate::render;
 use crate::settings;
 
@@ -21,7 +21,10 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
             max_size: args.chunk_max,
         },
         pack_target_size: args.pack_size_mib.saturating_mul(1024 * 1024),
-        compression_level: args.compression,
+        compression_level: match global.compression {
+            Some(Compression::Level(level)) => level,
+            None | Some(Compression::Default) => InitOptions::default().compression_level,
+        },
         host: settings::host_name(),
         created_unix: jiff::Timestamp::now().as_second(),
     };

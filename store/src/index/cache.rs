@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -35,9 +36,24 @@ const PACK_VERIFICATIONS: TableDefinition<&[u8; 32], (u64, u64)> =
 /// `verification_sweep` → the number of the last sweep recorded in [`PACK_VERIFICATIONS`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Memory redb may use for its page cache: enough for the hot part of the index, and a fixed
-/// bound whatever the repository size.
-const CACHE_MEMORY: usize = 32 * 1024 * 1024;
+/// Default memory redb may use for its page cache: enough for the hot part of the index, and a
+/// fixed bound whatever the repository size (see [`set_cache_memory`]).
+pub const DEFAULT_CACHE_MEMORY: usize = 32 * 1024 * 1024;
+
+/// The page-cache budget of caches opened from now on.
+static CACHE_MEMORY: AtomicUsize = AtomicUsize::new(DEFAULT_CACHE_MEMORY);
+
+/// Sets the memory (bytes) redb may use as page cache for index caches opened afterwards (one
+/// budget per process, chosen once at start-up by the binary; at least 1 MiB). The index lives
+/// on disk, so this bounds the process's memory whatever the repository size; a larger budget
+/// only saves disk reads.
+pub fn set_cache_memory(bytes: usize) {
+    CACHE_MEMORY.store(bytes.max(1024 * 1024), Ordering::Relaxed);
+}
+
+fn cache_memory() -> usize {
+    CACHE_MEMORY.load(Ordering::Relaxed)
+}
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +98,12 @@ impl BlobLocation {
 pub struct IndexCache {
     database: Database,
     path: PathBuf,
-    /// A file, not memory (see [`IndexCache::is_persistent`]).
+    /// A file that outlives the process (see [`IndexCache::is_persistent`]).
     persistent: bool,
+    /// A temporary file, removed on drop.
+    temporary: bool,
 }
+
 
 fn cache_error(path: &Path, error: impl std::fmt::Display) -> Error {
     Error::Cache {
@@ -110,13 +129,42 @@ impl IndexCache {
                 .map_err(|error| Error::local("create cache directory", parent, error))?;
         }
         let database = Database::builder()
-            .set_cache_size(CACHE_MEMORY)
+            .set_cache_size(cache_memory())
             .create(path)
             .map_err(|error| cache_error(path, error))?;
         let cache = Self {
             database,
             path: path.to_owned(),
             persistent: true,
+            temporary: false,
+        };
+        cache.ensure_tables()?;
+        Ok(cache)
+    }
+
+    /// A cache in a new temporary file in `directory`, removed when the cache is dropped: for
+    /// `--no-cache` and when another process holds the cache file. Unlike a cache in memory, its
+    /// memory use does not grow with the repository.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] when the file cannot be created.
+    pub fn temporary(directory: &Path) -> Result<Self> {
+        std::fs::create_dir_all(directory)
+            .map_err(|error| Error::local("create cache directory", directory, error))?;
+        let path = directory.join(format!(
+            "index-temporary-{}-{}.redb",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        let database = Database::builder()
+            .set_cache_size(cache_memory())
+            .create(&path)
+            .map_err(|error| cache_error(&path, error))?;
+        let cache = Self {
+            database,
+            path,
+            persistent: false,
+            temporary: true,
         };
         cache.ensure_tables()?;
         Ok(cache)
@@ -144,6 +192,7 @@ impl IndexCache {
             database,
             path,
             persistent: false,
+            temporary: false,
         };
         cache.ensure_tables()?;
         Ok(cache)
@@ -478,8 +527,13 @@ impl IndexCache {
 }
 
 impl Drop for IndexCache {
-    /// Persists cache entries written without durability (trees) with one durable commit.
+    /// Persists cache entries written without durability (trees) with one durable commit, or
+    /// removes a temporary cache's file (unlinking an open file is fine on Unix).
     fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+            return;
+        }
         if let Ok(transaction) = self.database.begin_write() {
             let _ = transaction.commit();
         }
