@@ -371,34 +371,53 @@ impl Walker<'_, '_, '_> {
     }
 
     /// Chunks and saves a stream; returns its content hash, chunk ids and length.
+    ///
+    /// A reading thread reads and chunks the next block while this one hashes, seals and packs
+    /// the current one, so the disk (or the producing command) and the cores work at the same
+    /// time. At most three blocks exist at once: one being read, one queued, one being saved.
     fn save_content(
         &mut self,
-        reader: &mut dyn Read,
+        reader: &mut (dyn Read + Send),
     ) -> Result<std::io::Result<(Id, Vec<Id>, u64)>> {
-        let mut stream = self.chunker.stream(reader, READ_BLOCK);
+        let chunker = self.chunker.clone();
         let mut hasher = self.repository.keys().file_hasher();
         let mut chunks = Vec::new();
         let mut length = 0u64;
-        loop {
-            let batch = match stream.next_batch() {
-                Ok(Some(batch)) => batch,
-                Ok(None) => break,
-                Err(error) => return Ok(Err(error)),
-            };
-            if batch.data.len() >= 1 << 20 {
-                hasher.update_rayon(&batch.data);
-            } else {
-                hasher.update(&batch.data);
+        std::thread::scope(|scope| {
+            let (sender, batches) = std::sync::mpsc::sync_channel(1);
+            scope.spawn(move || {
+                let mut stream = chunker.stream(reader, READ_BLOCK);
+                loop {
+                    let next = stream.next_batch().transpose();
+                    let Some(next) = next else { break };
+                    let failed = next.is_err();
+                    // A closed channel means the saving side stopped: stop reading.
+                    if sender.send(next).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            // Returning drops `batches`, which ends the reading thread at its next block.
+            for next in batches {
+                let batch = match next {
+                    Ok(batch) => batch,
+                    Err(error) => return Ok(Err(error)),
+                };
+                if batch.data.len() >= 1 << 20 {
+                    hasher.update_rayon(&batch.data);
+                } else {
+                    hasher.update(&batch.data);
+                }
+                length += batch.data.len() as u64;
+                let slices: Vec<&[u8]> = batch
+                    .chunks
+                    .iter()
+                    .map(|range| &batch.data[range.clone()])
+                    .collect();
+                chunks.extend(self.saver.save(BlobType::Data, &slices)?);
             }
-            length += batch.data.len() as u64;
-            let slices: Vec<&[u8]> = batch
-                .chunks
-                .iter()
-                .map(|range| &batch.data[range.clone()])
-                .collect();
-            chunks.extend(self.saver.save(BlobType::Data, &slices)?);
-        }
-        Ok(Ok((Id(*hasher.finalize().as_bytes()), chunks, length)))
+            Ok(Ok((Id(*hasher.finalize().as_bytes()), chunks, length)))
+        })
     }
 
     fn save_tree(&mut self, mut tree: Tree) -> Result<Id> {

@@ -125,6 +125,10 @@ pub struct SyncReport {
     pub damaged: Vec<String>,
 }
 
+/// Index entries decoded before they are merged into the cache in one transaction (about 100
+/// bytes each in memory while decoded and sorted).
+const MERGE_ENTRIES: usize = 200_000;
+
 /// Snapshots that loaded (oldest first) and errors of those that did not.
 pub type SnapshotListing = (Vec<(Id, Snapshot)>, Vec<Error>);
 
@@ -467,21 +471,40 @@ impl Repository {
             .iter()
             .filter(|info| id_from_name(&info.name).is_some_and(|id| !merged.contains(&id)))
             .collect();
-        for batch in missing.chunks(64) {
+        // Objects are downloaded a few at a time and merged once about MERGE_ENTRIES entries are
+        // decoded, so memory stays bounded however large the index is.
+        let mut good: Vec<(Id, IndexObject)> = Vec::new();
+        let mut entries = 0usize;
+        for batch in missing.chunks(self.concurrency.downloads.max(2)) {
             let loaded: Vec<(String, Result<(Id, IndexObject)>)> = batch
                 .par_iter()
                 .map(|info| (info.name.clone(), self.load_index_object(&info.name)))
                 .collect();
-            let mut good = Vec::with_capacity(loaded.len());
             for (name, outcome) in loaded {
                 match outcome {
-                    Ok(object) => good.push(object),
+                    Ok(object) => {
+                        entries += object
+                            .1
+                            .packs
+                            .iter()
+                            .map(|pack| pack.entries.len())
+                            .sum::<usize>();
+                        good.push(object);
+                    }
                     Err(error) if error.kind() == crate::error::ErrorKind::BadData => {
                         report.damaged.push(name);
                     }
                     Err(error) => return Err(error),
                 }
             }
+            if entries >= MERGE_ENTRIES {
+                report.merged += good.len();
+                self.cache
+                    .merge_preferring(&std::mem::take(&mut good), &state.condemned)?;
+                entries = 0;
+            }
+        }
+        if !good.is_empty() {
             report.merged += good.len();
             self.cache.merge_preferring(&good, &state.condemned)?;
         }

@@ -70,7 +70,12 @@ fn main() -> Result<()> {
     let options = Options::parse();
     let password = std::fs::read_to_string(&options.password_file)
         .with_context(|| format!("read {}", options.password_file.display()))?;
-    let password = password.lines().next().unwrap_or_default().as_bytes().to_vec();
+    let password = password
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .as_bytes()
+        .to_vec();
     let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::open(
         &options.repo,
         &[],
