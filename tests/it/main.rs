@@ -17,5 +17,6 @@ mod keys;
 mod netfaults;
 mod prune;
 mod repair;
+mod speed_options;
 mod support;
 mod sweeps;

@@ -378,7 +378,7 @@ impl IndexCache {
                 merged.insert(&index_id.0, 1).map_err(self.fail())?;
             }
             // Stable: of two locations of one blob, the later one still wins, as before.
-            locations.sort_by(|a, b| a.0.entry.id.0.cmp(&b.0.entry.id.0));
+            locations.sort_by_key(|(location, _)| location.entry.id.0);
             for (location, second_choice) in locations {
                 let id = &location.entry.id.0;
                 if second_choice && blobs.get(id).map_err(self.fail())?.is_some() {
@@ -552,6 +552,19 @@ impl Drop for IndexCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temporary_cache_works_and_removes_its_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let cache = IndexCache::temporary(directory.path()).unwrap();
+        assert!(!cache.is_persistent());
+        assert_eq!(cache.directory(), Some(directory.path()));
+        cache.set_prune_generation(7).unwrap();
+        assert_eq!(cache.prune_generation().unwrap(), 7);
+        assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 1);
+        drop(cache);
+        assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn verifications_are_numbered_kept_across_clear_and_forget_deleted_packs() {
