@@ -125,6 +125,25 @@ pub enum Command {
     /// without their lost files
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into --dir
+    Man(ManArgs),
+}
+
+/// `cairn completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    pub shell: clap_complete::Shell,
+}
+
+/// `cairn man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `cairn.1` and one `cairn-COMMAND.1` per command into this directory (created)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `cairn repair ...`.

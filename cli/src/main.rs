@@ -66,6 +66,10 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Repair(command) => {
             commands::repair::run(global, command).map(|()| Completion::Done)
         }
+        Command::Completions(args) => {
+            commands::completions::completions(args).map(|()| Completion::Done)
+        }
+        Command::Man(args) => commands::completions::man(args).map(|()| Completion::Done),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod completions;
 pub mod drill;
 pub mod dump;
 pub mod forget;
