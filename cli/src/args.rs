@@ -311,6 +311,14 @@ pub struct RestoreArgs {
     /// Directory to restore into
     #[arg(short, long)]
     pub target: PathBuf,
+    /// Restore only entries whose snapshot path matches this glob (and what is below them),
+    /// repeatable; see README, "Patterns"
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Leave out entries whose snapshot path matches this glob (and what is below them),
+    /// repeatable
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
 }
 
 /// `cairn dump`.

@@ -19,6 +19,7 @@ pub mod keyring;
 pub mod keys;
 pub mod lifecycle;
 pub mod packer;
+pub mod pathmatch;
 pub mod prune;
 pub mod repair;
 pub mod repository;
