@@ -125,10 +125,25 @@ pub enum Command {
     /// without their lost files
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Show what changed between two snapshots: added (+), removed (-), content modified (M),
+    /// type changed (T) and metadata-only changed (U) entries
+    Diff(DiffArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into --dir
     Man(ManArgs),
+}
+
+/// `cairn diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot (ID, unique ID prefix, or `latest`)
+    pub old: String,
+    /// The newer snapshot (ID, unique ID prefix, or `latest`)
+    pub new: String,
+    /// Also list metadata-only changes (mode, owner, mtime) of directories
+    #[arg(long)]
+    pub metadata: bool,
 }
 
 /// `cairn completions`.

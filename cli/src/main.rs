@@ -66,6 +66,7 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Repair(command) => {
             commands::repair::run(global, command).map(|()| Completion::Done)
         }
+        Command::Diff(args) => commands::diff::run(global, args).map(|()| Completion::Done),
         Command::Completions(args) => {
             commands::completions::completions(args).map(|()| Completion::Done)
         }

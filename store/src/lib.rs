@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod diff;
 pub mod drill;
 pub mod error;
 pub mod fetch;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -239,4 +240,76 @@ fn restore_include_and_exclude() {
     restore_including("a[")
         .code(1)
         .stderr_contains("invalid pattern");
+}
+
+/// `cairn diff` between two backups lists exactly the added (+), removed (-), modified (M),
+/// type-changed (T) and metadata-only (U) entries with totals; `--json` gives the same as
+/// `change` lines and a summary.
+#[test]
+fn diff_of_two_snapshots() {
+    let workspace = Workspace::initialized();
+    let source = filter_tree(&workspace);
+    let first = workspace.backup(&[&source])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fs::write(source.join("docs/guide.txt"), b"a longer guide\n").unwrap();
+    fs::remove_dir_all(source.join("logs")).unwrap();
+    fs::create_dir(source.join("new")).unwrap();
+    fs::write(source.join("new/file"), b"12345").unwrap();
+    fs::remove_file(source.join("src/link")).unwrap();
+    fs::write(source.join("src/link"), b"").unwrap();
+    fs::set_permissions(source.join("top.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    let second = workspace.backup(&[&source])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let root = source.display().to_string();
+    let text = workspace.cairn(&["diff", &first, &second]).ok().text();
+    let lines: Vec<&str> = text.lines().collect();
+    let expected: Vec<String> = [
+        ("M", "/docs/guide.txt"),
+        ("-", "/logs/"),
+        ("-", "/logs/a.log"),
+        ("+", "/new/"),
+        ("+", "/new/file"),
+        ("T", "/src/link"),
+        ("U", "/top.txt"),
+    ]
+    .iter()
+    .map(|(marker, path)| format!("{marker}    {root}{path}"))
+    .collect();
+    assert_eq!(&lines[..lines.len() - 1], expected.as_slice(), "{text}");
+    assert!(
+        lines[lines.len() - 1]
+            .contains("2 added, 2 removed, 1 modified, 1 type changed, 1 metadata only"),
+        "{text}"
+    );
+    let run = workspace.cairn(&["diff", "--json", &first, &second]).ok();
+    let json = run.json_lines();
+    let changes: Vec<(&str, &str)> = json
+        .iter()
+        .filter(|line| line["message_type"] == "change")
+        .map(|line| {
+            (
+                line["change"].as_str().unwrap(),
+                line["path"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(changes.len(), 7);
+    assert!(changes.contains(&("type_changed", &*format!("{root}/src/link"))));
+    let summary = run.summary();
+    assert_eq!(summary["added"], 2);
+    assert_eq!(summary["bytes_added"], 5 + 15 - 6);
+    assert_eq!(
+        workspace
+            .cairn(&["diff", &second, &second])
+            .ok()
+            .text()
+            .lines()
+            .count(),
+        1,
+        "identical snapshots: the totals line alone"
+    );
 }
