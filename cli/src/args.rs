@@ -128,6 +128,8 @@ pub enum Command {
     /// Show what changed between two snapshots: added (+), removed (-), content modified (M),
     /// type changed (T) and metadata-only changed (U) entries
     Diff(DiffArgs),
+    /// Sizes of the repository and of snapshots: raw, restore, deduplicated and stored bytes
+    Stats(StatsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into --dir
@@ -144,6 +146,13 @@ pub struct DiffArgs {
     /// Also list metadata-only changes (mode, owner, mtime) of directories
     #[arg(long)]
     pub metadata: bool,
+}
+
+/// `cairn stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Snapshots to count (ID, unique ID prefix, or `latest`); default: every snapshot
+    pub snapshots: Vec<String>,
 }
 
 /// `cairn completions`.

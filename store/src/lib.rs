@@ -28,6 +28,7 @@ pub mod restore;
 pub mod retention;
 pub mod saver;
 pub mod seal;
+pub mod stats;
 pub mod sweep;
 
 pub use error::{Error, ErrorKind, Result};

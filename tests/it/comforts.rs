@@ -7,7 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{TreeBuilder, Workspace, random_bytes, scan_tree};
+use crate::support::{
+    TreeBuilder, Workspace, compressible_text, files_below, json_u64, objects, random_bytes,
+    scan_tree,
+};
 
 /// Whether `program` runs here (`program --version` exits 0).
 fn installed(program: &str) -> bool {
@@ -312,4 +315,61 @@ fn diff_of_two_snapshots() {
         1,
         "identical snapshots: the totals line alone"
     );
+}
+
+/// `cairn stats`: raw size counts every snapshot, unique files count a content once, the
+/// deduplicated size is the distinct blobs' plaintext (the unique contents plus the small trees),
+/// the stored size is less for compressible data, and the repository totals match the files on
+/// disk; a snapshot argument narrows the count.
+#[test]
+fn stats_of_raw_deduplicated_and_stored_sizes() {
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    let tree = TreeBuilder::new(&source);
+    let random = random_bytes(3, 200_000);
+    let text = compressible_text(4, 300_000);
+    tree.file("random", &random);
+    tree.file("copy of random", &random);
+    tree.file("log.txt", &text);
+    workspace.backup(&[&source]);
+    fs::write(source.join("added.txt"), b"twelve bytes").unwrap();
+    workspace.backup(&[&source]);
+
+    let all = workspace.cairn(&["stats", "--json"]).ok().summary();
+    let one_snapshot = 200_000 * 2 + 300_000;
+    assert_eq!(json_u64(&all, "snapshots"), 2);
+    assert_eq!(json_u64(&all, "files"), 3 + 4);
+    assert_eq!(json_u64(&all, "raw_bytes"), one_snapshot * 2 + 12);
+    assert_eq!(json_u64(&all, "unique_files"), 3);
+    let unique = 200_000 + 300_000 + 12;
+    assert_eq!(json_u64(&all, "unique_files_bytes"), unique);
+    let deduplicated = json_u64(&all, "deduplicated_bytes");
+    assert!(
+        (unique..unique + 16_384).contains(&deduplicated),
+        "contents plus trees: {deduplicated}"
+    );
+    let stored = json_u64(&all, "stored_bytes");
+    assert!(stored < deduplicated - 100_000, "the log compresses: {all}");
+    assert!(json_u64(&all, "tree_blobs") >= 2);
+    assert_eq!(json_u64(&all, "blobs_not_indexed"), 0);
+    let ratio = all["deduplication_ratio"].as_f64().unwrap();
+    #[allow(clippy::cast_precision_loss)]
+    let expected_ratio = (one_snapshot * 2 + 12) as f64 / deduplicated as f64;
+    assert!((ratio - expected_ratio).abs() < 1e-9, "{all}");
+    let packs = objects(&workspace.repo, "data");
+    assert_eq!(json_u64(&all, "packs"), packs.len() as u64);
+    let on_disk: u64 = files_below(&workspace.repo)
+        .iter()
+        .map(|path| fs::metadata(path).unwrap().len())
+        .sum();
+    assert_eq!(json_u64(&all, "repository_bytes"), on_disk);
+
+    let latest = workspace
+        .cairn(&["stats", "--json", "latest"])
+        .ok()
+        .summary();
+    assert_eq!(json_u64(&latest, "snapshots"), 1);
+    assert_eq!(json_u64(&latest, "raw_bytes"), one_snapshot + 12);
+    let text_output = workspace.cairn(&["stats"]).ok().text();
+    assert!(text_output.contains("deduplicated size") && text_output.contains("stored size"));
 }

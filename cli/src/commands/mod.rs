@@ -15,6 +15,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
 
 /// How a command that did not fail ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
