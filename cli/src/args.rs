@@ -128,6 +128,8 @@ pub enum Command {
     /// Show what changed between two snapshots: added (+), removed (-), content modified (M),
     /// type changed (T) and metadata-only changed (U) entries
     Diff(DiffArgs),
+    /// Find entries whose name or path matches a glob in all (or chosen) snapshots
+    Find(FindArgs),
     /// Sizes of the repository and of snapshots: raw, restore, deduplicated and stored bytes
     Stats(StatsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
@@ -146,6 +148,24 @@ pub struct DiffArgs {
     /// Also list metadata-only changes (mode, owner, mtime) of directories
     #[arg(long)]
     pub metadata: bool,
+}
+
+/// `cairn find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// Glob patterns (see README, "Patterns"): without `/` they match names, with a leading `/`
+    /// the whole path, otherwise the path's last components
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+    /// Search only this snapshot (ID, unique ID prefix, or `latest`), repeatable
+    #[arg(long = "snapshot", short = 's', value_name = "ID")]
+    pub snapshots: Vec<String>,
+    /// Only snapshots of this host, repeatable
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots that include this path (or stream name), repeatable (all of them)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
 }
 
 /// `cairn stats`.

@@ -67,6 +67,7 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
             commands::repair::run(global, command).map(|()| Completion::Done)
         }
         Command::Diff(args) => commands::diff::run(global, args).map(|()| Completion::Done),
+        Command::Find(args) => commands::find::run(global, args).map(|()| Completion::Done),
         Command::Stats(args) => commands::stats::run(global, args).map(|()| Completion::Done),
         Command::Completions(args) => {
             commands::completions::completions(args).map(|()| Completion::Done)

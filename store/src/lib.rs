@@ -12,6 +12,7 @@ pub mod diff;
 pub mod drill;
 pub mod error;
 pub mod fetch;
+pub mod find;
 pub mod forget;
 pub mod format;
 pub mod id;

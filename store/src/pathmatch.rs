@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 pub struct PathMatcher {
     set: GlobSet,
     count: usize,
+    names_only: bool,
 }
 
 impl Default for PathMatcher {
@@ -26,6 +27,7 @@ impl Default for PathMatcher {
         Self {
             set: GlobSet::empty(),
             count: 0,
+            names_only: true,
         }
     }
 }
@@ -65,15 +67,25 @@ impl PathMatcher {
         let set = builder
             .build()
             .map_err(|error| Error::Usage(format!("invalid patterns: {error}")))?;
+        let names_only = patterns
+            .iter()
+            .all(|pattern| !pattern.trim_end_matches('/').contains('/'));
         Ok(Self {
             set,
             count: patterns.len(),
+            names_only,
         })
     }
 
     /// Whether the matcher has no patterns.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// Whether every pattern matches the last component alone (none has a `/`): then whether
+    /// an entry matches depends on its name only, not on the directories above it.
+    pub fn matches_names_only(&self) -> bool {
+        self.names_only
     }
 
     /// Whether `path` (absolute, `/`-separated) matches any pattern.
@@ -135,6 +147,9 @@ mod tests {
     fn no_patterns_match_nothing_and_bad_patterns_are_usage_errors() {
         assert!(!PathMatcher::default().matches("/anything"));
         assert!(matcher(&[]).is_empty());
+        assert!(matcher(&["*.log", "cache/"]).matches_names_only());
+        assert!(!matcher(&["*.log", "ann/*.txt"]).matches_names_only());
+        assert!(!matcher(&["/etc"]).matches_names_only());
         let error = PathMatcher::new(&["a[".to_owned()]).unwrap_err();
         assert!(
             matches!(error, Error::Usage(ref text) if text.contains("a[")),

@@ -118,6 +118,18 @@ fn filter_tree(workspace: &Workspace) -> PathBuf {
     source
 }
 
+/// The snapshot id of a backup's `--json` summary.
+fn snapshot_id(summary: &serde_json::Value) -> String {
+    summary["snapshot_id"].as_str().unwrap().to_owned()
+}
+
+/// [`filter_tree`] backed up once: the tree's root and the snapshot id.
+fn backed_up_filter_tree(workspace: &Workspace) -> (PathBuf, String) {
+    let source = filter_tree(workspace);
+    let id = snapshot_id(&workspace.backup(&[&source]));
+    (source, id)
+}
+
 /// Restores `snapshot:source` into a fresh target with `filters`; returns the restored entries
 /// (relative paths, the target itself left out), each checked to equal the source's entry
 /// (content, mode, mtime: directories on the way keep their recorded metadata).
@@ -251,11 +263,7 @@ fn restore_include_and_exclude() {
 #[test]
 fn diff_of_two_snapshots() {
     let workspace = Workspace::initialized();
-    let source = filter_tree(&workspace);
-    let first = workspace.backup(&[&source])["snapshot_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (source, first) = backed_up_filter_tree(&workspace);
     fs::write(source.join("docs/guide.txt"), b"a longer guide\n").unwrap();
     fs::remove_dir_all(source.join("logs")).unwrap();
     fs::create_dir(source.join("new")).unwrap();
@@ -263,10 +271,7 @@ fn diff_of_two_snapshots() {
     fs::remove_file(source.join("src/link")).unwrap();
     fs::write(source.join("src/link"), b"").unwrap();
     fs::set_permissions(source.join("top.txt"), fs::Permissions::from_mode(0o600)).unwrap();
-    let second = workspace.backup(&[&source])["snapshot_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let second = snapshot_id(&workspace.backup(&[&source]));
     let root = source.display().to_string();
     let text = workspace.cairn(&["diff", &first, &second]).ok().text();
     let lines: Vec<&str> = text.lines().collect();
@@ -372,4 +377,62 @@ fn stats_of_raw_deduplicated_and_stored_sizes() {
     assert_eq!(json_u64(&latest, "raw_bytes"), one_snapshot + 12);
     let text_output = workspace.cairn(&["stats"]).ok().text();
     assert!(text_output.contains("deduplicated size") && text_output.contains("stored size"));
+}
+
+/// `cairn find` lists every matching entry of every snapshot (name globs at any depth, anchored
+/// paths), narrowed by `--snapshot`, `--host` and `--path`; `--json` gives `match` lines.
+#[test]
+fn find_in_snapshots() {
+    let workspace = Workspace::initialized();
+    let (source, first) = backed_up_filter_tree(&workspace);
+    fs::write(source.join("docs/second.log"), b"second\n").unwrap();
+    let root = source.display().to_string();
+    workspace
+        .cairn(&["backup", "-q", "--host", "elsewhere", &root])
+        .ok();
+    let matches = |args: &[&str]| -> Vec<(String, String)> {
+        let mut full = vec!["find", "--json"];
+        full.extend_from_slice(args);
+        workspace
+            .cairn(&full)
+            .ok()
+            .json_lines()
+            .into_iter()
+            .filter(|line| line["message_type"] == "match")
+            .map(|line| {
+                (
+                    line["snapshot_id"].as_str().unwrap()[..8].to_owned(),
+                    line["path"].as_str().unwrap().replacen(&root, "", 1),
+                )
+            })
+            .collect()
+    };
+    let logs = matches(&["*.log"]);
+    let short = &first[..8];
+    let in_first: Vec<&str> = logs
+        .iter()
+        .filter(|(id, _)| id == short)
+        .map(|(_, path)| path.as_str())
+        .collect();
+    assert_eq!(
+        in_first,
+        vec!["/docs/build.log", "/logs/a.log", "/src/run.log"]
+    );
+    assert_eq!(logs.len(), 3 + 4, "{logs:?}");
+    assert_eq!(matches(&["*.log", "--host", "elsewhere"]).len(), 4);
+    assert_eq!(matches(&["*.log", "--snapshot", &first]).len(), 3);
+    assert_eq!(matches(&["*.log", "--path", "/nowhere"]).len(), 0);
+    let anchored = format!("{root}/src/*");
+    assert_eq!(
+        matches(&[&anchored, "--snapshot", &first]),
+        vec![
+            (short.to_owned(), "/src/deep".to_owned()),
+            (short.to_owned(), "/src/link".to_owned()),
+            (short.to_owned(), "/src/run.log".to_owned()),
+        ]
+    );
+    let run = workspace.cairn(&["find", "main.rs", "deep/notes.txt"]).ok();
+    let text = run.text();
+    assert_eq!(text.lines().count(), 2 * 2 + 1, "{text}");
+    assert!(text.ends_with("4 matches in 2 snapshots\n"), "{text}");
 }

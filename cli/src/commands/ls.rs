@@ -9,11 +9,7 @@ use crate::render;
 use crate::settings;
 
 fn print_node(global: &GlobalArgs, long: bool, path: &str, node: &Node) {
-    let kind = match node.kind {
-        NodeKind::File { .. } => "file",
-        NodeKind::Directory { .. } => "dir",
-        NodeKind::Symlink { .. } => "symlink",
-    };
+    let kind = render::node_type(node);
     if global.json {
         let mut value = serde_json::json!({
             "path": path, "type": kind, "mode": node.mode & 0o7777, "size": node.size,

@@ -10,22 +10,7 @@ use crate::settings;
 /// Prints the sizes of the chosen snapshots (default: all) and of the repository.
 pub fn run(global: &GlobalArgs, args: &StatsArgs) -> Result<()> {
     let repository = settings::open_repository(global)?;
-    let snapshots = if args.snapshots.is_empty() {
-        let (snapshots, errors) = repository.list_snapshots()?;
-        for error in &errors {
-            eprintln!("warning: {error}");
-        }
-        snapshots
-    } else {
-        let mut chosen = Vec::new();
-        for spec in &args.snapshots {
-            let (id, snapshot) = repository.resolve_snapshot(spec)?;
-            if !chosen.iter().any(|(known, _)| *known == id) {
-                chosen.push((id, snapshot));
-            }
-        }
-        chosen
-    };
+    let snapshots = super::chosen_snapshots(&repository, &args.snapshots)?;
     let stats = stats::stats(&repository, &snapshots)?;
     if stats.blobs_not_indexed > 0 {
         eprintln!(
