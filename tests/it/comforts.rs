@@ -436,3 +436,109 @@ fn find_in_snapshots() {
     assert_eq!(text.lines().count(), 2 * 2 + 1, "{text}");
     assert!(text.ends_with("4 matches in 2 snapshots\n"), "{text}");
 }
+
+/// Runs `cairn --json args...` (with `password`), asserts success, that every stdout line is a
+/// JSON object with a string `message_type` and that the types are among `types` (documented in
+/// docs/json.md), each at least once.
+#[track_caller]
+fn assert_json_lines(workspace: &Workspace, password: &str, args: &[&str], types: &[&str]) {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let run = workspace.cairn_password(&full, password).ok();
+    let mut seen = BTreeSet::new();
+    for line in run.json_lines() {
+        let kind = line["message_type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("cairn {args:?}: no message_type in {line}"));
+        assert!(line.is_object());
+        assert!(
+            types.contains(&kind),
+            "cairn {args:?}: undocumented {kind}: {line}"
+        );
+        seen.insert(kind.to_owned());
+    }
+    assert_eq!(seen, names(types), "cairn {args:?}");
+}
+
+/// Every command prints, with `--json`, only JSON objects with a `message_type`, one a line, of
+/// the types docs/json.md documents (`dump` writes the file's bytes; `completions` and `man`
+/// write scripts and pages).
+#[test]
+fn json_output_of_every_command() {
+    let workspace = Workspace::new();
+    let mut init: Vec<&str> = crate::support::CHEAP_INIT.to_vec();
+    init.push("-q");
+    let password = crate::support::PASSWORD;
+    assert_json_lines(&workspace, password, &init, &["initialized"]);
+    let source = filter_tree(&workspace);
+    let root = source.to_string_lossy().into_owned();
+    let target = workspace.path("target").to_string_lossy().into_owned();
+    let scratch = workspace.path("scratch");
+    fs::create_dir(&scratch).unwrap();
+    let scratch = scratch.to_string_lossy().into_owned();
+    let new_password = workspace.path("new-password");
+    fs::write(&new_password, "another password\n").unwrap();
+    let new_password = new_password.to_string_lossy().into_owned();
+    // The key cost options of `init` (everything after the command name).
+    let cheap_kdf = &crate::support::CHEAP_INIT[1..];
+    let mut key_add = vec!["key", "add", "--new-password-file", new_password.as_str()];
+    key_add.extend_from_slice(cheap_kdf);
+
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["backup", &root], vec!["summary"]),
+        (vec!["backup", "--tag", "t", &root], vec!["summary"]),
+        (vec!["snapshots"], vec!["snapshot"]),
+        (vec!["ls", "latest"], vec!["node"]),
+        (
+            vec!["restore", "latest", "--target", &target],
+            vec!["summary"],
+        ),
+        (vec!["check"], vec!["summary"]),
+        (vec!["check", "--read-data"], vec!["summary"]),
+        (vec!["drill", "--scratch", &scratch], vec!["summary"]),
+        (vec!["diff", "latest", "latest"], vec!["summary"]),
+        (vec!["find", "*.log"], vec!["match", "summary"]),
+        (vec!["stats"], vec!["summary"]),
+        (vec!["index", "rebuild"], vec!["summary"]),
+        (vec!["key", "list"], vec!["key"]),
+        (key_add, vec!["key_added"]),
+        (
+            vec!["forget", "--keep-last", "1", "--dry-run"],
+            vec!["snapshot", "summary"],
+        ),
+        (
+            vec!["forget", "--keep-last", "1"],
+            vec!["snapshot", "summary"],
+        ),
+        (vec!["prune", "--dry-run"], vec!["prune"]),
+        (vec!["prune"], vec!["prune"]),
+        (vec!["repair", "index"], vec!["summary"]),
+        (vec!["repair", "snapshots"], vec!["summary"]),
+        (vec!["--verbose", "snapshots"], vec!["snapshot", "requests"]),
+    ];
+    for (args, types) in &cases {
+        assert_json_lines(&workspace, password, args, types);
+    }
+    let added = workspace
+        .cairn(&["key", "list", "--json"])
+        .ok()
+        .json_lines()
+        .into_iter()
+        .find(|key| key["current"] == false)
+        .expect("the added key");
+    let added_id = added["id"].as_str().unwrap().to_owned();
+    assert_json_lines(
+        &workspace,
+        password,
+        &["key", "remove", &added_id],
+        &["key_removed"],
+    );
+    let mut passwd = vec![
+        "key",
+        "passwd",
+        "--new-password-file",
+        new_password.as_str(),
+    ];
+    passwd.extend_from_slice(cheap_kdf);
+    assert_json_lines(&workspace, password, &passwd, &["password_changed"]);
+}
