@@ -23,6 +23,10 @@ use crate::repository::Repository;
 
 /// Receives progress during a restore. Every method has a no-op default.
 pub trait RestoreProgress: Sync {
+    /// The restore will write this many files and content bytes (known before the first write).
+    fn planned(&self, _files: u64, _bytes: u64) {}
+    /// Content bytes were written (called per written run of chunks, from several threads).
+    fn bytes_written(&self, _bytes: u64) {}
     /// A file was restored and verified.
     fn file_done(&self, _path: &Path, _bytes: u64) {}
 }
@@ -484,6 +488,10 @@ fn restore_files(
         std::collections::HashMap::new();
     let mut failed: std::collections::HashSet<usize> = std::collections::HashSet::new();
     let batches = plan_batches(repository, files)?;
+    progress.planned(
+        files.len() as u64,
+        files.iter().map(|file| file.node.size).sum(),
+    );
     let prefetch = fetch::Prefetch::new(PREFETCH_BYTES);
     // Fetch the next batch while the current one is written: one batch in the channel, one being
     // fetched, one being written bound the memory.
@@ -563,10 +571,12 @@ fn write_batch(
                                 None => open_file(repository, &job.path, job.node.is_sparse())?,
                             };
                             let chunks = &file_chunks(&job.node)[segment.chunks.clone()];
+                            let before = open.written;
                             if let Err(error) = write_chunks(&mut open, chunks, blobs, &job.path) {
                                 let _ = fs::remove_file(&open.temporary);
                                 return Err(error);
                             }
+                            progress.bytes_written(open.written - before);
                             if segment.last {
                                 let bytes = finish_file(open, job)?;
                                 progress.file_done(&job.path, bytes);

@@ -542,3 +542,80 @@ fn json_output_of_every_command() {
     passwd.extend_from_slice(cheap_kdf);
     assert_json_lines(&workspace, password, &passwd, &["password_changed"]);
 }
+
+/// Without a terminal no progress is drawn: a backup prints its three summary lines on stdout and
+/// nothing on stderr; restore and `check --read-data` print nothing on stderr either.
+#[test]
+fn no_progress_without_a_terminal() {
+    let workspace = Workspace::initialized();
+    let source = filter_tree(&workspace);
+    let root = source.to_string_lossy().into_owned();
+    let backup = workspace.cairn(&["backup", &root]).ok();
+    assert_eq!(backup.stderr, "");
+    let lines: Vec<String> = backup.text().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].starts_with("processed ") && lines[2].starts_with("snapshot "));
+    let target = workspace.path("target").to_string_lossy().into_owned();
+    let restore = workspace
+        .cairn(&["restore", "latest", "--target", &target])
+        .ok();
+    assert_eq!(restore.stderr, "");
+    assert_eq!(restore.text().lines().count(), 1);
+    let check = workspace.cairn(&["check", "--read-data"]).ok();
+    assert_eq!(check.stderr, "");
+}
+
+/// Runs `cairn args...` under a pseudo-terminal (`script` from util-linux); returns everything
+/// the terminal received.
+fn on_terminal(workspace: &Workspace, args: &[&str]) -> String {
+    let command_line = std::iter::once(crate::support::cairn_binary())
+        .chain(args.iter().copied())
+        .map(|word| format!("'{word}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = Command::new("script")
+        .args(["-qec", &command_line, "/dev/null"])
+        .env("CAIRN_REPOSITORY", &workspace.repo)
+        .env("CAIRN_PASSWORD", crate::support::PASSWORD)
+        .env("CAIRN_CACHE_DIR", &workspace.cache)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "cairn {args:?} on a terminal: {text}"
+    );
+    text
+}
+
+/// On a terminal, backup, restore and `check --read-data` draw a progress line (files, bytes,
+/// rate); `--quiet` and `--json` draw none.
+#[test]
+fn progress_on_a_terminal() {
+    if !installed("script") {
+        eprintln!("skipped: no `script` (util-linux) to give cairn a terminal");
+        return;
+    }
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    TreeBuilder::new(&source).file("data", &random_bytes(9, 4 << 20));
+    let root = source.to_string_lossy().into_owned();
+    let drawn = |text: &str| text.contains("B/s");
+    let backup = on_terminal(&workspace, &["backup", &root]);
+    assert!(drawn(&backup), "no progress line: {backup}");
+    assert!(backup.contains("1 files"), "{backup}");
+    let target = workspace.path("target").to_string_lossy().into_owned();
+    let restore = on_terminal(&workspace, &["restore", "latest", "--target", &target]);
+    assert!(drawn(&restore) && restore.contains("4.00 MiB"), "{restore}");
+    let check = on_terminal(&workspace, &["check", "--read-data"]);
+    assert!(drawn(&check) && check.contains("packs"), "{check}");
+    let quiet = on_terminal(&workspace, &["backup", "--quiet", "--force", &root]);
+    assert!(!drawn(&quiet), "--quiet draws nothing: {quiet}");
+    let json = on_terminal(&workspace, &["backup", "--json", "--force", &root]);
+    assert!(!drawn(&json), "--json draws nothing: {json}");
+    for line in json.lines().filter(|line| !line.trim().is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON line");
+        assert!(value["message_type"].is_string());
+    }
+}

@@ -2,11 +2,29 @@
 
 use anyhow::{Result, bail};
 use cairn_store::pathmatch::PathMatcher;
-use cairn_store::restore::{self, NoRestoreProgress, RestoreFilter};
+use cairn_store::restore::{self, RestoreFilter, RestoreProgress};
 
 use crate::args::{GlobalArgs, RestoreArgs};
+use crate::progress::{Meter, Total};
 use crate::render;
 use crate::settings;
+
+/// Restore progress drawn on a [`Meter`].
+struct RestoreMeter(Meter);
+
+impl RestoreProgress for RestoreMeter {
+    fn planned(&self, _files: u64, bytes: u64) {
+        self.0.set_total(bytes, Total::Exact);
+    }
+
+    fn bytes_written(&self, bytes: u64) {
+        self.0.add_bytes(bytes);
+    }
+
+    fn file_done(&self, _path: &std::path::Path, _bytes: u64) {
+        self.0.add_file();
+    }
+}
 
 /// Restores `SNAPSHOT[:PATH]` into the target directory.
 pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
@@ -26,7 +44,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         path,
         &args.target,
         &filter,
-        &NoRestoreProgress,
+        &RestoreMeter(Meter::new(global, "files", "restored")),
     )?;
     let restored = outcome.files + outcome.directories + outcome.symlinks;
     if restored == 0 && outcome.failed.is_empty() && !args.includes.is_empty() {
