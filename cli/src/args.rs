@@ -180,6 +180,69 @@ pub enum Command {
     /// without their lost files
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Show what changed between two snapshots: added (+), removed (-), content modified (M),
+    /// type changed (T) and metadata-only changed (U) entries
+    Diff(DiffArgs),
+    /// Find entries whose name or path matches a glob in all (or chosen) snapshots
+    Find(FindArgs),
+    /// Sizes of the repository and of snapshots: raw, restore, deduplicated and stored bytes
+    Stats(StatsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into --dir
+    Man(ManArgs),
+}
+
+/// `cairn diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot (ID, unique ID prefix, or `latest`)
+    pub old: String,
+    /// The newer snapshot (ID, unique ID prefix, or `latest`)
+    pub new: String,
+    /// Also list metadata-only changes (mode, owner, mtime) of directories
+    #[arg(long)]
+    pub metadata: bool,
+}
+
+/// `cairn find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// Glob patterns (see README, "Patterns"): without `/` they match names, with a leading `/`
+    /// the whole path, otherwise the path's last components
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+    /// Search only this snapshot (ID, unique ID prefix, or `latest`), repeatable
+    #[arg(long = "snapshot", short = 's', value_name = "ID")]
+    pub snapshots: Vec<String>,
+    /// Only snapshots of this host, repeatable
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots that include this path (or stream name), repeatable (all of them)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+/// `cairn stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Snapshots to count (ID, unique ID prefix, or `latest`); default: every snapshot
+    pub snapshots: Vec<String>,
+}
+
+/// `cairn completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    pub shell: clap_complete::Shell,
+}
+
+/// `cairn man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `cairn.1` and one `cairn-COMMAND.1` per command into this directory (created)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `cairn repair ...`.
@@ -344,6 +407,14 @@ pub struct RestoreArgs {
     /// Directory to restore into
     #[arg(short, long)]
     pub target: PathBuf,
+    /// Restore only entries whose snapshot path matches this glob (and what is below them),
+    /// repeatable; see README, "Patterns"
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Leave out entries whose snapshot path matches this glob (and what is below them),
+    /// repeatable
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
 }
 
 /// `cairn dump`.

@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod progress;
 mod render;
 mod settings;
 
@@ -66,6 +67,13 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
         Command::Repair(command) => {
             commands::repair::run(global, command).map(|()| Completion::Done)
         }
+        Command::Diff(args) => commands::diff::run(global, args).map(|()| Completion::Done),
+        Command::Find(args) => commands::find::run(global, args).map(|()| Completion::Done),
+        Command::Stats(args) => commands::stats::run(global, args).map(|()| Completion::Done),
+        Command::Completions(args) => {
+            commands::completions::completions(args).map(|()| Completion::Done)
+        }
+        Command::Man(args) => commands::completions::man(args).map(|()| Completion::Done),
     }
 }
 

@@ -87,6 +87,16 @@ pub fn requests(json: bool, stats: &cairn_store::backend::RequestStats) {
     }
 }
 
+/// The `type` of a snapshot entry in listings: `file`, `dir` or `symlink`.
+pub fn node_type(node: &cairn_store::format::tree::Node) -> &'static str {
+    use cairn_store::format::tree::NodeKind;
+    match node.kind {
+        NodeKind::File { .. } => "file",
+        NodeKind::Directory { .. } => "dir",
+        NodeKind::Symlink { .. } => "symlink",
+    }
+}
+
 /// `ls -l` style permission string for a `st_mode`.
 pub fn mode_string(mode: u32) -> String {
     let kind = match mode & 0o170_000 {

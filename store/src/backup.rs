@@ -107,6 +107,11 @@ pub trait BackupProgress {
     fn warning(&self, _warning: &SourceWarning) {}
     /// A file or stream was completely read.
     fn file_done(&self, _path: &Path, _bytes: u64) {}
+    /// Content bytes were processed: read and chunked, or proven unchanged by the parent. Called
+    /// often (per read batch); the sum at the end is the summary's `bytes_processed`.
+    fn bytes_processed(&self, _bytes: u64) {}
+    /// The parent snapshot chosen processed this many bytes: an estimate of this run's total.
+    fn expected_bytes(&self, _bytes: u64) {}
 }
 
 /// Progress sink that ignores everything.
@@ -343,6 +348,7 @@ impl Walker<'_, '_, '_> {
         self.summary.files += 1;
         self.summary.bytes_processed += previous.size;
         self.files_unchanged += 1;
+        self.progress.bytes_processed(previous.size);
         self.progress.file_done(path, previous.size);
         Ok(Some(node))
     }
@@ -409,6 +415,7 @@ impl Walker<'_, '_, '_> {
                     hasher.update(&batch.data);
                 }
                 length += batch.data.len() as u64;
+                self.progress.bytes_processed(batch.data.len() as u64);
                 let slices: Vec<&[u8]> = batch
                     .chunks
                     .iter()
@@ -650,6 +657,7 @@ impl Walker<'_, '_, '_> {
                     node.size = read.data.len() as u64;
                     self.summary.files += 1;
                     self.summary.bytes_processed += node.size;
+                    self.progress.bytes_processed(node.size);
                     self.progress.file_done(&file.path, node.size);
                     slots[file.slot] = Some(node);
                 }
@@ -784,6 +792,9 @@ fn backup_in_session(
     repository.sync_index_with(prune_state)?;
     let recovered_packs = repository.index_orphan_packs()?;
     let parent = find_parent(repository, &options.parent, &options.host, &snapshot_source)?;
+    if let Some((_, snapshot)) = &parent {
+        progress.expected_bytes(snapshot.summary.bytes_processed);
+    }
     let chunker = Chunker::new(repository.config().chunker, repository.keys().chunker_seed)
         .map_err(|error| Error::Usage(error.to_string()))?;
     let mut saver = BlobSaver::new(repository);

@@ -343,12 +343,38 @@ fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+/// Receives progress while `check` downloads packs. Every method has a no-op default.
+pub trait CheckProgress: Sync {
+    /// The packs chosen for download: how many, and their total bytes (known upfront).
+    fn packs_chosen(&self, _packs: u64, _bytes: u64) {}
+    /// One pack was downloaded and verified (or found damaged); its length.
+    fn pack_done(&self, _bytes: u64) {}
+}
+
+/// Progress sink that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCheckProgress;
+
+impl CheckProgress for NoCheckProgress {}
+
 /// Checks the repository.
 ///
 /// # Errors
 /// Backend failures while listing, or a cache failure reading the rotation's history; damage is
 /// reported in the [`CheckReport`], not as an error.
 pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckReport> {
+    check_with_progress(repository, options, &NoCheckProgress)
+}
+
+/// As [`check`], reporting the pack downloads to `progress`.
+///
+/// # Errors
+/// As [`check`].
+pub fn check_with_progress(
+    repository: &Repository,
+    options: CheckOptions,
+    progress: &dyn CheckProgress,
+) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let backend = repository.backend();
     // Packs a prune condemned may be gone or unindexed: neither is damage by itself (a blob a
@@ -442,11 +468,15 @@ pub fn check(repository: &Repository, options: CheckOptions) -> Result<CheckRepo
     };
     let chosen = choose_packs(options.data, &intact, &history);
     report.packs_selected = chosen.len();
+    let chosen_length = |id: &Id| indexed_lengths.get(id).copied().unwrap_or(0);
+    progress.packs_chosen(chosen.len() as u64, chosen.iter().map(chosen_length).sum());
     let verified: Vec<(Id, std::result::Result<u64, String>)> = chosen
         .par_iter()
         .map(|id| {
             let entries = pack_entries.get(id).map_or(&[][..], Vec::as_slice);
-            (*id, verify_pack(repository, id, entries))
+            let outcome = verify_pack(repository, id, entries);
+            progress.pack_done(chosen_length(id));
+            (*id, outcome)
         })
         .collect();
     let mut verified_ok = Vec::new();

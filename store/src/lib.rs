@@ -8,9 +8,11 @@
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod diff;
 pub mod drill;
 pub mod error;
 pub mod fetch;
+pub mod find;
 pub mod forget;
 pub mod format;
 pub mod id;
@@ -19,6 +21,7 @@ pub mod keyring;
 pub mod keys;
 pub mod lifecycle;
 pub mod packer;
+pub mod pathmatch;
 pub mod prune;
 pub mod repair;
 pub mod repository;
@@ -26,6 +29,7 @@ pub mod restore;
 pub mod retention;
 pub mod saver;
 pub mod seal;
+pub mod stats;
 pub mod sweep;
 
 pub use error::{Error, ErrorKind, Result};

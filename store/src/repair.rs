@@ -1071,24 +1071,7 @@ mod tests {
         }
     }
 
-    fn node(name: &str, kind: NodeKind, size: u64) -> Node {
-        Node {
-            name: name.as_bytes().to_vec(),
-            kind,
-            mode: 0o100_644,
-            uid: 1,
-            gid: 2,
-            mtime: Timestamp {
-                seconds: 7,
-                nanos: 8,
-            },
-            ctime: Timestamp::default(),
-            inode: 3,
-            device: 4,
-            size,
-            extensions: Vec::new(),
-        }
-    }
+    use crate::format::tree::test_node as node;
 
     fn file(name: &str, chunks: &[u8]) -> Node {
         node(

@@ -18,10 +18,15 @@ use crate::error::{Error, Result};
 use crate::fetch::{self, FetchedBlob};
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::id::{BlobType, Id};
+use crate::pathmatch::PathMatcher;
 use crate::repository::Repository;
 
 /// Receives progress during a restore. Every method has a no-op default.
 pub trait RestoreProgress: Sync {
+    /// The restore will write this many files and content bytes (known before the first write).
+    fn planned(&self, _files: u64, _bytes: u64) {}
+    /// Content bytes were written (called per written run of chunks, from several threads).
+    fn bytes_written(&self, _bytes: u64) {}
     /// A file was restored and verified.
     fn file_done(&self, _path: &Path, _bytes: u64) {}
 }
@@ -75,16 +80,70 @@ struct FileJob {
     node: Node,
 }
 
+/// Which entries of a snapshot a restore takes, by their snapshot paths (see
+/// [`crate::pathmatch`]). An entry is restored when it or a directory above it matches an include
+/// pattern (or there are none) and neither it nor a directory above it matches an exclude
+/// pattern. Directories on the way to a restored entry are created with their recorded metadata.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreFilter {
+    /// Entries to take (empty: everything).
+    pub includes: PathMatcher,
+    /// Entries to leave out, with everything below them.
+    pub excludes: PathMatcher,
+}
+
+impl RestoreFilter {
+    /// Whether the filter takes everything.
+    fn is_everything(&self) -> bool {
+        self.includes.is_empty() && self.excludes.is_empty()
+    }
+}
+
+/// Where a planned entry sits: its path in the snapshot (kept only while a filter is in effect)
+/// and whether an include pattern already matched it or a directory above it.
+#[derive(Debug, Clone)]
+struct Position {
+    snapshot_path: String,
+    included: bool,
+}
+
+/// A directory on the way to entries a filter may or may not take: created only once something
+/// below it is.
+struct PendingDirectory {
+    path: PathBuf,
+    state: PendingState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingState {
+    Waiting,
+    Created,
+    Failed,
+}
+
 struct Planner<'repo> {
     repository: &'repo Repository,
+    filter: Option<&'repo RestoreFilter>,
+    pending: Vec<PendingDirectory>,
     files: Vec<FileJob>,
     directories: Vec<(PathBuf, Node)>,
     outcome: RestoreOutcome,
 }
 
-impl Planner<'_> {
+impl<'repo> Planner<'repo> {
+    fn new(repository: &'repo Repository, filter: Option<&'repo RestoreFilter>) -> Self {
+        Self {
+            repository,
+            filter: filter.filter(|filter| !filter.is_everything()),
+            pending: Vec::new(),
+            files: Vec::new(),
+            directories: Vec::new(),
+            outcome: RestoreOutcome::default(),
+        }
+    }
+
     /// Creates directories and symlinks below `destination` for the tree `tree_id`, queuing files.
-    fn plan_tree(&mut self, tree_id: &Id, destination: &Path) {
+    fn plan_tree(&mut self, tree_id: &Id, destination: &Path, position: &Position) {
         let tree = match self.repository.load_tree(tree_id) {
             Ok(tree) => tree,
             Err(error) => {
@@ -92,36 +151,109 @@ impl Planner<'_> {
                 return;
             }
         };
-        self.plan_nodes(tree, destination);
+        self.plan_nodes(tree, destination, position);
     }
 
-    fn plan_nodes(&mut self, tree: crate::format::tree::Tree, destination: &Path) {
+    fn plan_nodes(
+        &mut self,
+        tree: crate::format::tree::Tree,
+        destination: &Path,
+        parent: &Position,
+    ) {
         for node in tree.nodes {
             let path = destination.join(std::ffi::OsStr::from_bytes(&node.name));
-            self.plan_node(node, path);
+            let snapshot_path = if self.filter.is_some() {
+                format!(
+                    "{}/{}",
+                    parent.snapshot_path,
+                    String::from_utf8_lossy(&node.name)
+                )
+            } else {
+                String::new()
+            };
+            let position = Position {
+                snapshot_path,
+                included: parent.included,
+            };
+            self.plan_node(node, path, position);
         }
     }
 
-    fn plan_node(&mut self, node: Node, path: PathBuf) {
-        match &node.kind {
-            NodeKind::Directory { subtree } => {
-                // The listing first: a directory whose tree is lost is reported and not
-                // created, so nothing empty stands in for it.
-                let tree = match self.repository.load_tree(subtree) {
-                    Ok(tree) => tree,
-                    Err(error) => {
-                        self.outcome.failed.push((path, error));
-                        return;
+    /// Creates the directories still waiting above the next restored entry; `false` when one
+    /// cannot be created (already reported), so the entry is skipped.
+    fn create_pending(&mut self) -> bool {
+        for pending in &mut self.pending {
+            match pending.state {
+                PendingState::Created => {}
+                PendingState::Failed => return false,
+                PendingState::Waiting => match make_directory(&pending.path) {
+                    Ok(()) => {
+                        pending.state = PendingState::Created;
+                        self.outcome.directories += 1;
                     }
-                };
-                if let Err(error) = make_directory(&path) {
+                    Err(error) => {
+                        pending.state = PendingState::Failed;
+                        self.outcome.failed.push((pending.path.clone(), error));
+                        return false;
+                    }
+                },
+            }
+        }
+        true
+    }
+
+    fn plan_node(&mut self, node: Node, path: PathBuf, mut position: Position) {
+        if let Some(filter) = self.filter {
+            if filter.excludes.matches(&position.snapshot_path) {
+                return;
+            }
+            position.included = position.included
+                || filter.includes.is_empty()
+                || filter.includes.matches(&position.snapshot_path);
+        } else {
+            position.included = true;
+        }
+        if let NodeKind::Directory { subtree } = &node.kind {
+            // The listing first: a directory whose tree is lost is reported and not
+            // created, so nothing empty stands in for it.
+            let tree = match self.repository.load_tree(subtree) {
+                Ok(tree) => tree,
+                Err(error) => {
                     self.outcome.failed.push((path, error));
                     return;
                 }
-                self.outcome.directories += 1;
-                self.plan_nodes(tree, &path);
-                self.directories.push((path, node));
+            };
+            if !position.included {
+                self.pending.push(PendingDirectory {
+                    path: path.clone(),
+                    state: PendingState::Waiting,
+                });
+                self.plan_nodes(tree, &path, &position);
+                if self
+                    .pending
+                    .pop()
+                    .is_some_and(|pending| pending.state == PendingState::Created)
+                {
+                    self.directories.push((path, node));
+                }
+                return;
             }
+            if !self.create_pending() {
+                return;
+            }
+            if let Err(error) = make_directory(&path) {
+                self.outcome.failed.push((path, error));
+                return;
+            }
+            self.outcome.directories += 1;
+            self.plan_nodes(tree, &path, &position);
+            self.directories.push((path, node));
+            return;
+        }
+        if !position.included || !self.create_pending() {
+            return;
+        }
+        match &node.kind {
             NodeKind::Symlink { target } => {
                 let target = PathBuf::from(std::ffi::OsStr::from_bytes(target));
                 if fs::symlink_metadata(&path).is_ok()
@@ -141,6 +273,7 @@ impl Planner<'_> {
                 }
             }
             NodeKind::File { .. } => self.files.push(FileJob { path, node }),
+            NodeKind::Directory { .. } => {}
         }
     }
 }
@@ -355,6 +488,10 @@ fn restore_files(
         std::collections::HashMap::new();
     let mut failed: std::collections::HashSet<usize> = std::collections::HashSet::new();
     let batches = plan_batches(repository, files)?;
+    progress.planned(
+        files.len() as u64,
+        files.iter().map(|file| file.node.size).sum(),
+    );
     let prefetch = fetch::Prefetch::new(PREFETCH_BYTES);
     // Fetch the next batch while the current one is written: one batch in the channel, one being
     // fetched, one being written bound the memory.
@@ -434,10 +571,12 @@ fn write_batch(
                                 None => open_file(repository, &job.path, job.node.is_sparse())?,
                             };
                             let chunks = &file_chunks(&job.node)[segment.chunks.clone()];
+                            let before = open.written;
                             if let Err(error) = write_chunks(&mut open, chunks, blobs, &job.path) {
                                 let _ = fs::remove_file(&open.temporary);
                                 return Err(error);
                             }
+                            progress.bytes_written(open.written - before);
                             if segment.last {
                                 let bytes = finish_file(open, job)?;
                                 progress.file_done(&job.path, bytes);
@@ -488,28 +627,72 @@ pub fn restore(
     target: &Path,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
+    restore_filtered(
+        repository,
+        root,
+        path,
+        target,
+        &RestoreFilter::default(),
+        progress,
+    )
+}
+
+/// As [`restore`], taking only the entries `filter` selects (matched on their full snapshot
+/// paths, also when `path` names a directory inside the snapshot).
+///
+/// # Errors
+/// As [`restore`].
+pub fn restore_filtered(
+    repository: &Repository,
+    root: &Id,
+    path: &str,
+    target: &Path,
+    filter: &RestoreFilter,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreOutcome> {
     repository.sync_index()?;
     let start = repository.find_node(root, path)?;
     fs::create_dir_all(target).map_err(|error| Error::local("create target", target, error))?;
-    let mut planner = Planner {
-        repository,
-        files: Vec::new(),
-        directories: Vec::new(),
-        outcome: RestoreOutcome::default(),
+    let mut planner = Planner::new(repository, Some(filter));
+    let components: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
+    let start_path = if components.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", components.join("/"))
     };
     match start {
         None => {
             repository.load_tree(root)?;
-            planner.plan_tree(root, target);
+            let position = Position {
+                snapshot_path: start_path,
+                included: false,
+            };
+            planner.plan_tree(root, target, &position);
         }
         Some(node) => {
+            let position = Position {
+                snapshot_path: start_path,
+                included: false,
+            };
             if let NodeKind::Directory { subtree } = &node.kind {
                 let subtree = *subtree;
-                planner.plan_tree(&subtree, target);
-                planner.directories.push((target.to_owned(), node));
+                // The start directory itself is the target: a filter judges what is inside it.
+                let inside = match planner.filter {
+                    Some(filter) if filter.excludes.matches(&position.snapshot_path) => None,
+                    Some(filter) => Some(Position {
+                        included: filter.includes.is_empty()
+                            || filter.includes.matches(&position.snapshot_path),
+                        ..position
+                    }),
+                    None => Some(position),
+                };
+                if let Some(inside) = inside {
+                    planner.plan_tree(&subtree, target, &inside);
+                    planner.directories.push((target.to_owned(), node));
+                }
             } else {
                 let name = std::ffi::OsStr::from_bytes(&node.name).to_owned();
-                planner.plan_node(node, target.join(name));
+                planner.plan_node(node, target.join(name), position);
             }
         }
     }
@@ -545,12 +728,7 @@ pub fn restore_nodes(
 ) -> Result<RestoreOutcome> {
     repository.sync_index()?;
     fs::create_dir_all(target).map_err(|error| Error::local("create target", target, error))?;
-    let mut planner = Planner {
-        repository,
-        files: Vec::new(),
-        directories: Vec::new(),
-        outcome: RestoreOutcome::default(),
-    };
+    let mut planner = Planner::new(repository, None);
     for (relative, node) in nodes {
         let path = target.join(&relative);
         // Never outside `target`: only plain names (no root, `..` or `.`).
@@ -571,7 +749,11 @@ pub fn restore_nodes(
             ));
             continue;
         }
-        planner.plan_node(node, path);
+        let position = Position {
+            snapshot_path: String::new(),
+            included: true,
+        };
+        planner.plan_node(node, path, position);
     }
     let Planner {
         files,

@@ -3,6 +3,7 @@
 
 mod backends;
 mod cli_e2e;
+mod comforts;
 mod corruption;
 mod crash;
 mod drill;

@@ -13,6 +13,7 @@ use cairn_store::repository::Repository;
 
 use super::Completion;
 use crate::args::{BackupArgs, GlobalArgs};
+use crate::progress::{Meter, Total};
 use crate::render;
 use crate::settings;
 
@@ -106,10 +107,29 @@ pub struct BackupReport {
 
 struct Reporter {
     json: bool,
+    meter: Meter,
 }
 
 impl BackupProgress for Reporter {
     fn warning(&self, warning: &SourceWarning) {
+        self.meter.suspend(|| self.print_warning(warning));
+    }
+
+    fn file_done(&self, _path: &Path, _bytes: u64) {
+        self.meter.add_file();
+    }
+
+    fn bytes_processed(&self, bytes: u64) {
+        self.meter.add_bytes(bytes);
+    }
+
+    fn expected_bytes(&self, bytes: u64) {
+        self.meter.set_total(bytes, Total::Estimate);
+    }
+}
+
+impl Reporter {
+    fn print_warning(&self, warning: &SourceWarning) {
         if self.json {
             render::json_line(&serde_json::json!({
                 "message_type": "warning",
@@ -120,8 +140,6 @@ impl BackupProgress for Reporter {
             eprintln!("warning: {}: {}", warning.path.display(), warning.message);
         }
     }
-
-    fn file_done(&self, _path: &Path, _bytes: u64) {}
 }
 
 /// A time as stored in a snapshot: whole seconds (floored) and the non-negative nanoseconds after.
@@ -185,8 +203,12 @@ pub fn perform(
         RequestSource::Paths(paths) => BackupSource::Paths(paths.clone()),
         RequestSource::Command { .. } => anyhow::bail!("command sources are not supported yet"),
     };
-    let reporter = Reporter { json: global.json };
+    let reporter = Reporter {
+        json: global.json,
+        meter: Meter::new(global, "files", "processed"),
+    };
     let outcome = backup::backup(repository, source, &options, &reporter)?;
+    reporter.meter.finish();
     let summary = &outcome.snapshot.summary;
     let requests = outcome.requests;
     if global.json {

@@ -1,10 +1,11 @@
 //! `cairn check`.
 
 use anyhow::{Result, bail};
-use cairn_store::check::{self, CheckOptions, CheckReport, DataSelection};
+use cairn_store::check::{self, CheckOptions, CheckProgress, CheckReport, DataSelection};
 use cairn_store::sweep::Subset;
 
 use crate::args::{CheckArgs, GlobalArgs};
+use crate::progress::{Meter, Total};
 use crate::render;
 use crate::settings;
 
@@ -52,6 +53,22 @@ fn level(selection: DataSelection) -> (&'static str, Option<String>) {
             Some(format!("{}/{}", slice.part(), slice.of())),
         ),
         DataSelection::Rotate { days } => ("read-data-rotate", Some(days.to_string())),
+    }
+}
+
+/// Pack downloads drawn on a [`Meter`].
+struct CheckMeter(Meter);
+
+impl CheckProgress for CheckMeter {
+    fn packs_chosen(&self, packs: u64, bytes: u64) {
+        if packs > 0 {
+            self.0.set_total(bytes, Total::Exact);
+        }
+    }
+
+    fn pack_done(&self, bytes: u64) {
+        self.0.add_file();
+        self.0.add_bytes(bytes);
     }
 }
 
@@ -155,7 +172,11 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
             "warning: no local cache file (--no-cache, or another cairn holds it): this sweep cannot remember what it verified, so every such run reads the same packs"
         );
     }
-    let report = check::check(&repository, CheckOptions { data: selection })?;
+    let report = check::check_with_progress(
+        &repository,
+        CheckOptions { data: selection },
+        &CheckMeter(Meter::new(global, "packs", "verified")),
+    )?;
     if global.json {
         print_json(&report, selection);
     } else {

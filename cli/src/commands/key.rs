@@ -45,6 +45,7 @@ fn created(object: &KeyObject) -> Timestamp {
 
 fn entry_json(entry: &KeyEntry) -> serde_json::Value {
     let mut value = serde_json::json!({
+        "message_type": "key",
         "name": entry.name,
         "id": entry.id.map(|id| id.to_hex()),
         "short_id": entry.short(),

@@ -9,14 +9,10 @@ use crate::render;
 use crate::settings;
 
 fn print_node(global: &GlobalArgs, long: bool, path: &str, node: &Node) {
-    let kind = match node.kind {
-        NodeKind::File { .. } => "file",
-        NodeKind::Directory { .. } => "dir",
-        NodeKind::Symlink { .. } => "symlink",
-    };
+    let kind = render::node_type(node);
     if global.json {
         let mut value = serde_json::json!({
-            "path": path, "type": kind, "mode": node.mode & 0o7777, "size": node.size,
+            "message_type": "node", "path": path, "type": kind, "mode": node.mode & 0o7777, "size": node.size,
             "mtime": render::rfc3339(node.mtime), "uid": node.uid, "gid": node.gid,
         });
         if let NodeKind::Symlink { target } = &node.kind {

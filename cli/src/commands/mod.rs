@@ -2,8 +2,11 @@
 
 pub mod backup;
 pub mod check;
+pub mod completions;
+pub mod diff;
 pub mod drill;
 pub mod dump;
+pub mod find;
 pub mod forget;
 pub mod index;
 pub mod init;
@@ -13,6 +16,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
 
 /// How a command that did not fail ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,4 +25,29 @@ pub enum Completion {
     Done,
     /// Backup done, some source entries unreadable (exit 3).
     Partial,
+}
+
+/// The snapshots named by `specs` (ID, unique prefix or `latest`; each once, oldest first), or
+/// every snapshot when none is named (damaged snapshot objects are warned about and skipped).
+///
+/// # Errors
+/// A spec that resolves to no snapshot, or a failure listing them.
+pub fn chosen_snapshots(
+    repository: &cairn_store::Repository,
+    specs: &[String],
+) -> anyhow::Result<Vec<(cairn_store::Id, cairn_store::format::snapshot::Snapshot)>> {
+    if specs.is_empty() {
+        let (snapshots, errors) = repository.list_snapshots()?;
+        for error in &errors {
+            eprintln!("warning: {error}");
+        }
+        return Ok(snapshots);
+    }
+    let mut chosen = Vec::new();
+    for spec in specs {
+        chosen.push(repository.resolve_snapshot(spec)?);
+    }
+    chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    chosen.dedup_by(|a, b| a.0 == b.0);
+    Ok(chosen)
 }

@@ -1,27 +1,55 @@
 //! `cairn restore`.
 
 use anyhow::{Result, bail};
-use cairn_store::restore::{self, NoRestoreProgress};
+use cairn_store::pathmatch::PathMatcher;
+use cairn_store::restore::{self, RestoreFilter, RestoreProgress};
 
 use crate::args::{GlobalArgs, RestoreArgs};
+use crate::progress::{Meter, Total};
 use crate::render;
 use crate::settings;
 
+/// Restore progress drawn on a [`Meter`].
+struct RestoreMeter(Meter);
+
+impl RestoreProgress for RestoreMeter {
+    fn planned(&self, _files: u64, bytes: u64) {
+        self.0.set_total(bytes, Total::Exact);
+    }
+
+    fn bytes_written(&self, bytes: u64) {
+        self.0.add_bytes(bytes);
+    }
+
+    fn file_done(&self, _path: &std::path::Path, _bytes: u64) {
+        self.0.add_file();
+    }
+}
+
 /// Restores `SNAPSHOT[:PATH]` into the target directory.
 pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+    let filter = RestoreFilter {
+        includes: PathMatcher::new(&args.includes)?,
+        excludes: PathMatcher::new(&args.excludes)?,
+    };
     let repository = settings::open_repository(global)?;
     let (spec, path) = args
         .snapshot
         .split_once(':')
         .unwrap_or((args.snapshot.as_str(), ""));
     let (snapshot_id, snapshot) = repository.resolve_snapshot(spec)?;
-    let outcome = restore::restore(
+    let outcome = restore::restore_filtered(
         &repository,
         &snapshot.root,
         path,
         &args.target,
-        &NoRestoreProgress,
+        &filter,
+        &RestoreMeter(Meter::new(global, "files", "restored")),
     )?;
+    let restored = outcome.files + outcome.directories + outcome.symlinks;
+    if restored == 0 && outcome.failed.is_empty() && !args.includes.is_empty() {
+        eprintln!("warning: no entry of the snapshot matches the --include patterns");
+    }
     for (failed_path, error) in &outcome.failed {
         if global.json {
             render::json_line(&serde_json::json!({

@@ -16,6 +16,7 @@ pub fn run(global: &GlobalArgs) -> Result<()> {
     if global.json {
         for (id, snapshot) in &snapshots {
             render::json_line(&serde_json::json!({
+                "message_type": "snapshot",
                 "id": id.to_hex(),
                 "short_id": id.short(),
                 "time": render::rfc3339(snapshot.time),

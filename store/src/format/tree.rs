@@ -101,6 +101,27 @@ pub struct Node {
     pub extensions: Vec<(u16, Vec<u8>)>,
 }
 
+/// A node with fixed metadata, for tests.
+#[cfg(test)]
+pub(crate) fn test_node(name: &str, kind: NodeKind, size: u64) -> Node {
+    Node {
+        name: name.as_bytes().to_vec(),
+        kind,
+        mode: 0o100_644,
+        uid: 1,
+        gid: 2,
+        mtime: Timestamp {
+            seconds: 7,
+            nanos: 8,
+        },
+        ctime: Timestamp::default(),
+        inode: 3,
+        device: 4,
+        size,
+        extensions: Vec::new(),
+    }
+}
+
 /// A decoded directory listing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Tree {

@@ -1,6 +1,7 @@
 //! The mark set of a prune: every blob id the live snapshots reference, each with the pack chosen
 //! to hold it, kept in a temporary redb file next to the cache so that a prune's memory does not
 //! grow with the repository (millions of blobs would otherwise be hundreds of MiB of hash maps).
+//! `stats` uses the same set for the blobs and file contents it has counted.
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,7 @@ pub struct MarkSet {
 fn mark_error(path: Option<&Path>, error: impl std::fmt::Display) -> Error {
     Error::Cache {
         path: path.map_or_else(|| PathBuf::from("<memory>"), Path::to_path_buf),
-        reason: format!("prune mark set: {error}"),
+        reason: format!("mark set: {error}"),
     }
 }
 
@@ -41,7 +42,7 @@ impl MarkSet {
                 std::fs::create_dir_all(directory)
                     .map_err(|error| Error::local("create cache directory", directory, error))?;
                 let path = directory.join(format!(
-                    "prune-marks-{}-{}.redb",
+                    "marks-{}-{}.redb",
                     std::process::id(),
                     hex::encode(rand::random::<[u8; 6]>())
                 ));

@@ -1,0 +1,66 @@
+//! `cairn find`.
+
+use anyhow::Result;
+use cairn_store::find::Finder;
+use cairn_store::format::tree::{Node, NodeKind};
+use cairn_store::pathmatch::PathMatcher;
+use cairn_store::retention::{SnapshotFilter, SnapshotInfo};
+
+use crate::args::{FindArgs, GlobalArgs};
+use crate::render;
+use crate::settings;
+
+/// Prints every matching entry of the chosen snapshots, oldest snapshot first.
+pub fn run(global: &GlobalArgs, args: &FindArgs) -> Result<()> {
+    let matcher = PathMatcher::new(&args.patterns)?;
+    let repository = settings::open_repository(global)?;
+    repository.sync_index()?;
+    let mut snapshots = super::chosen_snapshots(&repository, &args.snapshots)?;
+    let filter = SnapshotFilter {
+        hosts: args.hosts.clone(),
+        tags: Vec::new(),
+        paths: args.paths.clone(),
+    };
+    snapshots.retain(|(id, snapshot)| filter.matches(&SnapshotInfo::from_snapshot(*id, snapshot)));
+    let mut finder = Finder::new(matcher);
+    let mut load = |id: &cairn_store::Id| repository.load_tree(id);
+    let mut total = 0;
+    for (id, snapshot) in &snapshots {
+        let mut report = |path: &str, node: &Node| {
+            if global.json {
+                render::json_line(&serde_json::json!({
+                    "message_type": "match",
+                    "snapshot_id": id.to_hex(),
+                    "snapshot_time": render::rfc3339(snapshot.time),
+                    "path": path,
+                    "type": render::node_type(node),
+                    "size": node.size,
+                    "mtime": render::rfc3339(node.mtime),
+                }));
+            } else {
+                println!(
+                    "{}  {}  {:>12}  {}  {path}",
+                    id.short(),
+                    render::local_time(snapshot.time),
+                    if matches!(node.kind, NodeKind::Directory { .. }) {
+                        "dir".to_owned()
+                    } else {
+                        render::bytes(node.size)
+                    },
+                    render::local_time(node.mtime),
+                );
+            }
+        };
+        total += finder.search(&mut load, &snapshot.root, &mut report)?;
+    }
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "summary",
+            "matches": total,
+            "snapshots_searched": snapshots.len(),
+        }));
+    } else if !global.quiet {
+        println!("{total} matches in {} snapshots", snapshots.len());
+    }
+    Ok(())
+}
