@@ -769,6 +769,25 @@ file = "/var/lib/node_exporter/textfile_collector/cairn.prom"
     }
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let config = Config::parse(
+            include_str!("../../contrib/cairn.toml"),
+            Path::new("contrib/cairn.toml"),
+        )
+        .expect("contrib/cairn.toml is valid");
+        let names: Vec<&String> = config.sources.keys().collect();
+        assert_eq!(names, ["db", "images", "system"]);
+        assert!(config.check.is_some() && config.drill.is_some());
+        assert!(config.metrics.file.is_some());
+        assert!(
+            config
+                .sources
+                .values()
+                .all(|source| config.max_age_of(source).is_some())
+        );
+    }
+
+    #[test]
     fn an_unknown_key_names_file_line_and_key() {
         let text = "[repository]\nurl = \"/srv/repo\"\npasword_file = \"/x\"\n";
         let message = error(text);

@@ -15,6 +15,7 @@ mod fuzz_corpus;
 mod incremental;
 mod keys;
 mod netfaults;
+mod operations;
 mod prune;
 mod repair;
 mod support;

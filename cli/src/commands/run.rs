@@ -321,11 +321,12 @@ fn run_drill(
                 seed: super::drill::random_seed(),
             }),
         };
-        let outcome = store_drill::choose_snapshot(repository, "latest", &filter)
-            .map_err(anyhow::Error::from)
-            .and_then(|(id, snapshot)| {
-                store_drill::drill(repository, id, &snapshot, &options).map_err(Into::into)
-            });
+        let outcome = match store_drill::choose_snapshot(repository, "latest", &filter) {
+            // A source that has never succeeded has nothing to drill: status reports it.
+            Err(cairn_store::Error::SnapshotNotFound(_)) => continue,
+            chosen => chosen
+                .and_then(|(id, snapshot)| store_drill::drill(repository, id, &snapshot, &options)),
+        };
         match outcome {
             Ok(report) => {
                 super::drill::print(nested, &report);
@@ -365,7 +366,8 @@ fn nested_options(global: &GlobalArgs) -> GlobalArgs {
     nested
 }
 
-/// Prints the end-of-run summary: one line per source, then the steps.
+/// Prints the end-of-run summary: one line per source, then the steps (with `--quiet` only
+/// the failures).
 fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Option<String>)]) {
     if global.json {
         for source_run in runs {
@@ -391,9 +393,12 @@ fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Opti
         }));
         return;
     }
-    println!();
+    if !global.quiet {
+        println!();
+    }
     for source_run in runs {
         match (&source_run.error, &source_run.report) {
+            (None, Some(_)) if global.quiet => {}
             (None, Some(report)) => println!(
                 "{}: ok, snapshot {} ({} processed, {} added, {:.1} s){}",
                 source_run.name,
@@ -416,6 +421,7 @@ fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Opti
     }
     for (step, error) in steps {
         match error {
+            None if global.quiet => {}
             None => println!("{step}: ok"),
             Some(error) => eprintln!("{step}: FAILED: {error}"),
         }
