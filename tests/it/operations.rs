@@ -1,8 +1,9 @@
 //! Operations end to end: `cairn run` from a `cairn.toml` (a directory source, a command source
 //! that succeeds and one that fails: the failing one commits nothing, the others are saved and
 //! restore, the run exits 17, hooks run in order and `on_failure` gets the error, the metrics
-//! file says which failed and parses as Prometheus text), `cairn status` exit codes (never run,
-//! fresh, overdue), `cairn metrics`, config errors as usage errors (exit 2), the config file's
+//! file says which failed and parses as Prometheus text), a run that cannot start (wrong
+//! password, failing global hook) on record as failed, retention per source, `cairn status` exit
+//! codes (never run, fresh, overdue), `cairn metrics`, config errors as usage errors (exit 2), the config file's
 //! repository settings, and the shipped `contrib/` units, cron lines and example config.
 
 // Metric values compared here are 0/1 flags and small counts: exact in f64.
@@ -313,6 +314,56 @@ fn status_exit_codes_follow_max_age() {
     // The next successful run makes it fresh again.
     cairn_config(&workspace, &config, &["run"]).ok();
     cairn_config(&workspace, &config, &["status"]).ok();
+}
+
+#[test]
+fn a_run_that_cannot_start_is_recorded_as_failed() {
+    let (workspace, _tree, config) = data_source(60, "", "");
+    let metrics_file = workspace.path("textfile/cairn.prom");
+    let metrics_arg = metrics_file.to_string_lossy().into_owned();
+    let config_arg = config.to_string_lossy().into_owned();
+    let run_args = [
+        "--config",
+        &config_arg,
+        "run",
+        "--metrics-file",
+        &metrics_arg,
+    ];
+    let last_run_success = || {
+        let values = parse_metrics(&fs::read_to_string(&metrics_file).expect("metrics file"));
+        (
+            metric(&values, "cairn_source_last_run_success", "data"),
+            metric(&values, "cairn_repository_up", ""),
+        )
+    };
+
+    // A wrong password: the exit code is the usual 12, and the failure is on record.
+    let mut command = workspace.command(&run_args, &[]);
+    command.env("CAIRN_PASSWORD", "wrong");
+    run_command(command, None).code(12);
+    assert_eq!(last_run_success(), (0.0, 0.0));
+    let status = cairn_config(&workspace, &config, &["status", "--json"]).code(EXIT_UNHEALTHY);
+    let line = &status.json_lines()[0];
+    assert_eq!(line["health"], "never");
+    assert!(
+        line["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("wrong password")),
+        "{line}"
+    );
+
+    workspace.cairn(&run_args).ok();
+    assert_eq!(last_run_success(), (1.0, 1.0));
+
+    // A failing global before hook: no backup, exit 17, on record.
+    let text = fs::read_to_string(&config).expect("config");
+    fs::write(&config, format!("{text}\n[hooks]\nbefore = [\"exit 4\"]\n")).expect("config");
+    workspace
+        .cairn(&run_args)
+        .code(EXIT_RUN_FAILED)
+        .stderr_contains("before hook \"exit 4\" failed");
+    assert_eq!(last_run_success(), (0.0, 0.0));
+    assert_eq!(workspace.snapshots().len(), 1);
 }
 
 #[test]

@@ -432,8 +432,9 @@ fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Opti
 ///
 /// # Errors
 /// A usage error (no config, unknown source), or the repository cannot be opened (after the
-/// failure is recorded in the run state and the metrics). Failing sources and steps are not
-/// errors: they make [`Completion::RunFailed`].
+/// failure is recorded in the run state and the metrics; the exit code stays the error's: 10,
+/// 12, ...). Failing hooks, sources and steps are not errors: they make
+/// [`Completion::RunFailed`].
 pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Result<Completion> {
     let (config_path, config) = required_config(global, config, "run")?;
     let sources = config
@@ -461,26 +462,26 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
             .collect::<Vec<_>>()
             .join(" "),
     )];
-    let opened = run_hooks(&config.hooks.before, "before", &global_environment)
-        .and_then(|()| settings::open_repository(global));
-    let repository = match opened {
-        Ok(repository) => repository,
-        Err(error) => {
-            let message = format!("{error:#}");
-            let runs: Vec<SourceRun> = sources
-                .iter()
-                .map(|(name, _)| failed_before_start(name, &message))
-                .collect();
-            finish_failed_start(
-                config,
-                &state_path,
-                metrics_path.as_deref(),
-                &runs,
-                &message,
-            );
-            return Err(error);
-        }
+    let failed_start = |error: &anyhow::Error| {
+        let message = format!("{error:#}");
+        let runs: Vec<SourceRun> = sources
+            .iter()
+            .map(|(name, _)| failed_before_start(name, &message))
+            .collect();
+        finish_failed_start(
+            config,
+            &state_path,
+            metrics_path.as_deref(),
+            &runs,
+            &message,
+        );
     };
+    if let Err(error) = run_hooks(&config.hooks.before, "before", &global_environment) {
+        eprintln!("error: {error:#}");
+        failed_start(&error);
+        return Ok(Completion::RunFailed);
+    }
+    let repository = settings::open_repository(global).inspect_err(|error| failed_start(error))?;
 
     let mut runs = Vec::new();
     for (name, source) in &sources {
