@@ -12,6 +12,7 @@ Exit codes:
   0    success
   1    fatal error (including damage found by check, drill or restore, and snapshots repair
        could not salvage)
+  2    usage error: invalid command line or config file (named with line and key)
   3    backup snapshot written, but some source files could not be read or changed while
        being read (listed)
   10   repository does not exist
@@ -19,10 +20,14 @@ Exit codes:
   12   wrong password or no key matches
   13   refused: the client or repository is append-only and the command would delete
   14   the repository was written by a newer cairn (its format version is named): upgrade
+  16   status: a source is overdue (last success older than its max_age) or never succeeded,
+       or the last check or drill failed
+  17   run: a source, hook, retention, prune, check or drill failed (the others still ran;
+       listed in the summary)
   130  interrupted (Ctrl-C); no snapshot is written
 
 Environment:
-  CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR,
+  CAIRN_CONFIG, CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR,
   CAIRN_NEW_PASSWORD_FILE, CAIRN_NEW_PASSWORD_COMMAND (new password of `key add` and `key passwd`)";
 
 /// cairn: encrypted, deduplicating backups of files, trees and streams to any object store.
@@ -39,8 +44,12 @@ pub struct Cli {
 
 /// Options every command takes.
 #[allow(clippy::struct_excessive_bools)] // independent command-line switches
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
+    /// Config file (cairn.toml): repository settings for every command, and the sources of
+    /// `cairn run`, `status` and `metrics`; command-line options and environment variables beat it
+    #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Repository location: a directory, `file://`, `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix`
     #[arg(short = 'r', long, env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<String>,
@@ -191,6 +200,15 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into --dir
     Man(ManArgs),
+    /// The nightly job of a config file: back up every source (or the named ones) with its
+    /// hooks, apply retention and prune, run the check slice and drill when due, write metrics
+    Run(RunArgs),
+    /// Per source of the config: last success, its age, last result, snapshots; exit 16 when a
+    /// source is older than its `max_age` or never succeeded
+    Status,
+    /// Write the config's run state and the repository's size as Prometheus text (for
+    /// `node_exporter`'s textfile collector)
+    Metrics(MetricsArgs),
 }
 
 /// `cairn diff`.
@@ -243,6 +261,35 @@ pub struct ManArgs {
     /// Write `cairn.1` and one `cairn-COMMAND.1` per command into this directory (created)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// `cairn run`.
+#[allow(clippy::struct_excessive_bools)] // independent command-line switches
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Sources of the config to back up (default: all, in file order)
+    #[arg(value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// Write metrics to this file (default: the config's `[metrics]` file, if any)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Do not apply retention (nor prune)
+    #[arg(long)]
+    pub no_forget: bool,
+    /// Do not run the check slice
+    #[arg(long)]
+    pub no_check: bool,
+    /// Do not run the restore drill
+    #[arg(long)]
+    pub no_drill: bool,
+}
+
+/// `cairn metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write to this file, atomically (default: standard output)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `cairn repair ...`.
@@ -427,7 +474,7 @@ pub struct DumpArgs {
 }
 
 /// `cairn check`: the structure always; at most one of the data levels.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[group(id = "data_level", multiple = false)]
 #[allow(clippy::struct_field_names)] // the flags are --read-data*
 pub struct CheckArgs {

@@ -2,9 +2,12 @@
 
 mod args;
 mod commands;
+mod config;
+mod metrics;
 mod progress;
 mod render;
 mod settings;
+mod state;
 
 use std::process::ExitCode;
 
@@ -17,6 +20,8 @@ use commands::Completion;
 
 /// Exit code for a fatal error.
 const EXIT_FATAL: u8 = 1;
+/// Exit code for an invalid command line (clap's) or config file.
+const EXIT_USAGE: u8 = 2;
 /// Exit code when a snapshot was written but some source entries were unreadable.
 const EXIT_PARTIAL: u8 = 3;
 /// Exit code when the repository does not exist.
@@ -29,8 +34,15 @@ const EXIT_WRONG_PASSWORD: u8 = 12;
 const EXIT_APPEND_ONLY: u8 = 13;
 /// Exit code when the repository was written by a newer format version than this build reads.
 const EXIT_UNSUPPORTED: u8 = 14;
+/// Exit code of `status` when a source is overdue or failing.
+const EXIT_UNHEALTHY: u8 = 16;
+/// Exit code of `run` when a source or step failed.
+const EXIT_RUN_FAILED: u8 = 17;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<config::ConfigError>().is_some() {
+        return EXIT_USAGE;
+    }
     let kind = error
         .downcast_ref::<cairn_store::Error>()
         .map(cairn_store::Error::kind)
@@ -49,7 +61,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<Completion> {
+fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion> {
     let global = &cli.global;
     match &cli.command {
         Command::Init(args) => commands::init::run(global, args).map(|()| Completion::Done),
@@ -74,6 +86,11 @@ fn run(cli: &Cli) -> anyhow::Result<Completion> {
             commands::completions::completions(args).map(|()| Completion::Done)
         }
         Command::Man(args) => commands::completions::man(args).map(|()| Completion::Done),
+        Command::Run(args) => commands::run::run(global, config, args),
+        Command::Status => commands::status::run(global, config),
+        Command::Metrics(args) => {
+            commands::metrics::run(global, config, args).map(|()| Completion::Done)
+        }
     }
 }
 
@@ -90,7 +107,7 @@ fn block_file_size_signal() {
 
 fn main() -> ExitCode {
     block_file_size_signal();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if let Some(threads) = cli.global.threads {
         // Fails only if a pool already exists, which nothing before this line starts.
         let _ = rayon::ThreadPoolBuilder::new()
@@ -100,7 +117,16 @@ fn main() -> ExitCode {
     cairn_store::index::cache::set_cache_memory(
         usize::try_from(cli.global.cache_memory_mib).unwrap_or(usize::MAX) * 1024 * 1024,
     );
-    let outcome = run(&cli);
+    let outcome = match cli.global.config.as_deref().map(config::Config::load) {
+        Some(Err(error)) => Err(error.into()),
+        loaded => {
+            let config = loaded.and_then(Result::ok);
+            if let Some(config) = &config {
+                config.apply_to(&mut cli.global);
+            }
+            run(&cli, config.as_ref())
+        }
+    };
     if cli.global.verbose
         && let Some(backend) = settings::OPENED_BACKEND.get()
     {
@@ -109,6 +135,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(Completion::Done) => ExitCode::SUCCESS,
         Ok(Completion::Partial) => ExitCode::from(EXIT_PARTIAL),
+        Ok(Completion::Unhealthy) => ExitCode::from(EXIT_UNHEALTHY),
+        Ok(Completion::RunFailed) => ExitCode::from(EXIT_RUN_FAILED),
         Err(error) => {
             let mut message = error.to_string();
             let mut source = error.source();

@@ -45,6 +45,17 @@ pub fn bytes(count: u64) -> String {
     }
 }
 
+/// A duration as `2 d 3 h`, `4 h 5 min`, `6 min 7 s` or `8.9 s`.
+pub fn span(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{:.1} s", duration.as_secs_f64()),
+        60..3_600 => format!("{} min {} s", seconds / 60, seconds % 60),
+        3_600..86_400 => format!("{} h {} min", seconds / 3_600, seconds % 3_600 / 60),
+        _ => format!("{} d {} h", seconds / 86_400, seconds % 86_400 / 3_600),
+    }
+}
+
 /// A share as a percentage without floating-point noise: 0.07 → `7`, 0.025 → `2.5`.
 pub fn percent(fraction: f64) -> f64 {
     (fraction * 100.0 * 1e6).round() / 1e6

@@ -180,6 +180,11 @@ pub fn host_name() -> String {
     cairn_store::lifecycle::this_host()
 }
 
+/// Whether cairn runs as root (the run state then defaults to `/var/lib/cairn`).
+pub fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// The user running cairn.
 pub fn user_name() -> String {
     std::env::var("USER")

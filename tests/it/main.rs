@@ -16,6 +16,7 @@ mod fuzz_corpus;
 mod incremental;
 mod keys;
 mod netfaults;
+mod operations;
 mod prune;
 mod repair;
 mod speed_options;

@@ -11,7 +11,7 @@ use crate::settings;
 
 /// The data level the arguments ask for. A random share gets a seed from the clock: each run
 /// samples other packs.
-fn data_selection(args: &CheckArgs) -> DataSelection {
+pub fn data_selection(args: &CheckArgs) -> DataSelection {
     if args.read_data {
         return DataSelection::All;
     }
@@ -163,9 +163,16 @@ fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelecti
     }
 }
 
-/// Checks the repository and reports damage as objects → snapshots → paths.
-pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
-    let repository = settings::open_repository(global)?;
+/// Checks an open repository at the level `args` ask for and prints the report (damage as
+/// objects → snapshots → paths); damage is in the report, not an error (also used by `cairn run`).
+///
+/// # Errors
+/// The check could not run (backend, cache).
+pub fn perform(
+    global: &GlobalArgs,
+    repository: &cairn_store::Repository,
+    args: &CheckArgs,
+) -> Result<(CheckReport, DataSelection)> {
     let selection = data_selection(args);
     if matches!(selection, DataSelection::Rotate { .. }) && !repository.cache().is_persistent() {
         eprintln!(
@@ -173,7 +180,7 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         );
     }
     let report = check::check_with_progress(
-        &repository,
+        repository,
         CheckOptions { data: selection },
         &CheckMeter(Meter::new(global, "packs", "verified")),
     )?;
@@ -182,6 +189,21 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     } else {
         print_human(global, &report, selection);
     }
+    Ok((report, selection))
+}
+
+/// The level's name and parameter as one phrase: `structure`, `read-data-rotate 30`.
+pub fn level_phrase(selection: DataSelection) -> String {
+    match level(selection) {
+        (name, Some(parameter)) => format!("{name} {parameter}"),
+        (name, None) => name.to_owned(),
+    }
+}
+
+/// Checks the repository and reports damage as objects → snapshots → paths.
+pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
+    let repository = settings::open_repository(global)?;
+    let (report, _) = perform(global, &repository, args)?;
     if !report.is_ok() {
         bail!(
             "repository damaged: {} objects, {} snapshot paths affected",

@@ -9,7 +9,7 @@ use crate::render;
 use crate::settings;
 
 /// A seed that differs from run to run (printed, so a drill can be repeated with `--seed`).
-fn random_seed() -> u64 {
+pub fn random_seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos());
@@ -22,17 +22,6 @@ fn random_seed() -> u64 {
 /// Megabytes (10^6 bytes) per second.
 fn megabytes_per_second(report: &DrillReport) -> f64 {
     report.bytes_per_second() / 1_000_000.0
-}
-
-/// A duration as `2 d 3 h`, `4 h 5 min`, `6 min 7 s` or `8.9 s`.
-fn span(duration: std::time::Duration) -> String {
-    let seconds = duration.as_secs();
-    match seconds {
-        0..60 => format!("{:.1} s", duration.as_secs_f64()),
-        60..3_600 => format!("{} min {} s", seconds / 60, seconds % 60),
-        3_600..86_400 => format!("{} h {} min", seconds / 3_600, seconds % 3_600 / 60),
-        _ => format!("{} d {} h", seconds / 86_400, seconds % 86_400 / 3_600),
-    }
 }
 
 fn print_json(report: &DrillReport) {
@@ -96,12 +85,24 @@ fn print_human(global: &GlobalArgs, report: &DrillReport) {
     );
     println!(
         "  restore time (RTO): {} at {:.1} MB/s",
-        span(report.elapsed),
+        render::span(report.elapsed),
         megabytes_per_second(report)
     );
-    println!("  snapshot age (RPO): {}", span(report.snapshot_age));
+    println!(
+        "  snapshot age (RPO): {}",
+        render::span(report.snapshot_age)
+    );
     if report.cleanup_failed.is_none() {
         println!("  scratch directory {} removed", report.scratch.display());
+    }
+}
+
+/// Prints a drill's report: human lines, or one JSON summary with `--json`.
+pub fn print(global: &GlobalArgs, report: &DrillReport) {
+    if global.json {
+        print_json(report);
+    } else {
+        print_human(global, report);
     }
 }
 
@@ -123,11 +124,7 @@ pub fn run(global: &GlobalArgs, args: &DrillArgs) -> Result<()> {
     };
     let report = drill::drill(&repository, snapshot_id, &snapshot, &options)
         .with_context(|| format!("while drilling snapshot {}", snapshot_id.short()))?;
-    if global.json {
-        print_json(&report);
-    } else {
-        print_human(global, &report);
-    }
+    print(global, &report);
     if !report.is_ok() {
         bail!(
             "drill failed: {} of {} files restored and verified, {} damaged{}",

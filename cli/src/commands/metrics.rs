@@ -1,0 +1,382 @@
+//! `cairn metrics`: the config's run state and the repository's size as Prometheus metrics, for
+//! `node_exporter`'s textfile collector; also what `cairn run --metrics-file` writes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use cairn_store::Repository;
+use cairn_store::repository::{DATA_PREFIX, INDEX_PREFIX, KEYS_PREFIX, SNAPSHOTS_PREFIX};
+use jiff::Timestamp;
+
+use crate::args::{GlobalArgs, MetricsArgs};
+use crate::config::{Config, source_tag};
+use crate::metrics::{Family, encode};
+use crate::settings;
+use crate::state::{RunState, StepState, write_atomically};
+
+/// What the repository holds, for metrics and status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryStats {
+    /// Snapshots of this host per config source (by their `source:NAME` tag).
+    pub snapshots_by_source: BTreeMap<String, u64>,
+    /// Every snapshot in the repository, of any host or source.
+    pub snapshots: u64,
+    /// Bytes of every stored object (packs, index, snapshots, keys), as listed.
+    pub stored_bytes: u64,
+    /// Sum of every snapshot's content bytes (`bytes_processed`).
+    pub content_bytes: u64,
+}
+
+impl RepositoryStats {
+    /// Content bytes per stored byte; 0 for an empty repository.
+    #[allow(clippy::cast_precision_loss)] // a ratio
+    pub fn dedup_ratio(&self) -> f64 {
+        if self.stored_bytes == 0 {
+            0.0
+        } else {
+            self.content_bytes as f64 / self.stored_bytes as f64
+        }
+    }
+}
+
+/// The host name this config's snapshots are recorded under.
+pub fn config_host(config: &Config) -> String {
+    config
+        .defaults
+        .host
+        .clone()
+        .unwrap_or_else(settings::host_name)
+}
+
+/// Lists the repository's snapshots and objects.
+///
+/// # Errors
+/// Backend failures while listing.
+pub fn repository_stats(
+    repository: &Repository,
+    config: &Config,
+    host: &str,
+) -> Result<RepositoryStats> {
+    let (snapshots, _unreadable) = repository.list_snapshots()?;
+    let mut stats = RepositoryStats {
+        snapshots: snapshots.len() as u64,
+        ..RepositoryStats::default()
+    };
+    for name in config.sources.keys() {
+        let tag = source_tag(name);
+        let count = snapshots
+            .iter()
+            .filter(|(_, snapshot)| snapshot.host == host && snapshot.tags.contains(&tag))
+            .count();
+        stats.snapshots_by_source.insert(name.clone(), count as u64);
+    }
+    stats.content_bytes = snapshots
+        .iter()
+        .map(|(_, snapshot)| snapshot.summary.bytes_processed)
+        .sum();
+    for prefix in [DATA_PREFIX, INDEX_PREFIX, SNAPSHOTS_PREFIX, KEYS_PREFIX] {
+        stats.stored_bytes += repository
+            .backend()
+            .list(prefix)
+            .map_err(cairn_store::Error::from)?
+            .iter()
+            .map(|object| object.size)
+            .sum::<u64>();
+    }
+    Ok(stats)
+}
+
+/// Seconds since the Unix epoch.
+fn unix_seconds(time: Timestamp) -> f64 {
+    time.as_duration().as_secs_f64()
+}
+
+/// 1 or 0.
+fn flag(value: bool) -> f64 {
+    if value { 1.0 } else { 0.0 }
+}
+
+#[allow(clippy::cast_precision_loss)] // metric values are floats
+fn float(value: u64) -> f64 {
+    value as f64
+}
+
+/// The families of one step (check or drill): last time, success and duration.
+fn step_families(
+    names: [&'static str; 3],
+    helps: [&'static str; 3],
+    step: Option<&StepState>,
+) -> [Family; 3] {
+    let mut time = Family::gauge(names[0], helps[0]);
+    let mut success = Family::gauge(names[1], helps[1]);
+    let mut duration = Family::gauge(names[2], helps[2]);
+    if let Some(step) = step {
+        time.push(Vec::new(), unix_seconds(step.time));
+        success.push(Vec::new(), flag(step.ok));
+        duration.push(Vec::new(), step.duration_seconds);
+    }
+    [time, success, duration]
+}
+
+/// Every metric of a config: per source from the run state, per repository from `stats` (none
+/// when the repository could not be read; `cairn_repository_up` says so).
+pub fn families(config: &Config, state: &RunState, stats: Option<&RepositoryStats>) -> Vec<Family> {
+    let mut last_success = Family::gauge(
+        "cairn_source_last_success_timestamp_seconds",
+        "Unix time the last successful run of the source started; 0 if it never succeeded.",
+    );
+    let mut last_run = Family::gauge(
+        "cairn_source_last_run_timestamp_seconds",
+        "Unix time the last run of the source started, successful or not.",
+    );
+    let mut duration = Family::gauge(
+        "cairn_source_last_run_duration_seconds",
+        "Duration of the last run of the source (before hook to after hook).",
+    );
+    let mut success = Family::gauge(
+        "cairn_source_last_run_success",
+        "1 if the last run of the source succeeded (hooks and backup), else 0.",
+    );
+    let mut processed = Family::gauge(
+        "cairn_source_bytes_processed",
+        "Bytes of content in the last successful snapshot of the source (read, or proven unchanged and not read).",
+    );
+    let mut added = Family::gauge(
+        "cairn_source_bytes_added",
+        "Bytes the last successful run of the source added to the repository (compressed, encrypted, new data only).",
+    );
+    let mut max_age = Family::gauge(
+        "cairn_source_max_age_seconds",
+        "Configured max_age of the source: alert when time() - cairn_source_last_success_timestamp_seconds exceeds it.",
+    );
+    let mut snapshots = Family::gauge(
+        "cairn_snapshots",
+        "Snapshots of the source (tag source:NAME, this host) in the repository.",
+    );
+    for (name, source) in &config.sources {
+        let label = || vec![("source", name.clone())];
+        if let Some(age) = config.max_age_of(source) {
+            max_age.push(label(), age.as_secs_f64());
+        }
+        if let Some(count) = stats.and_then(|stats| stats.snapshots_by_source.get(name)) {
+            snapshots.push(label(), float(*count));
+        }
+        let Some(source_state) = state.sources.get(name) else {
+            last_success.push(label(), 0.0);
+            continue;
+        };
+        last_success.push(label(), source_state.last_success.map_or(0.0, unix_seconds));
+        last_run.push(label(), unix_seconds(source_state.last_attempt));
+        duration.push(label(), source_state.last_duration_seconds);
+        success.push(label(), flag(source_state.last_ok));
+        if source_state.last_success.is_some() {
+            processed.push(label(), float(source_state.bytes_processed));
+            added.push(label(), float(source_state.bytes_added));
+        }
+    }
+    let mut up = Family::gauge(
+        "cairn_repository_up",
+        "1 if the repository could be opened and listed for these metrics, else 0.",
+    );
+    up.push(Vec::new(), flag(stats.is_some()));
+    let mut families = vec![
+        last_success,
+        last_run,
+        duration,
+        success,
+        processed,
+        added,
+        max_age,
+        snapshots,
+        up,
+    ];
+    if let Some(stats) = stats {
+        let mut total = Family::gauge(
+            "cairn_repository_snapshots",
+            "Snapshots in the repository, of every host and source.",
+        );
+        total.push(Vec::new(), float(stats.snapshots));
+        let mut size = Family::gauge(
+            "cairn_repository_size_bytes",
+            "Bytes of all objects in the repository (packs, index, snapshots, keys), as listed.",
+        );
+        size.push(Vec::new(), float(stats.stored_bytes));
+        let mut ratio = Family::gauge(
+            "cairn_dedup_ratio",
+            "Sum of all snapshots' content bytes divided by cairn_repository_size_bytes (deduplication and compression together); 0 when empty.",
+        );
+        ratio.push(Vec::new(), stats.dedup_ratio());
+        families.extend([total, size, ratio]);
+    }
+    families.extend(step_families(
+        [
+            "cairn_check_last_timestamp_seconds",
+            "cairn_check_last_success",
+            "cairn_check_last_duration_seconds",
+        ],
+        [
+            "Unix time the last check by cairn run started.",
+            "1 if the last check by cairn run found no damage, else 0.",
+            "Duration of the last check by cairn run.",
+        ],
+        state.check.as_ref(),
+    ));
+    families.extend(step_families(
+        [
+            "cairn_drill_last_timestamp_seconds",
+            "cairn_drill_last_success",
+            "cairn_drill_last_duration_seconds",
+        ],
+        [
+            "Unix time the last restore drill by cairn run started.",
+            "1 if the last restore drill restored and verified every selected file, else 0.",
+            "Duration of the last restore drill by cairn run (all sources).",
+        ],
+        state.drill.as_ref(),
+    ));
+    families
+}
+
+/// The metrics text of a config, reading the repository when it is open.
+pub fn render(
+    config: &Config,
+    state: &RunState,
+    repository: Option<&Repository>,
+) -> (String, Option<anyhow::Error>) {
+    let host = config_host(config);
+    let (stats, problem) =
+        match repository.map(|repository| repository_stats(repository, config, &host)) {
+            Some(Ok(stats)) => (Some(stats), None),
+            Some(Err(error)) => (None, Some(error)),
+            None => (None, None),
+        };
+    (encode(&families(config, state, stats.as_ref())), problem)
+}
+
+/// Writes metrics text to `path` atomically (`node_exporter` may read it at any moment).
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_file(path: &Path, text: &str) -> Result<()> {
+    write_atomically(path, text.as_bytes())
+        .with_context(|| format!("cannot write metrics file {}", path.display()))
+}
+
+/// Runs `cairn metrics`.
+///
+/// # Errors
+/// No config, a damaged run state, or the metrics file cannot be written. A repository that
+/// cannot be opened is a warning (`cairn_repository_up 0`).
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &MetricsArgs) -> Result<()> {
+    let (path, config) = super::status::required_config(global, config, "metrics")?;
+    let state = RunState::load(&config.state_file(path, settings::running_as_root()))?;
+    let repository = settings::open_repository(global)
+        .inspect_err(|error| eprintln!("warning: cannot open the repository: {error:#}"))
+        .ok();
+    let (text, problem) = render(config, &state, repository.as_ref());
+    if let Some(error) = problem {
+        eprintln!("warning: cannot list the repository: {error:#}");
+    }
+    if let Some(file) = &args.metrics_file {
+        return write_file(file, &text);
+    }
+    print!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::SourceState;
+
+    fn config() -> Config {
+        Config::parse(
+            "[defaults]\nmax_age = \"26h\"\n[sources.db]\ncommand = \"x\"\nstream_name = \"db\"\n\
+             [sources.etc]\npaths = [\"/etc\"]\n[sources.new]\npaths = [\"/new\"]\n",
+            Path::new("cairn.toml"),
+        )
+        .expect("valid")
+    }
+
+    fn state() -> RunState {
+        let time: Timestamp = "2024-06-01T03:00:00Z".parse().expect("time");
+        let mut state = RunState::default();
+        state.sources.insert(
+            "db".into(),
+            SourceState {
+                last_attempt: time,
+                last_duration_seconds: 2.5,
+                last_ok: true,
+                last_error: None,
+                last_success: Some(time),
+                last_snapshot: None,
+                bytes_processed: 1000,
+                bytes_added: 100,
+            },
+        );
+        state.sources.insert(
+            "etc".into(),
+            SourceState {
+                last_attempt: time,
+                last_duration_seconds: 0.5,
+                last_ok: false,
+                last_error: Some("boom".into()),
+                last_success: None,
+                last_snapshot: None,
+                bytes_processed: 0,
+                bytes_added: 0,
+            },
+        );
+        state
+    }
+
+    #[test]
+    fn sources_and_repository_become_samples() {
+        let stats = RepositoryStats {
+            snapshots_by_source: [("db".to_owned(), 3), ("etc".to_owned(), 0)].into(),
+            snapshots: 5,
+            stored_bytes: 400,
+            content_bytes: 1000,
+        };
+        let text = encode(&families(&config(), &state(), Some(&stats)));
+        for line in [
+            "cairn_source_last_success_timestamp_seconds{source=\"db\"} 1717210800",
+            "cairn_source_last_success_timestamp_seconds{source=\"etc\"} 0",
+            "cairn_source_last_success_timestamp_seconds{source=\"new\"} 0",
+            "cairn_source_last_run_success{source=\"db\"} 1",
+            "cairn_source_last_run_success{source=\"etc\"} 0",
+            "cairn_source_last_run_duration_seconds{source=\"db\"} 2.5",
+            "cairn_source_bytes_processed{source=\"db\"} 1000",
+            "cairn_source_bytes_added{source=\"db\"} 100",
+            "cairn_source_max_age_seconds{source=\"new\"} 93600",
+            "cairn_snapshots{source=\"db\"} 3",
+            "cairn_repository_up 1",
+            "cairn_repository_size_bytes 400",
+            "cairn_dedup_ratio 2.5",
+        ] {
+            assert!(
+                text.lines().any(|got| got == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("cairn_source_bytes_added{source=\"etc\"}"),
+            "{text}"
+        );
+        assert!(!text.contains("cairn_check_"), "no check yet: {text}");
+    }
+
+    #[test]
+    fn an_unreadable_repository_is_reported_not_guessed() {
+        let text = encode(&families(&config(), &state(), None));
+        assert!(text.contains("cairn_repository_up 0\n"), "{text}");
+        assert!(!text.contains("cairn_snapshots"), "{text}");
+        assert!(!text.contains("cairn_repository_size_bytes"), "{text}");
+    }
+
+    #[test]
+    fn dedup_ratio_of_an_empty_repository_is_zero() {
+        assert!(RepositoryStats::default().dedup_ratio().abs() < f64::EPSILON);
+    }
+}

@@ -1,0 +1,237 @@
+//! `cairn status`: per source of the config, when it last succeeded, how old that is, how its
+//! last run ended and how many snapshots it has; exits 16 when a source is overdue (older than
+//! its `max_age`) or never succeeded, or the last check or drill failed.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use jiff::Timestamp;
+
+use super::Completion;
+use super::metrics::{RepositoryStats, config_host, repository_stats};
+use crate::args::GlobalArgs;
+use crate::config::{Config, ConfigError};
+use crate::render;
+use crate::settings;
+use crate::state::{self, Health, RunState, StepState};
+
+/// The config file's path and contents, which `run`, `status` and `metrics` need.
+///
+/// # Errors
+/// [`ConfigError`] (a usage error) when no config was given.
+pub fn required_config<'a>(
+    global: &'a GlobalArgs,
+    config: Option<&'a Config>,
+    command: &str,
+) -> Result<(&'a Path, &'a Config)> {
+    match (global.config.as_deref(), config) {
+        (Some(path), Some(config)) => Ok((path, config)),
+        _ => Err(ConfigError::usage(
+            Path::new(""),
+            command,
+            "needs a config file: use --config FILE or set CAIRN_CONFIG (see contrib/cairn.toml)",
+        )
+        .into()),
+    }
+}
+
+/// A health as a word for the table and JSON.
+fn health_word(health: Health) -> &'static str {
+    match health {
+        Health::Fresh => "ok",
+        Health::Overdue => "OVERDUE",
+        Health::Never => "NEVER SUCCEEDED",
+    }
+}
+
+/// A time in the local zone, or `never`.
+fn when(time: Option<Timestamp>) -> String {
+    time.map_or_else(
+        || "never".into(),
+        |time| {
+            time.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        },
+    )
+}
+
+/// One step's line: `check: ok at 2024-06-01 04:00:00 (read-data-rotate 30)`.
+fn step_line(name: &str, step: Option<&StepState>) -> String {
+    match step {
+        None => format!("{name}: never run by cairn run"),
+        Some(step) => format!(
+            "{name}: {} at {} ({}){}",
+            if step.ok { "ok" } else { "FAILED" },
+            when(Some(step.time)),
+            step.detail,
+            step.error
+                .as_ref()
+                .map(|error| format!(": {error}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn step_json(step: Option<&StepState>) -> serde_json::Value {
+    step.map_or(serde_json::Value::Null, |step| {
+        serde_json::json!({
+            "time": step.time.to_string(),
+            "ok": step.ok,
+            "duration_seconds": step.duration_seconds,
+            "detail": step.detail,
+            "error": step.error,
+        })
+    })
+}
+
+/// Prints the status of every source and returns whether all are healthy.
+fn report(
+    global: &GlobalArgs,
+    config: &Config,
+    state: &RunState,
+    stats: Option<&RepositoryStats>,
+    now: Timestamp,
+) -> bool {
+    let mut healthy = true;
+    let mut rows = Vec::new();
+    for (name, source) in &config.sources {
+        let source_state = state.sources.get(name);
+        let max_age = config.max_age_of(source);
+        let health = state::source_health(source_state, max_age, now);
+        healthy &= health == Health::Fresh;
+        let last_success = source_state.and_then(|source_state| source_state.last_success);
+        let age = last_success.map(|success| state::age(success, now));
+        let snapshots = stats.and_then(|stats| stats.snapshots_by_source.get(name).copied());
+        if global.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "source",
+                "source": name,
+                "health": match health { Health::Fresh => "fresh", Health::Overdue => "overdue", Health::Never => "never" },
+                "last_success": last_success.map(|time| time.to_string()),
+                "age_seconds": age.map(|age| age.as_secs()),
+                "max_age_seconds": max_age.map(|age| age.as_secs()),
+                "last_attempt": source_state.map(|source_state| source_state.last_attempt.to_string()),
+                "last_ok": source_state.map(|source_state| source_state.last_ok),
+                "last_error": source_state.and_then(|source_state| source_state.last_error.clone()),
+                "last_snapshot": source_state.and_then(|source_state| source_state.last_snapshot.clone()),
+                "snapshots": snapshots,
+            }));
+            continue;
+        }
+        let last_run = match source_state {
+            None => "never run".to_owned(),
+            Some(source_state) if source_state.last_ok => "ok".to_owned(),
+            Some(source_state) => format!(
+                "FAILED: {}",
+                source_state
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("unknown error")
+            ),
+        };
+        rows.push([
+            name.clone(),
+            health_word(health).to_owned(),
+            when(last_success),
+            age.map_or_else(|| "-".into(), render::span),
+            max_age.map_or_else(
+                || "-".into(),
+                |age: Duration| humantime::format_duration(age).to_string(),
+            ),
+            snapshots.map_or_else(|| "?".into(), |count| count.to_string()),
+            last_run,
+        ]);
+    }
+    let steps_ok = [state.check.as_ref(), state.drill.as_ref()]
+        .iter()
+        .all(|step| step.is_none_or(|step| step.ok));
+    healthy &= steps_ok;
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "summary",
+            "ok": healthy,
+            "check": step_json(state.check.as_ref()),
+            "drill": step_json(state.drill.as_ref()),
+            "repository": stats.map(|stats| serde_json::json!({
+                "snapshots": stats.snapshots,
+                "size_bytes": stats.stored_bytes,
+                "dedup_ratio": stats.dedup_ratio(),
+            })),
+        }));
+        return healthy;
+    }
+    print_table(&rows);
+    if config.check.is_some() || state.check.is_some() {
+        println!("{}", step_line("check", state.check.as_ref()));
+    }
+    if config.drill.is_some() || state.drill.is_some() {
+        println!("{}", step_line("drill", state.drill.as_ref()));
+    }
+    if let Some(stats) = stats {
+        println!(
+            "repository: {} snapshots, {} stored, dedup ratio {:.2}",
+            stats.snapshots,
+            render::bytes(stats.stored_bytes),
+            stats.dedup_ratio()
+        );
+    }
+    healthy
+}
+
+/// Prints rows under a header, columns padded to their widest cell (the last column unpadded).
+fn print_table(rows: &[[String; 7]]) {
+    let header = [
+        "source",
+        "state",
+        "last success",
+        "age",
+        "max age",
+        "snapshots",
+        "last run",
+    ]
+    .map(str::to_owned);
+    let mut widths = [0_usize; 7];
+    for row in std::iter::once(&header).chain(rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            if column + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}  ", width = widths[column]);
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// Runs `cairn status`.
+///
+/// # Errors
+/// No config, or a damaged run state. A repository that cannot be opened is a warning: the
+/// verdict comes from the run state.
+pub fn run(global: &GlobalArgs, config: Option<&Config>) -> Result<Completion> {
+    let (path, config) = required_config(global, config, "status")?;
+    let state = RunState::load(&config.state_file(path, settings::running_as_root()))?;
+    let stats = match settings::open_repository(global)
+        .and_then(|repository| repository_stats(&repository, config, &config_host(config)))
+    {
+        Ok(stats) => Some(stats),
+        Err(error) => {
+            eprintln!("warning: cannot read the repository (snapshot counts unknown): {error:#}");
+            None
+        }
+    };
+    if report(global, config, &state, stats.as_ref(), Timestamp::now()) {
+        Ok(Completion::Done)
+    } else {
+        Ok(Completion::Unhealthy)
+    }
+}

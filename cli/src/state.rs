@@ -1,0 +1,277 @@
+//! The run state of a config: what `cairn run` last did for each source, and its last check and
+//! drill. `cairn status` and `cairn metrics` read it. A small JSON file on this machine (see
+//! [`crate::config::Config::state_file`]), replaced atomically (temporary file, fsync, rename);
+//! nothing of it is stored in the repository. The verdicts ([`source_health`], [`is_due`]) are
+//! pure functions of the state and a given time.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Everything remembered about one config's runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Per source name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceState>,
+    /// The last check `cairn run` did.
+    #[serde(default)]
+    pub check: Option<StepState>,
+    /// The last drill `cairn run` did.
+    #[serde(default)]
+    pub drill: Option<StepState>,
+}
+
+/// The last run of one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceState {
+    /// When the last run of the source started.
+    pub last_attempt: Timestamp,
+    /// How long it took, hooks included.
+    pub last_duration_seconds: f64,
+    /// Whether it succeeded (hooks, backup and retention).
+    pub last_ok: bool,
+    /// Why it failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When the last successful run started.
+    #[serde(default)]
+    pub last_success: Option<Timestamp>,
+    /// The snapshot of the last successful run (full hex id).
+    #[serde(default)]
+    pub last_snapshot: Option<String>,
+    /// Bytes of content in the last successful run's snapshot (read or proven unchanged).
+    #[serde(default)]
+    pub bytes_processed: u64,
+    /// Bytes the last successful run added to the repository.
+    #[serde(default)]
+    pub bytes_added: u64,
+}
+
+/// The last check or drill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    /// When it started.
+    pub time: Timestamp,
+    /// Whether it found everything intact.
+    pub ok: bool,
+    /// How long it took.
+    pub duration_seconds: f64,
+    /// What it did (`read-data-rotate 30`, `db 5%`).
+    pub detail: String,
+    /// What went wrong.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl RunState {
+    /// Reads the state file; a missing file is an empty state.
+    ///
+    /// # Errors
+    /// The file exists but cannot be read or parsed.
+    pub fn load(path: &Path) -> Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("run state {} is damaged: remove it", path.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(error) => {
+                Err(error).with_context(|| format!("cannot read run state {}", path.display()))
+            }
+        }
+    }
+
+    /// Writes the state file atomically.
+    ///
+    /// # Errors
+    /// The directory cannot be created or written.
+    pub fn store(&self, path: &Path) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self).context("while encoding the run state")?;
+        bytes.push(b'\n');
+        write_atomically(path, &bytes)
+            .with_context(|| format!("cannot write run state {}", path.display()))
+    }
+}
+
+/// Replaces `path` with `bytes` so a concurrent reader sees the old or the new file, never a
+/// part: a temporary file in the same directory, flushed to disk, then renamed over it. Creates
+/// the directory when missing.
+///
+/// # Errors
+/// Any I/O failure; the temporary file is removed then.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(directory)?;
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".cairn-")
+        .suffix(".tmp")
+        .tempfile_in(directory)?;
+    temporary.write_all(bytes)?;
+    temporary.as_file().sync_all()?;
+    // World-readable like a file written with the default umask (node_exporter runs as its own
+    // user); tempfile creates 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        temporary
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    temporary.persist(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
+/// A source's freshness, for `cairn status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Succeeded within its maximum age (or has none and succeeded once).
+    Fresh,
+    /// The last success is older than the maximum age.
+    Overdue,
+    /// It never succeeded.
+    Never,
+}
+
+/// How fresh a source is at `now`. A last run that failed while the last success is still within
+/// the maximum age is [`Health::Fresh`]: the maximum age is the tolerance.
+pub fn source_health(
+    state: Option<&SourceState>,
+    max_age: Option<Duration>,
+    now: Timestamp,
+) -> Health {
+    let Some(success) = state.and_then(|state| state.last_success) else {
+        return Health::Never;
+    };
+    match max_age {
+        Some(max_age) if age(success, now) > max_age => Health::Overdue,
+        _ => Health::Fresh,
+    }
+}
+
+/// Time from `then` to `now` (zero when `then` is later).
+pub fn age(then: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(then)).unwrap_or(Duration::ZERO)
+}
+
+/// Whether a step last done as `last` (never: `None`) is due at `now` when it runs `every` so
+/// often (`None`: every time).
+pub fn is_due(last: Option<&StepState>, every: Option<Duration>, now: Timestamp) -> bool {
+    match (last, every) {
+        (Some(last), Some(every)) => age(last.time, now) >= every,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(text: &str) -> Timestamp {
+        text.parse().expect("timestamp")
+    }
+
+    fn succeeded_at(text: &str) -> SourceState {
+        SourceState {
+            last_attempt: time(text),
+            last_duration_seconds: 1.5,
+            last_ok: true,
+            last_error: None,
+            last_success: Some(time(text)),
+            last_snapshot: Some("ab".repeat(32)),
+            bytes_processed: 10,
+            bytes_added: 2,
+        }
+    }
+
+    #[test]
+    fn health_by_max_age() {
+        let now = time("2024-06-02T03:00:00Z");
+        let yesterday = succeeded_at("2024-06-01T03:00:00Z");
+        let hours = |count: u64| Some(Duration::from_secs(count * 3600));
+        assert_eq!(
+            source_health(Some(&yesterday), hours(26), now),
+            Health::Fresh
+        );
+        assert_eq!(
+            source_health(Some(&yesterday), hours(24), now),
+            Health::Fresh
+        );
+        assert_eq!(
+            source_health(Some(&yesterday), hours(23), now),
+            Health::Overdue
+        );
+        assert_eq!(source_health(Some(&yesterday), None, now), Health::Fresh);
+        assert_eq!(source_health(None, hours(26), now), Health::Never);
+        let failed_only = SourceState {
+            last_ok: false,
+            last_success: None,
+            last_error: Some("boom".into()),
+            ..yesterday.clone()
+        };
+        assert_eq!(source_health(Some(&failed_only), None, now), Health::Never);
+        let failed_after_success = SourceState {
+            last_attempt: time("2024-06-02T02:00:00Z"),
+            last_ok: false,
+            ..yesterday
+        };
+        assert_eq!(
+            source_health(Some(&failed_after_success), hours(26), now),
+            Health::Fresh,
+            "one failed night within max_age is tolerated"
+        );
+    }
+
+    #[test]
+    fn due_steps() {
+        let now = time("2024-06-08T03:00:00Z");
+        let week = Some(Duration::from_hours(7 * 24));
+        let done_at = |text: &str| StepState {
+            time: time(text),
+            ok: true,
+            duration_seconds: 1.0,
+            detail: String::new(),
+            error: None,
+        };
+        assert!(is_due(None, week, now));
+        assert!(is_due(Some(&done_at("2024-06-01T03:00:00Z")), week, now));
+        assert!(!is_due(Some(&done_at("2024-06-01T03:00:01Z")), week, now));
+        assert!(is_due(Some(&done_at("2024-06-08T03:00:00Z")), None, now));
+    }
+
+    #[test]
+    fn state_round_trips_through_its_file() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let path = directory.path().join("deeper/cairn.json");
+        assert_eq!(
+            RunState::load(&path).expect("missing is empty"),
+            RunState::default()
+        );
+        let mut state = RunState::default();
+        state
+            .sources
+            .insert("db".into(), succeeded_at("2024-06-01T03:00:00Z"));
+        state.check = Some(StepState {
+            time: time("2024-06-01T04:00:00Z"),
+            ok: false,
+            duration_seconds: 3.0,
+            detail: "read-data-rotate 30".into(),
+            error: Some("damaged".into()),
+        });
+        state.store(&path).expect("written");
+        assert_eq!(RunState::load(&path).expect("read"), state);
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("parent"))
+            .expect("listing")
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left");
+        std::fs::write(&path, b"{not json").expect("overwrite");
+        let message = format!("{:#}", RunState::load(&path).expect_err("damaged"));
+        assert!(message.contains("is damaged"), "{message}");
+    }
+}
