@@ -4,6 +4,7 @@ mod args;
 mod commands;
 mod render;
 mod settings;
+mod source_command;
 
 use std::process::ExitCode;
 
@@ -28,8 +29,16 @@ const EXIT_WRONG_PASSWORD: u8 = 12;
 const EXIT_APPEND_ONLY: u8 = 13;
 /// Exit code when the repository was written by a newer format version than this build reads.
 const EXIT_UNSUPPORTED: u8 = 14;
+/// Exit code when the source command of `backup --command` failed (no snapshot written).
+const EXIT_SOURCE_COMMAND: u8 = 15;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
+    if error
+        .downcast_ref::<source_command::SourceCommandFailed>()
+        .is_some()
+    {
+        return EXIT_SOURCE_COMMAND;
+    }
     let kind = error
         .downcast_ref::<cairn_store::Error>()
         .map(cairn_store::Error::kind)

@@ -8,8 +8,10 @@
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod dedup_hostile;
 pub mod drill;
 pub mod error;
+pub mod exclude;
 pub mod fetch;
 pub mod forget;
 pub mod format;

@@ -17,5 +17,6 @@ mod keys;
 mod netfaults;
 mod prune;
 mod repair;
+mod sources;
 mod support;
 mod sweeps;
