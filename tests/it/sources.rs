@@ -270,8 +270,8 @@ fn peak_rss_kib(child: &mut std::process::Child) -> (ExitStatus, u64) {
 #[test]
 fn large_command_output_streams_in_bounded_memory() {
     let workspace = Workspace::initialized();
-    let total: usize = 400_000_000;
-    // 400 MB of output, plus 2 MB of stderr in one line: neither is held whole.
+    let total: usize = 200_000_000;
+    // 200 MB of output, plus 2 MB of stderr in one line: neither is held whole.
     let command =
         format!("head -c {total} /dev/zero; head -c 2000000 /dev/zero | tr '\\0' x >&2; echo >&2");
     let stdout_path = workspace.path("backup.out");
