@@ -20,6 +20,8 @@ Exit codes:
   12   wrong password or no key matches
   13   refused: the client or repository is append-only and the command would delete
   14   the repository was written by a newer cairn (its format version is named): upgrade
+  15   backup --command: the source command failed (non-zero exit, killed by a signal, or its
+       output could not be read); no snapshot is written
   16   status: a source is overdue (last success older than its max_age) or never succeeded,
        or the last check or drill failed
   17   run: a source, hook, retention, prune, check or drill failed (the others still ran;
@@ -159,7 +161,7 @@ fn parse_compression(text: &str) -> Result<Compression, String> {
 pub enum Command {
     /// Create a new repository
     Init(InitArgs),
-    /// Back up files, directories or a stream from standard input
+    /// Back up files, directories, a stream from standard input, or a command's output
     Backup(BackupArgs),
     /// List snapshots
     Snapshots,
@@ -406,16 +408,27 @@ pub struct InitArgs {
 
 /// `cairn backup`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("stream").args(["stdin", "command"])))]
 pub struct BackupArgs {
     /// Files and directories to back up (stored under their absolute paths)
-    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    #[arg(required_unless_present = "stream", conflicts_with = "stream")]
     pub paths: Vec<PathBuf>,
-    /// Read the data to back up from standard input
-    #[arg(long, requires = "stdin_name")]
+    /// Read the data to back up from standard input (name it with --name)
+    #[arg(long, requires = "name")]
     pub stdin: bool,
-    /// Name of the stream read with --stdin (for example app.archive)
-    #[arg(long)]
-    pub stdin_name: Option<String>,
+    /// Run this shell command (`sh -c`) and back up its standard output as a stream called
+    /// --name (for example `mongodump --archive` or `pg_dump shop`); its stderr is passed
+    /// through. If it fails (non-zero exit, killed) no snapshot is written: exit code 15
+    #[arg(long, value_name = "COMMAND", requires = "name")]
+    pub command: Option<String>,
+    /// Name of the stream read with --stdin or --command (for example app.archive)
+    #[arg(
+        long,
+        visible_alias = "stdin-name",
+        value_name = "NAME",
+        requires = "stream"
+    )]
+    pub name: Option<String>,
     /// Tag the snapshot, repeatable
     #[arg(long = "tag")]
     pub tags: Vec<String>,
@@ -432,6 +445,25 @@ pub struct BackupArgs {
     /// 2024-06-01T05:00:00+02:00; default: now)
     #[arg(long, value_name = "TIME")]
     pub time: Option<jiff::Timestamp>,
+    /// Leave out paths matching this glob, repeatable: `*.log` and `node_modules` match at any
+    /// depth, `/srv/app/tmp` is anchored at the root, a trailing `/` matches directories only
+    #[arg(long = "exclude", value_name = "PATTERN", conflicts_with = "stream")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from this file, one per line (`#` starts a comment), repeatable
+    #[arg(long = "exclude-file", value_name = "FILE", conflicts_with = "stream")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Leave out every directory that contains an entry of this name (for example .nobackup
+    /// or CACHEDIR.TAG), repeatable
+    #[arg(
+        long = "exclude-if-present",
+        value_name = "NAME",
+        conflicts_with = "stream"
+    )]
+    pub exclude_if_present: Vec<String>,
+    /// Do not descend into other file systems mounted below the given paths (their mount
+    /// points are recorded as empty directories)
+    #[arg(short = 'x', long, conflicts_with = "stream")]
+    pub one_file_system: bool,
 }
 
 /// `cairn ls`.

@@ -7,6 +7,7 @@ mod metrics;
 mod progress;
 mod render;
 mod settings;
+mod source_command;
 mod state;
 
 use std::process::ExitCode;
@@ -34,12 +35,21 @@ const EXIT_WRONG_PASSWORD: u8 = 12;
 const EXIT_APPEND_ONLY: u8 = 13;
 /// Exit code when the repository was written by a newer format version than this build reads.
 const EXIT_UNSUPPORTED: u8 = 14;
+/// Exit code when the source command of `backup --command` failed (no snapshot written).
+const EXIT_SOURCE_COMMAND: u8 = 15;
+
 /// Exit code of `status` when a source is overdue or failing.
 const EXIT_UNHEALTHY: u8 = 16;
 /// Exit code of `run` when a source or step failed.
 const EXIT_RUN_FAILED: u8 = 17;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
+    if error
+        .downcast_ref::<source_command::SourceCommandFailed>()
+        .is_some()
+    {
+        return EXIT_SOURCE_COMMAND;
+    }
     if error.downcast_ref::<config::ConfigError>().is_some() {
         return EXIT_USAGE;
     }

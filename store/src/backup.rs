@@ -3,6 +3,12 @@
 //!
 //! Never prints: warnings about unreadable source entries reach the caller through
 //! [`BackupProgress`] and the outcome.
+//!
+//! Entries left out by [`BackupOptions::excludes`] are not read and not in the snapshot; with
+//! [`BackupOptions::one_file_system`] a directory on another file system than the path given is
+//! recorded empty (see [`crate::exclude`]). A stream source ends well only if its reader returns
+//! end-of-file: a reader that fails, also at the very end (a command that exited non-zero), makes
+//! the backup return that error without writing a snapshot.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -16,7 +22,9 @@ use cairn_chunker::Chunker;
 use rayon::prelude::*;
 
 use crate::backend::RequestStats;
+use crate::dedup_hostile::{self, ContentCounts, DedupHostile};
 use crate::error::{Error, Result};
+use crate::exclude::{ExcludeRules, FileSystemBoundary, file_system_boundary};
 use crate::format::snapshot::{Snapshot, Source, Summary};
 use crate::format::tree::{EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
 use crate::id::{BlobType, Id};
@@ -35,7 +43,8 @@ pub enum BackupSource<'a> {
     Stream {
         /// The name to store it under (no `/`).
         name: String,
-        /// The stream.
+        /// The stream. An error from it, including one returned instead of end-of-file (a
+        /// source command that failed), aborts the backup before the snapshot is written.
         reader: &'a mut (dyn Read + Send),
     },
 }
@@ -55,12 +64,16 @@ pub struct BackupOptions {
     pub program_version: String,
     /// Which earlier snapshot lets unchanged files go unread.
     pub parent: ParentChoice,
+    /// Paths and directories to leave out (paths only; streams have nothing to exclude).
+    pub excludes: ExcludeRules,
+    /// Do not descend into directories on another file system than the path given.
+    pub one_file_system: bool,
 }
 
 /// How the parent snapshot of a backup is chosen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ParentChoice {
-    /// The latest snapshot of the same host and the same paths.
+    /// The latest snapshot of the same host and the same paths (or stream name).
     #[default]
     Latest,
     /// This snapshot.
@@ -80,9 +93,6 @@ fn find_parent(
         ParentChoice::None => Ok(None),
         ParentChoice::Snapshot(id) => repository.resolve_snapshot(&id.to_hex()).map(Some),
         ParentChoice::Latest => {
-            if matches!(source, Source::Stdin(_)) {
-                return Ok(None);
-            }
             let (snapshots, _) = repository.list_snapshots()?;
             Ok(snapshots
                 .into_iter()
@@ -112,6 +122,9 @@ pub trait BackupProgress {
     fn bytes_processed(&self, _bytes: u64) {}
     /// The parent snapshot chosen processed this many bytes: an estimate of this run's total.
     fn expected_bytes(&self, _bytes: u64) {}
+    /// A file or stream looks compressed or encrypted and shared almost nothing with its
+    /// previous backup (reported once per file or stream).
+    fn dedup_hostile(&self, _finding: &DedupHostile) {}
 }
 
 /// Progress sink that ignores everything.
@@ -136,6 +149,14 @@ pub struct BackupOutcome {
     pub changed: Vec<SourceWarning>,
     /// Files not read because the parent snapshot proved them unchanged.
     pub files_unchanged: u64,
+    /// Entries left out by an exclude pattern, a marker file or `one_file_system` (not counting
+    /// what is below an excluded directory).
+    pub entries_excluded: u64,
+    /// Mount points recorded empty because of `one_file_system`.
+    pub mount_points: u64,
+    /// Files and streams that look compressed or encrypted and shared almost nothing with
+    /// their previous backup.
+    pub dedup_hostile: Vec<DedupHostile>,
     /// The snapshot compared against.
     pub parent: Option<Id>,
     /// What was added.
@@ -277,6 +298,23 @@ struct Walker<'saver, 'repo, 'progress> {
     summary: Summary,
     /// Files whose metadata matched the parent snapshot and were not read.
     files_unchanged: u64,
+    excludes: ExcludeRules,
+    one_file_system: bool,
+    /// With `one_file_system`: the device of the given path being walked.
+    root_device: Option<u64>,
+    entries_excluded: u64,
+    mount_points: u64,
+    dedup_hostile: Vec<DedupHostile>,
+}
+
+/// What the walker does with an entry after the exclude rules and the file-system boundary.
+enum Admission {
+    /// Back it up.
+    Walk,
+    /// Leave it out.
+    Leave,
+    /// Record this node instead of walking the entry (an empty mount point).
+    Record(Node),
 }
 
 /// Whether a file's current metadata proves it unchanged since `previous` was recorded:
@@ -376,7 +414,8 @@ impl Walker<'_, '_, '_> {
         self.changed.push(warning);
     }
 
-    /// Chunks and saves a stream; returns its content hash, chunk ids and length.
+    /// Chunks and saves a stream; returns its content hash, chunk ids, and its length with what
+    /// its new chunks cost.
     ///
     /// A reading thread reads and chunks the next block while this one hashes, seals and packs
     /// the current one, so the disk (or the producing command) and the cores work at the same
@@ -384,7 +423,8 @@ impl Walker<'_, '_, '_> {
     fn save_content(
         &mut self,
         reader: &mut (dyn Read + Send),
-    ) -> Result<std::io::Result<(Id, Vec<Id>, u64)>> {
+    ) -> Result<std::io::Result<(Id, Vec<Id>, ContentCounts)>> {
+        let before = self.saver.stats();
         let chunker = self.chunker.clone();
         let mut hasher = self.repository.keys().file_hasher();
         let mut chunks = Vec::new();
@@ -423,8 +463,76 @@ impl Walker<'_, '_, '_> {
                     .collect();
                 chunks.extend(self.saver.save(BlobType::Data, &slices)?);
             }
-            Ok(Ok((Id(*hasher.finalize().as_bytes()), chunks, length)))
+            let after = self.saver.stats();
+            let counts = ContentCounts {
+                length,
+                new_raw: after.raw_bytes_added - before.raw_bytes_added,
+                new_compressed: after.compressed_bytes_added - before.compressed_bytes_added,
+            };
+            Ok(Ok((Id(*hasher.finalize().as_bytes()), chunks, counts)))
         })
+    }
+
+    /// Reports a file or stream that defeats deduplication (see [`crate::dedup_hostile`]).
+    /// `repeat`: the parent snapshot holds the same file or stream.
+    fn judge_content(&mut self, path: &Path, counts: ContentCounts, repeat: bool) {
+        let compressing = self.repository.compression().is_some();
+        if let Some(finding) = dedup_hostile::judge(path.to_owned(), counts, repeat, compressing) {
+            self.progress.dedup_hostile(&finding);
+            self.dedup_hostile.push(finding);
+        }
+    }
+
+    /// Applies the exclude rules, marker files and the file-system boundary to the entry at
+    /// `path` (`metadata` is `None` when it could not be read: only path patterns apply then,
+    /// and the caller reports the entry as unreadable if they keep it).
+    fn admit(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        metadata: Option<&Metadata>,
+    ) -> Result<Admission> {
+        let is_directory = metadata.is_some_and(Metadata::is_dir);
+        let marked = || {
+            self.excludes
+                .markers()
+                .iter()
+                .any(|marker| std::fs::symlink_metadata(path.join(marker)).is_ok())
+        };
+        if self.excludes.excludes(path, is_directory) || (is_directory && marked()) {
+            self.entries_excluded += 1;
+            return Ok(Admission::Leave);
+        }
+        let Some(metadata) = metadata else {
+            return Ok(Admission::Walk);
+        };
+        match file_system_boundary(self.root_device, metadata.dev(), is_directory) {
+            FileSystemBoundary::Inside => Ok(Admission::Walk),
+            FileSystemBoundary::Outside => {
+                self.entries_excluded += 1;
+                Ok(Admission::Leave)
+            }
+            FileSystemBoundary::MountPoint => {
+                let subtree = self.save_tree(Tree::default())?;
+                self.mount_points += 1;
+                self.summary.directories += 1;
+                Ok(Admission::Record(node_from_metadata(
+                    name.to_vec(),
+                    NodeKind::Directory { subtree },
+                    metadata,
+                )))
+            }
+        }
+    }
+
+    /// With `one_file_system`, makes the file system of `path` (a path given to the backup) the
+    /// one not to leave while walking below it.
+    fn enter_given_path(&mut self, metadata: Option<&Metadata>) {
+        self.root_device = if self.one_file_system {
+            metadata.map(MetadataExt::dev)
+        } else {
+            None
+        };
     }
 
     fn save_tree(&mut self, mut tree: Tree) -> Result<Id> {
@@ -489,10 +597,12 @@ impl Walker<'_, '_, '_> {
         if let Some(node) = self.reuse_unchanged(path, &name, &metadata, previous)? {
             return Ok(Some(node));
         }
-        self.save_file(path, name)
+        let repeat = previous.is_some_and(|node| matches!(node.kind, NodeKind::File { .. }));
+        self.save_file(path, name, repeat)
     }
 
-    fn save_file(&mut self, path: &Path, name: Vec<u8>) -> Result<Option<Node>> {
+    /// Reads and saves one file; `repeat`: the parent snapshot holds a file at this path.
+    fn save_file(&mut self, path: &Path, name: Vec<u8>, repeat: bool) -> Result<Option<Node>> {
         let mut file = match File::open(path) {
             Ok(file) => file,
             Err(error) => {
@@ -507,13 +617,15 @@ impl Walker<'_, '_, '_> {
                 return Ok(None);
             }
         };
-        let (content_hash, chunks, length) = match self.save_content(&mut file)? {
+        let (content_hash, chunks, counts) = match self.save_content(&mut file)? {
             Ok(saved) => saved,
             Err(error) => {
                 self.warn(path, format!("read failed: {error}"));
                 return Ok(None);
             }
         };
+        let length = counts.length;
+        self.judge_content(path, counts, repeat);
         if file
             .metadata()
             .is_ok_and(|after| changed_while_read(&before, &after))
@@ -564,9 +676,18 @@ impl Walker<'_, '_, '_> {
             let child = path.join(&name);
             let name = name.into_vec();
             let previous = parent.and_then(|tree| tree.find(&name));
+            let metadata = std::fs::symlink_metadata(&child).ok();
+            match self.admit(&child, &name, metadata.as_ref())? {
+                Admission::Walk => {}
+                Admission::Leave => continue,
+                Admission::Record(node) => {
+                    slots[slot] = Some(node);
+                    continue;
+                }
+            }
             // Small changed files are read and chunked in parallel groups; everything else
             // (directories, symlinks, large or unchanged files) goes one by one.
-            if let Ok(metadata) = std::fs::symlink_metadata(&child)
+            if let Some(metadata) = metadata
                 && metadata.is_file()
                 && metadata.len() <= SMALL_FILE
             {
@@ -639,7 +760,9 @@ impl Walker<'_, '_, '_> {
             match outcome {
                 Err(error) => self.warn(&file.path, format!("cannot read: {error}")),
                 Ok(read) if read.data.len() as u64 > SMALL_FILE => {
-                    slots[file.slot] = self.save_file(&file.path, file.name)?;
+                    // It grew while waiting in the group: read it on its own, without the
+                    // dedup-hostile judgement (it was a small file a moment ago).
+                    slots[file.slot] = self.save_file(&file.path, file.name, false)?;
                 }
                 Ok(read) => {
                     if read.changed {
@@ -674,7 +797,15 @@ impl Walker<'_, '_, '_> {
         previous: Option<&Node>,
     ) -> Result<Option<Node>> {
         match selection {
-            Selection::Whole(path) => self.save_entry(path, name, previous),
+            Selection::Whole(path) => {
+                let metadata = std::fs::symlink_metadata(path).ok();
+                self.enter_given_path(metadata.as_ref());
+                match self.admit(path, &name, metadata.as_ref())? {
+                    Admission::Walk => self.save_entry(path, name, previous),
+                    Admission::Leave => Ok(None),
+                    Admission::Record(node) => Ok(Some(node)),
+                }
+            }
             Selection::Parent(path, children) => {
                 let metadata = match std::fs::metadata(path) {
                     Ok(metadata) => metadata,
@@ -808,6 +939,12 @@ fn backup_in_session(
         changed: Vec::new(),
         summary: Summary::default(),
         files_unchanged: 0,
+        excludes: options.excludes.clone(),
+        one_file_system: options.one_file_system,
+        root_device: None,
+        entries_excluded: 0,
+        mount_points: 0,
+        dedup_hostile: Vec::new(),
     };
     let parent_root = parent
         .as_ref()
@@ -819,18 +956,26 @@ fn backup_in_session(
                 .map(|path| absolute_normalised(path))
                 .collect::<Result<_>>()?;
             match build_selection(&absolute) {
-                Selection::Whole(path) => walker
-                    .save_directory(&path, parent_root.as_ref())?
-                    .ok_or_else(|| Error::Usage(format!("cannot read {}", path.display())))?,
+                Selection::Whole(path) => {
+                    walker.enter_given_path(std::fs::symlink_metadata(&path).ok().as_ref());
+                    walker
+                        .save_directory(&path, parent_root.as_ref())?
+                        .ok_or_else(|| Error::Usage(format!("cannot read {}", path.display())))?
+                }
                 Selection::Parent(_, children) => {
                     walker.save_children(&children, parent_root.as_ref())?
                 }
             }
         }
         BackupSource::Stream { name, reader } => {
-            let (content_hash, chunks, length) = walker
+            let (content_hash, chunks, counts) = walker
                 .save_content(reader)?
                 .map_err(|error| Error::local("read stream", &name, error))?;
+            let length = counts.length;
+            let repeat = parent_root
+                .as_ref()
+                .is_some_and(|tree| tree.find(name.as_bytes()).is_some());
+            walker.judge_content(Path::new(&name), counts, repeat);
             walker.summary.files = 1;
             walker.summary.bytes_processed = length;
             progress.file_done(Path::new(&name), length);
@@ -859,6 +1004,9 @@ fn backup_in_session(
         changed,
         mut summary,
         files_unchanged,
+        entries_excluded,
+        mount_points,
+        dedup_hostile,
         ..
     } = walker;
     let (saver_stats, mut relied) = saver.finish_relied()?;
@@ -891,6 +1039,9 @@ fn backup_in_session(
         skipped,
         changed,
         files_unchanged,
+        entries_excluded,
+        mount_points,
+        dedup_hostile,
         parent: parent.map(|(id, _)| id),
         saver: saver_stats,
         recovered_packs,

@@ -8,9 +8,11 @@
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod dedup_hostile;
 pub mod diff;
 pub mod drill;
 pub mod error;
+pub mod exclude;
 pub mod fetch;
 pub mod find;
 pub mod forget;

@@ -33,6 +33,9 @@ pub struct SaverStats {
     pub blobs_added: u64,
     /// Plaintext bytes of those blobs.
     pub raw_bytes_added: u64,
+    /// The same blobs after compression, before encryption (equal to the plaintext for blobs
+    /// that did not compress).
+    pub compressed_bytes_added: u64,
     /// Bytes of packs and index objects uploaded.
     pub bytes_added: u64,
     /// Packs uploaded.
@@ -193,6 +196,8 @@ impl<'repo> BlobSaver<'repo> {
             }
             self.stats.blobs_added += 1;
             self.stats.raw_bytes_added += blobs[position].len() as u64;
+            self.stats.compressed_bytes_added +=
+                blob.sealed.len().saturating_sub(seal::SEAL_OVERHEAD) as u64;
             let packer = match blob_type {
                 BlobType::Data => &mut self.data_packer,
                 BlobType::Tree => &mut self.tree_packer,
@@ -219,6 +224,8 @@ impl<'repo> BlobSaver<'repo> {
             let blob_type = blob.blob_type;
             self.stats.blobs_added += 1;
             self.stats.raw_bytes_added += u64::from(blob.raw_length);
+            self.stats.compressed_bytes_added +=
+                blob.sealed.len().saturating_sub(seal::SEAL_OVERHEAD) as u64;
             let packer = match blob_type {
                 BlobType::Data => &mut self.data_packer,
                 BlobType::Tree => &mut self.tree_packer,
@@ -228,6 +235,11 @@ impl<'repo> BlobSaver<'repo> {
             }
         }
         self.collect_results(false)
+    }
+
+    /// What the saver added so far (packs still queued included).
+    pub fn stats(&self) -> SaverStats {
+        self.stats
     }
 
     /// Packs this saver relied on: those its dedup hits were found in, and those it uploaded.

@@ -5,13 +5,12 @@
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    TreeBuilder, Workspace, copy_dir, effective_uid, files_below, json_u64, listing, random_bytes,
+    Tmpfs, TreeBuilder, Workspace, copy_dir, files_below, json_u64, listing, random_bytes,
     restored_path,
 };
 
@@ -29,38 +28,6 @@ fn assert_nothing_left(directory: &Path, name: &str) {
         left.is_empty(),
         "a failed restore left files behind: {left:?}"
     );
-}
-
-/// A tmpfs of `size` mounted on a directory, unmounted on drop.
-struct SmallFileSystem {
-    mount_point: PathBuf,
-}
-
-impl SmallFileSystem {
-    /// Mounts it, or `None` (with a note) where tmpfs cannot be mounted: not root, or no
-    /// `CAP_SYS_ADMIN` in this container.
-    fn mount(mount_point: PathBuf, size: &str) -> Option<Self> {
-        if effective_uid() != 0 {
-            eprintln!("skipping the full-disk restore: mounting a tmpfs needs root");
-            return None;
-        }
-        fs::create_dir_all(&mount_point).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&mount_point)
-            .status();
-        if !status.as_ref().is_ok_and(std::process::ExitStatus::success) {
-            eprintln!("skipping the full-disk restore: mount -t tmpfs failed ({status:?})");
-            return None;
-        }
-        Some(Self { mount_point })
-    }
-}
-
-impl Drop for SmallFileSystem {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount_point).status();
-    }
 }
 
 /// A workspace with a backup of a small file, a 700 kB file and a 3 MB file; returns the
@@ -98,7 +65,8 @@ fn restore_file(
 #[test]
 fn restore_into_a_full_file_system_fails_and_leaves_no_file_behind() {
     let (workspace, source) = workspace_with_files();
-    let Some(disk) = SmallFileSystem::mount(workspace.path("small-disk"), "2m") else {
+    let Some(disk) = Tmpfs::mount(workspace.path("small-disk"), "2m", "the full-disk restore")
+    else {
         return;
     };
     let target = &disk.mount_point;

@@ -50,6 +50,7 @@ fn backup_options(second: i64) -> BackupOptions {
         },
         program_version: "test".into(),
         parent: ParentChoice::Latest,
+        ..BackupOptions::default()
     }
 }
 

@@ -19,6 +19,7 @@ mod netfaults;
 mod operations;
 mod prune;
 mod repair;
+mod sources;
 mod speed_options;
 mod support;
 mod sweeps;

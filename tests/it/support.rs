@@ -460,6 +460,39 @@ pub fn unprivileged_prefix() -> Vec<OsString> {
     .collect()
 }
 
+/// A tmpfs of `size` mounted on a directory, unmounted on drop.
+pub struct Tmpfs {
+    /// Where it is mounted.
+    pub mount_point: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts it, or `None` (with a note that `purpose` is skipped) where a tmpfs cannot be
+    /// mounted: not root, or no `CAP_SYS_ADMIN` in this container.
+    pub fn mount(mount_point: PathBuf, size: &str, purpose: &str) -> Option<Self> {
+        if effective_uid() != 0 {
+            eprintln!("skipping {purpose}: mounting a tmpfs needs root");
+            return None;
+        }
+        fs::create_dir_all(&mount_point).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount_point)
+            .status();
+        if !status.as_ref().is_ok_and(std::process::ExitStatus::success) {
+            eprintln!("skipping {purpose}: mount -t tmpfs failed ({status:?})");
+            return None;
+        }
+        Some(Self { mount_point })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount_point).status();
+    }
+}
+
 /// Changes the owner of `path` and everything below it (not following symlinks).
 pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");

@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cairn_store::backup::{
-    self, BackupOptions, BackupProgress, BackupSource, ParentChoice, SourceWarning,
+    self, BackupOptions, BackupOutcome, BackupProgress, BackupSource, ParentChoice, SourceWarning,
 };
+use cairn_store::dedup_hostile::DedupHostile;
+use cairn_store::exclude::{self, ExcludeRules};
 use cairn_store::format::tree::Timestamp;
 use cairn_store::id::Id;
 use cairn_store::repository::Repository;
@@ -16,9 +18,9 @@ use crate::args::{BackupArgs, GlobalArgs};
 use crate::progress::{Meter, Total};
 use crate::render;
 use crate::settings;
+use crate::source_command::SourceCommand;
 
 /// Where the bytes of one backup come from.
-#[allow(dead_code)] // `Command` is built by `backup --command` and `cairn run` (issue 7, in progress)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestSource {
     /// Files and directories.
@@ -65,9 +67,13 @@ pub struct BackupRequest {
 impl BackupRequest {
     /// The request the `cairn backup` command line makes.
     pub fn from_args(args: &BackupArgs) -> Self {
+        let name = args.name.clone().unwrap_or_default();
         let source = if args.stdin {
-            RequestSource::Stdin {
-                name: args.stdin_name.clone().unwrap_or_default(),
+            RequestSource::Stdin { name }
+        } else if let Some(command) = &args.command {
+            RequestSource::Command {
+                command: command.clone(),
+                name,
             }
         } else {
             RequestSource::Paths(args.paths.clone())
@@ -79,10 +85,10 @@ impl BackupRequest {
             force: args.force,
             parent: args.parent.clone(),
             time: args.time,
-            excludes: Vec::new(),
-            exclude_files: Vec::new(),
-            exclude_if_present: Vec::new(),
-            one_file_system: false,
+            excludes: args.excludes.clone(),
+            exclude_files: args.exclude_files.clone(),
+            exclude_if_present: args.exclude_if_present.clone(),
+            one_file_system: args.one_file_system,
         }
     }
 }
@@ -103,6 +109,11 @@ pub struct BackupReport {
     pub duration: Duration,
     /// Done, or written with unreadable or changing entries (exit 3).
     pub completion: Completion,
+    /// Entries left out by excludes, marker files or `--one-file-system`.
+    pub entries_excluded: u64,
+    /// Files and streams that look compressed or encrypted and shared almost nothing with their
+    /// previous backup (each was warned about).
+    pub dedup_hostile: Vec<PathBuf>,
 }
 
 struct Reporter {
@@ -126,9 +137,37 @@ impl BackupProgress for Reporter {
     fn expected_bytes(&self, bytes: u64) {
         self.meter.set_total(bytes, Total::Estimate);
     }
+
+    fn dedup_hostile(&self, finding: &DedupHostile) {
+        let message = format!(
+            "looks compressed or encrypted (zstd saved {}) and only {} of it was already \
+             stored: back it up uncompressed (for example mongodump without --gzip, pg_dump \
+             -Z0, tar without -z); cairn compresses and deduplicates itself",
+            percent(finding.compression_saved),
+            percent(finding.already_stored)
+        );
+        self.meter
+            .suspend(|| self.print_dedup_hostile(finding, &message));
+    }
 }
 
 impl Reporter {
+    fn print_dedup_hostile(&self, finding: &DedupHostile, message: &str) {
+        if self.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "warning",
+                "kind": "dedup_hostile",
+                "path": finding.path.to_string_lossy(),
+                "bytes": finding.length,
+                "compression_saved": finding.compression_saved,
+                "already_stored": finding.already_stored,
+                "message": message,
+            }));
+        } else {
+            eprintln!("warning: {}: {message}", finding.path.display());
+        }
+    }
+
     fn print_warning(&self, warning: &SourceWarning) {
         if self.json {
             render::json_line(&serde_json::json!({
@@ -140,6 +179,22 @@ impl Reporter {
             eprintln!("warning: {}: {}", warning.path.display(), warning.message);
         }
     }
+}
+
+/// A share for a message, to a tenth of a percent: `1%`, `0.3%`.
+fn percent(fraction: f64) -> String {
+    format!("{}%", (fraction * 1000.0).round() / 10.0)
+}
+
+/// The exclude rules of a request: its patterns, those of its exclude files, its markers.
+fn exclude_rules(request: &BackupRequest) -> Result<ExcludeRules> {
+    let mut patterns = request.excludes.clone();
+    for file in &request.exclude_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read exclude file {}", file.display()))?;
+        patterns.extend(exclude::patterns_from_file_text(&text));
+    }
+    Ok(ExcludeRules::new(&patterns, &request.exclude_if_present)?)
 }
 
 /// A time as stored in a snapshot: whole seconds (floored) and the non-negative nanoseconds after.
@@ -186,28 +241,38 @@ pub fn perform(
         } else {
             ParentChoice::Latest
         },
+        excludes: exclude_rules(request)?,
+        one_file_system: request.one_file_system,
     };
-    if !request.excludes.is_empty()
-        || !request.exclude_files.is_empty()
-        || !request.exclude_if_present.is_empty()
-        || request.one_file_system
+    if !matches!(request.source, RequestSource::Paths(_))
+        && (!options.excludes.is_empty() || options.one_file_system)
     {
-        anyhow::bail!("excludes and --one-file-system are not supported yet");
+        anyhow::bail!("excludes and --one-file-system apply to paths, not to a stream");
     }
-    let mut stdin = std::io::stdin();
-    let source = match &request.source {
-        RequestSource::Stdin { name } => BackupSource::Stream {
-            name: name.clone(),
-            reader: &mut stdin,
-        },
-        RequestSource::Paths(paths) => BackupSource::Paths(paths.clone()),
-        RequestSource::Command { .. } => anyhow::bail!("command sources are not supported yet"),
-    };
     let reporter = Reporter {
         json: global.json,
         meter: Meter::new(global, "files", "processed"),
     };
-    let outcome = backup::backup(repository, source, &options, &reporter)?;
+    let outcome = match &request.source {
+        RequestSource::Paths(paths) => backup::backup(
+            repository,
+            BackupSource::Paths(paths.clone()),
+            &options,
+            &reporter,
+        )?,
+        RequestSource::Stdin { name } => backup::backup(
+            repository,
+            BackupSource::Stream {
+                name: name.clone(),
+                reader: &mut std::io::stdin(),
+            },
+            &options,
+            &reporter,
+        )?,
+        RequestSource::Command { command, name } => {
+            back_up_command(repository, command, name, &options, &reporter)?
+        }
+    };
     reporter.meter.finish();
     let summary = &outcome.snapshot.summary;
     let requests = outcome.requests;
@@ -229,6 +294,9 @@ pub fn perform(
             "files_unchanged": outcome.files_unchanged,
             "parent": outcome.parent.map(|id| id.to_hex()),
             "entries_skipped": outcome.skipped.len(),
+            "entries_excluded": outcome.entries_excluded,
+            "mount_points_not_crossed": outcome.mount_points,
+            "dedup_hostile": outcome.dedup_hostile.len(),
             "requests": {
                 "put": requests.puts, "get": requests.gets, "list": requests.lists,
                 "head": requests.heads, "delete": requests.deletes,
@@ -249,6 +317,15 @@ pub fn perform(
             summary.blobs_added,
             render::bytes(outcome.saver.raw_bytes_added)
         );
+        if outcome.entries_excluded > 0 {
+            println!("excluded {} entries", outcome.entries_excluded);
+        }
+        if outcome.mount_points > 0 {
+            println!(
+                "did not descend into {} mount points (recorded empty)",
+                outcome.mount_points
+            );
+        }
         println!("snapshot {} saved", outcome.snapshot_id.short());
     }
     if !outcome.warnings.is_empty() {
@@ -277,5 +354,51 @@ pub fn perform(
         files: summary.files,
         duration: started.elapsed(),
         completion,
+        entries_excluded: outcome.entries_excluded,
+        dedup_hostile: outcome
+            .dedup_hostile
+            .into_iter()
+            .map(|finding| finding.path)
+            .collect(),
     })
+}
+
+/// Backs up the standard output of `command` as the stream `name`. When the command fails,
+/// the store's read fails before the snapshot is written and the error says how the command
+/// ended; when cairn fails first, the command is killed and reaped.
+fn back_up_command(
+    repository: &Repository,
+    command: &str,
+    name: &str,
+    options: &BackupOptions,
+    reporter: &Reporter,
+) -> Result<BackupOutcome> {
+    let mut source = SourceCommand::spawn(command)?;
+    let outcome = backup::backup(
+        repository,
+        BackupSource::Stream {
+            name: name.to_owned(),
+            reader: &mut source,
+        },
+        options,
+        reporter,
+    );
+    if let Some(failure) = source.failure() {
+        return Err(failure.clone().into());
+    }
+    let outcome = outcome?;
+    if outcome.snapshot.summary.bytes_processed == 0 {
+        let message = format!("command '{command}' wrote nothing: {name} is empty in the snapshot");
+        if reporter.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "warning",
+                "kind": "empty_command_output",
+                "path": name,
+                "message": message,
+            }));
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
+    Ok(outcome)
 }
