@@ -316,14 +316,18 @@ impl Repository {
 
     fn open_cache(location: &CacheLocation, repository_id: &[u8]) -> Result<IndexCache> {
         match location {
-            // A temporary file rather than memory, so that memory does not grow with the index.
-            CacheLocation::Memory => IndexCache::temporary(&std::env::temp_dir()),
+            // A temporary file rather than memory, so that memory does not grow with the index;
+            // memory only when no such file can be made (a read-only or full temporary
+            // directory, a file-size limit).
+            CacheLocation::Memory => IndexCache::temporary(&std::env::temp_dir())
+                .or_else(|_| IndexCache::in_memory()),
             CacheLocation::Directory(directory) => {
                 let directory = directory.join(hex::encode(repository_id));
                 // Another cairn process may hold the file: fall back to a private temporary
                 // cache, which is slower to fill but always correct.
                 IndexCache::open(&directory.join("index.redb"))
                     .or_else(|_| IndexCache::temporary(&directory))
+                    .or_else(|_| IndexCache::in_memory())
             }
         }
     }
