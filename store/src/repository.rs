@@ -319,8 +319,9 @@ impl Repository {
             // A temporary file rather than memory, so that memory does not grow with the index;
             // memory only when no such file can be made (a read-only or full temporary
             // directory, a file-size limit).
-            CacheLocation::Memory => IndexCache::temporary(&std::env::temp_dir())
-                .or_else(|_| IndexCache::in_memory()),
+            CacheLocation::Memory => {
+                IndexCache::temporary(&std::env::temp_dir()).or_else(|_| IndexCache::in_memory())
+            }
             CacheLocation::Directory(directory) => {
                 let directory = directory.join(hex::encode(repository_id));
                 // Another cairn process may hold the file: fall back to a private temporary

@@ -126,10 +126,16 @@ fn report(
             Some(source_state) if source_state.last_ok => "ok".to_owned(),
             Some(source_state) => format!(
                 "FAILED: {}",
+                // One row per source: a command's stderr lines are joined.
                 source_state
                     .last_error
                     .as_deref()
                     .unwrap_or("unknown error")
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             ),
         };
         rows.push([
