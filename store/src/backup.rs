@@ -542,13 +542,16 @@ impl Walker<'_, '_, '_> {
     }
 
     /// Backs up one entry of the file system; `Ok(None)` when it was skipped with a warning.
+    /// `metadata`: the entry's `symlink_metadata`, read once by the caller (which also used it
+    /// for the exclude rules).
     fn save_entry(
         &mut self,
         path: &Path,
         name: Vec<u8>,
+        metadata: std::io::Result<Metadata>,
         previous: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let metadata = match std::fs::symlink_metadata(path) {
+        let metadata = match metadata {
             Ok(metadata) => metadata,
             Err(error) => {
                 self.warn(path, format!("cannot read metadata: {error}"));
@@ -676,8 +679,8 @@ impl Walker<'_, '_, '_> {
             let child = path.join(&name);
             let name = name.into_vec();
             let previous = parent.and_then(|tree| tree.find(&name));
-            let metadata = std::fs::symlink_metadata(&child).ok();
-            match self.admit(&child, &name, metadata.as_ref())? {
+            let metadata = std::fs::symlink_metadata(&child);
+            match self.admit(&child, &name, metadata.as_ref().ok())? {
                 Admission::Walk => {}
                 Admission::Leave => continue,
                 Admission::Record(node) => {
@@ -687,15 +690,15 @@ impl Walker<'_, '_, '_> {
             }
             // Small changed files are read and chunked in parallel groups; everything else
             // (directories, symlinks, large or unchanged files) goes one by one.
-            if let Some(metadata) = metadata
-                && metadata.is_file()
-                && metadata.len() <= SMALL_FILE
+            if let Ok(file_metadata) = &metadata
+                && file_metadata.is_file()
+                && file_metadata.len() <= SMALL_FILE
             {
-                if let Some(node) = self.reuse_unchanged(&child, &name, &metadata, previous)? {
+                if let Some(node) = self.reuse_unchanged(&child, &name, file_metadata, previous)? {
                     slots[slot] = Some(node);
                     continue;
                 }
-                group_bytes += metadata.len();
+                group_bytes += file_metadata.len();
                 group.push(SmallFile {
                     slot,
                     path: child,
@@ -707,7 +710,7 @@ impl Walker<'_, '_, '_> {
                 }
                 continue;
             }
-            slots[slot] = self.save_entry(&child, name, previous)?;
+            slots[slot] = self.save_entry(&child, name, metadata, previous)?;
         }
         self.save_small_files(group, &mut slots)?;
         let tree = Tree {
@@ -798,10 +801,10 @@ impl Walker<'_, '_, '_> {
     ) -> Result<Option<Node>> {
         match selection {
             Selection::Whole(path) => {
-                let metadata = std::fs::symlink_metadata(path).ok();
-                self.enter_given_path(metadata.as_ref());
-                match self.admit(path, &name, metadata.as_ref())? {
-                    Admission::Walk => self.save_entry(path, name, previous),
+                let metadata = std::fs::symlink_metadata(path);
+                self.enter_given_path(metadata.as_ref().ok());
+                match self.admit(path, &name, metadata.as_ref().ok())? {
+                    Admission::Walk => self.save_entry(path, name, metadata, previous),
                     Admission::Leave => Ok(None),
                     Admission::Record(node) => Ok(Some(node)),
                 }
