@@ -148,13 +148,7 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] when the file cannot be created.
     pub fn temporary(directory: &Path) -> Result<Self> {
-        std::fs::create_dir_all(directory)
-            .map_err(|error| Error::local("create cache directory", directory, error))?;
-        let path = directory.join(format!(
-            "index-temporary-{}-{}.redb",
-            std::process::id(),
-            hex::encode(rand::random::<[u8; 6]>())
-        ));
+        let path = super::temporary_file(directory, "index-temporary")?;
         let database = Database::builder()
             .set_cache_size(cache_memory())
             .create(&path)

@@ -39,13 +39,7 @@ impl MarkSet {
     pub fn create(directory: Option<&Path>) -> Result<Self> {
         let (database, path) = match directory {
             Some(directory) => {
-                std::fs::create_dir_all(directory)
-                    .map_err(|error| Error::local("create cache directory", directory, error))?;
-                let path = directory.join(format!(
-                    "marks-{}-{}.redb",
-                    std::process::id(),
-                    hex::encode(rand::random::<[u8; 6]>())
-                ));
+                let path = super::temporary_file(directory, "marks")?;
                 let database = Database::builder()
                     .set_cache_size(MARK_CACHE_MEMORY)
                     .create(&path)
