@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use crate::backend::BackendError;
+use crate::crypto::id::Id;
 use crate::format::codec::DecodeError;
 use crate::format::envelope::ObjectError;
-use crate::id::Id;
 
 /// What a caller should do about an [`Error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub enum Error {
     AppendOnly(&'static str, &'static str),
     /// A retention policy or one of its parts is unusable (for example it keeps nothing).
     #[error(transparent)]
-    Retention(#[from] crate::retention::RetentionError),
+    Retention(#[from] crate::policy::retention::RetentionError),
 }
 
 fn damaged_note(damaged_keys: &[String]) -> String {
@@ -203,3 +203,15 @@ impl Error {
 
 /// Shorthand for results of this library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::retention::RetentionError;
+
+    #[test]
+    fn retention_errors_are_user_errors() {
+        let error = Error::from(RetentionError::EmptyPolicy);
+        assert_eq!(error.kind(), ErrorKind::User);
+    }
+}

@@ -1,38 +1,29 @@
-//! cairn's repository library: the format (pure), crypto (pure), backends, the local index cache,
-//! and the use cases backup, restore, dump, check (with its pure pack selection, `sweep`), drill,
-//! forget (with its pure retention policy), prune and repair. It never prints; callers render
-//! results.
+//! cairn's repository library, in layers (ARCHITECTURE.md has the map, FORMAT.md the bytes):
 //!
-//! See ARCHITECTURE.md for the map and FORMAT.md for the bytes.
+//! - [`mod@format`] and [`crypto`]: the bytes of every object, ids, keys and sealing. Pure.
+//! - [`policy`]: pure decisions (retention, check sweeps, excludes, path globs, diff, find).
+//! - [`backend`] (object stores) and [`index`] (the local redb cache): the I/O edges.
+//! - [`repo`]: an open repository and its machinery (lifecycle protocol, saver, fetch, keys).
+//! - [`ops`]: the use cases (backup, restore and dump, check, drill, forget, prune, repair,
+//!   stats).
+//!
+//! It never prints; callers render results. The modules are also re-exported at the crate root
+//! under their short names (`cairn_store::backup`, `cairn_store::retention`, ...).
 
 pub mod backend;
-pub mod backup;
-pub mod check;
-pub mod dedup_hostile;
-pub mod diff;
-pub mod drill;
+pub mod crypto;
 pub mod error;
-pub mod exclude;
-pub mod fetch;
-pub mod find;
-pub mod forget;
 pub mod format;
-pub mod id;
 pub mod index;
-pub mod keyring;
-pub mod keys;
-pub mod lifecycle;
-pub mod packer;
-pub mod pathmatch;
-pub mod prune;
-pub mod repair;
-pub mod repository;
-pub mod restore;
-pub mod retention;
-pub mod saver;
-pub mod seal;
-pub mod stats;
-pub mod sweep;
+pub mod ops;
+pub mod policy;
+pub mod repo;
+
+pub use crypto::{id, keys, seal};
+pub use format::packer;
+pub use ops::{backup, check, drill, forget, prune, repair, restore, stats};
+pub use policy::{dedup_hostile, diff, exclude, find, pathmatch, retention, sweep};
+pub use repo::{fetch, keyring, lifecycle, repository, saver};
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BlobType, Id};

@@ -4,7 +4,7 @@
 //! Pure: no I/O. The reader never allocates more than the bytes it was given, so a hostile length
 //! field cannot make it allocate without bound.
 
-use crate::id::Id;
+use crate::crypto::id::Id;
 
 /// Why stored bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,9 +5,9 @@
 
 use cairn_chunker::ChunkerParams;
 
+use crate::crypto::seal::{NONCE_LEN, SealKey};
 use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
 use crate::format::envelope::{self, ObjectError};
-use crate::seal::{NONCE_LEN, SealKey};
 
 /// Magic bytes of the config object.
 pub const CONFIG_MAGIC: [u8; 4] = *b"CRNC";

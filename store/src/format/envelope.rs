@@ -6,8 +6,8 @@
 //!
 //! Pure: no I/O.
 
+use crate::crypto::seal::{self, NONCE_LEN, OpenError, SEAL_OVERHEAD, SealKey};
 use crate::format::codec::{DecodeError, ObjectHeader, Reader};
-use crate::seal::{self, NONCE_LEN, OpenError, SEAL_OVERHEAD, SealKey};
 
 /// Why a standalone object could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,11 +3,11 @@
 //! Body: `superseded count u32 || superseded index ids || pack count u32 || per pack: pack id,
 //! pack length u64, entry count u32, entries`. Pure: no I/O.
 
+use crate::crypto::id::Id;
+use crate::crypto::seal::{NONCE_LEN, SealKey};
 use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
 use crate::format::envelope::{self, ObjectError};
 use crate::format::pack::{ENTRY_LEN, PackEntry};
-use crate::id::Id;
-use crate::seal::{NONCE_LEN, SealKey};
 
 /// Magic bytes of an index object.
 pub const INDEX_MAGIC: [u8; 4] = *b"CRNI";
@@ -128,7 +128,7 @@ impl IndexObject {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::BlobType;
+    use crate::crypto::id::BlobType;
 
     #[test]
     fn round_trip() {

@@ -1,14 +1,16 @@
 //! The objects of the garbage-collection protocol (FORMAT.md section 21): backup session markers,
 //! prune records (the packs a prune condemned), the sessions in flight when a record was written,
-//! and the prune lease.
+//! the prune lease, and what the records add up to ([`PruneState`]).
 //!
 //! Every one is an envelope (section 6) sealed with the data key, so the store learns nothing but
 //! their names and sizes. Pure: no I/O.
 
+use std::collections::{BTreeMap, HashSet};
+
+use crate::crypto::id::Id;
+use crate::crypto::seal::{NONCE_LEN, SealKey};
 use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
 use crate::format::envelope::{self, ObjectError};
-use crate::id::Id;
-use crate::seal::{NONCE_LEN, SealKey};
 
 /// Magic of a session start marker (`sessions/<session>`).
 pub const SESSION_MAGIC: [u8; 4] = *b"CRNM";
@@ -437,6 +439,37 @@ pub fn parse_session_name(name: &str) -> Option<(SessionId, bool)> {
 
 /// The name of the prune lease.
 pub const LEASE_NAME: &str = "locks/prune";
+
+/// The name of the marker object that makes a repository append-only.
+pub const APPEND_ONLY_NAME: &str = "append-only";
+
+/// Every prune record and in-flight list in the repository, and what they add up to.
+#[derive(Debug, Clone, Default)]
+pub struct PruneState {
+    /// The highest generation of any record (0 when no prune ever ran).
+    pub latest_generation: u64,
+    /// The records by generation.
+    pub records: BTreeMap<u64, PruneRecord>,
+    /// The in-flight lists by generation (a record may lack one after a crashed prune).
+    pub inflight: BTreeMap<u64, InflightList>,
+    /// Packs condemned by some record and not taken back by a later one.
+    pub condemned: HashSet<Id>,
+}
+
+impl PruneState {
+    /// Packs condemned by records newer than `generation` and not taken back since.
+    pub fn condemned_after(&self, generation: u64) -> HashSet<Id> {
+        let mut out = HashSet::new();
+        for (_, record) in self.records.range(generation + 1..) {
+            for id in &record.resurrected {
+                out.remove(id);
+            }
+            out.extend(record.condemned.iter().copied());
+        }
+        out.retain(|id| self.condemned.contains(id));
+        out
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,10 @@
 //!
 //! Pure: no I/O.
 
+use crate::crypto::id::{BlobType, Id};
+use crate::crypto::seal::{self, NONCE_LEN, SEAL_OVERHEAD, SealKey};
 use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
 use crate::format::envelope::ObjectError;
-use crate::id::{BlobType, Id};
-use crate::seal::{self, NONCE_LEN, SEAL_OVERHEAD, SealKey};
 
 /// Magic bytes of a pack.
 pub const PACK_MAGIC: [u8; 4] = *b"CRNP";

@@ -3,11 +3,11 @@
 //! Body: `time || host || username || tags || source kind u8 || source names || root tree id ||
 //! parent flag u8 (+ id) || summary (6 × u64) || program version || extensions`. Pure: no I/O.
 
+use crate::crypto::id::Id;
+use crate::crypto::seal::{NONCE_LEN, SealKey};
 use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
 use crate::format::envelope::{self, ObjectError};
 use crate::format::tree::Timestamp;
-use crate::id::Id;
-use crate::seal::{NONCE_LEN, SealKey};
 
 /// Magic bytes of a snapshot object.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CRNS";

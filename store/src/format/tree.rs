@@ -5,8 +5,8 @@
 //! ctime (i64 s, u32 ns) || inode u64 || device u64 || size u64 || kind payload || extension
 //! count u16 || extensions (tag u16, bytes)`. Pure: no I/O.
 
+use crate::crypto::id::Id;
 use crate::format::codec::{DecodeError, Reader, Writer};
-use crate::id::Id;
 
 /// Newest tree encoding version this build writes and reads.
 pub const TREE_VERSION: u16 = 1;

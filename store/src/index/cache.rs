@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::index::IndexObject;
 use crate::format::pack::PackEntry;
-use crate::id::{BlobType, Id};
-use crate::sweep::PackVerification;
+use crate::policy::sweep::PackVerification;
 
 /// Blob id → `pack id (32) || type (1) || offset u32 || length u32 || raw length u32`.
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");

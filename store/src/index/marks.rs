@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use crate::crypto::id::Id;
 use crate::error::{Error, Result};
-use crate::id::Id;
 
 /// Blob id → chosen pack id (all zero bytes: none chosen yet).
 const MARKS: TableDefinition<&[u8; 32], &[u8; 32]> = TableDefinition::new("marks");

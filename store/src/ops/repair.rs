@@ -14,19 +14,19 @@ use bytes::Bytes;
 use rayon::prelude::*;
 
 use crate::backend::{BackendError, ObjectInfo, PutMode};
+use crate::crypto::id::{BlobType, Id};
+use crate::crypto::seal;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexObject, IndexedPack};
 use crate::format::pack::SealedBlob;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{NodeKind, Tree};
-use crate::id::{BlobType, Id};
 use crate::index::cache::BlobLocation;
-use crate::lifecycle::BackupSession;
-use crate::repository::{
+use crate::repo::lifecycle::BackupSession;
+use crate::repo::repository::{
     DATA_PREFIX, INDEX_PREFIX, Repository, id_from_name, object_name, pack_name,
 };
-use crate::saver::BlobSaver;
-use crate::seal;
+use crate::repo::saver::BlobSaver;
 
 /// Index entries per index object written by `repair index` (as prune: about 45 MiB of body).
 const ENTRIES_PER_INDEX: usize = 1_000_000;

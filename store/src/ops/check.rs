@@ -5,21 +5,21 @@
 //!
 //! Works from the remote index objects, never from the local cache's index, so a stale or
 //! damaged cache cannot hide damage. The cache only remembers when each pack was last verified
-//! whole, to choose the packs of the rotating sweep ([`crate::sweep`]). Never prints.
+//! whole, to choose the packs of the rotating sweep ([`crate::policy::sweep`]). Never prints.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rayon::prelude::*;
 
+use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::pack::{self, PackEntry};
 use crate::format::tree::{NodeKind, Tree};
-use crate::id::{BlobType, Id};
 use crate::index::cache::BlobLocation;
-use crate::repository::{
+use crate::policy::sweep::{self, Coverage, PackSize, Slice};
+use crate::repo::repository::{
     DATA_PREFIX, INDEX_PREFIX, Repository, SNAPSHOTS_PREFIX, id_from_name, pack_name,
 };
-use crate::sweep::{self, Coverage, PackSize, Slice};
 
 /// Which packs a check downloads and verifies whole (blob by blob) besides the structure.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

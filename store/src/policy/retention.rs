@@ -21,9 +21,8 @@ use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 
-use crate::error::ErrorKind;
+use crate::crypto::id::Id;
 use crate::format::snapshot::Snapshot;
-use crate::id::Id;
 
 /// A policy or one of its parts is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,13 +49,6 @@ pub enum RetentionError {
         /// The text given.
         input: String,
     },
-}
-
-impl RetentionError {
-    /// How a caller should treat this error: always a user error (fix the command).
-    pub fn kind(&self) -> ErrorKind {
-        ErrorKind::User
-    }
 }
 
 /// What retention looks at in a snapshot.
@@ -709,7 +701,6 @@ mod tests {
             zero_within.decide(&snapshots, &TimeZone::UTC),
             Err(RetentionError::EmptyPolicy)
         );
-        assert_eq!(RetentionError::EmptyPolicy.kind(), ErrorKind::User);
     }
 
     #[test]

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::backend::{BackendError, PutMode};
+use crate::crypto::id::{BlobType, Id};
+use crate::crypto::keys::{KdfParams, KeyError, KeyObject, MasterSecret, RepositoryKeys};
 use crate::error::{Error, ErrorKind};
-use crate::id::{BlobType, Id};
-use crate::keys::{KdfParams, KeyError, KeyObject, MasterSecret, RepositoryKeys};
-use crate::repository::{CacheLocation, KEYS_PREFIX, Repository, id_from_name, object_name};
+use crate::repo::repository::{CacheLocation, KEYS_PREFIX, Repository, id_from_name, object_name};
 
 /// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -417,7 +417,7 @@ mod tests {
     use super::*;
     use crate::backend::Backend;
     use crate::backend::object_store::ObjectStoreBackend;
-    use crate::repository::InitOptions;
+    use crate::repo::repository::InitOptions;
 
     const CHEAP: KdfParams = KdfParams {
         memory_kib: 64,

@@ -6,12 +6,12 @@
 use jiff::tz::TimeZone;
 use rayon::prelude::*;
 
+use crate::crypto::id::Id;
 use crate::error::{Error, ErrorKind, Result};
-use crate::id::Id;
-use crate::repository::{Repository, SNAPSHOTS_PREFIX, object_name};
-use crate::retention::{
+use crate::policy::retention::{
     GroupBy, GroupDecisions, RetentionError, RetentionPolicy, SnapshotFilter, SnapshotInfo,
 };
+use crate::repo::repository::{Repository, SNAPSHOTS_PREFIX, object_name};
 
 /// What `forget` applies, and to which snapshots.
 #[derive(Debug, Clone)]
@@ -146,10 +146,10 @@ mod tests {
     use crate::backend::faulty::{FaultPlan, FaultyBackend};
     use crate::backend::object_store::ObjectStoreBackend;
     use crate::backend::{Backend, PutMode};
+    use crate::crypto::keys::KdfParams;
     use crate::format::snapshot::{Snapshot, Source, Summary};
     use crate::format::tree::Timestamp;
-    use crate::keys::KdfParams;
-    use crate::repository::{CacheLocation, InitOptions};
+    use crate::repo::repository::{CacheLocation, InitOptions};
 
     const PASSWORD: &[u8] = b"forget";
 

@@ -6,8 +6,8 @@
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use crate::crypto::id::BlobType;
 use crate::format::pack::SealedBlob;
-use crate::id::BlobType;
 
 /// Blobs waiting to become one pack.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl Packer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::Id;
+    use crate::crypto::id::Id;
     use rand::SeedableRng;
 
     fn blob(index: u8, length: usize) -> SealedBlob {

@@ -9,45 +9,15 @@ use bytes::Bytes;
 use rayon::prelude::*;
 
 use crate::backend::{BackendError, PutMode};
+use crate::crypto::id::Id;
+use crate::crypto::seal;
 use crate::error::{Error, Result};
 use crate::format::lifecycle::{
     self, InflightList, LEASE_NAME, PruneLease, PruneRecord, SessionEnd, SessionId, SessionMarker,
 };
-use crate::id::Id;
-use crate::repository::{Repository, pack_name};
-use crate::saver::BlobSaver;
-use crate::seal;
-
-/// The name of the marker object that makes a repository append-only.
-pub const APPEND_ONLY_NAME: &str = "append-only";
-
-/// Every prune record and in-flight list in the repository, and what they add up to.
-#[derive(Debug, Clone, Default)]
-pub struct PruneState {
-    /// The highest generation of any record (0 when no prune ever ran).
-    pub latest_generation: u64,
-    /// The records by generation.
-    pub records: BTreeMap<u64, PruneRecord>,
-    /// The in-flight lists by generation (a record may lack one after a crashed prune).
-    pub inflight: BTreeMap<u64, InflightList>,
-    /// Packs condemned by some record and not taken back by a later one.
-    pub condemned: HashSet<Id>,
-}
-
-impl PruneState {
-    /// Packs condemned by records newer than `generation` and not taken back since.
-    pub fn condemned_after(&self, generation: u64) -> HashSet<Id> {
-        let mut out = HashSet::new();
-        for (_, record) in self.records.range(generation + 1..) {
-            for id in &record.resurrected {
-                out.remove(id);
-            }
-            out.extend(record.condemned.iter().copied());
-        }
-        out.retain(|id| self.condemned.contains(id));
-        out
-    }
-}
+pub use crate::format::lifecycle::{APPEND_ONLY_NAME, PruneState};
+use crate::repo::repository::{Repository, pack_name};
+use crate::repo::saver::BlobSaver;
 
 /// What is known about one backup session from the `sessions/` listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,7 +320,7 @@ impl Repository {
                 .into_iter()
                 .map(|entry| crate::index::cache::BlobLocation { pack_id, entry })
                 .collect();
-            crate::fetch::for_each_sealed_blob(self, locations, |blob| {
+            crate::repo::fetch::for_each_sealed_blob(self, locations, |blob| {
                 saver.save_sealed(vec![blob])
             })?;
         }

@@ -1,5 +1,5 @@
 //! The restore drill: restore a snapshot, or a deterministic sample of its files, into a fresh
-//! scratch directory through [`crate::restore`] (which verifies every chunk and every file's
+//! scratch directory through [`crate::ops::restore`] (which verifies every chunk and every file's
 //! recorded hash), measure how long it took, and remove the scratch directory whatever happened.
 //!
 //! Never prints. The sampling ([`sample_files`]) is pure; the rest orchestrates restore and the
@@ -13,14 +13,14 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::crypto::id::Id;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Timestamp};
-use crate::id::Id;
-use crate::repository::Repository;
-use crate::restore::{self, NoRestoreProgress};
-use crate::retention::{SnapshotFilter, SnapshotInfo};
-use crate::sweep;
+use crate::ops::restore::{self, NoRestoreProgress};
+use crate::policy::retention::{SnapshotFilter, SnapshotInfo};
+use crate::policy::sweep;
+use crate::repo::repository::Repository;
 
 /// A share of a snapshot's files to restore instead of all of it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -14,12 +14,12 @@ use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
 
+use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
-use crate::fetch::{self, FetchedBlob};
 use crate::format::tree::{Node, NodeKind, Timestamp};
-use crate::id::{BlobType, Id};
-use crate::pathmatch::PathMatcher;
-use crate::repository::Repository;
+use crate::policy::pathmatch::PathMatcher;
+use crate::repo::fetch::{self, FetchedBlob};
+use crate::repo::repository::Repository;
 
 /// Receives progress during a restore. Every method has a no-op default.
 pub trait RestoreProgress: Sync {
@@ -81,7 +81,7 @@ struct FileJob {
 }
 
 /// Which entries of a snapshot a restore takes, by their snapshot paths (see
-/// [`crate::pathmatch`]). An entry is restored when it or a directory above it matches an include
+/// [`crate::policy::pathmatch`]). An entry is restored when it or a directory above it matches an include
 /// pattern (or there are none) and neither it nor a directory above it matches an exclude
 /// pattern. Directories on the way to a restored entry are created with their recorded metadata.
 #[derive(Debug, Clone, Default)]
@@ -715,7 +715,7 @@ pub fn restore_filtered(
 /// Restores chosen entries of a snapshot, each at `target/<relative path>` (a path of plain
 /// names; parent directories are created plainly, without their recorded metadata), with the
 /// batching and verification of
-/// [`restore`]. For a sample of files (see [`crate::drill`]) without walking the trees again.
+/// [`restore`]. For a sample of files (see [`crate::ops::drill`]) without walking the trees again.
 ///
 /// # Errors
 /// Failure to create `target`, or a store failure that stops the fetches. Per-entry failures

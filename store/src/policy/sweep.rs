@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use crate::id::Id;
+use crate::crypto::id::Id;
 
 /// Seconds in a day, for "verified within DAYS".
 pub const SECONDS_PER_DAY: u64 = 86_400;

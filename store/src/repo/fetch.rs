@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::pack::PackEntry;
-use crate::id::{BlobType, Id};
 use crate::index::cache::BlobLocation;
-use crate::repository::{Repository, pack_name};
+use crate::repo::repository::{Repository, pack_name};
 
 /// Neighbouring blobs of a pack closer than this are read with one request (the bytes between
 /// them are cheaper than another request's latency and price).

@@ -13,13 +13,13 @@ use bytes::Bytes;
 use rayon::prelude::*;
 
 use crate::backend::{Backend, PutMode};
+use crate::crypto::id::{BlobType, Id};
+use crate::crypto::seal;
 use crate::error::{Error, Result};
 use crate::format::index::IndexedPack;
 use crate::format::pack::{self, SealedBlob};
-use crate::id::{BlobType, Id};
-use crate::packer::Packer;
-use crate::repository::{Repository, pack_name};
-use crate::seal;
+use crate::format::packer::Packer;
+use crate::repo::repository::{Repository, pack_name};
 
 /// Packs waiting for an upload thread before `save` blocks (backpressure).
 const UPLOAD_QUEUE: usize = 2;

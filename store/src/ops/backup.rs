@@ -6,7 +6,7 @@
 //!
 //! Entries left out by [`BackupOptions::excludes`] are not read and not in the snapshot; with
 //! [`BackupOptions::one_file_system`] a directory on another file system than the path given is
-//! recorded empty (see [`crate::exclude`]). A stream source ends well only if its reader returns
+//! recorded empty (see [`crate::policy::exclude`]). A stream source ends well only if its reader returns
 //! end-of-file: a reader that fails, also at the very end (a command that exited non-zero), makes
 //! the backup return that error without writing a snapshot.
 
@@ -22,14 +22,14 @@ use cairn_chunker::Chunker;
 use rayon::prelude::*;
 
 use crate::backend::RequestStats;
-use crate::dedup_hostile::{self, ContentCounts, DedupHostile};
+use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
-use crate::exclude::{ExcludeRules, FileSystemBoundary, file_system_boundary};
 use crate::format::snapshot::{Snapshot, Source, Summary};
 use crate::format::tree::{EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
-use crate::id::{BlobType, Id};
-use crate::repository::Repository;
-use crate::saver::{BlobSaver, SaverStats};
+use crate::policy::dedup_hostile::{self, ContentCounts, DedupHostile};
+use crate::policy::exclude::{ExcludeRules, FileSystemBoundary, file_system_boundary};
+use crate::repo::repository::Repository;
+use crate::repo::saver::{BlobSaver, SaverStats};
 
 /// Bytes read from a source per chunk batch; the chunks of one batch are hashed, compressed and
 /// sealed in parallel.
@@ -473,7 +473,7 @@ impl Walker<'_, '_, '_> {
         })
     }
 
-    /// Reports a file or stream that defeats deduplication (see [`crate::dedup_hostile`]).
+    /// Reports a file or stream that defeats deduplication (see [`crate::policy::dedup_hostile`]).
     /// `repeat`: the parent snapshot holds the same file or stream.
     fn judge_content(&mut self, path: &Path, counts: ContentCounts, repeat: bool) {
         let compressing = self.repository.compression().is_some();
@@ -916,8 +916,8 @@ pub fn backup(
 /// The backup proper, inside its session (which it ends after committing the snapshot).
 fn backup_in_session(
     repository: &Repository,
-    session: &mut crate::lifecycle::BackupSession<'_>,
-    prune_state: &crate::lifecycle::PruneState,
+    session: &mut crate::repo::lifecycle::BackupSession<'_>,
+    prune_state: &crate::repo::lifecycle::PruneState,
     source: BackupSource<'_>,
     snapshot_source: Source,
     options: &BackupOptions,

@@ -7,10 +7,10 @@
 
 use std::collections::HashSet;
 
+use crate::crypto::id::Id;
 use crate::error::Result;
 use crate::format::tree::{Node, NodeKind, Tree};
-use crate::id::Id;
-use crate::pathmatch::PathMatcher;
+use crate::policy::pathmatch::PathMatcher;
 
 /// Searches snapshots' trees for matching entries, remembering matchless subtrees across calls.
 #[derive(Debug)]

@@ -7,9 +7,9 @@
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
 
+use crate::crypto::id::{BlobType, Id};
+use crate::crypto::seal::{self, NONCE_LEN, OpenError, SealKey};
 use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
-use crate::id::{BlobType, Id};
-use crate::seal::{self, NONCE_LEN, OpenError, SealKey};
 
 /// BLAKE3 `derive_key` context of the blob and object encryption key.
 pub const CONTEXT_DATA_KEY: &str = "cairn 2026-11 data encryption key";

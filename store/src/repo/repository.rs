@@ -11,6 +11,9 @@ use cairn_chunker::ChunkerParams;
 use rayon::prelude::*;
 
 use crate::backend::{Backend, BackendError, ObjectInfo, PutMode};
+use crate::crypto::id::{BlobType, Id};
+use crate::crypto::keys::{KdfParams, KeyObject, MasterSecret, RepositoryKeys};
+use crate::crypto::seal;
 use crate::error::{Error, Result};
 use crate::format::config::{
     self, Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_TARGET_SIZE, FORMAT_VERSION,
@@ -19,10 +22,7 @@ use crate::format::index::{IndexObject, IndexedPack};
 use crate::format::pack::{self, FOOTER_LEN};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
-use crate::id::{BlobType, Id};
 use crate::index::cache::{BlobLocation, IndexCache};
-use crate::keys::{KdfParams, KeyObject, MasterSecret, RepositoryKeys};
-use crate::seal;
 
 /// Tree packs up to this size are downloaded whole on a tree cache miss.
 const WHOLE_TREE_PACK: u64 = 32 * 1024 * 1024;
@@ -304,7 +304,7 @@ impl Repository {
             };
             let marked_append_only = repository
                 .backend
-                .head(crate::lifecycle::APPEND_ONLY_NAME)?
+                .head(crate::format::lifecycle::APPEND_ONLY_NAME)?
                 .is_some();
             return Ok(Self {
                 marked_append_only,
@@ -458,7 +458,10 @@ impl Repository {
     ///
     /// # Errors
     /// Backend or cache failures (a damaged index object is reported, not an error).
-    pub fn sync_index_with(&self, state: &crate::lifecycle::PruneState) -> Result<SyncReport> {
+    pub fn sync_index_with(
+        &self,
+        state: &crate::format::lifecycle::PruneState,
+    ) -> Result<SyncReport> {
         self.apply_prune_state(state)?;
         let remote = self.backend.list(INDEX_PREFIX)?;
         let remote_ids: HashSet<Id> = remote

@@ -11,7 +11,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
-use crate::id::{BlobType, Id};
+use crate::crypto::id::{BlobType, Id};
 
 /// Length of the `XChaCha20` nonce that starts every sealed byte string.
 pub const NONCE_LEN: usize = 24;

@@ -7,12 +7,12 @@
 
 use std::collections::HashMap;
 
+use crate::crypto::id::Id;
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::NodeKind;
-use crate::id::Id;
 use crate::index::marks::MarkSet;
-use crate::repository::{DATA_PREFIX, Repository};
+use crate::repo::repository::{DATA_PREFIX, Repository};
 
 /// Sizes and counts of a set of snapshots and of the repository.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

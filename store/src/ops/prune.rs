@@ -9,18 +9,18 @@ use bytes::Bytes;
 use rayon::prelude::*;
 
 use crate::backend::{BackendError, ObjectInfo, PutMode, RequestStats};
+use crate::crypto::id::Id;
+use crate::crypto::seal;
 use crate::error::{Error, Result};
-use crate::fetch;
 use crate::format::index::{IndexObject, IndexedPack};
 use crate::format::lifecycle::{self, InflightList, PruneRecord, SessionId};
 use crate::format::tree::NodeKind;
-use crate::id::Id;
 use crate::index::cache::BlobLocation;
 use crate::index::marks::MarkSet;
-use crate::lifecycle::{PruneState, SessionStatus};
-use crate::repository::{Repository, id_from_name, object_name, pack_name};
-use crate::saver::BlobSaver;
-use crate::seal;
+use crate::repo::fetch;
+use crate::repo::lifecycle::{PruneState, SessionStatus};
+use crate::repo::repository::{Repository, id_from_name, object_name, pack_name};
+use crate::repo::saver::BlobSaver;
 
 /// Index entries per rewritten index object (about 9 MiB of body at most, so that reading one
 /// back stays cheap in memory).

@@ -5,9 +5,9 @@
 //! Identical subtrees (the same tree id) are skipped without being read, so comparing two
 //! snapshots of a large, mostly unchanged tree reads only the changed directories.
 
+use crate::crypto::id::Id;
 use crate::error::Result;
 use crate::format::tree::{Node, NodeKind, Tree};
-use crate::id::Id;
 
 /// How an entry differs between the old and the new snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,15 @@
+//! The use cases: backup, restore and dump, check, drill, forget, prune, repair and stats. Each
+//! orchestrates the repository machinery (`repo`) and the pure policies (`policy`), and reports
+//! through callback traits and returned outcomes.
+//!
+//! Must not print (no stdout or stderr) and must not depend on the command line. Nothing below
+//! `ops` imports it; `tests/it/layers.rs` checks that rule.
+
+pub mod backup;
+pub mod check;
+pub mod drill;
+pub mod forget;
+pub mod prune;
+pub mod repair;
+pub mod restore;
+pub mod stats;

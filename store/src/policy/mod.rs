@@ -1,0 +1,18 @@
+//! Pure decisions: which snapshots a policy keeps (`retention`), which packs a check reads
+//! (`sweep`), which entries a backup leaves out (`exclude`, `dedup_hostile`), which snapshot
+//! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
+//! `find`).
+//!
+//! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
+//! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
+//! Each module is a set of functions over values (snapshots, trees from a loader closure,
+//! metadata the walker already read), tested with values built in memory. `tests/it/layers.rs`
+//! checks these rules.
+
+pub mod dedup_hostile;
+pub mod diff;
+pub mod exclude;
+pub mod find;
+pub mod pathmatch;
+pub mod retention;
+pub mod sweep;
