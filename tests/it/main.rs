@@ -15,6 +15,7 @@ mod format_vectors;
 mod fuzz_corpus;
 mod incremental;
 mod keys;
+mod layers;
 mod netfaults;
 mod operations;
 mod prune;
