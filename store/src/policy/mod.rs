@@ -1,7 +1,7 @@
 //! Pure decisions: which snapshots a policy keeps (`retention`), which packs a check reads
 //! (`sweep`), which entries a backup leaves out (`exclude`, `dedup_hostile`), which snapshot
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
-//! `find`).
+//! `find`), and when another client's session is proven gone (`liveness`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
 //! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
@@ -13,6 +13,7 @@ pub mod dedup_hostile;
 pub mod diff;
 pub mod exclude;
 pub mod find;
+pub mod liveness;
 pub mod pathmatch;
 pub mod retention;
 pub mod sweep;
