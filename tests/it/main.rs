@@ -21,6 +21,7 @@ mod operations;
 mod prune;
 mod repair;
 mod saver;
+mod signals;
 mod sources;
 mod speed_options;
 mod support;
