@@ -10,11 +10,12 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::AsFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -26,6 +27,13 @@ const TAIL_LINE_BYTES: usize = 512;
 /// How long, after the command exited, its standard error may stay open (held by something it
 /// left running in the background) before cairn reports the lines it has.
 const STDERR_GRACE: Duration = Duration::from_secs(2);
+/// How long, after the command exited, its standard output may stay open and silent (held by
+/// something it left running in the background) before cairn ends its process group.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// How long the processes of the command's group get to exit after SIGTERM before SIGKILL.
+const GROUP_GRACE: Duration = Duration::from_secs(2);
+/// How often, while its output is silent, cairn looks whether the command has exited.
+const EXIT_POLL: Duration = Duration::from_millis(100);
 
 /// The last lines of a byte stream, each cut to a bounded length: memory stays bounded however
 /// much the command writes, and however long its lines are.
@@ -108,6 +116,9 @@ pub enum CommandEnding {
     Signal(i32),
     /// Its standard output could not be read (it was then killed).
     Unreadable(String),
+    /// It exited, but processes it left running kept writing to its output, and were ended
+    /// when the output then stayed silent: the output may be cut short.
+    BackgroundOutput,
 }
 
 /// A source command that failed: the backup wrote no snapshot.
@@ -134,6 +145,11 @@ impl fmt::Display for SourceCommandFailed {
             CommandEnding::Unreadable(error) => {
                 write!(formatter, "failed: its output could not be read ({error})")?;
             }
+            CommandEnding::BackgroundOutput => formatter.write_str(
+                "exited, but processes it left in the background kept writing to its output \
+                 and were killed when it went quiet, so the output may be cut short (end the \
+                 command with `wait`)",
+            )?,
         }
         formatter.write_str("; no snapshot written")?;
         if self.last_stderr.is_empty() {
@@ -154,15 +170,17 @@ impl std::error::Error for SourceCommandFailed {}
 /// [`SourceCommand::failure`] instead).
 const FAILED_READ: &str = "the source command failed";
 
-/// Children running now, killed and reaped by the signal thread.
+/// Process groups of the commands running now (each group's id is its leader's pid), ended and
+/// reaped by the signal thread.
 static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 fn running() -> std::sync::MutexGuard<'static, Vec<u32>> {
     RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Starts, once per process, the thread that on SIGINT, SIGTERM or SIGHUP kills and reaps the
-/// running source commands and then lets the signal end cairn as its default action would.
+/// Starts, once per process, the thread that on SIGINT, SIGTERM or SIGHUP ends the process
+/// groups of the running source commands, reaps their leaders and then lets the signal end
+/// cairn as its default action would.
 fn watch_signals() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
@@ -174,15 +192,87 @@ fn watch_signals() {
         };
         std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                for pid in running().drain(..) {
-                    let pid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
-                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                    let _ = nix::sys::wait::waitpid(pid, None);
+                // The lock stays held until cairn dies: no command starts or is reaped
+                // elsewhere meanwhile.
+                let mut registry = running();
+                for pid in registry.drain(..) {
+                    let leader = leader_pid(pid);
+                    end_group(leader);
+                    let _ = nix::sys::wait::waitpid(leader, None);
                 }
                 let _ = signal_hook::low_level::emulate_default_handler(signal);
             }
         });
     });
+}
+
+fn leader_pid(pid: u32) -> Pid {
+    Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
+}
+
+/// Whether the process `leader` has exited, without reaping it (its pid, and so the id of its
+/// process group, stays reserved until it is reaped).
+fn has_exited(leader: Pid) -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    match waitid(Id::Pid(leader), flags) {
+        Ok(WaitStatus::StillAlive) => false,
+        // Err: already reaped, or not our child: it runs no more as far as we can tell.
+        Ok(_) | Err(_) => true,
+    }
+}
+
+/// Waits until the process `leader` has exited, without reaping it.
+fn wait_exited(leader: Pid) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+    while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(leader), flags) {}
+}
+
+/// Whether a process of the group `group` runs (zombies do not count), read from `/proc`.
+fn group_runs(group: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        if !name
+            .to_string_lossy()
+            .bytes()
+            .all(|byte| byte.is_ascii_digit())
+        {
+            return false;
+        }
+        std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| proc_stat_group(&stat))
+            .is_some_and(|(state, process_group)| state != 'Z' && process_group == group.as_raw())
+    })
+}
+
+/// The state and process group of a `/proc/<pid>/stat` line (the command name, in
+/// parentheses, may hold spaces and parentheses: the fields are counted after the last `)`).
+fn proc_stat_group(stat: &str) -> Option<(char, i32)> {
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _parent = fields.next()?;
+    let process_group = fields.next()?.parse().ok()?;
+    Some((state, process_group))
+}
+
+/// Ends every process of the group led by `leader`, which must not be reaped yet (so that the
+/// group id cannot have been reused): SIGTERM, up to [`GROUP_GRACE`] for the group to exit,
+/// then SIGKILL to whatever is left.
+fn end_group(leader: Pid) {
+    let group = Pid::from_raw(-leader.as_raw());
+    if nix::sys::signal::kill(group, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + GROUP_GRACE;
+    while Instant::now() < deadline && group_runs(leader) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
 }
 
 /// Where the command stands.
@@ -193,6 +283,17 @@ enum State {
     Succeeded,
     /// It failed (see [`SourceCommand::failure`]).
     Failed,
+}
+
+/// What is known of the output after the command's own process (`sh`) exited.
+struct AfterExit {
+    /// The output was found empty after the exit was seen: whatever arrives now was written
+    /// by a process the command left running.
+    drained: bool,
+    /// Output arrived after `drained`.
+    background_wrote: bool,
+    /// When the output is given up on if it neither ends nor sends anything.
+    deadline: Instant,
 }
 
 /// A running source command whose standard output is read through [`Read`].
@@ -206,6 +307,9 @@ pub struct SourceCommand {
     stderr_done: Option<Receiver<()>>,
     state: State,
     failure: Option<SourceCommandFailed>,
+    after_exit: Option<AfterExit>,
+    /// Processes it left running held its output open after it exited; they were ended.
+    left_holders: bool,
 }
 
 /// Passes `pipe` through to cairn's standard error as it comes, keeping its last lines in
@@ -233,8 +337,30 @@ fn pass_through(
     drop(done);
 }
 
+/// What waiting for the command's output found.
+enum Readiness {
+    /// Bytes (or end-of-file) can be read now.
+    Ready,
+    /// Nothing came within the timeout.
+    Quiet,
+}
+
+/// Waits up to `timeout` for `stdout` to have bytes or be at end-of-file.
+fn wait_readable(stdout: &ChildStdout, timeout: Duration) -> io::Result<Readiness> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut descriptors = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut descriptors, PollTimeout::from(millis)) {
+        // EINTR: a signal arrived; the caller looks again.
+        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(Readiness::Quiet),
+        Ok(_) => Ok(Readiness::Ready),
+        Err(error) => Err(io::Error::from(error)),
+    }
+}
+
 impl SourceCommand {
-    /// Starts `sh -c command` with standard input from `/dev/null`.
+    /// Starts `sh -c command` in a process group of its own, with standard input from
+    /// `/dev/null`.
     ///
     /// # Errors
     /// [`SourceCommandFailed`] when `sh` cannot be started.
@@ -245,6 +371,9 @@ impl SourceCommand {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(command)
+            // Its own group: it and everything it starts can be ended together, and a Ctrl-C
+            // at the terminal reaches cairn alone, which ends the group itself.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -272,6 +401,8 @@ impl SourceCommand {
             stderr_done,
             state: State::Running,
             failure: None,
+            after_exit: None,
+            left_holders: false,
         })
     }
 
@@ -281,12 +412,37 @@ impl SourceCommand {
         self.failure.as_ref()
     }
 
-    /// Waits for the child (its output is at end-of-file, or it was killed), collects its
+    /// Whether processes the command left running held its output open after it exited, and
+    /// were ended, its output taken as complete (they had written nothing after its exit).
+    pub fn left_holders(&self) -> bool {
+        self.left_holders
+    }
+
+    fn leader(&self) -> Pid {
+        leader_pid(self.child.id())
+    }
+
+    /// Ends the command's process group (the command itself included unless `exited`, when it
+    /// has exited on its own and only what it left running is ended), reaps it, collects its
     /// stderr tail and records how it ended.
     fn finish(&mut self, unreadable: Option<String>) {
         drop(self.stdout.take());
-        let status = self.child.wait();
-        self.forget_pid();
+        let leader = self.leader();
+        if unreadable.is_none() {
+            // End-of-file, or the output given up on after the command's own exit: the
+            // command's exit status decides, so it is not killed before it exits.
+            wait_exited(leader);
+        }
+        end_group(leader);
+        let status = {
+            // Reaped under the lock, so that the signal thread never signals a group whose
+            // id may have been reused.
+            let mut registry = running();
+            let status = self.child.wait();
+            let pid = self.child.id();
+            registry.retain(|&running| running != pid);
+            status
+        };
         if let Some(done) = self.stderr_done.take() {
             let _ = done.recv_timeout(STDERR_GRACE);
         }
@@ -296,10 +452,19 @@ impl SourceCommand {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .finish();
+        // Output that ended on its own is complete, whoever wrote it; output cut by ending
+        // the processes that were still writing it may not be.
+        let cut_short = self.left_holders
+            && self
+                .after_exit
+                .as_ref()
+                .is_some_and(|after| after.background_wrote);
         let ending = match (unreadable, status) {
             (Some(error), _) => Some(CommandEnding::Unreadable(error)),
             (None, Err(error)) => Some(CommandEnding::Unreadable(format!("wait failed: {error}"))),
-            (None, Ok(status)) => ending(status),
+            (None, Ok(status)) => {
+                ending(status).or_else(|| cut_short.then_some(CommandEnding::BackgroundOutput))
+            }
         };
         match ending {
             None => self.state = State::Succeeded,
@@ -314,9 +479,27 @@ impl SourceCommand {
         }
     }
 
-    fn forget_pid(&self) {
-        let pid = self.child.id();
-        running().retain(|&running| running != pid);
+    /// The command exited [`OUTPUT_GRACE`] ago and something it left running still holds its
+    /// output open: ends the group and takes what it had written.
+    fn give_up_on_holders(&mut self) {
+        self.left_holders = true;
+        end_group(self.leader());
+        // Whatever arrived between the last read and the end of the group was written after
+        // the command's exit, by a process it left running.
+        if let Some(stdout) = self.stdout.as_mut() {
+            let mut rest = [0u8; 8192];
+            while let Ok(Readiness::Ready) = wait_readable(stdout, OUTPUT_GRACE) {
+                match stdout.read(&mut rest) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if let Some(after) = self.after_exit.as_mut() {
+                            after.background_wrote = true;
+                        }
+                    }
+                }
+            }
+        }
+        self.finish(None);
     }
 }
 
@@ -332,6 +515,11 @@ fn ending(status: ExitStatus) -> Option<CommandEnding> {
 }
 
 impl Read for SourceCommand {
+    /// Reads the command's output. While the command runs, it waits for output as long as it
+    /// takes. Once the command's own process has exited, output still arriving (from processes
+    /// it left running) is read as long as it keeps coming; when the output neither ends nor
+    /// sends anything for [`OUTPUT_GRACE`], the processes holding it are ended (see the README
+    /// on `--command` for what that means for the snapshot).
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.state {
@@ -343,28 +531,64 @@ impl Read for SourceCommand {
                 self.finish(None);
                 continue;
             };
-            match stdout.read(buffer) {
-                Ok(0) if !buffer.is_empty() => self.finish(None),
-                Ok(read) => return Ok(read),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    let _ = self.child.kill();
-                    self.finish(Some(error.to_string()));
-                }
+            let timeout = match &self.after_exit {
+                None => EXIT_POLL,
+                Some(after) if !after.drained => Duration::ZERO,
+                Some(after) => after.deadline.saturating_duration_since(Instant::now()),
+            };
+            match wait_readable(stdout, timeout) {
+                Err(error) => self.finish(Some(error.to_string())),
+                Ok(Readiness::Ready) => match stdout.read(buffer) {
+                    Ok(0) if !buffer.is_empty() => self.finish(None),
+                    Ok(read) => {
+                        if let Some(after) = self.after_exit.as_mut()
+                            && after.drained
+                            && read > 0
+                        {
+                            after.background_wrote = true;
+                            after.deadline = Instant::now() + OUTPUT_GRACE;
+                        }
+                        return Ok(read);
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => self.finish(Some(error.to_string())),
+                },
+                Ok(Readiness::Quiet) => match self.after_exit.as_mut() {
+                    None => {
+                        if has_exited(self.leader()) {
+                            self.after_exit = Some(AfterExit {
+                                drained: false,
+                                background_wrote: false,
+                                deadline: Instant::now(),
+                            });
+                        }
+                    }
+                    Some(after) if !after.drained => {
+                        after.drained = true;
+                        after.deadline = Instant::now() + OUTPUT_GRACE;
+                    }
+                    Some(after) => {
+                        if Instant::now() >= after.deadline {
+                            self.give_up_on_holders();
+                        }
+                    }
+                },
             }
         }
     }
 }
 
 impl Drop for SourceCommand {
-    /// Kills and reaps a command still running (cairn stopped reading early). Its stderr
-    /// pass-through thread ends when the pipe closes.
+    /// Ends the process group of a command still running (cairn stopped reading early) and
+    /// reaps it. Its stderr pass-through thread ends when the pipe closes.
     fn drop(&mut self) {
         if matches!(self.state, State::Running) {
             drop(self.stdout.take());
-            let _ = self.child.kill();
+            end_group(self.leader());
+            let mut registry = running();
             let _ = self.child.wait();
-            self.forget_pid();
+            let pid = self.child.id();
+            registry.retain(|&running| running != pid);
         }
     }
 }
@@ -446,17 +670,57 @@ mod tests {
         assert_eq!(killed.to_string(), FAILED_READ);
     }
 
+    /// Whether the process `pid` runs (a zombie or a reaped process does not).
+    fn runs(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| proc_stat_group(&stat))
+            .is_some_and(|(state, _)| state != 'Z')
+    }
+
+    /// Waits (a generous bound: SIGKILL takes effect asynchronously) for `pid` to stop running.
+    fn assert_ends(pid: i32) {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while runs(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} survived its command"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Reads the first line of the command's output: the pid it printed.
+    fn first_line_pid(command: &mut SourceCommand) -> i32 {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while command.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        String::from_utf8(line).unwrap().trim().parse().unwrap()
+    }
+
+    #[test]
+    fn proc_stat_lines_give_the_state_and_the_group_whatever_the_command_name() {
+        assert_eq!(
+            proc_stat_group("42 (sleep) S 1 40 40 0 -1 4194304"),
+            Some(('S', 40))
+        );
+        assert_eq!(proc_stat_group("42 (a) b) (c) Z 1 7 7 0"), Some(('Z', 7)));
+        assert_eq!(proc_stat_group("42 (sleep"), None);
+        assert_eq!(proc_stat_group("42 (x) R 1"), None);
+    }
+
     #[test]
     fn a_background_process_holding_stderr_does_not_hold_up_the_end() {
-        let started = std::time::Instant::now();
         let mut command =
-            SourceCommand::spawn("sleep 30 >/dev/null & echo 'bye' >&2; printf out").unwrap();
+            SourceCommand::spawn("sleep 30 >/dev/null & echo $! >&2; printf out").unwrap();
         assert_eq!(read_all(&mut command).unwrap(), b"out");
-        assert!(
-            started.elapsed() < STDERR_GRACE * 5,
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(!command.left_holders(), "it did not hold the output");
+        let background: i32 = command.stderr_tail.lock().unwrap().clone().finish()[0]
+            .parse()
+            .unwrap();
+        assert_ends(background);
         let mut failing =
             SourceCommand::spawn("sleep 30 >/dev/null & echo 'last' >&2; exit 4").unwrap();
         read_all(&mut failing).unwrap_err();
@@ -464,10 +728,52 @@ mod tests {
     }
 
     #[test]
-    fn dropping_a_running_command_kills_and_reaps_it() {
-        let mut command = SourceCommand::spawn("echo started; exec sleep 60").unwrap();
-        let mut first = [0u8; 8];
-        assert_eq!(command.read(&mut first).unwrap(), 8);
+    fn a_silent_background_process_holding_the_output_is_ended_and_the_output_kept() {
+        let mut command = SourceCommand::spawn("sleep 300 & echo $!; printf 'dump'").unwrap();
+        let background = first_line_pid(&mut command);
+        assert_eq!(read_all(&mut command).unwrap(), b"dump");
+        assert!(command.failure().is_none());
+        assert!(command.left_holders());
+        assert_ends(background);
+        // A failing command that leaves one is still a failure.
+        let mut failing = SourceCommand::spawn("sleep 300 & printf 'part'; exit 5").unwrap();
+        read_all(&mut failing).unwrap_err();
+        assert_eq!(failing.failure().unwrap().ending, CommandEnding::Status(5));
+    }
+
+    #[test]
+    fn a_background_process_writing_after_the_exit_makes_the_output_suspect() {
+        // The command exits at once; what it left writes a second later, then goes quiet
+        // while holding the output: its output may be cut short, so it is a failure.
+        let mut command =
+            SourceCommand::spawn("(sleep 1; printf more; exec sleep 300) & echo $!; printf a")
+                .unwrap();
+        let background = first_line_pid(&mut command);
+        let error = read_all(&mut command).unwrap_err();
+        assert_eq!(error.to_string(), FAILED_READ);
+        assert_eq!(
+            command.failure().unwrap().ending,
+            CommandEnding::BackgroundOutput
+        );
+        assert_ends(background);
+    }
+
+    #[test]
+    fn output_that_keeps_coming_from_the_background_is_read_to_its_end() {
+        let mut command = SourceCommand::spawn(
+            "printf start; (for i in 1 2 3 4 5; do sleep 0.2; printf $i; done) &",
+        )
+        .unwrap();
+        assert_eq!(read_all(&mut command).unwrap(), b"start12345");
+        assert!(command.failure().is_none());
+        assert!(!command.left_holders());
+    }
+
+    #[test]
+    fn dropping_a_running_command_ends_its_whole_group_and_reaps_it() {
+        let mut command =
+            SourceCommand::spawn("sleep 60 & echo $!; trap '' TERM; sleep 60; wait").unwrap();
+        let background = first_line_pid(&mut command);
         let pid = Pid::from_raw(i32::try_from(command.child.id()).unwrap());
         assert!(running().contains(&command.child.id()));
         drop(command);
@@ -477,5 +783,6 @@ mod tests {
             Err(nix::errno::Errno::ECHILD)
         );
         assert!(!running().contains(&u32::try_from(pid.as_raw()).unwrap()));
+        assert_ends(background);
     }
 }

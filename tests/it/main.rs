@@ -20,6 +20,8 @@ mod netfaults;
 mod operations;
 mod prune;
 mod repair;
+mod saver;
+mod signals;
 mod sources;
 mod speed_options;
 mod support;

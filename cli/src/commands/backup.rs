@@ -387,6 +387,22 @@ fn back_up_command(
         return Err(failure.clone().into());
     }
     let outcome = outcome?;
+    if source.left_holders() {
+        let message = format!(
+            "command '{command}' left background processes holding its output: they were \
+             killed after it exited, and its output up to its exit was taken as complete"
+        );
+        if reporter.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "warning",
+                "kind": "command_left_background_processes",
+                "path": name,
+                "message": message,
+            }));
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
     if outcome.snapshot.summary.bytes_processed == 0 {
         let message = format!("command '{command}' wrote nothing: {name} is empty in the snapshot");
         if reporter.json {

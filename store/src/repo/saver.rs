@@ -2,11 +2,22 @@
 //! type and uploads finished packs on background threads, writing an index object after every few
 //! packs and at the end. Memory is bounded: at most one open pack per type, `UPLOAD_QUEUE` packs
 //! waiting, one per upload thread in flight (`Concurrency::uploads`), and the ids of blobs not yet indexed.
+//!
+//! No cycle of waits (the invariant that keeps the saver from deadlocking, whatever the pack
+//! size, the upload concurrency and the number of packs one `save` call fills): an upload
+//! thread blocks only on the job queue (waiting for work) and in the backend; it never blocks
+//! on the main thread to send a result, because the results channel is unbounded. The main
+//! thread blocks only on sending a job (which an upload thread takes as soon as its current
+//! put returns, or skips at once after a failure) and, in `finish` and on drop, on receiving
+//! results once the job queue is closed (which ends when every thread has returned). So every
+//! wait of the main thread is on progress the upload threads make on their own. Results stay
+//! small (a pack's index entries, no pack bytes) and are taken after every job sent, so at
+//! most `UPLOAD_QUEUE` + uploads + 1 of them wait at any time.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -73,7 +84,8 @@ impl<'repo> BlobSaver<'repo> {
         let (job_sender, job_receiver) = sync_channel::<UploadJob>(UPLOAD_QUEUE);
         let job_receiver = Arc::new(std::sync::Mutex::new(job_receiver));
         let upload_threads = repository.concurrency().uploads;
-        let (result_sender, results) = sync_channel(upload_threads + UPLOAD_QUEUE + 1);
+        // Unbounded on purpose: see the module documentation.
+        let (result_sender, results) = channel();
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..upload_threads)
             .map(|_| {
@@ -286,7 +298,9 @@ impl<'repo> BlobSaver<'repo> {
             self.collect_results(true)?;
             return Err(Error::Usage("upload threads stopped unexpectedly".into()));
         }
-        Ok(())
+        // Keeps the results (and the index entries not yet written) few however many packs
+        // one call fills, and reports a failed upload at the next pack.
+        self.collect_results(false)
     }
 
     /// Takes finished uploads; with `wait`, until every worker has exited. Writes an index
