@@ -6,6 +6,7 @@
 
 pub mod faulty;
 pub mod object_store;
+pub mod stall;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +88,16 @@ pub enum BackendError {
         /// The store's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A `-o key=value` option is unknown or its value unusable.
+    #[error("option {key}={value}: {reason}")]
+    InvalidOption {
+        /// The option's key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is wrong, and what would do.
+        reason: String,
     },
     /// The repository location could not be understood or reached.
     #[error("invalid repository location {location}: {reason}")]
