@@ -22,5 +22,6 @@ mod prune;
 mod repair;
 mod sources;
 mod speed_options;
+mod stuck_store;
 mod support;
 mod sweeps;

@@ -48,7 +48,7 @@ pub struct StallConnector {
 
 impl HttpConnector for StallConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let client = reqwest_client(options, self.overall).map_err(|source| {
+        let client = reqwest_client(options, self.stall, self.overall).map_err(|source| {
             object_store::Error::Generic {
                 store: "HTTP client",
                 source: source.into(),
@@ -69,9 +69,10 @@ fn truthy(value: &str) -> bool {
 }
 
 /// The reqwest client `object_store` would build from `options`, minus its default whole-request
-/// timeout.
+/// timeout, plus the kernel's limit on unacknowledged data.
 fn reqwest_client(
     options: &ClientOptions,
+    stall: Duration,
     overall: Option<Duration>,
 ) -> Result<reqwest::Client, String> {
     let value = |key: ClientConfigKey| options.get_config_value(&key);
@@ -91,10 +92,14 @@ fn reqwest_client(
             })
             .transpose()
     };
-    let mut builder = reqwest::Client::builder().user_agent(
-        value(ClientConfigKey::UserAgent)
-            .unwrap_or_else(|| concat!("cairn/", env!("CARGO_PKG_VERSION")).to_owned()),
-    );
+    // The kernel drops a connection whose sent bytes stay unacknowledged for the stall limit
+    // (a network that went dark while the body's tail sat in the socket's buffer).
+    let mut builder = reqwest::Client::builder()
+        .tcp_user_timeout(stall)
+        .user_agent(
+            value(ClientConfigKey::UserAgent)
+                .unwrap_or_else(|| concat!("cairn/", env!("CARGO_PKG_VERSION")).to_owned()),
+        );
     if let Some(url) = value(ClientConfigKey::ProxyUrl) {
         let mut proxy = reqwest::Proxy::all(&url).map_err(|error| error.to_string())?;
         if let Some(pem) = value(ClientConfigKey::ProxyCaCertificate) {
@@ -157,11 +162,17 @@ fn reqwest_client(
         .map_err(|error| error.to_string())
 }
 
-/// When a request last moved a byte, in milliseconds since it started.
+/// When a request last moved a byte, in milliseconds since it started, and the request body's
+/// hand-over to the connection.
 #[derive(Debug)]
 struct Progress {
     started: Instant,
     last_millis: AtomicU64,
+    /// (milliseconds since the start, bytes handed over so far) at each body frame.
+    handover: std::sync::Mutex<Vec<(u64, u64)>>,
+    /// How long the bytes still in the kernel's buffers may take to leave, once the whole body
+    /// is handed over (`u64::MAX` before).
+    drain_millis: AtomicU64,
 }
 
 impl Progress {
@@ -169,24 +180,98 @@ impl Progress {
         Self {
             started: Instant::now(),
             last_millis: AtomicU64::new(0),
+            handover: std::sync::Mutex::new(Vec::new()),
+            drain_millis: AtomicU64::new(u64::MAX),
         }
     }
 
-    fn touch(&self) {
-        let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_millis.fetch_max(millis, Ordering::Relaxed);
+    fn elapsed_millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// When the request counts as stalled unless something moves before.
-    fn deadline(&self, stall: Duration) -> Instant {
-        self.started + Duration::from_millis(self.last_millis.load(Ordering::Relaxed)) + stall
+    /// Records a body frame of `length` bytes.
+    fn handed_over(&self, length: usize) {
+        let now = self.elapsed_millis();
+        self.last_millis.fetch_max(now, Ordering::Relaxed);
+        let mut handover = self
+            .handover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total = handover.last().map_or(0, |&(_, total)| total) + length as u64;
+        handover.push((now, total));
     }
+
+    /// Records the end of the body and estimates how long its buffered tail takes to leave.
+    fn body_done(&self, stall: Duration) {
+        let handover = self
+            .handover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let drain = drain_estimate(&handover, stall);
+        self.drain_millis.store(
+            u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// When the request counts as stalled unless something moves before: the stall limit
+    /// after the last byte moved, plus, once the body is handed over, the time its tail needs
+    /// to leave the buffers.
+    fn deadline(&self, stall: Duration) -> Instant {
+        let drain = match self.drain_millis.load(Ordering::Relaxed) {
+            u64::MAX => 0,
+            drain => drain,
+        };
+        self.started
+            + Duration::from_millis(self.last_millis.load(Ordering::Relaxed))
+            + Duration::from_millis(drain)
+            + stall
+    }
+}
+
+/// The rate assumed for the buffered tail of a body whose hand-over shows no rate (it fit the
+/// buffers at once): 256 KiB/s, about 2 Mbit/s.
+const TAIL_RATE_FLOOR: u64 = 256 * 1024;
+
+/// How long the end of a request body handed over at `handover` ((milliseconds, bytes so far)
+/// per frame) may take to leave the kernel's buffers, at most one stall limit (so a store that
+/// reads and discards is still given up in bounded time). The connection takes the first bytes
+/// at once (they fill the buffers), then at the link's rate: the rate of the second half of the
+/// hand-over is that rate, and what was handed over beyond rate × time is still buffered. A body
+/// that fit the buffers at once shows no rate: all of it may still be buffered, at
+/// [`TAIL_RATE_FLOOR`]. Pure.
+fn drain_estimate(handover: &[(u64, u64)], stall: Duration) -> Duration {
+    let (Some(&(first_millis, _)), Some(&(last_millis, total))) =
+        (handover.first(), handover.last())
+    else {
+        return Duration::ZERO;
+    };
+    let unmeasured = || Duration::from_millis(total * 1000 / TAIL_RATE_FLOOR).min(stall);
+    let span = last_millis.saturating_sub(first_millis);
+    if span < 200 {
+        return unmeasured();
+    }
+    let middle = first_millis + span / 2;
+    let at_middle = handover
+        .iter()
+        .find(|&&(millis, _)| millis >= middle)
+        .map_or(total, |&(_, bytes)| bytes);
+    // The link's rate is moved / window bytes a millisecond.
+    let moved = u128::from(total - at_middle);
+    let window = u128::from(last_millis.saturating_sub(middle).max(1));
+    if moved == 0 {
+        return unmeasured();
+    }
+    let buffered = u128::from(total).saturating_sub(moved * u128::from(span) / window);
+    let drain_millis = u64::try_from(buffered * window / moved).unwrap_or(u64::MAX);
+    Duration::from_millis(drain_millis).min(stall)
 }
 
 /// A request body that records each frame hyper takes.
 struct ProgressBody {
     inner: HttpRequestBody,
     progress: Arc<Progress>,
+    stall: Duration,
 }
 
 impl Body for ProgressBody {
@@ -198,8 +283,15 @@ impl Body for ProgressBody {
         context: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         let frame = Pin::new(&mut self.inner).poll_frame(context);
-        if frame.is_ready() {
-            self.progress.touch();
+        match &frame {
+            Poll::Ready(Some(Ok(frame))) => self
+                .progress
+                .handed_over(frame.data_ref().map_or(0, Bytes::len)),
+            Poll::Ready(_) => self.progress.body_done(self.stall),
+            Poll::Pending => {}
+        }
+        if self.inner.is_end_stream() {
+            self.progress.body_done(self.stall);
         }
         frame
     }
@@ -310,6 +402,7 @@ impl HttpService for StallService {
             None => reqwest::Body::wrap(ProgressBody {
                 inner: body,
                 progress: Arc::clone(&progress),
+                stall: self.stall,
             }),
         });
         let mut answer = std::pin::pin!(self.client.execute(outgoing));
@@ -336,6 +429,31 @@ impl HttpService for StallService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_buffered_tail_of_a_slow_upload_is_waited_for() {
+        let stall = Duration::from_secs(10);
+        // 4 MiB taken at once by the buffers, then 1 MiB/s for 12 s: 4 MiB are still
+        // buffered, 4 s at the link's rate.
+        let mut handover = vec![(0, 4 << 20)];
+        handover.extend((1..=12u64).map(|second| (second * 1000, (4 + second) << 20)));
+        assert_eq!(drain_estimate(&handover, stall), Duration::from_secs(4));
+        // Never more than one stall limit.
+        assert_eq!(
+            drain_estimate(&handover, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        // A fast sink (or a proxy that swallows): nothing is buffered.
+        let fast: Vec<(u64, u64)> = (0..=300u64).map(|millis| (millis, millis << 20)).collect();
+        assert_eq!(drain_estimate(&fast, stall), Duration::ZERO);
+        // A body that fit the buffers at once: all of it at the floor rate, within the limit.
+        assert_eq!(
+            drain_estimate(&[(0, 256 << 10), (5, 512 << 10)], stall),
+            Duration::from_secs(2)
+        );
+        assert_eq!(drain_estimate(&[(7, 100 << 20)], stall), stall);
+        assert_eq!(drain_estimate(&[], stall), Duration::ZERO);
+    }
 
     #[test]
     fn progress_moves_the_deadline_forward_only() {
