@@ -526,7 +526,7 @@ impl Pumps<'_> {
                 std::thread::sleep(delay);
             }
             if let Fault::Throttle(rate) = self.fault {
-                std::thread::sleep(Duration::from_secs_f64(length as f64 / rate as f64));
+                std::thread::sleep(Duration::from_micros(length as u64 * 1_000_000 / rate));
             }
             while let Some((step, limit)) = cut {
                 let room = usize::try_from(limit.saturating_sub(forwarded)).unwrap_or(usize::MAX);
