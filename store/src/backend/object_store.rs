@@ -17,7 +17,10 @@ use object_store::{
 use rand::Rng;
 
 use super::stall::{StallConnector, UPLOAD_SLICE};
-use super::{Backend, BackendError, ObjectInfo, Operation, PutMode, RequestCounters, RequestStats};
+use super::{
+    Backend, BackendError, ObjectInfo, Operation, PutMode, RequestCounters, RequestStats,
+    StagingFile,
+};
 
 /// Whether opening a local location may create its directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,6 +416,20 @@ impl Backend for ObjectStoreBackend {
 
     fn stats(&self) -> RequestStats {
         self.counters.snapshot()
+    }
+
+    fn staging_files(&self) -> Result<Vec<StagingFile>, BackendError> {
+        match &self.local_root {
+            Some(root) => super::staging::scan(root),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn delete_staging_file(&self, file: &StagingFile) -> Result<bool, BackendError> {
+        match &self.local_root {
+            Some(root) => super::staging::delete(root, file),
+            None => Ok(false),
+        }
     }
 }
 
