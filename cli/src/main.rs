@@ -53,6 +53,12 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<config::ConfigError>().is_some() {
         return EXIT_USAGE;
     }
+    if let Some(cairn_store::Error::Backend(cairn_store::backend::BackendError::InvalidOption {
+        ..
+    })) = error.downcast_ref::<cairn_store::Error>()
+    {
+        return EXIT_USAGE;
+    }
     let kind = error
         .downcast_ref::<cairn_store::Error>()
         .map(cairn_store::Error::kind)

@@ -24,5 +24,6 @@ mod saver;
 mod signals;
 mod sources;
 mod speed_options;
+mod stuck_store;
 mod support;
 mod sweeps;

@@ -39,6 +39,9 @@ pub enum Fault {
     Delay(Duration),
     /// Accept and never answer: whatever the client sends is read and dropped.
     Blackhole,
+    /// Forward both ways at this many bytes a second each, in small steps, so bytes keep
+    /// moving (a slow link, not a stalled one).
+    Throttle(u64),
 }
 
 /// How often blocked reads wake up to look at the stop flag and the plan.
@@ -78,6 +81,8 @@ struct Plan {
     trip: Option<(u64, Fault)>,
     /// The fault the proxy tripped into.
     tripped: Option<Fault>,
+    /// When it tripped.
+    tripped_at: Option<Instant>,
 }
 
 /// See [`Shared::deliver_cut`].
@@ -106,6 +111,8 @@ pub struct ProxyStats {
     pub delayed: u32,
     /// Connections swallowed whole.
     pub blackholed: u32,
+    /// Connections slowed to a rate.
+    pub throttled: u32,
     /// Open connections reset or stalled when the proxy tripped.
     pub severed: u32,
 }
@@ -121,7 +128,7 @@ struct Shared {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -197,6 +204,7 @@ impl Shared {
         {
             plan.trip = None;
             plan.tripped = Some(fault);
+            plan.tripped_at = Some(Instant::now());
         }
         plan.tripped
     }
@@ -327,6 +335,13 @@ impl FaultProxy {
         self.shared.tripped().is_some()
     }
 
+    /// How long ago the proxy tripped into its persistent fault, if it did.
+    pub fn since_trip(&self) -> Option<Duration> {
+        lock(&self.shared.plan)
+            .tripped_at
+            .map(|tripped_at| tripped_at.elapsed())
+    }
+
     /// What the proxy did so far.
     pub fn stats(&self) -> ProxyStats {
         *lock(&self.shared.stats)
@@ -402,6 +417,7 @@ fn handle_connection(client: TcpStream, fault: Fault, step: u64, shared: &Shared
         }
         Fault::Cut(_) => shared.count(|stats| stats.cut_connections += 1),
         Fault::Delay(_) => shared.count(|stats| stats.delayed += 1),
+        Fault::Throttle(_) => shared.count(|stats| stats.throttled += 1),
         Fault::Pass => {}
     }
     let Ok(server) = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(2)) else {
@@ -476,7 +492,13 @@ impl Pumps<'_> {
             _ => None,
         };
         while !self.shared.stopping() {
-            let length = match from.read(&mut buffer) {
+            // A throttled connection moves 16 KiB at a time, each followed by its share of a
+            // second.
+            let room = match self.fault {
+                Fault::Throttle(_) => 16 * 1024,
+                _ => buffer.len(),
+            };
+            let length = match from.read(&mut buffer[..room]) {
                 Ok(0) => break,
                 Ok(length) => length,
                 Err(error)
@@ -513,6 +535,9 @@ impl Pumps<'_> {
             if let Fault::Delay(delay) = self.fault {
                 std::thread::sleep(delay);
             }
+            if let Fault::Throttle(rate) = self.fault {
+                std::thread::sleep(Duration::from_micros(length as u64 * 1_000_000 / rate));
+            }
             while let Some((step, limit)) = cut {
                 let room = usize::try_from(limit.saturating_sub(forwarded)).unwrap_or(usize::MAX);
                 if chunk.len() < room {
@@ -547,19 +572,19 @@ impl Pumps<'_> {
 static PREFIX_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The tests in this module run one at a time, so their timings mean something.
-static SERIAL: Mutex<()> = Mutex::new(());
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Where moto is, from the environment `tests/servers.sh` exports.
-struct S3 {
+pub(crate) struct S3 {
     /// `s3://cairn-test`.
     base: String,
     /// moto's address.
-    upstream: SocketAddr,
+    pub(crate) upstream: SocketAddr,
 }
 
 /// moto's address, or `None` (with a note) when the servers are not running. With
 /// `CAIRN_TEST_REQUIRE_SERVERS=1` a missing server fails the test instead.
-fn s3_server(test: &str) -> Option<S3> {
+pub(crate) fn s3_server(test: &str) -> Option<S3> {
     let (Ok(base), Ok(endpoint)) = (
         std::env::var("CAIRN_TEST_S3_URL"),
         std::env::var("CAIRN_TEST_S3_ENDPOINT"),
@@ -586,13 +611,13 @@ fn s3_server(test: &str) -> Option<S3> {
 }
 
 /// One repository at a fresh prefix of the test bucket, driven through the `cairn` binary.
-struct Repo<'a> {
+pub(crate) struct Repo<'a> {
     workspace: &'a Workspace,
     url: String,
 }
 
 impl<'a> Repo<'a> {
-    fn fresh(workspace: &'a Workspace, s3: &S3, test: &str) -> Self {
+    pub(crate) fn fresh(workspace: &'a Workspace, s3: &S3, test: &str) -> Self {
         let url = format!(
             "{}/netfaults-{test}-{}-{}",
             s3.base,
@@ -603,7 +628,12 @@ impl<'a> Repo<'a> {
     }
 
     /// Runs `cairn --repo URL [-o endpoint=ENDPOINT] [-o OPTION]... ARGS`, timed.
-    fn run(&self, endpoint: Option<&str>, options: &[&str], args: &[&str]) -> (Run, Duration) {
+    pub(crate) fn run(
+        &self,
+        endpoint: Option<&str>,
+        options: &[&str],
+        args: &[&str],
+    ) -> (Run, Duration) {
         let mut full: Vec<String> = vec!["--repo".into(), self.url.clone()];
         if let Some(endpoint) = endpoint {
             full.extend(["-o".into(), format!("endpoint={endpoint}")]);
@@ -619,24 +649,29 @@ impl<'a> Repo<'a> {
     }
 
     /// Runs against moto directly (the endpoint from the environment).
-    fn direct(&self, args: &[&str]) -> Run {
+    pub(crate) fn direct(&self, args: &[&str]) -> Run {
         self.run(None, &[], args).0
     }
 
     /// Runs through `proxy` with extra backend options.
-    fn via(&self, proxy: &FaultProxy, options: &[&str], args: &[&str]) -> (Run, Duration) {
+    pub(crate) fn via(
+        &self,
+        proxy: &FaultProxy,
+        options: &[&str],
+        args: &[&str],
+    ) -> (Run, Duration) {
         self.run(Some(&proxy.endpoint()), options, args)
     }
 
     /// `init` with cheap key derivation and 1 MiB packs, directly.
-    fn init(&self) {
+    pub(crate) fn init(&self) {
         let mut args = CHEAP_INIT.to_vec();
         args.extend(["--pack-size-mib", "1"]);
         self.direct(&args).ok();
     }
 
     /// The snapshots, listed directly.
-    fn snapshots(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn snapshots(&self) -> Vec<serde_json::Value> {
         self.direct(&["snapshots", "--json"]).ok().json_lines()
     }
 
@@ -672,12 +707,12 @@ fn make_source(workspace: &Workspace, seed: u64) -> PathBuf {
     source
 }
 
-fn text(path: &Path) -> &str {
+pub(crate) fn text(path: &Path) -> &str {
     path.to_str().expect("UTF-8 test path")
 }
 
 /// One row of the report matrix, printed for `--nocapture`.
-fn report(fault: &str, operation: &str, outcome: &str, took: Duration) {
+pub(crate) fn report(fault: &str, operation: &str, outcome: &str, took: Duration) {
     let mut outcome = outcome.to_owned();
     if let Some((cut, _)) = outcome.char_indices().nth(160) {
         outcome.truncate(cut);
@@ -692,7 +727,7 @@ fn report(fault: &str, operation: &str, outcome: &str, took: Duration) {
 /// Asserts a clean failure: a non-zero exit (no panic, no signal) within `limit`, and exactly one
 /// line on standard error naming the failed operation and the object. Returns that line.
 #[track_caller]
-fn assert_clean_failure(run: Run, took: Duration, limit: Duration) -> String {
+pub(crate) fn assert_clean_failure(run: Run, took: Duration, limit: Duration) -> String {
     let run = run.failed();
     assert!(
         took < limit,
@@ -1053,9 +1088,10 @@ fn regression_a_failed_upload_stops_the_queued_uploads() {
     let source = make_source(&workspace, 500);
     let proxy = FaultProxy::start(s3.upstream);
     proxy.trip_after(2_500_000, Fault::Blackhole);
-    let (run, took) = repo.via(&proxy, &SHORT_FUSE, &["backup", text(&source)]);
+    let (run, _) = repo.via(&proxy, &SHORT_FUSE, &["backup", text(&source)]);
+    // For the message only: how long after the partition the backup gave up.
+    let took = proxy.since_trip().expect("the proxy tripped");
     run.failed();
-    assert!(proxy.tripped());
     let stats = proxy.stats();
     // Under SHORT_FUSE one request makes at most 2 × 4 attempts before it fails for good. The
     // two upload threads' requests in flight at the partition may use them all; a pack still

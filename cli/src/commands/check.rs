@@ -87,6 +87,7 @@ fn print_json(report: &CheckReport, selection: DataSelection) {
         "damaged": report.damaged.iter().map(|(object, reason)| serde_json::json!({"object": object, "reason": reason})).collect::<Vec<_>>(),
         "affected": report.affected.iter().map(|affected| serde_json::json!({"snapshot": affected.snapshot.to_hex(), "path": affected.path, "object": affected.object})).collect::<Vec<_>>(),
         "unindexed_packs": report.unindexed_packs,
+        "staging_files": report.staging_files.iter().map(|file| serde_json::json!({"name": file.name, "size": file.size, "age_seconds": file.age.as_secs(), "abandoned": file.is_abandoned()})).collect::<Vec<_>>(),
     });
     if let Some(parameter) = parameter {
         summary["level_parameter"] = parameter.into();
@@ -131,6 +132,24 @@ fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelecti
         println!(
             "{} packs are in no index (left by an interrupted backup; the next backup reuses them)",
             report.unindexed_packs.len()
+        );
+    }
+    if !report.staging_files.is_empty() {
+        let bytes = report.staging_files.iter().map(|file| file.size).sum();
+        let young = report
+            .staging_files
+            .iter()
+            .filter(|file| !file.is_abandoned())
+            .count();
+        let when = if young > 0 {
+            format!(" ({young} younger than an hour: an upload may still be writing them)")
+        } else {
+            String::new()
+        };
+        println!(
+            "{} staging files left by interrupted uploads ({}): `cairn prune` removes them once an hour old{when}",
+            report.staging_files.len(),
+            render::bytes(bytes)
         );
     }
     let data = if selection == DataSelection::Structure {

@@ -62,6 +62,9 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
             "bytes_freed": report.bytes_freed,
             "packs_pending": report.packs_pending,
             "bytes_pending": report.bytes_pending,
+            "staging_files_removed": report.staging_files_removed,
+            "staging_bytes_removed": report.staging_bytes_removed,
+            "staging_files_kept": report.staging_files_kept,
             "index_written": report.index_written,
             "index_removed": report.index_removed,
             "unused_bytes_kept": report.unused_bytes_kept,
@@ -109,6 +112,19 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
             String::new()
         }
     );
+    if report.staging_files_removed > 0 {
+        println!(
+            "{verb} remove {} staging files left by interrupted uploads ({})",
+            report.staging_files_removed,
+            render::bytes(report.staging_bytes_removed)
+        );
+    }
+    if report.staging_files_kept > 0 {
+        println!(
+            "kept {} staging files younger than an hour (an upload may still write them; a later prune removes them once abandoned)",
+            report.staging_files_kept
+        );
+    }
     if report.packs_pending > 0 {
         println!(
             "{} condemned packs ({}) wait for these backups to end; the next prune deletes them:",

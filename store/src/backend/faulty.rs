@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::{Backend, BackendError, ObjectInfo, Operation, PutMode, RequestStats};
+use super::{Backend, BackendError, ObjectInfo, Operation, PutMode, RequestStats, StagingFile};
 
 /// Which requests fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,5 +95,15 @@ impl Backend for FaultyBackend {
 
     fn stats(&self) -> RequestStats {
         self.inner.stats()
+    }
+
+    fn staging_files(&self) -> Result<Vec<StagingFile>, BackendError> {
+        self.gate(Operation::List, "staging files")?;
+        self.inner.staging_files()
+    }
+
+    fn delete_staging_file(&self, file: &StagingFile) -> Result<bool, BackendError> {
+        self.gate(Operation::Delete, &file.name)?;
+        self.inner.delete_staging_file(file)
     }
 }

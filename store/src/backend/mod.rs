@@ -6,9 +6,12 @@
 
 pub mod faulty;
 pub mod object_store;
+pub mod staging;
+pub mod stall;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -88,6 +91,16 @@ pub enum BackendError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A `-o key=value` option is unknown or its value unusable.
+    #[error("option {key}={value}: {reason}")]
+    InvalidOption {
+        /// The option's key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is wrong, and what would do.
+        reason: String,
+    },
     /// The repository location could not be understood or reached.
     #[error("invalid repository location {location}: {reason}")]
     InvalidLocation {
@@ -108,6 +121,34 @@ pub struct ObjectInfo {
     /// When the object was last written, in Unix seconds by the *store's* clock (0 if unknown).
     /// Only ever compared with other times from the same store (section 21 of FORMAT.md).
     pub modified: i64,
+}
+
+/// A file an interrupted upload left behind: a local-directory repository's `<name>#<n>`, which
+/// `object_store` writes before it renames it into place. Not an object: listings skip it
+/// (FORMAT.md section 14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagingFile {
+    /// Its name relative to the repository root, e.g. `data/ab/ab12…#1`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// How long ago it was last written, by the store's own clock.
+    pub age: Duration,
+    /// When it was last written; [`Backend::delete_staging_file`] deletes it only if unchanged.
+    pub modified: SystemTime,
+}
+
+/// A staging file unwritten for this long is abandoned: an upload writes its file continuously
+/// and renames it when done, so only a dead upload (or one stalled for an hour) leaves one this
+/// old. Deleting the file of an upload that was merely stalled costs that upload a retry: its
+/// rename then fails and the put is reported failed, never successful.
+pub const STAGING_ABANDONED_AFTER: Duration = Duration::from_hours(1);
+
+impl StagingFile {
+    /// Whether it is older than [`STAGING_ABANDONED_AFTER`].
+    pub fn is_abandoned(&self) -> bool {
+        self.age >= STAGING_ABANDONED_AFTER
+    }
 }
 
 /// A repository's storage: a flat namespace of immutable objects.
@@ -155,6 +196,26 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Requests made and bytes moved so far.
     fn stats(&self) -> RequestStats;
+
+    /// The files interrupted uploads left behind, with their age by the store's clock; none for
+    /// stores whose uploads leave nothing visible (memory; the cloud stores, whose unfinished
+    /// multipart uploads are not objects).
+    ///
+    /// # Errors
+    /// Any failure to read the store.
+    fn staging_files(&self) -> Result<Vec<StagingFile>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    /// Deletes `file` (from [`Backend::staging_files`]) if it is unchanged since; returns whether
+    /// it did.
+    ///
+    /// # Errors
+    /// Any failure to delete it.
+    fn delete_staging_file(&self, file: &StagingFile) -> Result<bool, BackendError> {
+        let _ = file;
+        Ok(false)
+    }
 }
 
 /// Counts of requests and bytes, for cost reporting.

@@ -16,7 +16,11 @@ use object_store::{
 };
 use rand::Rng;
 
-use super::{Backend, BackendError, ObjectInfo, Operation, PutMode, RequestCounters, RequestStats};
+use super::stall::{StallConnector, UPLOAD_SLICE};
+use super::{
+    Backend, BackendError, ObjectInfo, Operation, PutMode, RequestCounters, RequestStats,
+    StagingFile,
+};
 
 /// Whether opening a local location may create its directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +173,8 @@ impl ObjectStoreBackend {
     ///
     /// # Errors
     /// [`BackendError::InvalidLocation`] for an unparsable URL, a missing local directory (with
-    /// [`CreateDirectory::No`]) or a directory that cannot be created.
+    /// [`CreateDirectory::No`]) or a directory that cannot be created;
+    /// [`BackendError::InvalidOption`] for an unknown option or an unusable value.
     pub fn open(
         location: &str,
         options: &[(String, String)],
@@ -179,6 +184,7 @@ impl ObjectStoreBackend {
             location: location.to_owned(),
             reason,
         };
+        let (limits, builder_options) = StoreLimits::from_options(options)?;
         let scheme = location.split_once("://").map(|(scheme, _)| scheme);
         match scheme {
             None | Some("file") => {
@@ -205,15 +211,15 @@ impl ObjectStoreBackend {
                     Arc::new(store),
                     StorePath::default(),
                     path.display().to_string(),
-                )?;
+                )?
+                .with_retry_policy(limits.retry);
                 backend.local_root = Some(path);
                 Ok(backend)
             }
             Some("memory") => Ok(Self::in_memory()),
             Some(scheme @ ("s3" | "az" | "azure" | "abfs" | "abfss" | "gs")) => {
-                let (store, prefix, retry) =
-                    cloud_store(scheme, location, options).map_err(invalid)?;
-                Ok(Self::new(store, prefix, location.to_owned())?.with_retry_policy(retry))
+                let (store, prefix) = cloud_store(scheme, location, &limits, &builder_options)?;
+                Ok(Self::new(store, prefix, location.to_owned())?.with_retry_policy(limits.retry))
             }
             Some(other) => Err(invalid(format!(
                 "unknown scheme {other}:// (use a path, file://, s3://, az://, gs://)"
@@ -303,11 +309,7 @@ impl Backend for ObjectStoreBackend {
             }
             self.counters.record(Operation::Put, length);
             self.runtime
-                .block_on(self.store.put_opts(
-                    &path,
-                    PutPayload::from(bytes.clone()),
-                    options.clone(),
-                ))
+                .block_on(self.store.put_opts(&path, sliced(&bytes), options.clone()))
                 .map(|_| ())
                 .map_err(|error| Self::classify(Operation::Put, name, error))
         });
@@ -415,6 +417,20 @@ impl Backend for ObjectStoreBackend {
     fn stats(&self) -> RequestStats {
         self.counters.snapshot()
     }
+
+    fn staging_files(&self) -> Result<Vec<StagingFile>, BackendError> {
+        match &self.local_root {
+            Some(root) => super::staging::scan(root),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn delete_staging_file(&self, file: &StagingFile) -> Result<bool, BackendError> {
+        match &self.local_root {
+            Some(root) => super::staging::delete(root, file),
+            None => Ok(false),
+        }
+    }
 }
 
 /// Objects at least this large are uploaded in parts (packs of `init --pack-size-mib 32` or more).
@@ -424,6 +440,15 @@ pub const MULTIPART_PART: usize = 8 * 1024 * 1024;
 /// Parts of one object uploaded at once.
 const MULTIPART_CONCURRENCY: usize = 4;
 
+/// `bytes` as a payload of [`UPLOAD_SLICE`] slices (no copy): the HTTP client takes one slice
+/// at a time, which is how a stalled upload is seen (`backend/stall.rs`).
+fn sliced(bytes: &Bytes) -> PutPayload {
+    (0..bytes.len())
+        .step_by(UPLOAD_SLICE)
+        .map(|start| bytes.slice(start..(start + UPLOAD_SLICE).min(bytes.len())))
+        .collect()
+}
+
 /// Uploads `bytes` in parts; a failed upload is aborted so no parts are left behind.
 async fn put_multipart(
     store: &dyn ObjectStore,
@@ -432,25 +457,132 @@ async fn put_multipart(
 ) -> object_store::Result<()> {
     let upload = store.put_multipart(path).await?;
     let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
-    let mut offset = 0;
-    while offset < bytes.len() {
+    // Parts are made of slices, so a stalled part is seen like a stalled put.
+    for slice in sliced(&bytes) {
         if let Err(error) = writer.wait_for_capacity(MULTIPART_CONCURRENCY).await {
             let _ = writer.abort().await;
             return Err(error);
         }
-        let end = (offset + MULTIPART_PART).min(bytes.len());
-        writer.put(bytes.slice(offset..end));
-        offset = end;
+        writer.put(slice);
     }
     writer.finish().await.map(|_| ())
 }
 
-/// Options cairn reads itself instead of passing them to the store's builder.
+/// Option keys cairn reads itself instead of passing them to the store's builder.
 const OPTION_RETRIES: &str = "retries";
+/// See [`StoreLimits::stall`].
+const OPTION_STALL_TIMEOUT: &str = "stall_timeout";
+/// The store builder's whole-request limit, which cairn applies itself (see
+/// [`StoreLimits::overall`]).
+const OPTION_TIMEOUT: &str = "timeout";
+/// The store builder's connect limit; cairn sets its default.
+const OPTION_CONNECT_TIMEOUT: &str = "connect_timeout";
+/// Builder options whose values are durations, checked before the builder sees them.
+const DURATION_OPTIONS: [&str; 6] = [
+    OPTION_STALL_TIMEOUT,
+    OPTION_TIMEOUT,
+    OPTION_CONNECT_TIMEOUT,
+    "read_timeout",
+    "pool_idle_timeout",
+    "http2_keep_alive_timeout",
+];
 
-/// The store's own HTTP retry policy: a few quick retries per request; cairn's
-/// [`RetryPolicy`] retries whole requests on top with longer, jittered backoff.
-fn http_retry_config() -> RetryConfig {
+/// Default of `-o stall_timeout`.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `-o connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long cairn waits for a stuck store, from the `-o` options (client settings, not part of
+/// the format). With the defaults (stall 10 s, connect 5 s, 4 retries) a request fails for good:
+/// - to a store that accepts connections and answers nothing: after (retries + 1) × stall limit
+///   plus at most 3 s of backoff, 53 s; an upload whose body the store swallowed whole may wait
+///   one more stall limit per attempt for its buffered tail, 103 s;
+/// - to a store that never accepts: after (retries + 1) × 2 connect limits plus backoff, 53 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Whole-request retries on top of the HTTP client's (`-o retries=N`).
+    pub retry: RetryPolicy,
+    /// How long a request may move no byte, either way, before it is dropped and retried
+    /// (`-o stall_timeout=10s`). A slow transfer that keeps moving is never cut (see
+    /// `backend/stall.rs` for the tail of an upload, which the client cannot watch).
+    pub stall: Duration,
+    /// A limit on each whole request, only when given (`-o timeout=`); none by default, so a
+    /// large upload on a slow link completes.
+    pub overall: Option<Duration>,
+    /// How long connecting may take (`-o connect_timeout=5s`).
+    pub connect: Duration,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            stall: DEFAULT_STALL_TIMEOUT,
+            overall: None,
+            connect: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// A duration option: a positive humantime duration (`30s`, `2m`, `1m 30s`).
+fn duration_option(key: &str, value: &str) -> Result<Duration, BackendError> {
+    let invalid = |reason: &str| BackendError::InvalidOption {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match humantime::parse_duration(value.trim()) {
+        Ok(duration) if duration.is_zero() => Err(invalid("must be longer than zero")),
+        Ok(duration) => Ok(duration),
+        Err(_) => Err(invalid("not a duration: write it like 30s, 2m or 1m30s")),
+    }
+}
+
+impl StoreLimits {
+    /// Splits `-o` options into the limits cairn applies itself and the rest, for the store's
+    /// builder. Keys may be written with `-` for `_` (`stall-timeout`). Pure.
+    ///
+    /// # Errors
+    /// [`BackendError::InvalidOption`] for a duration option that is no positive duration, or a
+    /// retry count that is no number up to 100.
+    pub fn from_options(
+        options: &[(String, String)],
+    ) -> Result<(Self, Vec<(String, String)>), BackendError> {
+        let mut limits = Self::default();
+        let mut builder_options = Vec::new();
+        for (key, value) in options {
+            let key = key.trim().to_ascii_lowercase().replace('-', "_");
+            if DURATION_OPTIONS.contains(&key.as_str()) {
+                duration_option(&key, value)?;
+            }
+            match key.as_str() {
+                OPTION_RETRIES => {
+                    limits.retry.retries = value
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|retries| *retries <= 100)
+                        .ok_or_else(|| BackendError::InvalidOption {
+                            key: key.clone(),
+                            value: value.clone(),
+                            reason: "not a number of retries from 0 to 100".into(),
+                        })?;
+                }
+                OPTION_STALL_TIMEOUT => limits.stall = duration_option(&key, value)?,
+                OPTION_TIMEOUT => limits.overall = Some(duration_option(&key, value)?),
+                OPTION_CONNECT_TIMEOUT => limits.connect = duration_option(&key, value)?,
+                _ => builder_options.push((key, value.clone())),
+            }
+        }
+        Ok((limits, builder_options))
+    }
+}
+
+/// The store's own HTTP retry policy: a few quick retries of a request that failed fast
+/// (a reset, a 503); a request that stalled or timed out is not retried here (the retry
+/// timeout is half the stall limit) but by cairn's [`RetryPolicy`], so the budget of a stuck
+/// store is counted once.
+fn http_retry_config(limits: &StoreLimits) -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
@@ -458,45 +590,54 @@ fn http_retry_config() -> RetryConfig {
             base: 2.0,
         },
         max_retries: 3,
-        retry_timeout: Duration::from_mins(1),
+        retry_timeout: limits.stall / 2,
     }
 }
 
 /// Builds a cloud store for `location` from the environment (the way `object_store` reads it)
-/// and `options` (builder keys such as `endpoint`, `region`, `allow_http`, `timeout`).
+/// and `options` (builder keys such as `endpoint`, `region`, `allow_http`), with `limits`.
 fn cloud_store(
     scheme: &str,
     location: &str,
+    limits: &StoreLimits,
     options: &[(String, String)],
-) -> Result<(Arc<dyn ObjectStore>, StorePath, RetryPolicy), String> {
-    let url = url::Url::parse(location).map_err(|error| error.to_string())?;
-    let mut retry = RetryPolicy::default();
-    let mut builder_options = Vec::new();
-    for (key, value) in options {
-        if key == OPTION_RETRIES {
-            retry.retries = value
-                .parse()
-                .map_err(|_| format!("option retries={value} is not a number"))?;
-        } else {
-            builder_options.push((key.as_str(), value.as_str()));
-        }
-    }
-    let unknown = |key: &str| format!("unknown option {key:?} for {scheme}://");
-    let prefix = StorePath::from_url_path(url.path()).map_err(|error| error.to_string())?;
-    // The three builders share no trait, so one macro applies the options, the HTTP retry
-    // policy and builds, the same way for each.
+) -> Result<(Arc<dyn ObjectStore>, StorePath), BackendError> {
+    let invalid = |reason: String| BackendError::InvalidLocation {
+        location: location.to_owned(),
+        reason,
+    };
+    let url = url::Url::parse(location).map_err(|error| invalid(error.to_string()))?;
+    let unknown = |key: &str, value: &str| BackendError::InvalidOption {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: format!("unknown option for {scheme}:// (see Object stores in the README)"),
+    };
+    let prefix =
+        StorePath::from_url_path(url.path()).map_err(|error| invalid(error.to_string()))?;
+    let connector = StallConnector {
+        stall: limits.stall,
+        overall: limits.overall,
+    };
+    let connect = humantime::format_duration(limits.connect).to_string();
+    // The three builders share no trait, so one macro applies the options, the limits and the
+    // HTTP client, and builds, the same way for each.
     macro_rules! build {
         ($builder:expr) => {{
             let mut builder = $builder.with_url(location);
-            for (key, value) in &builder_options {
-                let parsed = key.parse().map_err(|_| unknown(key))?;
-                builder = builder.with_config(parsed, *value);
+            for (key, value) in options {
+                let parsed = key.parse().map_err(|_| unknown(key, value))?;
+                builder = builder.with_config(parsed, value);
             }
+            let parsed = OPTION_CONNECT_TIMEOUT
+                .parse()
+                .map_err(|_| unknown(OPTION_CONNECT_TIMEOUT, &connect))?;
             Arc::new(
                 builder
-                    .with_retry(http_retry_config())
+                    .with_config(parsed, &connect)
+                    .with_retry(http_retry_config(limits))
+                    .with_http_connector(connector)
                     .build()
-                    .map_err(|error| error.to_string())?,
+                    .map_err(|error| invalid(error.to_string()))?,
             ) as Arc<dyn ObjectStore>
         }};
     }
@@ -505,7 +646,7 @@ fn cloud_store(
         "gs" => build!(object_store::gcp::GoogleCloudStorageBuilder::from_env()),
         _ => build!(object_store::azure::MicrosoftAzureBuilder::from_env()),
     };
-    Ok((store, prefix, retry))
+    Ok((store, prefix))
 }
 
 #[cfg(test)]
@@ -532,6 +673,128 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("no_such_option"), "{error}");
+    }
+
+    fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn limits_default_fail_a_stuck_store_within_two_minutes() {
+        let (limits, rest) = StoreLimits::from_options(&[]).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(
+            limits.overall, None,
+            "no whole-request limit: slow uploads complete"
+        );
+        let attempts = limits.retry.retries + 1;
+        let backoff: Duration = (1..=limits.retry.retries)
+            .map(|attempt| {
+                limits
+                    .retry
+                    .initial_backoff
+                    .saturating_mul(1 << (attempt - 1))
+                    .min(limits.retry.max_backoff)
+            })
+            .sum();
+        let accepts_never_answers = limits.stall * attempts + backoff;
+        let swallows_uploads = limits.stall * 2 * attempts + backoff;
+        let never_accepts = limits.connect * 2 * attempts + backoff;
+        for worst in [accepts_never_answers, swallows_uploads, never_accepts] {
+            assert!(worst < Duration::from_secs(110), "{worst:?}");
+        }
+        // An HTTP-level retry never follows a stalled attempt.
+        assert!(http_retry_config(&limits).retry_timeout < limits.stall);
+    }
+
+    #[test]
+    fn limits_are_read_from_options_in_either_spelling() {
+        let (limits, rest) = StoreLimits::from_options(&options(&[
+            ("stall-timeout", "2s"),
+            ("Connect_Timeout", "1m 30s"),
+            ("timeout", "10m"),
+            ("retries", " 0"),
+            ("region", "eu-west-1"),
+            ("allow-http", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(limits.stall, Duration::from_secs(2));
+        assert_eq!(limits.connect, Duration::from_secs(90));
+        assert_eq!(limits.overall, Some(Duration::from_mins(10)));
+        assert_eq!(limits.retry.retries, 0);
+        assert_eq!(
+            rest,
+            options(&[("region", "eu-west-1"), ("allow_http", "true")])
+        );
+    }
+
+    #[test]
+    fn unusable_limit_values_are_option_errors() {
+        for (key, value) in [
+            ("stall_timeout", "abc"),
+            ("stall_timeout", "0s"),
+            ("stall_timeout", ""),
+            ("stall-timeout", "15"),
+            ("connect_timeout", "-1s"),
+            ("timeout", "soon"),
+            ("read_timeout", "1 fortnight"),
+            ("pool_idle_timeout", "0"),
+            ("retries", "-1"),
+            ("retries", "many"),
+            ("retries", "101"),
+        ] {
+            let error = StoreLimits::from_options(&options(&[(key, value)])).unwrap_err();
+            assert!(
+                matches!(error, BackendError::InvalidOption { .. }),
+                "{key}={value}: {error:?}"
+            );
+            assert!(error.to_string().starts_with("option "), "{error}");
+            // A local repository checks them too.
+            let local = tempfile::tempdir().unwrap();
+            let error = ObjectStoreBackend::open(
+                local.path().to_str().unwrap(),
+                &options(&[(key, value)]),
+                CreateDirectory::No,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(error, BackendError::InvalidOption { .. }),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn payloads_are_sliced_without_loss() {
+        for length in [
+            0,
+            1,
+            UPLOAD_SLICE - 1,
+            UPLOAD_SLICE,
+            UPLOAD_SLICE + 1,
+            5 * UPLOAD_SLICE + 7,
+        ] {
+            let bytes = Bytes::from(
+                (0..length)
+                    .map(|index| u8::try_from(index % 251).unwrap())
+                    .collect::<Vec<u8>>(),
+            );
+            let payload = sliced(&bytes);
+            assert_eq!(payload.content_length(), length);
+            assert!(
+                payload
+                    .iter()
+                    .all(|slice| slice.len() <= UPLOAD_SLICE && !slice.is_empty())
+            );
+            let joined: Vec<u8> = payload
+                .iter()
+                .flat_map(|slice| slice.iter().copied())
+                .collect();
+            assert_eq!(joined, bytes);
+        }
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct CheckReport {
     pub affected: BTreeSet<AffectedPath>,
     /// Packs present but in no index (left by an interrupted backup; harmless, reused later).
     pub unindexed_packs: Vec<String>,
+    /// Files interrupted uploads left in a local directory (not objects, not damage; `prune`
+    /// removes them once [`crate::backend::StagingFile::is_abandoned`]).
+    pub staging_files: Vec<crate::backend::StagingFile>,
 }
 
 impl CheckReport {
@@ -449,6 +452,7 @@ pub fn check_with_progress(
         .collect();
     unindexed.sort();
     report.unindexed_packs = unindexed;
+    report.staging_files = repository.backend().staging_files()?;
 
     let intact: Vec<PackSize> = {
         let mut intact: Vec<PackSize> = pack_entries

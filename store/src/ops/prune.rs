@@ -104,6 +104,14 @@ pub struct PruneReport {
     pub unused_bytes_kept: u64,
     /// Requests made.
     pub requests: RequestStats,
+    /// Staging files of interrupted uploads deleted (would be, on a dry run): those
+    /// [`crate::backend::StagingFile::is_abandoned`].
+    pub staging_files_removed: u64,
+    /// Their bytes.
+    pub staging_bytes_removed: u64,
+    /// Staging files kept because an upload may still be writing them (younger than
+    /// [`crate::backend::STAGING_ABANDONED_AFTER`], or changed while the prune ran).
+    pub staging_files_kept: u64,
 }
 
 /// Everything the mark phase learned.
@@ -254,9 +262,35 @@ pub fn prune(repository: &Repository, options: &PruneOptions) -> Result<PruneRep
         ));
     }
     if options.dry_run {
-        return run(repository, options);
+        let mut report = run(repository, options)?;
+        remove_staging_files(repository, options.dry_run, &mut report)?;
+        return Ok(report);
     }
-    repository.with_prune_lease(options.lease_ttl, || run(repository, options))
+    repository.with_prune_lease(options.lease_ttl, || {
+        let mut report = run(repository, options)?;
+        remove_staging_files(repository, options.dry_run, &mut report)?;
+        Ok(report)
+    })
+}
+
+/// Deletes the staging files interrupted uploads left, once abandoned (FORMAT.md section 14),
+/// each only if unchanged since it was found; counts them all.
+fn remove_staging_files(
+    repository: &Repository,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let backend = repository.backend();
+    for file in backend.staging_files()? {
+        let removed = file.is_abandoned() && (dry_run || backend.delete_staging_file(&file)?);
+        if removed {
+            report.staging_files_removed += 1;
+            report.staging_bytes_removed += file.size;
+        } else {
+            report.staging_files_kept += 1;
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_lines)] // one protocol, step by step, in FORMAT.md order
