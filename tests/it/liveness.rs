@@ -621,3 +621,75 @@ fn stale_sessions_show_in_status_and_metrics() {
     assert!(two.contains("STALE: 2 backup sessions"), "{two}");
     assert_eq!(ended_by(&repository, &stale), None, "status ends nothing");
 }
+
+/// Writes `lease` as the prune lease, in format `version` (1 or 2).
+fn put_lease(repository: &Repository, lease: &lifecycle::PruneLease, version: u16) {
+    let key = &repository.keys().data_key;
+    let nonce = cairn_store::seal::random_nonce();
+    let bytes = if version == 1 {
+        lease.encode_v1(key, nonce)
+    } else {
+        lease.encode(key, nonce)
+    };
+    let _ = repository.backend().delete(lifecycle::LEASE_NAME);
+    repository
+        .backend()
+        .put(lifecycle::LEASE_NAME, bytes.into(), PutMode::Create)
+        .unwrap();
+}
+
+/// The prune lease follows the same rule: a lease whose holder is proven gone (this machine,
+/// boot and namespace, pid absent) is taken over at once; one from another machine or PID
+/// namespace, or written by an older cairn, is not, whatever its host label and pid, until its
+/// TTL runs out by the store's clock (exit 11 meanwhile).
+#[test]
+fn a_prune_lease_is_taken_over_only_from_a_holder_proven_gone() {
+    let workspace = workspace_with_a_kept_snapshot();
+    let repository = workspace.open_repository();
+    let local = here();
+    let dead = dead_pid();
+    let lease = |place: ProcessPlace| lifecycle::PruneLease {
+        token: [9; 16],
+        host: cairn_store::lifecycle::this_host(),
+        place,
+        started_unix: 0,
+        ttl_seconds: 3600,
+    };
+    let held_elsewhere = [
+        (
+            ProcessPlace {
+                machine_id: [0x42; 16],
+                boot_id: [0x43; 16],
+                pid: dead,
+                ..local
+            },
+            2,
+        ),
+        (
+            ProcessPlace {
+                pid_namespace: local.pid_namespace ^ 1,
+                pid: dead,
+                ..local
+            },
+            2,
+        ),
+        (ProcessPlace::pid_only(dead), 1),
+    ];
+    for (place, version) in held_elsewhere {
+        put_lease(&repository, &lease(place), version);
+        workspace
+            .cairn(&["prune"])
+            .code(11)
+            .stderr_contains("another prune is running");
+    }
+    put_lease(&repository, &lease(ProcessPlace { pid: dead, ..local }), 2);
+    workspace.cairn(&["prune"]).ok();
+    assert!(
+        repository
+            .backend()
+            .head(lifecycle::LEASE_NAME)
+            .unwrap()
+            .is_none(),
+        "the lease was taken over and released"
+    );
+}
