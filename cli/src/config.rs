@@ -963,4 +963,21 @@ file = "/var/lib/node_exporter/textfile_collector/cairn.prom"
             "no source \"web\" in the config (sources: db, etc)"
         );
     }
+
+    #[test]
+    fn stale_session_age_defaults_to_a_day_and_is_validated() {
+        let default = parse("[sources.etc]\npaths = [\"/etc\"]\n").unwrap();
+        assert_eq!(default.stale_session_age(), Duration::from_hours(24));
+        let set = parse(
+            "[repository]\nstale_session_age = \"90min\"\n[sources.etc]\npaths = [\"/etc\"]\n",
+        )
+        .unwrap();
+        assert_eq!(set.stale_session_age(), Duration::from_mins(90));
+        let message = error("[repository]\nstale_session_age = \"0s\"\n");
+        assert!(
+            message.contains("repository.stale_session_age")
+                && message.contains("longer than zero"),
+            "{message}"
+        );
+    }
 }
