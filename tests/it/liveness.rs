@@ -300,7 +300,8 @@ fn a_dry_run_ends_nothing_and_reports_what_it_would_end() {
 }
 
 /// After a reboot, this machine proves its own sessions of the earlier boot gone, but only those
-/// its local record lists (in the cache directory): a clone of its image cannot.
+/// its local record lists (in the cache directory, kept there also with `--no-cache`): a clone of
+/// its image cannot.
 #[test]
 fn an_earlier_boot_of_this_machine_is_gone_only_with_the_local_record() {
     let workspace = workspace_with_a_kept_snapshot();
@@ -330,9 +331,18 @@ fn an_earlier_boot_of_this_machine_is_gone_only_with_the_local_record() {
     };
     let repository = workspace.open_repository();
     let unrecorded = fake_session(&repository, "db", earlier_boot);
+    // An in-memory cache keeps the record under the cache directory too (as `--no-cache` does).
+    let recorded_without_cache = fake_session(
+        &workspace
+            .open_repository()
+            .with_session_record_under(&workspace.cache),
+        "db",
+        earlier_boot,
+    );
     add_garbage(&workspace, 80);
-    workspace.cairn(&["check"]).ok();
+    workspace.cairn(&["--no-cache", "check"]).ok();
     assert_eq!(ended_by(&repository, &recorded), Some(1));
+    assert_eq!(ended_by(&repository, &recorded_without_cache), Some(1));
     assert_eq!(ended_by(&repository, &unrecorded), None);
     let pruned = prune_json(&workspace, &[]);
     let listed = blocking(&pruned, &unrecorded);

@@ -462,6 +462,17 @@ impl Repository {
         &self.session_record
     }
 
+    /// Keeps the record of the sessions this machine starts under `directory` (in
+    /// `<directory>/<repository id>/`), also when the index cache lives in memory
+    /// (`--no-cache`): without it, a session of an earlier boot of this machine is never
+    /// proven gone.
+    #[must_use]
+    pub fn with_session_record_under(mut self, directory: &std::path::Path) -> Self {
+        let directory = directory.join(self.id_hex());
+        self.session_record = crate::repo::place::SessionRecord::in_directory(Some(&directory));
+        self
+    }
+
     /// The repository id as hex.
     pub fn id_hex(&self) -> String {
         hex::encode(self.config.repository_id)
