@@ -205,9 +205,10 @@ pub enum Command {
     /// The nightly job of a config file: back up every source (or the named ones) with its
     /// hooks, apply retention and prune, run the check slice and drill when due, write metrics
     Run(RunArgs),
-    /// Per source of the config: last success, its age, last result, snapshots; exit 16 when a
-    /// source is older than its `max_age` or never succeeded
-    Status,
+    /// Per source of the config: last success, its age, last result, snapshots, and stale
+    /// backup sessions; exit 16 when a source is older than its `max_age` or never succeeded,
+    /// or a backup session is stale
+    Status(StatusArgs),
     /// Write the config's run state and the repository's size as Prometheus text (for
     /// `node_exporter`'s textfile collector)
     Metrics(MetricsArgs),
@@ -292,6 +293,19 @@ pub struct MetricsArgs {
     /// Write to this file, atomically (default: standard output)
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// A backup session unended for longer than this is stale (`cairn_stale_sessions`; default
+    /// `stale_session_age` of the config, else 24h)
+    #[arg(long, value_name = "AGE")]
+    pub stale_session_age: Option<crate::config::Age>,
+}
+
+/// `cairn status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A backup session unended for longer than this is stale and listed (default
+    /// `stale_session_age` of the config, else 24h)
+    #[arg(long, value_name = "AGE")]
+    pub stale_session_age: Option<crate::config::Age>,
 }
 
 /// `cairn repair ...`.

@@ -82,6 +82,10 @@ where
     }
 }
 
+/// Default age past which an unended backup session is stale: a nightly backup that has not
+/// ended after a whole day crashed, stalls, or runs on a machine that has not run cairn since.
+pub const DEFAULT_STALE_SESSION_AGE: Duration = Duration::from_hours(24);
+
 /// A length of time written like `26h`, `7d`, `1week` or `90min` (humantime syntax).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Age(pub Duration);
@@ -160,6 +164,9 @@ pub struct RepositoryConfig {
     /// Never delete, as `--append-only` (retention is then skipped by `cairn run`).
     #[serde(default)]
     pub append_only: bool,
+    /// A backup session unended for longer than this is stale: `status` and the metrics show
+    /// it (default 24h; `--stale-session-age` overrides it).
+    pub stale_session_age: Option<Age>,
 }
 
 /// `[defaults]`: what a source does not set itself.
@@ -638,6 +645,13 @@ impl Config {
             .map(|retention| &retention.0)
     }
 
+    /// The age past which an unended backup session is stale.
+    pub fn stale_session_age(&self) -> Duration {
+        self.repository
+            .stale_session_age
+            .map_or(DEFAULT_STALE_SESSION_AGE, |age| age.0)
+    }
+
     /// The maximum age of a source's last success: its own, else the default.
     pub fn max_age_of(&self, source: &SourceConfig) -> Option<Duration> {
         source.max_age.or(self.defaults.max_age).map(|age| age.0)
@@ -947,6 +961,23 @@ file = "/var/lib/node_exporter/textfile_collector/cairn.prom"
         assert_eq!(
             message,
             "no source \"web\" in the config (sources: db, etc)"
+        );
+    }
+
+    #[test]
+    fn stale_session_age_defaults_to_a_day_and_is_validated() {
+        let default = parse("[sources.etc]\npaths = [\"/etc\"]\n").unwrap();
+        assert_eq!(default.stale_session_age(), Duration::from_hours(24));
+        let set = parse(
+            "[repository]\nstale_session_age = \"90min\"\n[sources.etc]\npaths = [\"/etc\"]\n",
+        )
+        .unwrap();
+        assert_eq!(set.stale_session_age(), Duration::from_mins(90));
+        let message = error("[repository]\nstale_session_age = \"0s\"\n");
+        assert!(
+            message.contains("repository.stale_session_age")
+                && message.contains("longer than zero"),
+            "{message}"
         );
     }
 }

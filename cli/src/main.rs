@@ -103,7 +103,7 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
         }
         Command::Man(args) => commands::completions::man(args).map(|()| Completion::Done),
         Command::Run(args) => commands::run::run(global, config, args),
-        Command::Status => commands::status::run(global, config),
+        Command::Status(args) => commands::status::run(global, config, args),
         Command::Metrics(args) => {
             commands::metrics::run(global, config, args).map(|()| Completion::Done)
         }

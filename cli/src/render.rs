@@ -124,3 +124,57 @@ pub fn mode_string(mode: u32) -> String {
     }
     out
 }
+
+/// A client's Unix time in the local zone with how long ago it was: `2026-12-07 03:40:00 (2 h
+/// 3 min ago)`; `?` when unknown.
+pub fn since_unix(started_unix: Option<i64>, now: jiff::Timestamp) -> String {
+    let Some(time) = started_unix.and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
+    else {
+        return "?".into();
+    };
+    let local = time
+        .to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let ago = now.as_second().saturating_sub(time.as_second());
+    match u64::try_from(ago) {
+        Ok(seconds) => format!(
+            "{local} ({} ago)",
+            span(std::time::Duration::from_secs(seconds))
+        ),
+        Err(_) => format!("{local} (in the future by this clock)"),
+    }
+}
+
+/// An unended backup session in one line, for people: id, host label, machine, pid, since
+/// when and why it is waiting.
+pub fn waiting_session(
+    session: &cairn_store::sessions::WaitingSession,
+    now: jiff::Timestamp,
+) -> String {
+    format!(
+        "session {} host {} machine {} pid {} since {}: {}",
+        session.session,
+        session.host.as_deref().unwrap_or("?"),
+        session.machine,
+        session
+            .pid
+            .map_or_else(|| "?".to_owned(), |pid| pid.to_string()),
+        since_unix(session.started_unix, now),
+        session.reason
+    )
+}
+
+/// An unended backup session as JSON fields.
+pub fn waiting_session_json(session: &cairn_store::sessions::WaitingSession) -> serde_json::Value {
+    serde_json::json!({
+        "session": session.session,
+        "host": session.host,
+        "machine": session.machine,
+        "pid": session.pid,
+        "started_unix": session.started_unix,
+        "reason": session.reason,
+        "old_format": session.old_format,
+        "end_command": format!("cairn prune --end-session {}", session.session),
+    })
+}

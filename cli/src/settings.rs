@@ -59,14 +59,18 @@ pub fn cache_location(global: &GlobalArgs) -> CacheLocation {
     if global.no_cache {
         return CacheLocation::Memory;
     }
-    match global
-        .cache_dir
-        .clone()
-        .or_else(|| dirs::cache_dir().map(|directory| directory.join("cairn")))
-    {
+    match default_cache_directory(global) {
         Some(directory) => CacheLocation::Directory(directory),
         None => CacheLocation::Memory,
     }
+}
+
+/// `--cache-dir`, else the user's cache directory's `cairn`.
+fn default_cache_directory(global: &GlobalArgs) -> Option<std::path::PathBuf> {
+    global
+        .cache_dir
+        .clone()
+        .or_else(|| dirs::cache_dir().map(|directory| directory.join("cairn")))
 }
 
 fn first_line(text: &str) -> String {
@@ -156,7 +160,14 @@ pub fn open_repository_with_password(global: &GlobalArgs) -> Result<(Repository,
         uploads: global.upload_concurrency,
         downloads: global.download_concurrency,
     };
-    let repository = Repository::open(backend, &password, &cache_location(global))?
+    let mut repository = Repository::open(backend, &password, &cache_location(global))?;
+    if global.no_cache
+        && let Some(directory) = default_cache_directory(global)
+    {
+        // The record of sessions started here is tiny and must outlive the process.
+        repository = repository.with_session_record_under(&directory);
+    }
+    let repository = repository
         .with_concurrency(concurrency)
         .with_client_append_only(global.append_only)
         .with_compression(match global.compression {

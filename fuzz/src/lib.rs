@@ -17,7 +17,7 @@ use cairn_store::format::config::{self, Config};
 use cairn_store::format::envelope;
 use cairn_store::format::index::{self, IndexObject, IndexedPack};
 use cairn_store::format::lifecycle::{
-    self, InflightList, PruneLease, PruneRecord, SessionEnd, SessionId, SessionMarker,
+    self, InflightList, ProcessPlace, PruneLease, PruneRecord, SessionEnd, SessionId, SessionMarker,
 };
 use cairn_store::format::pack::{self, PackEntry, SealedBlob};
 use cairn_store::format::snapshot::{self, Snapshot, Source, Summary};
@@ -89,25 +89,33 @@ pub fn lifecycle_objects(data: &[u8]) -> Accepted {
     let stored = decode_lifecycle(data);
     let mut body = false;
     let public = [0x5a; 16];
-    for (magic, public_len) in [
-        (lifecycle::SESSION_MAGIC, lifecycle::SESSION_ID_LEN),
-        (lifecycle::SESSION_DONE_MAGIC, lifecycle::SESSION_ID_LEN),
-        (lifecycle::PRUNE_RECORD_MAGIC, 8),
-        (lifecycle::INFLIGHT_MAGIC, 8),
-        (lifecycle::LEASE_MAGIC, 0),
+    // Markers and the lease are read in two versions (the second adds the process place).
+    for (magic, public_len, versions) in [
+        (
+            lifecycle::SESSION_MAGIC,
+            lifecycle::SESSION_ID_LEN,
+            1..=lifecycle::MARKER_VERSION,
+        ),
+        (
+            lifecycle::SESSION_DONE_MAGIC,
+            lifecycle::SESSION_ID_LEN,
+            1..=1,
+        ),
+        (lifecycle::PRUNE_RECORD_MAGIC, 8, 1..=1),
+        (lifecycle::INFLIGHT_MAGIC, 8, 1..=1),
+        (lifecycle::LEASE_MAGIC, 0, 1..=lifecycle::MARKER_VERSION),
     ] {
-        let sealed = envelope::seal_object(
-            data_key(),
-            cairn_store::format::codec::ObjectHeader {
-                magic,
-                version: lifecycle::LIFECYCLE_VERSION,
-            },
-            &public[..public_len],
-            data,
-            None,
-            [0; 24],
-        );
-        body |= decode_lifecycle(&sealed);
+        for version in versions {
+            let sealed = envelope::seal_object(
+                data_key(),
+                cairn_store::format::codec::ObjectHeader { magic, version },
+                &public[..public_len],
+                data,
+                None,
+                [0; 24],
+            );
+            body |= decode_lifecycle(&sealed);
+        }
     }
     Accepted { body, stored }
 }
@@ -286,17 +294,21 @@ pub fn config(data: &[u8]) -> Accepted {
 /// mismatched lengths) reach the bounded decompressor.
 pub fn envelope(data: &[u8]) -> Accepted {
     let mut stored = false;
-    for (magic, public_len) in [
-        (config::CONFIG_MAGIC, config::REPOSITORY_ID_LEN),
-        (index::INDEX_MAGIC, 0),
-        (snapshot::SNAPSHOT_MAGIC, 0),
+    for (magic, public_len, version) in [
+        (
+            config::CONFIG_MAGIC,
+            config::REPOSITORY_ID_LEN,
+            config::FORMAT_VERSION,
+        ),
+        (index::INDEX_MAGIC, 0, 1),
+        (snapshot::SNAPSHOT_MAGIC, 0, 1),
     ] {
-        let _ = envelope::read_public(data, magic, 1, "fuzzed object", public_len);
+        let _ = envelope::read_public(data, magic, version, "fuzzed object", public_len);
         stored |= envelope::open_object(
             data_key(),
             data,
             magic,
-            1,
+            version,
             "fuzzed object",
             public_len,
             MESSAGE_MAX_PLAINTEXT,
@@ -397,9 +409,17 @@ fn sample_tree(subtree: Id, chunks: Vec<Id>) -> Tree {
 }
 
 fn opened_body(bytes: &[u8], magic: [u8; 4], public_len: usize) -> Vec<u8> {
-    envelope::open_object(data_key(), bytes, magic, 1, "seed", public_len, usize::MAX)
-        .expect("seed opens")
-        .body
+    envelope::open_object(
+        data_key(),
+        bytes,
+        magic,
+        u16::MAX,
+        "seed",
+        public_len,
+        usize::MAX,
+    )
+    .expect("seed opens")
+    .body
 }
 
 fn trailer_plaintext(entries: &[PackEntry]) -> Vec<u8> {
@@ -423,16 +443,24 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     };
 
     let session = SessionId([0x11; 16]);
+    let place = ProcessPlace {
+        machine_id: [0x21; 16],
+        boot_id: [0x22; 16],
+        pid_namespace: 4_026_531_836,
+        pid: 4242,
+        start_ticks: 123_456,
+    };
+    let marker = SessionMarker {
+        session,
+        host: "db-1".into(),
+        place,
+        started_unix: 1_767_225_600,
+    };
+    add("lifecycle", "session", marker.encode(data_key(), [20; 24]));
     add(
         "lifecycle",
-        "session",
-        SessionMarker {
-            session,
-            host: "db-1".into(),
-            pid: 4242,
-            started_unix: 1_767_225_600,
-        }
-        .encode(data_key(), [20; 24]),
+        "session-v1",
+        marker.encode_v1(data_key(), [25; 24]),
     );
     add(
         "lifecycle",
@@ -469,7 +497,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         PruneLease {
             token: [9; 16],
             host: "db-1".into(),
-            pid: 7,
+            place: ProcessPlace { pid: 7, ..place },
             started_unix: 1_767_225_600,
             ttl_seconds: 900,
         }

@@ -10,7 +10,9 @@ use cairn_chunker::{Chunker, ChunkerParams};
 use cairn_store::format::config::{self, Config};
 use cairn_store::format::envelope;
 use cairn_store::format::index::{self as index_format, IndexObject, IndexedPack};
-use cairn_store::format::lifecycle::{self, PruneRecord, SessionId, SessionMarker};
+use cairn_store::format::lifecycle::{
+    self, ProcessPlace, PruneLease, PruneRecord, SessionId, SessionMarker,
+};
 use cairn_store::format::pack::{self, SealedBlob};
 use cairn_store::format::snapshot::{self as snapshot_format, Snapshot, Source, Summary};
 use cairn_store::format::tree::{Node, NodeKind, Timestamp, Tree};
@@ -36,7 +38,7 @@ const XOF_LABEL: &[u8] = b"cairn test vector";
 /// Set to `1` to rewrite the expected values instead of checking them.
 const UPDATE_VARIABLE: &str = "CAIRN_UPDATE_VECTORS";
 /// Every kind FORMAT.md must keep at least one vector of.
-const REQUIRED_KINDS: [&str; 12] = [
+const REQUIRED_KINDS: [&str; 13] = [
     "derive-keys",
     "blob-id",
     "seal",
@@ -49,6 +51,7 @@ const REQUIRED_KINDS: [&str; 12] = [
     "chunker",
     "prune-record",
     "session-marker",
+    "prune-lease",
 ];
 
 fn format_md_path() -> PathBuf {
@@ -391,6 +394,7 @@ fn compute(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
         "chunker" => chunker(vector),
         "prune-record" => prune_record(vector, context),
         "session-marker" => session_marker(vector),
+        "prune-lease" => prune_lease(vector),
         other => Err(format!("unknown kind {other:?}")),
     }
 }
@@ -941,15 +945,42 @@ fn prune_record(vector: &Vector, context: &Context) -> Result<Outputs, String> {
     Ok(out)
 }
 
+/// The `version` of a marker or lease vector (1 or 2) and its place: version 1 records only the
+/// pid, version 2 also `machine_id`, `boot_id`, `pid_namespace` and `start_ticks`.
+fn vector_place(vector: &Vector) -> Result<(u16, ProcessPlace), String> {
+    let version = u16::try_from(parse_u64(vector.one("version")?)?).map_err(|_| "bad version")?;
+    let pid = parse_u32(vector.one("pid")?)?;
+    match version {
+        1 => Ok((1, ProcessPlace::pid_only(pid))),
+        2 => Ok((
+            2,
+            ProcessPlace {
+                machine_id: parse_fixed(vector.one("machine_id")?)?,
+                boot_id: parse_fixed(vector.one("boot_id")?)?,
+                pid_namespace: parse_u64(vector.one("pid_namespace")?)?,
+                pid,
+                start_ticks: parse_u64(vector.one("start_ticks")?)?,
+            },
+        )),
+        other => Err(format!("no marker version {other}")),
+    }
+}
+
 fn session_marker(vector: &Vector) -> Result<Outputs, String> {
     let (_, keys) = master_and_keys(vector)?;
+    let (version, place) = vector_place(vector)?;
     let marker = SessionMarker {
         session: SessionId(parse_fixed(vector.one("session")?)?),
         host: parse_quoted(vector.one("host")?)?,
-        pid: parse_u32(vector.one("pid")?)?,
+        place,
         started_unix: parse_i64(vector.one("started")?)?,
     };
-    let bytes = marker.encode(&keys.data_key, parse_fixed(vector.one("nonce")?)?);
+    let nonce = parse_fixed(vector.one("nonce")?)?;
+    let bytes = if version == 1 {
+        marker.encode_v1(&keys.data_key, nonce)
+    } else {
+        marker.encode(&keys.data_key, nonce)
+    };
     let decoded = SessionMarker::decode(&keys.data_key, &bytes)
         .map_err(|error| format!("does not decode: {error}"))?;
     ensure(decoded == marker, || "decodes to another marker".into())?;
@@ -957,13 +988,46 @@ fn session_marker(vector: &Vector) -> Result<Outputs, String> {
         &keys.data_key,
         &bytes,
         lifecycle::SESSION_MAGIC,
-        lifecycle::LIFECYCLE_VERSION,
+        lifecycle::MARKER_VERSION,
         lifecycle::SESSION_ID_LEN,
     )?;
     let mut out = Outputs::default();
     out.bytes(&bytes);
     out.hex("expected_body", &body);
     out.text("expected_name", lifecycle::session_name(&marker.session));
+    Ok(out)
+}
+
+fn prune_lease(vector: &Vector) -> Result<Outputs, String> {
+    let (_, keys) = master_and_keys(vector)?;
+    let (version, place) = vector_place(vector)?;
+    let lease = PruneLease {
+        token: parse_fixed(vector.one("token")?)?,
+        host: parse_quoted(vector.one("host")?)?,
+        place,
+        started_unix: parse_i64(vector.one("started")?)?,
+        ttl_seconds: parse_u64(vector.one("ttl_seconds")?)?,
+    };
+    let nonce = parse_fixed(vector.one("nonce")?)?;
+    let bytes = if version == 1 {
+        lease.encode_v1(&keys.data_key, nonce)
+    } else {
+        lease.encode(&keys.data_key, nonce)
+    };
+    let decoded = PruneLease::decode(&keys.data_key, &bytes)
+        .map_err(|error| format!("does not decode: {error}"))?;
+    ensure(decoded == lease, || "decodes to another lease".into())?;
+    let body = object_body(
+        &keys.data_key,
+        &bytes,
+        lifecycle::LEASE_MAGIC,
+        lifecycle::MARKER_VERSION,
+        0,
+    )?;
+    let mut out = Outputs::default();
+    out.bytes(&bytes);
+    out.hex("expected_body", &body);
+    out.text("expected_name", lifecycle::LEASE_NAME);
     Ok(out)
 }
 

@@ -16,6 +16,7 @@ mod fuzz_corpus;
 mod incremental;
 mod keys;
 mod layers;
+mod liveness;
 mod netfaults;
 mod operations;
 mod prune;

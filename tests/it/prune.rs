@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cairn_store::format::lifecycle::ProcessPlace;
+
 use crate::backends::remote_url;
 use crate::support::{
     CHEAP_INIT, Ending, Prng, Repo, Workspace, elapsed_ms, kill_after, random_bytes,
@@ -458,7 +460,7 @@ fn prune_lease_is_exclusive_and_a_dead_holders_lease_is_taken_over() {
     let repository = workspace.open_repository();
     // Held by this (live) test process.
     let lease = repository
-        .acquire_prune_lease(Duration::from_mins(10))
+        .acquire_prune_lease(Duration::from_mins(10), &|_| false)
         .expect("lease");
     workspace
         .cairn(&["prune"])
@@ -477,7 +479,10 @@ fn prune_lease_is_exclusive_and_a_dead_holders_lease_is_taken_over() {
     let stale = cairn_store::format::lifecycle::PruneLease {
         token: [7; 16],
         host: cairn_store::lifecycle::this_host(),
-        pid: dead_pid,
+        place: ProcessPlace {
+            pid: dead_pid,
+            ..cairn_store::repo::place::this_process()
+        },
         started_unix: 0,
         ttl_seconds: 3600,
     };

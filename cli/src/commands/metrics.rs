@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use cairn_store::Repository;
 use cairn_store::repository::{DATA_PREFIX, INDEX_PREFIX, KEYS_PREFIX, SNAPSHOTS_PREFIX};
+use cairn_store::sessions::{self, Judge, WaitingSession};
 use jiff::Timestamp;
 
 use crate::args::{GlobalArgs, MetricsArgs};
@@ -26,6 +27,10 @@ pub struct RepositoryStats {
     pub stored_bytes: u64,
     /// Sum of every snapshot's content bytes (`bytes_processed`).
     pub content_bytes: u64,
+    /// Backup sessions not ended (running, or crashed and not yet proven gone).
+    pub unended_sessions: u64,
+    /// Unended sessions older than the config's stale session age.
+    pub stale_sessions: Vec<WaitingSession>,
 }
 
 impl RepositoryStats {
@@ -75,6 +80,17 @@ pub fn repository_stats(
         .iter()
         .map(|(_, snapshot)| snapshot.summary.bytes_processed)
         .sum();
+    let sessions_listed = repository.list_sessions()?;
+    stats.unended_sessions = sessions_listed
+        .values()
+        .filter(|status| !status.ended)
+        .count() as u64;
+    stats.stale_sessions = sessions::stale_sessions(
+        &Judge::here(repository),
+        &sessions_listed,
+        Timestamp::now().as_second(),
+        config.stale_session_age().as_secs(),
+    );
     for prefix in [DATA_PREFIX, INDEX_PREFIX, SNAPSHOTS_PREFIX, KEYS_PREFIX] {
         stats.stored_bytes += repository
             .backend()
@@ -207,7 +223,17 @@ pub fn families(config: &Config, state: &RunState, stats: Option<&RepositoryStat
             "Sum of all snapshots' content bytes divided by cairn_repository_size_bytes (deduplication and compression together); 0 when empty.",
         );
         ratio.push(Vec::new(), stats.dedup_ratio());
-        families.extend([total, size, ratio]);
+        let mut unended = Family::gauge(
+            "cairn_unended_sessions",
+            "Backup sessions in the repository not ended (running, or crashed and not yet proven gone): each keeps the packs prune condemns meanwhile.",
+        );
+        unended.push(Vec::new(), float(stats.unended_sessions));
+        let mut stale = Family::gauge(
+            "cairn_stale_sessions",
+            "Backup sessions unended for longer than stale_session_age (default 24h): end them on their machine, or with cairn prune --end-session ID.",
+        );
+        stale.push(Vec::new(), float(stats.stale_sessions.len() as u64));
+        families.extend([total, size, ratio, unended, stale]);
     }
     families.extend(step_families(
         [
@@ -270,6 +296,7 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
 /// cannot be opened is a warning (`cairn_repository_up 0`).
 pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &MetricsArgs) -> Result<()> {
     let (path, config) = super::status::required_config(global, config, "metrics")?;
+    let config = &super::status::with_stale_session_age(config, args.stale_session_age);
     let state = RunState::load(&config.state_file(path, settings::running_as_root()))?;
     let repository = settings::open_repository(global)
         .inspect_err(|error| eprintln!("warning: cannot open the repository: {error:#}"))
@@ -338,6 +365,16 @@ mod tests {
             snapshots: 5,
             stored_bytes: 400,
             content_bytes: 1000,
+            unended_sessions: 2,
+            stale_sessions: vec![WaitingSession {
+                session: "00".repeat(16),
+                host: None,
+                machine: "?".into(),
+                pid: None,
+                started_unix: None,
+                reason: "its start marker cannot be read",
+                old_format: false,
+            }],
         };
         let text = encode(&families(&config(), &state(), Some(&stats)));
         for line in [
@@ -354,6 +391,8 @@ mod tests {
             "cairn_repository_up 1",
             "cairn_repository_size_bytes 400",
             "cairn_dedup_ratio 2.5",
+            "cairn_unended_sessions 2",
+            "cairn_stale_sessions 1",
         ] {
             assert!(
                 text.lines().any(|got| got == line),

@@ -69,12 +69,12 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
             "index_removed": report.index_removed,
             "unused_bytes_kept": report.unused_bytes_kept,
             "sessions_ended": report.sessions_ended,
-            "blocking_sessions": report.blocking_sessions.iter().map(|session| serde_json::json!({
-                "session": session.session,
-                "host": session.host,
-                "pid": session.pid,
-                "started_unix": session.started_unix,
-            })).collect::<Vec<_>>(),
+            "blocking_sessions": report.blocking_sessions.iter().map(|blocking| {
+                let mut fields = render::waiting_session_json(&blocking.waiting);
+                fields["packs_held"] = blocking.packs_held.into();
+                fields["bytes_held"] = blocking.bytes_held.into();
+                fields
+            }).collect::<Vec<_>>(),
             "requests": render::requests_json(&report.requests),
         }));
         return;
@@ -127,25 +127,36 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
     }
     if report.packs_pending > 0 {
         println!(
-            "{} condemned packs ({}) wait for these backups to end; the next prune deletes them:",
+            "{} condemned packs ({}) wait for the backup sessions below to end; a later prune \
+             deletes them",
             report.packs_pending,
             render::bytes(report.bytes_pending)
         );
-        for session in &report.blocking_sessions {
+    }
+    if !report.blocking_sessions.is_empty() {
+        let now = jiff::Timestamp::now();
+        println!(
+            "prune waits for {} unended backup sessions:",
+            report.blocking_sessions.len()
+        );
+        for blocking in &report.blocking_sessions {
             println!(
-                "  session {} on {} (pid {}); if that process is gone: cairn prune --end-session {}",
-                &session.session[..8],
-                session.host.as_deref().unwrap_or("?"),
-                session
-                    .pid
-                    .map_or_else(|| "?".to_owned(), |pid| pid.to_string()),
-                session.session
+                "  {}; holds {} packs ({})",
+                render::waiting_session(&blocking.waiting, now),
+                blocking.packs_held,
+                render::bytes(blocking.bytes_held)
             );
         }
+        println!(
+            "  each ends by itself when its backup finishes, or when a backup, prune or check on \
+             its machine proves its process gone; if you know a backup is dead (a lost machine, \
+             an old cairn), end it: cairn prune --end-session ID"
+        );
     }
     if report.sessions_ended > 0 {
         println!(
-            "ended {} sessions of backups on this machine whose process is gone",
+            "{} {} sessions of backups on this machine whose process is gone",
+            if dry_run { "would end" } else { "ended" },
             report.sessions_ended
         );
     }

@@ -1,6 +1,7 @@
 //! `cairn status`: per source of the config, when it last succeeded, how old that is, how its
 //! last run ended and how many snapshots it has; exits 16 when a source is overdue (older than
-//! its `max_age`) or never succeeded, or the last check or drill failed.
+//! its `max_age`) or never succeeded, the last check or drill failed, or a backup session is
+//! stale (unended for longer than `stale_session_age`).
 
 use std::fmt::Write;
 use std::path::Path;
@@ -11,8 +12,8 @@ use jiff::Timestamp;
 
 use super::Completion;
 use super::metrics::{RepositoryStats, config_host, repository_stats};
-use crate::args::GlobalArgs;
-use crate::config::{Config, ConfigError};
+use crate::args::{GlobalArgs, StatusArgs};
+use crate::config::{Age, Config, ConfigError};
 use crate::render;
 use crate::settings;
 use crate::state::{self, Health, RunState, StepState};
@@ -35,6 +36,15 @@ pub fn required_config<'a>(
         )
         .into()),
     }
+}
+
+/// The config with its stale session age replaced by `age` from the command line, if given.
+pub fn with_stale_session_age(config: &Config, age: Option<Age>) -> Config {
+    let mut config = config.clone();
+    if age.is_some() {
+        config.repository.stale_session_age = age;
+    }
+    config
 }
 
 /// A health as a word for the table and JSON.
@@ -155,10 +165,16 @@ fn report(
         .iter()
         .all(|step| step.is_none_or(|step| step.ok));
     healthy &= steps_ok;
+    let stale: &[cairn_store::sessions::WaitingSession] =
+        stats.map_or(&[], |stats| stats.stale_sessions.as_slice());
+    healthy &= stale.is_empty();
     if global.json {
         render::json_line(&serde_json::json!({
             "message_type": "summary",
             "ok": healthy,
+            "stale_session_age_seconds": config.stale_session_age().as_secs(),
+            "unended_sessions": stats.map(|stats| stats.unended_sessions),
+            "stale_sessions": stale.iter().map(render::waiting_session_json).collect::<Vec<_>>(),
             "check": step_json(state.check.as_ref()),
             "drill": step_json(state.drill.as_ref()),
             "repository": stats.map(|stats| serde_json::json!({
@@ -182,6 +198,22 @@ fn report(
             stats.snapshots,
             render::bytes(stats.stored_bytes),
             stats.dedup_ratio()
+        );
+    }
+    if !stale.is_empty() {
+        println!(
+            "STALE: {} backup sessions unended for more than {} (each keeps condemned packs \
+             from being deleted):",
+            stale.len(),
+            humantime::format_duration(config.stale_session_age())
+        );
+        let now = Timestamp::now();
+        for session in stale {
+            println!("  {}", render::waiting_session(session, now));
+        }
+        println!(
+            "  a backup, prune or check on its machine ends it once its process is gone; if you \
+             know it is dead: cairn prune --end-session ID"
         );
     }
     healthy
@@ -223,8 +255,9 @@ fn print_table(rows: &[[String; 7]]) {
 /// # Errors
 /// No config, or a damaged run state. A repository that cannot be opened is a warning: the
 /// verdict comes from the run state.
-pub fn run(global: &GlobalArgs, config: Option<&Config>) -> Result<Completion> {
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &StatusArgs) -> Result<Completion> {
     let (path, config) = required_config(global, config, "status")?;
+    let config = &with_stale_session_age(config, args.stale_session_age);
     let state = RunState::load(&config.state_file(path, settings::running_as_root()))?;
     let stats = match settings::open_repository(global)
         .and_then(|repository| repository_stats(&repository, config, &config_host(config)))

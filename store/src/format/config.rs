@@ -12,7 +12,7 @@ use crate::format::envelope::{self, ObjectError};
 /// Magic bytes of the config object.
 pub const CONFIG_MAGIC: [u8; 4] = *b"CRNC";
 /// The repository format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Largest config body accepted.
 const MAX_CONFIG_BODY: usize = 64 * 1024;
 /// Length of the repository id.
@@ -181,12 +181,30 @@ mod tests {
         };
         let bytes = config.encode(&key, [0; 24]);
         assert_eq!(Config::decode(&key, &bytes).unwrap(), config);
-        assert_eq!(Config::peek(&bytes).unwrap(), (1, [9; 16]));
+        assert_eq!(Config::peek(&bytes).unwrap(), (FORMAT_VERSION, [9; 16]));
         let mut newer = bytes.clone();
-        newer[4] = 2;
+        newer[4] = 3;
         assert!(matches!(
             Config::peek(&newer),
-            Err(DecodeError::UnsupportedVersion { found: 2, .. })
+            Err(DecodeError::UnsupportedVersion { found: 3, .. })
         ));
+    }
+
+    #[test]
+    fn every_version_up_to_this_builds_is_read() {
+        let key = SealKey::new(&[4; 32]);
+        for version in 1..=FORMAT_VERSION {
+            let config = Config {
+                version,
+                repository_id: [9; 16],
+                chunker: ChunkerParams::DEFAULT,
+                pack_target_size: DEFAULT_PACK_TARGET_SIZE,
+                compression_level: 3,
+                created_unix: 1,
+            };
+            let bytes = config.encode(&key, [0; 24]);
+            assert_eq!(Config::peek(&bytes).unwrap(), (version, [9; 16]));
+            assert_eq!(Config::decode(&key, &bytes).unwrap(), config);
+        }
     }
 }

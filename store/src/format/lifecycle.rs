@@ -22,8 +22,11 @@ pub const PRUNE_RECORD_MAGIC: [u8; 4] = *b"CRNR";
 pub const INFLIGHT_MAGIC: [u8; 4] = *b"CRNF";
 /// Magic of the prune lease (`locks/prune`).
 pub const LEASE_MAGIC: [u8; 4] = *b"CRNL";
-/// Version of every lifecycle object this build writes and reads.
+/// Version of session end markers, prune records and in-flight lists (written and read).
 pub const LIFECYCLE_VERSION: u16 = 1;
+/// Version of session start markers and the prune lease this build writes; it reads 1 and 2.
+/// Version 2 adds the [`ProcessPlace`] (FORMAT.md section 21.1).
+pub const MARKER_VERSION: u16 = 2;
 /// Length of a session id.
 pub const SESSION_ID_LEN: usize = 16;
 /// Largest body of a prune record or in-flight list (64 MiB: two million pack ids).
@@ -49,15 +52,81 @@ impl SessionId {
     }
 }
 
-/// Who started a backup session, and when: written when a backup starts.
+/// Where a process ran, as recorded in a session marker or a prune lease: enough to prove, later
+/// and on the same machine, that it is gone (the rule is `policy::liveness`). An unknown field
+/// is empty (all zero bytes, or 0), and an unknown field proves nothing. Version 1 markers and
+/// leases record only the pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessPlace {
+    /// `/etc/machine-id` (or `/var/lib/dbus/machine-id`) as 16 bytes; zero when unknown.
+    pub machine_id: [u8; 16],
+    /// `/proc/sys/kernel/random/boot_id` as 16 bytes; zero when unknown.
+    pub boot_id: [u8; 16],
+    /// The inode number of `/proc/self/ns/pid`; 0 when unknown.
+    pub pid_namespace: u64,
+    /// The process id inside that namespace.
+    pub pid: u32,
+    /// The process's start time in clock ticks after boot (`/proc/PID/stat` field 22); 0 when
+    /// unknown.
+    pub start_ticks: u64,
+}
+
+impl ProcessPlace {
+    /// A place that records only a pid, as a version 1 marker or lease does.
+    pub fn pid_only(pid: u32) -> Self {
+        Self {
+            pid,
+            ..Self::default()
+        }
+    }
+
+    /// Whether it records where the process ran (a boot id): version 1 objects never do, and
+    /// without it nothing can prove the process gone.
+    pub fn is_recorded(&self) -> bool {
+        self.boot_id != [0; 16]
+    }
+
+    /// The first 8 hex digits of the machine id, as shown to people (`?` when unknown).
+    pub fn short_machine(&self) -> String {
+        if self.machine_id == [0; 16] {
+            "?".into()
+        } else {
+            hex::encode(&self.machine_id[..4])
+        }
+    }
+
+    fn write_v2(&self, body: &mut Writer) {
+        body.raw(&self.machine_id)
+            .raw(&self.boot_id)
+            .u64(self.pid_namespace)
+            .u64(self.start_ticks);
+    }
+
+    fn read_v2(reader: &mut Reader<'_>, pid: u32) -> Result<Self, DecodeError> {
+        let machine_id = bytes16(reader, "machine id")?;
+        let boot_id = bytes16(reader, "boot id")?;
+        let pid_namespace = reader.u64("pid namespace")?;
+        let start_ticks = reader.u64("start ticks")?;
+        Ok(Self {
+            machine_id,
+            boot_id,
+            pid_namespace,
+            pid,
+            start_ticks,
+        })
+    }
+}
+
+/// Who started a backup session, where, and when: written when a backup starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionMarker {
     /// The session (also in the object name; bound here by the associated data).
     pub session: SessionId,
-    /// Host the backup runs on.
+    /// The snapshot host label (`--host`): shown to people, never used for decisions.
     pub host: String,
-    /// Process id, so a prune on the same host can tell a crashed session from a running one.
-    pub pid: u32,
+    /// Where its process runs, so a client on the same machine can prove a crashed session's
+    /// process gone (only the pid in a version 1 marker).
+    pub place: ProcessPlace,
     /// When it started (the client's clock; shown to people, never used for decisions).
     pub started_unix: i64,
 }
@@ -69,8 +138,9 @@ pub struct SessionEnd {
     pub session: SessionId,
     /// The snapshot it committed, if any.
     pub snapshot: Option<Id>,
-    /// Who wrote the end marker: 0 the session itself, 1 a prune that proved the session's
-    /// process dead (same host, process gone), 2 an operator's explicit expiry.
+    /// Who wrote the end marker: 0 the session itself, 1 a client that proved the session's
+    /// process gone (same machine, boot and PID namespace, or an earlier boot of this machine),
+    /// 2 an operator's explicit expiry.
     pub ended_by: u8,
 }
 
@@ -102,10 +172,11 @@ pub struct InflightList {
 pub struct PruneLease {
     /// A random token, so the holder recognises its own lease.
     pub token: [u8; 16],
-    /// Host of the prune.
+    /// Host name of the prune (for people).
     pub host: String,
-    /// Its process id (a prune on the same host takes over a lease whose process is gone).
-    pub pid: u32,
+    /// Where its process runs (a prune that proves it gone takes the lease over at once; only
+    /// the pid in a version 1 lease).
+    pub place: ProcessPlace,
     /// When it started (client clock, for people).
     pub started_unix: i64,
     /// Seconds after the lease object's last write (by the store's clock) at which another prune
@@ -113,10 +184,19 @@ pub struct PruneLease {
     pub ttl_seconds: u64,
 }
 
+/// The version this build writes (and the newest it reads) for objects of `magic`.
+fn version_of(magic: [u8; 4]) -> u16 {
+    if magic == SESSION_MAGIC || magic == LEASE_MAGIC {
+        MARKER_VERSION
+    } else {
+        LIFECYCLE_VERSION
+    }
+}
+
 fn header(magic: [u8; 4]) -> ObjectHeader {
     ObjectHeader {
         magic,
-        version: LIFECYCLE_VERSION,
+        version: version_of(magic),
     }
 }
 
@@ -131,6 +211,13 @@ fn seal(
     envelope::seal_object(key, header(magic), public, body.as_slice(), None, nonce)
 }
 
+/// An opened lifecycle object: its version, public fields and body.
+struct Opened {
+    version: u16,
+    public: Vec<u8>,
+    body: Vec<u8>,
+}
+
 fn open(
     key: &SealKey,
     bytes: &[u8],
@@ -138,17 +225,21 @@ fn open(
     what: &'static str,
     public_len: usize,
     max_body: usize,
-) -> Result<(Vec<u8>, Vec<u8>), ObjectError> {
+) -> Result<Opened, ObjectError> {
     let opened = envelope::open_object(
         key,
         bytes,
         magic,
-        LIFECYCLE_VERSION,
+        version_of(magic),
         what,
         public_len,
         max_body,
     )?;
-    Ok((opened.public, opened.body))
+    Ok(Opened {
+        version: opened.header.version,
+        public: opened.public,
+        body: opened.body,
+    })
 }
 
 fn session_from(public: &[u8]) -> SessionId {
@@ -161,6 +252,25 @@ fn generation_from(public: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&public[..8]);
     u64::from_le_bytes(bytes)
+}
+
+fn bytes16(reader: &mut Reader<'_>, field: &'static str) -> Result<[u8; 16], DecodeError> {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(reader.take(16, field)?);
+    Ok(out)
+}
+
+/// The place after the pid and start time: absent in version 1, the v2 fields in version 2.
+fn read_place(
+    reader: &mut Reader<'_>,
+    version: u16,
+    pid: u32,
+) -> Result<ProcessPlace, DecodeError> {
+    if version >= 2 {
+        ProcessPlace::read_v2(reader, pid)
+    } else {
+        Ok(ProcessPlace::pid_only(pid))
+    }
 }
 
 fn read_ids(reader: &mut Reader<'_>, field: &'static str) -> Result<Vec<Id>, DecodeError> {
@@ -177,17 +287,18 @@ impl SessionMarker {
     pub fn encode(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
         let mut body = Writer::new();
         body.bytes(self.host.as_bytes())
-            .u32(self.pid)
+            .u32(self.place.pid)
             .i64(self.started_unix);
+        self.place.write_v2(&mut body);
         seal(key, SESSION_MAGIC, &self.session.0, &body, nonce)
     }
 
-    /// Opens a stored marker.
+    /// Opens a stored marker, of version 1 (the place holds only the pid) or 2.
     ///
     /// # Errors
     /// [`ObjectError`] when it does not verify or decode.
     pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
-        let (public, body) = open(
+        let opened = open(
             key,
             bytes,
             SESSION_MAGIC,
@@ -195,17 +306,33 @@ impl SessionMarker {
             SESSION_ID_LEN,
             MAX_SMALL_BODY,
         )?;
-        let mut reader = Reader::new(&body);
+        let mut reader = Reader::new(&opened.body);
         let host = reader.string("host")?;
         let pid = reader.u32("pid")?;
         let started_unix = reader.i64("started")?;
+        let place = read_place(&mut reader, opened.version, pid)?;
         reader.finish()?;
         Ok(Self {
-            session: session_from(&public),
+            session: session_from(&opened.public),
             host,
-            pid,
+            place,
             started_unix,
         })
+    }
+
+    /// Seals the marker as version 1 wrote it (host, pid, start time), for tests of old
+    /// repositories.
+    #[doc(hidden)]
+    pub fn encode_v1(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut body = Writer::new();
+        body.bytes(self.host.as_bytes())
+            .u32(self.place.pid)
+            .i64(self.started_unix);
+        let header = ObjectHeader {
+            magic: SESSION_MAGIC,
+            version: 1,
+        };
+        envelope::seal_object(key, header, &self.session.0, body.as_slice(), None, nonce)
     }
 }
 
@@ -226,7 +353,7 @@ impl SessionEnd {
     /// # Errors
     /// [`ObjectError`] when it does not verify or decode.
     pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
-        let (public, body) = open(
+        let Opened { public, body, .. } = open(
             key,
             bytes,
             SESSION_DONE_MAGIC,
@@ -290,7 +417,7 @@ impl PruneRecord {
     /// # Errors
     /// [`ObjectError`] when it does not verify or decode.
     pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
-        let (public, body) = open(
+        let Opened { public, body, .. } = open(
             key,
             bytes,
             PRUNE_RECORD_MAGIC,
@@ -332,7 +459,7 @@ impl InflightList {
     /// # Errors
     /// [`ObjectError`] when it does not verify or decode.
     pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
-        let (public, body) = open(
+        let Opened { public, body, .. } = open(
             key,
             bytes,
             INFLIGHT_MAGIC,
@@ -360,33 +487,50 @@ impl PruneLease {
         let mut body = Writer::new();
         body.raw(&self.token)
             .bytes(self.host.as_bytes())
-            .u32(self.pid)
+            .u32(self.place.pid)
             .i64(self.started_unix)
             .u64(self.ttl_seconds);
+        self.place.write_v2(&mut body);
         seal(key, LEASE_MAGIC, &[], &body, nonce)
     }
 
-    /// Opens a stored lease.
+    /// Opens a stored lease, of version 1 (the place holds only the pid) or 2.
     ///
     /// # Errors
     /// [`ObjectError`] when it does not verify or decode.
     pub fn decode(key: &SealKey, bytes: &[u8]) -> Result<Self, ObjectError> {
-        let (_, body) = open(key, bytes, LEASE_MAGIC, "prune lease", 0, MAX_SMALL_BODY)?;
-        let mut reader = Reader::new(&body);
-        let mut token = [0u8; 16];
-        token.copy_from_slice(reader.take(16, "token")?);
+        let opened = open(key, bytes, LEASE_MAGIC, "prune lease", 0, MAX_SMALL_BODY)?;
+        let mut reader = Reader::new(&opened.body);
+        let token = bytes16(&mut reader, "token")?;
         let host = reader.string("host")?;
         let pid = reader.u32("pid")?;
         let started_unix = reader.i64("started")?;
         let ttl_seconds = reader.u64("ttl")?;
+        let place = read_place(&mut reader, opened.version, pid)?;
         reader.finish()?;
         Ok(Self {
             token,
             host,
-            pid,
+            place,
             started_unix,
             ttl_seconds,
         })
+    }
+
+    /// Seals the lease as version 1 wrote it, for tests of old repositories.
+    #[doc(hidden)]
+    pub fn encode_v1(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut body = Writer::new();
+        body.raw(&self.token)
+            .bytes(self.host.as_bytes())
+            .u32(self.place.pid)
+            .i64(self.started_unix)
+            .u64(self.ttl_seconds);
+        let header = ObjectHeader {
+            magic: LEASE_MAGIC,
+            version: 1,
+        };
+        envelope::seal_object(key, header, &[], body.as_slice(), None, nonce)
     }
 }
 
@@ -485,7 +629,7 @@ mod tests {
         let marker = SessionMarker {
             session,
             host: "db1".into(),
-            pid: 42,
+            place: place(),
             started_unix: 1_700_000_000,
         };
         assert_eq!(
@@ -523,7 +667,7 @@ mod tests {
         let lease = PruneLease {
             token: [5; 16],
             host: "h".into(),
-            pid: 1,
+            place: place(),
             started_unix: 2,
             ttl_seconds: 900,
         };
@@ -531,6 +675,105 @@ mod tests {
             PruneLease::decode(&key(), &lease.encode(&key(), [6; 24])).unwrap(),
             lease
         );
+    }
+
+    fn place() -> ProcessPlace {
+        ProcessPlace {
+            machine_id: [0xaa; 16],
+            boot_id: [0xbb; 16],
+            pid_namespace: 4_026_531_836,
+            pid: 42,
+            start_ticks: 987_654,
+        }
+    }
+
+    #[test]
+    fn version_1_markers_and_leases_decode_with_only_their_pid() {
+        let marker = SessionMarker {
+            session: SessionId([9; 16]),
+            host: "old".into(),
+            place: place(),
+            started_unix: 5,
+        };
+        let old = marker.encode_v1(&key(), [1; 24]);
+        assert_eq!(u16::from_le_bytes([old[4], old[5]]), 1);
+        let decoded = SessionMarker::decode(&key(), &old).unwrap();
+        assert_eq!(decoded.place, ProcessPlace::pid_only(42));
+        assert!(!decoded.place.is_recorded());
+        assert_eq!(decoded.host, "old");
+        let new = marker.encode(&key(), [1; 24]);
+        assert_eq!(u16::from_le_bytes([new[4], new[5]]), MARKER_VERSION);
+        assert!(
+            SessionMarker::decode(&key(), &new)
+                .unwrap()
+                .place
+                .is_recorded()
+        );
+
+        let lease = PruneLease {
+            token: [5; 16],
+            host: "h".into(),
+            place: place(),
+            started_unix: 2,
+            ttl_seconds: 900,
+        };
+        let decoded = PruneLease::decode(&key(), &lease.encode_v1(&key(), [6; 24])).unwrap();
+        assert_eq!(decoded.place, ProcessPlace::pid_only(42));
+        assert_eq!(decoded.ttl_seconds, 900);
+    }
+
+    #[test]
+    fn a_marker_body_must_match_its_version() {
+        // A version 1 header over a version 2 body (trailing place) and the reverse both fail.
+        let marker = SessionMarker {
+            session: SessionId([9; 16]),
+            host: "h".into(),
+            place: place(),
+            started_unix: 5,
+        };
+        let v2_body = {
+            let mut body = Writer::new();
+            body.bytes(b"h").u32(42).i64(5);
+            place().write_v2(&mut body);
+            body
+        };
+        let v1_header = ObjectHeader {
+            magic: SESSION_MAGIC,
+            version: 1,
+        };
+        let forged = envelope::seal_object(
+            &key(),
+            v1_header,
+            &marker.session.0,
+            v2_body.as_slice(),
+            None,
+            [1; 24],
+        );
+        assert!(SessionMarker::decode(&key(), &forged).is_err());
+        let mut v1_body = Writer::new();
+        v1_body.bytes(b"h").u32(42).i64(5);
+        let short = envelope::seal_object(
+            &key(),
+            header(SESSION_MAGIC),
+            &marker.session.0,
+            v1_body.as_slice(),
+            None,
+            [1; 24],
+        );
+        assert!(SessionMarker::decode(&key(), &short).is_err());
+        let newer = ObjectHeader {
+            magic: SESSION_MAGIC,
+            version: MARKER_VERSION + 1,
+        };
+        let future = envelope::seal_object(
+            &key(),
+            newer,
+            &marker.session.0,
+            v2_body.as_slice(),
+            None,
+            [1; 24],
+        );
+        assert!(SessionMarker::decode(&key(), &future).is_err());
     }
 
     #[test]

@@ -889,6 +889,9 @@ pub fn backup(
             Source::Stdin(name.clone())
         }
     };
+    // Each machine cleans up after itself: its own sessions whose process is proven gone end
+    // now, so their condemned packs can go (best effort; FORMAT.md section 21.3).
+    crate::ops::sessions::end_dead_sessions_best_effort(repository);
     // The session marker goes first: a prune that does not see it has already written its
     // record, which the session then reads (FORMAT.md section 21).
     let (mut session, prune_state) = repository.begin_session(&options.host)?;

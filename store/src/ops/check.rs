@@ -380,6 +380,9 @@ pub fn check_with_progress(
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let backend = repository.backend();
+    // Each machine cleans up after itself (FORMAT.md section 21.3): best effort, so that a
+    // check with read-only credentials still runs.
+    crate::ops::sessions::end_dead_sessions_best_effort(repository);
     // Packs a prune condemned may be gone or unindexed: neither is damage by itself (a blob a
     // snapshot needs that is nowhere else still is).
     let condemned = repository.load_prune_state()?.condemned;

@@ -1,4 +1,5 @@
-//! The use cases: backup, restore and dump, check, drill, forget, prune, repair and stats. Each
+//! The use cases: backup, restore and dump, check, drill, forget, prune, repair and stats, and
+//! the backup sessions this machine can prove ended (`sessions`). Each
 //! orchestrates the repository machinery (`repo`) and the pure policies (`policy`), and reports
 //! through callback traits and returned outcomes.
 //!
@@ -12,4 +13,5 @@ pub mod forget;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod sessions;
 pub mod stats;

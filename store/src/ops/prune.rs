@@ -17,6 +17,7 @@ use crate::format::lifecycle::{self, InflightList, PruneRecord, SessionId};
 use crate::format::tree::NodeKind;
 use crate::index::cache::BlobLocation;
 use crate::index::marks::MarkSet;
+use crate::ops::sessions::{self, Judge, WaitingSession};
 use crate::repo::fetch;
 use crate::repo::lifecycle::{PruneState, SessionStatus};
 use crate::repo::repository::{Repository, id_from_name, object_name, pack_name};
@@ -48,17 +49,17 @@ impl Default for PruneOptions {
     }
 }
 
-/// A session that keeps condemned packs from being deleted.
+/// An unended backup session prune waits for: it keeps condemned packs from being deleted
+/// until it ends (or an operator ends it with `prune --end-session`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockingSession {
-    /// Its id (hex).
-    pub session: String,
-    /// Host and process, when its marker could be read.
-    pub host: Option<String>,
-    /// Process id.
-    pub pid: Option<u32>,
-    /// When it started (client clock).
-    pub started_unix: Option<i64>,
+    /// The session: who, where, since when, and why it is not proven gone.
+    pub waiting: WaitingSession,
+    /// Condemned packs it holds back from deletion (a pack held by several sessions counts
+    /// for each).
+    pub packs_held: u64,
+    /// Bytes of those packs.
+    pub bytes_held: u64,
 }
 
 /// What a prune did (or, with `dry_run`, would do).
@@ -96,9 +97,10 @@ pub struct PruneReport {
     pub index_written: u64,
     /// Index objects removed.
     pub index_removed: u64,
-    /// Sessions of crashed local backups ended by this run.
+    /// Sessions of this machine's backups whose process is proven gone, ended by this run
+    /// (with `dry_run`: that a real run would end).
     pub sessions_ended: usize,
-    /// Backup sessions that were running and keep condemned packs alive for now.
+    /// Every unended backup session prune waits for, with the condemned packs it holds back.
     pub blocking_sessions: Vec<BlockingSession>,
     /// Unused bytes left in kept packs.
     pub unused_bytes_kept: u64,
@@ -216,12 +218,67 @@ fn claim_pack(marks: &MarkSet, pack: &IndexedPack) -> Result<PackUse> {
     })
 }
 
-fn session_blocker(status: &SessionStatus) -> BlockingSession {
-    BlockingSession {
-        session: status.session.to_hex(),
-        host: status.marker.as_ref().map(|marker| marker.host.clone()),
-        pid: status.marker.as_ref().map(|marker| marker.pid),
-        started_unix: status.marker.as_ref().map(|marker| marker.started_unix),
+/// Every session prune waits for: those unended at the start of the run (after this machine's
+/// dead ones were ended) and those holding condemned packs, described from the newest listing
+/// that has them, with what each holds.
+fn blocking_sessions(
+    judge: &Judge,
+    held: &BTreeMap<SessionId, (u64, u64)>,
+    sessions_at_start: &BTreeMap<SessionId, SessionStatus>,
+    sessions_later: Option<&BTreeMap<SessionId, SessionStatus>>,
+) -> Vec<BlockingSession> {
+    let mut ids: Vec<SessionId> = unfinished(sessions_at_start)
+        .into_iter()
+        .map(|status| status.session)
+        .chain(held.keys().copied())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.into_iter()
+        .map(|session| {
+            let status = sessions_later
+                .and_then(|later| later.get(&session))
+                .filter(|status| status.marker.is_some())
+                .or_else(|| sessions_at_start.get(&session))
+                .cloned()
+                .unwrap_or(SessionStatus {
+                    session,
+                    marker: None,
+                    ended: false,
+                });
+            let (packs_held, bytes_held) = held.get(&session).copied().unwrap_or_default();
+            BlockingSession {
+                waiting: sessions::describe(judge, &status),
+                packs_held,
+                bytes_held,
+            }
+        })
+        .collect()
+}
+
+/// The sessions that keep the packs of record `generation` from being released (21.3 step 6):
+/// those of its in-flight list still unended at the start of this run, or, without a list,
+/// every session unended then. Empty exactly when the generation is released.
+fn generation_holders(
+    state: &PruneState,
+    generation: u64,
+    sessions_at_start: &BTreeMap<SessionId, SessionStatus>,
+) -> Vec<SessionId> {
+    match state.inflight.get(&generation) {
+        Some(list) => list
+            .sessions
+            .iter()
+            .filter(|session| {
+                sessions_at_start
+                    .get(session)
+                    .is_some_and(|status| !status.ended)
+            })
+            .copied()
+            .collect(),
+        None => unfinished(sessions_at_start)
+            .into_iter()
+            .map(|status| status.session)
+            .collect(),
     }
 }
 
@@ -236,16 +293,9 @@ fn generation_released(
     generation: u64,
     sessions_at_start: &BTreeMap<SessionId, SessionStatus>,
 ) -> bool {
-    match state.inflight.get(&generation) {
-        Some(list) => list.sessions.iter().all(|session| {
-            sessions_at_start
-                .get(session)
-                .is_none_or(|status| status.ended)
-        }),
-        // The prune that wrote the record died before listing the sessions: assume every
-        // session still running could have missed the record.
-        None => unfinished(sessions_at_start).is_empty(),
-    }
+    // Without an in-flight list (the prune that wrote the record died before listing the
+    // sessions), every session still running could have missed the record.
+    generation_holders(state, generation, sessions_at_start).is_empty()
 }
 
 /// Runs a prune. See the module documentation and FORMAT.md section 21.
@@ -266,7 +316,7 @@ pub fn prune(repository: &Repository, options: &PruneOptions) -> Result<PruneRep
         remove_staging_files(repository, options.dry_run, &mut report)?;
         return Ok(report);
     }
-    repository.with_prune_lease(options.lease_ttl, || {
+    repository.with_prune_lease(options.lease_ttl, &sessions::lease_holder_gone, || {
         let mut report = run(repository, options)?;
         remove_staging_files(repository, options.dry_run, &mut report)?;
         Ok(report)
@@ -299,11 +349,12 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     let key = &repository.keys().data_key;
     let mut report = PruneReport::default();
 
-    // Step 1: sessions, then records (FORMAT.md 21.3).
+    // Step 1: sessions (this machine's provably dead ones ended), then records (FORMAT.md 21.3).
+    let judge = Judge::here(repository);
     let mut sessions_at_start = repository.list_sessions()?;
-    if !options.dry_run {
-        report.sessions_ended = repository.end_dead_local_sessions(&mut sessions_at_start)?;
-    }
+    report.sessions_ended =
+        sessions::end_dead_sessions(repository, &judge, &mut sessions_at_start, !options.dry_run)?
+            .len();
     let running = !unfinished(&sessions_at_start).is_empty();
     let state = repository.load_prune_state()?;
     let generation = state.latest_generation + 1;
@@ -471,9 +522,53 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         out
     };
 
+    // What earlier records condemned that must wait, and which sessions hold it.
+    let mut held: BTreeMap<SessionId, (u64, u64)> = BTreeMap::new();
+    let mut hold = |holders: &[SessionId], size: u64| {
+        for session in holders {
+            let entry = held.entry(*session).or_default();
+            entry.0 += 1;
+            entry.1 += size;
+        }
+    };
+    for id in state
+        .condemned
+        .iter()
+        .filter(|id| existing.contains_key(id) && !resurrected_ids.contains(id))
+        .filter(|id| earlier_releasable.binary_search(id).is_err())
+    {
+        let generation = state
+            .records
+            .iter()
+            .rev()
+            .find(|(_, record)| record.condemned.contains(id))
+            .map_or(0, |(generation, _)| *generation);
+        let holders = generation_holders(&state, generation, &sessions_at_start);
+        report.packs_pending += 1;
+        report.bytes_pending += existing[id];
+        hold(&holders, existing[id]);
+    }
+
     if options.dry_run {
-        report.packs_deleted = earlier_releasable.len() as u64;
-        report.bytes_freed = earlier_releasable.iter().map(|id| existing[id]).sum();
+        // A real run deletes what it condemns at once when no session is unended (its in-flight
+        // list is then empty, unless a backup starts meanwhile).
+        let unended: Vec<SessionId> = unfinished(&sessions_at_start)
+            .into_iter()
+            .map(|status| status.session)
+            .collect();
+        let mut deletable = earlier_releasable.clone();
+        for pack_id in condemned.iter().chain(&repack) {
+            if unended.is_empty() {
+                deletable.push(*pack_id);
+            } else {
+                report.packs_pending += 1;
+                report.bytes_pending += existing[pack_id];
+                hold(&unended, existing[pack_id]);
+            }
+        }
+        report.packs_deleted = deletable.len() as u64;
+        report.bytes_freed = deletable.iter().map(|id| existing[id]).sum();
+        report.blocking_sessions = blocking_sessions(&judge, &held, &sessions_at_start, None);
         report.requests = backend.stats();
         return Ok(report);
     }
@@ -518,7 +613,7 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     record.condemned.sort();
     record.resurrected.sort();
     let record_written = !record.condemned.is_empty() || !record.resurrected.is_empty();
-    let mut blockers: Vec<BlockingSession> = Vec::new();
+    let mut sessions_later = None;
     let mut deletable: Vec<Id> = earlier_releasable.clone();
     if record_written {
         match backend.put(
@@ -546,12 +641,6 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
             })
             .map(|status| status.session)
             .collect();
-        blockers.extend(
-            sessions_now
-                .values()
-                .filter(|status| inflight.contains(&status.session))
-                .map(session_blocker),
-        );
         let list = InflightList {
             generation,
             sessions: inflight.clone(),
@@ -567,29 +656,17 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
         if inflight.is_empty() {
             deletable.extend(record.condemned.iter().copied());
         } else {
-            report.packs_pending += record.condemned.len() as u64;
-            report.bytes_pending += record
-                .condemned
-                .iter()
-                .filter_map(|id| existing.get(id))
-                .sum::<u64>();
+            for id in &record.condemned {
+                let size = existing.get(id).copied().unwrap_or(0);
+                report.packs_pending += 1;
+                report.bytes_pending += size;
+                hold(&inflight, size);
+            }
         }
+        sessions_later = Some(sessions_now);
     }
-    let pending_earlier = state
-        .condemned
-        .iter()
-        .filter(|id| existing.contains_key(id) && !resurrected_ids.contains(id))
-        .filter(|id| !earlier_releasable.contains(id))
-        .count() as u64;
-    report.packs_pending += pending_earlier;
-    if blockers.is_empty() && pending_earlier > 0 {
-        blockers.extend(
-            unfinished(&sessions_at_start)
-                .into_iter()
-                .map(session_blocker),
-        );
-    }
-    report.blocking_sessions = blockers;
+    report.blocking_sessions =
+        blocking_sessions(&judge, &held, &sessions_at_start, sessions_later.as_ref());
     deletable.sort();
     deletable.dedup();
 

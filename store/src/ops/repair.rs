@@ -123,7 +123,11 @@ pub fn repair_index(
 ) -> Result<RepairIndexReport> {
     let may_delete = repository.ensure_may_delete("repair index").is_ok();
     let report = if may_delete {
-        repository.with_prune_lease(options.lease_ttl, || rebuild_index(repository, true))?
+        repository.with_prune_lease(
+            options.lease_ttl,
+            &crate::ops::sessions::lease_holder_gone,
+            || rebuild_index(repository, true),
+        )?
     } else {
         rebuild_index(repository, false)?
     };

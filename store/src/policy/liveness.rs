@@ -13,23 +13,7 @@
 //!
 //! Pure: the caller reads `/proc` and its local record, and passes what it found.
 
-/// Where a process ran, as recorded in a session marker or a prune lease: enough to prove, later
-/// and on the same machine, that it is gone. An unknown field is empty (all zero bytes, or 0),
-/// and an unknown field proves nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ProcessPlace {
-    /// `/etc/machine-id` (or `/var/lib/dbus/machine-id`) as 16 bytes; zero when unknown.
-    pub machine_id: [u8; 16],
-    /// `/proc/sys/kernel/random/boot_id` as 16 bytes; zero when unknown.
-    pub boot_id: [u8; 16],
-    /// The inode number of `/proc/self/ns/pid`; 0 when unknown.
-    pub pid_namespace: u64,
-    /// The process id inside that namespace.
-    pub pid: u32,
-    /// The process's start time in clock ticks after boot (`/proc/PID/stat` field 22); 0 when
-    /// unknown.
-    pub start_ticks: u64,
-}
+pub use crate::format::lifecycle::ProcessPlace;
 
 /// What the judging client knows about the place it runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +24,17 @@ pub struct LocalPlace {
     pub boot_id: [u8; 16],
     /// This process's PID namespace inode; 0 when unknown.
     pub pid_namespace: u64,
+}
+
+impl LocalPlace {
+    /// The place of a process running here (its pid and start time left out).
+    pub fn of(place: &ProcessPlace) -> Self {
+        Self {
+            machine_id: place.machine_id,
+            boot_id: place.boot_id,
+            pid_namespace: place.pid_namespace,
+        }
+    }
 }
 
 /// What `/proc` says about the recorded pid, looked up by the caller only when the rule asks.

@@ -13,7 +13,8 @@ use crate::crypto::id::Id;
 use crate::crypto::seal;
 use crate::error::{Error, Result};
 use crate::format::lifecycle::{
-    self, InflightList, LEASE_NAME, PruneLease, PruneRecord, SessionEnd, SessionId, SessionMarker,
+    self, InflightList, LEASE_NAME, ProcessPlace, PruneLease, PruneRecord, SessionEnd, SessionId,
+    SessionMarker,
 };
 pub use crate::format::lifecycle::{APPEND_ONLY_NAME, PruneState};
 use crate::repo::repository::{Repository, pack_name};
@@ -62,12 +63,11 @@ fn now_unix() -> i64 {
         })
 }
 
-/// Whether a process with `pid` exists on this machine.
-fn process_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
+/// Whether the process recorded in a prune lease is proven gone: the liveness rule, which the
+/// use cases supply (`ops::liveness`).
+pub type HolderGone<'a> = &'a dyn Fn(&ProcessPlace) -> bool;
 
-/// This machine's name, as written in markers.
+/// This machine's name, the default snapshot host label (never used to decide liveness).
 pub fn this_host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -235,19 +235,36 @@ impl Repository {
         }
     }
 
-    /// Registers a backup session: writes its start marker, then loads the prune records (in
-    /// that order, which the protocol relies on) and returns them for the index sync.
+    /// Registers a backup session: lists it in this machine's local record, writes its start
+    /// marker (with where this process runs), then loads the prune records (in that order,
+    /// which the protocol relies on) and returns them for the index sync.
     ///
     /// # Errors
     /// Backend or cache failures.
     pub fn begin_session(&self, host: &str) -> Result<(BackupSession<'_>, PruneState)> {
+        self.begin_session_at(host, crate::repo::place::this_process())
+    }
+
+    /// [`Repository::begin_session`] with the place recorded in the marker given: tests use it
+    /// to pose as another machine, boot or PID namespace.
+    ///
+    /// # Errors
+    /// Backend or cache failures.
+    #[doc(hidden)]
+    pub fn begin_session_at(
+        &self,
+        host: &str,
+        place: ProcessPlace,
+    ) -> Result<(BackupSession<'_>, PruneState)> {
         let mut id = [0u8; lifecycle::SESSION_ID_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
         let id = SessionId(id);
+        // Best effort: without its line the session is only never proven gone after a reboot.
+        let _ = self.session_record().add(&place.machine_id, &id);
         let marker = SessionMarker {
             session: id,
             host: host.to_owned(),
-            pid: std::process::id(),
+            place,
             started_unix: now_unix(),
         };
         self.backend().put(
@@ -344,17 +361,21 @@ impl Repository {
         Ok(())
     }
 
-    /// Takes the prune lease (FORMAT.md section 21): created only if absent; an existing lease is
-    /// taken over when its process is gone (same host) or it has not been renewed for its TTL by
-    /// the store's clock.
+    /// Takes the prune lease (FORMAT.md section 21.5): created only if absent; an existing lease
+    /// is taken over when `holder_gone` proves its process gone, or it has not been renewed for
+    /// its TTL by the store's clock.
     ///
     /// # Errors
     /// [`Error::PruneLeaseHeld`] when another prune holds it, or backend failures.
-    pub fn acquire_prune_lease(&self, ttl: Duration) -> Result<PruneLease> {
+    pub fn acquire_prune_lease(
+        &self,
+        ttl: Duration,
+        holder_gone: HolderGone<'_>,
+    ) -> Result<PruneLease> {
         let lease = PruneLease {
             token: rand::random(),
             host: this_host(),
-            pid: std::process::id(),
+            place: crate::repo::place::this_process(),
             started_unix: now_unix(),
             ttl_seconds: ttl.as_secs().max(1),
         };
@@ -368,7 +389,7 @@ impl Repository {
                 Err(BackendError::AlreadyExists { .. }) => {}
                 Err(error) => return Err(error.into()),
             }
-            if !self.lease_is_stale()? {
+            if !self.lease_is_stale(holder_gone)? {
                 continue;
             }
             self.backend().delete(LEASE_NAME)?;
@@ -380,15 +401,22 @@ impl Repository {
             .and_then(|bytes| PruneLease::decode(&self.keys().data_key, &bytes).ok())
             .map_or_else(
                 || "lease unreadable".to_owned(),
-                |holder| format!("host {}, pid {}", holder.host, holder.pid),
+                |holder| {
+                    format!(
+                        "host {}, machine {}, pid {}",
+                        holder.host,
+                        holder.place.short_machine(),
+                        holder.place.pid
+                    )
+                },
             );
         Err(Error::PruneLeaseHeld(description))
     }
 
-    /// Whether the current lease may be taken over: its holder ran on this host and its process
-    /// is gone, or it has not been renewed for its TTL (one hour if it cannot be read) by the
-    /// store's clock. A lease that vanished meanwhile is not stale (the create is retried).
-    fn lease_is_stale(&self) -> Result<bool> {
+    /// Whether the current lease may be taken over: its holder's process is proven gone, or it
+    /// has not been renewed for its TTL (one hour if it cannot be read) by the store's clock. A
+    /// lease that vanished meanwhile is not stale (the create is retried).
+    fn lease_is_stale(&self, holder_gone: HolderGone<'_>) -> Result<bool> {
         let bytes = match self.backend().get(LEASE_NAME) {
             Ok(bytes) => bytes,
             Err(BackendError::NotFound { .. }) => return Ok(false),
@@ -396,8 +424,7 @@ impl Repository {
         };
         let holder = PruneLease::decode(&self.keys().data_key, &bytes).ok();
         if let Some(holder) = &holder
-            && holder.host == this_host()
-            && !process_alive(holder.pid)
+            && holder_gone(&holder.place)
         {
             return Ok(true);
         }
@@ -435,9 +462,10 @@ impl Repository {
     pub fn with_prune_lease<T>(
         &self,
         ttl: Duration,
+        holder_gone: HolderGone<'_>,
         work: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let lease = self.acquire_prune_lease(ttl)?;
+        let lease = self.acquire_prune_lease(ttl, holder_gone)?;
         let (stop_sender, stop_receiver) = std::sync::mpsc::channel::<()>();
         let lease_ref = &lease;
         let outcome = std::thread::scope(|scope| {
@@ -470,7 +498,7 @@ impl Repository {
         if holder.token != lease.token {
             return Err(Error::PruneLeaseHeld(format!(
                 "taken over by host {}, pid {}",
-                holder.host, holder.pid
+                holder.host, holder.place.pid
             )));
         }
         self.backend().put(
@@ -495,32 +523,6 @@ impl Repository {
             self.backend().delete(LEASE_NAME)?;
         }
         Ok(())
-    }
-
-    /// Ends sessions whose process is provably gone: started on this host by a process id that
-    /// no longer exists. Returns how many were ended.
-    ///
-    /// # Errors
-    /// Backend failures.
-    pub fn end_dead_local_sessions(
-        &self,
-        sessions: &mut BTreeMap<SessionId, SessionStatus>,
-    ) -> Result<usize> {
-        let host = this_host();
-        let mut ended = 0;
-        for status in sessions.values_mut() {
-            let dead = !status.ended
-                && status
-                    .marker
-                    .as_ref()
-                    .is_some_and(|marker| marker.host == host && !process_alive(marker.pid));
-            if dead {
-                self.end_session(status.session, None, 1)?;
-                status.ended = true;
-                ended += 1;
-            }
-        }
-        Ok(ended)
     }
 }
 

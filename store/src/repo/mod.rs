@@ -1,6 +1,7 @@
 //! The repository machinery: an open repository (config, keys, object reads and writes, blob
 //! reads with verification, index sync, snapshot listing), the garbage-collection protocol
-//! (`lifecycle`: sessions, prune records, the lease, append-only), the blob saver (dedup, parallel
+//! (`lifecycle`: sessions, prune records, the lease, append-only; `place`: where this process
+//! runs and which sessions this machine started), the blob saver (dedup, parallel
 //! sealing, packing, background uploads), many-blob fetches, and key management.
 //!
 //! May import the format, crypto, the backend and the index cache. Must not import the use
@@ -11,5 +12,6 @@
 pub mod fetch;
 pub mod keyring;
 pub mod lifecycle;
+pub mod place;
 pub mod repository;
 pub mod saver;

@@ -150,6 +150,8 @@ pub struct Repository {
     marked_append_only: bool,
     /// zstd level for new blobs chosen by this client, overriding the config's default.
     compression_override: Option<i32>,
+    /// This machine's record of the sessions it started here (FORMAT.md section 21.3).
+    session_record: crate::repo::place::SessionRecord,
 }
 
 fn verify_name(name: &str, bytes: &[u8]) -> Result<Id> {
@@ -224,6 +226,7 @@ impl Repository {
             }
             other => other?,
         }
+        let session_record = Self::session_record_in(cache, &repository_id);
         let cache = Self::open_cache(cache, &repository_id)?;
         Ok(Self {
             backend,
@@ -237,6 +240,7 @@ impl Repository {
             client_append_only: false,
             marked_append_only: false,
             compression_override: None,
+            session_record,
         })
     }
 
@@ -288,6 +292,7 @@ impl Repository {
                     continue;
                 }
             };
+            let session_record = Self::session_record_in(cache, &repository_id);
             let cache = Self::open_cache(cache, &repository_id)?;
             let repository = Self {
                 backend,
@@ -301,6 +306,7 @@ impl Repository {
                 client_append_only: false,
                 marked_append_only: false,
                 compression_override: None,
+                session_record,
             };
             let marked_append_only = repository
                 .backend
@@ -312,6 +318,19 @@ impl Repository {
             });
         }
         Err(config_failure.unwrap_or(Error::WrongPassword { damaged_keys }))
+    }
+
+    /// The record of sessions started here: next to `index.redb`, none without a cache
+    /// directory (`--no-cache`).
+    fn session_record_in(
+        location: &CacheLocation,
+        repository_id: &[u8],
+    ) -> crate::repo::place::SessionRecord {
+        let directory = match location {
+            CacheLocation::Directory(directory) => Some(directory.join(hex::encode(repository_id))),
+            CacheLocation::Memory => None,
+        };
+        crate::repo::place::SessionRecord::in_directory(directory.as_deref())
     }
 
     fn open_cache(location: &CacheLocation, repository_id: &[u8]) -> Result<IndexCache> {
@@ -436,6 +455,22 @@ impl Repository {
     /// The index cache.
     pub fn cache(&self) -> &IndexCache {
         &self.cache
+    }
+
+    /// This machine's record of the sessions it started in this repository.
+    pub fn session_record(&self) -> &crate::repo::place::SessionRecord {
+        &self.session_record
+    }
+
+    /// Keeps the record of the sessions this machine starts under `directory` (in
+    /// `<directory>/<repository id>/`), also when the index cache lives in memory
+    /// (`--no-cache`): without it, a session of an earlier boot of this machine is never
+    /// proven gone.
+    #[must_use]
+    pub fn with_session_record_under(mut self, directory: &std::path::Path) -> Self {
+        let directory = directory.join(self.id_hex());
+        self.session_record = crate::repo::place::SessionRecord::in_directory(Some(&directory));
+        self
     }
 
     /// The repository id as hex.
