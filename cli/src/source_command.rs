@@ -810,18 +810,25 @@ mod tests {
         );
         // SIGSTOP is someone's deliberate pause: it is waited out.
         let mut paused = SourceCommand::spawn("printf a; kill -STOP $$; printf b").unwrap();
-        let mut first = [0u8; 1];
-        assert_eq!(paused.read(&mut first).unwrap(), 1);
         let leader = paused.leader();
-        let deadline = Instant::now() + Duration::from_mins(1);
-        while !proc_stat_group(&std::fs::read_to_string(format!("/proc/{leader}/stat")).unwrap())
-            .is_some_and(|(state, _)| state == 'T')
-        {
-            assert!(Instant::now() < deadline, "it never stopped");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        nix::sys::signal::kill(leader, Signal::SIGCONT).unwrap();
-        assert_eq!(read_all(&mut paused).unwrap(), b"b");
+        let resumer = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_mins(1);
+            let stopped = || {
+                std::fs::read_to_string(format!("/proc/{leader}/stat"))
+                    .ok()
+                    .and_then(|stat| proc_stat_group(&stat))
+                    .is_some_and(|(state, _)| state == 'T')
+            };
+            while !stopped() {
+                assert!(Instant::now() < deadline, "it never stopped");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Several of the reader's looks at a stopped command.
+            std::thread::sleep(EXIT_POLL * 5);
+            nix::sys::signal::kill(leader, Signal::SIGCONT).unwrap();
+        });
+        assert_eq!(read_all(&mut paused).unwrap(), b"ab");
+        resumer.join().unwrap();
     }
 
     #[test]
