@@ -119,6 +119,9 @@ pub enum CommandEnding {
     /// It exited, but processes it left running kept writing to its output, and were ended
     /// when the output then stayed silent: the output may be cut short.
     BackgroundOutput,
+    /// It stopped on this signal (SIGTTIN or SIGTTOU) trying to use the terminal, which it
+    /// cannot (it runs in its own process group), and was ended.
+    NeedsTerminal(i32),
 }
 
 /// A source command that failed: the backup wrote no snapshot.
@@ -145,6 +148,11 @@ impl fmt::Display for SourceCommandFailed {
             CommandEnding::Unreadable(error) => {
                 write!(formatter, "failed: its output could not be read ({error})")?;
             }
+            CommandEnding::NeedsTerminal(number) => write!(
+                formatter,
+                "stopped trying to use the terminal (signal {number}), which commands cannot: \
+                 give it what it asks for another way (ssh: a key; a password file)"
+            )?,
             CommandEnding::BackgroundOutput => formatter.write_str(
                 "exited, but processes it left in the background kept writing to its output \
                  and were killed when it went quiet, so the output may be cut short (end the \
@@ -222,6 +230,20 @@ fn has_exited(leader: Pid) -> bool {
     }
 }
 
+/// The signal that stopped the process `leader` when it tried to use the terminal (SIGTTIN or
+/// SIGTTOU: it runs outside the terminal's foreground process group), without consuming the
+/// stop; `None` while it runs, or when something else (SIGSTOP) stopped it.
+fn stopped_for_terminal(leader: Pid) -> Option<i32> {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    match waitid(Id::Pid(leader), flags) {
+        Ok(WaitStatus::Stopped(_, signal @ (Signal::SIGTTIN | Signal::SIGTTOU))) => {
+            Some(signal as i32)
+        }
+        _ => None,
+    }
+}
+
 /// Waits until the process `leader` has exited, without reaping it.
 fn wait_exited(leader: Pid) {
     use nix::sys::wait::{Id, WaitPidFlag, waitid};
@@ -268,6 +290,8 @@ fn end_group(leader: Pid) {
     if nix::sys::signal::kill(group, Signal::SIGTERM).is_err() {
         return;
     }
+    // A stopped process handles SIGTERM only once continued.
+    let _ = nix::sys::signal::kill(group, Signal::SIGCONT);
     let deadline = Instant::now() + GROUP_GRACE;
     while Instant::now() < deadline && group_runs(leader) {
         std::thread::sleep(Duration::from_millis(10));
@@ -422,13 +446,14 @@ impl SourceCommand {
         leader_pid(self.child.id())
     }
 
-    /// Ends the command's process group (the command itself included unless `exited`, when it
-    /// has exited on its own and only what it left running is ended), reaps it, collects its
-    /// stderr tail and records how it ended.
-    fn finish(&mut self, unreadable: Option<String>) {
+    /// Ends the command's process group, reaps it, collects its stderr tail and records how it
+    /// ended. Without `cause` the command has ended its output: it is waited for, and only what
+    /// it left running is ended. With one, cairn gives up on it: it is ended too, and `cause`
+    /// is the failure reported.
+    fn finish(&mut self, cause: Option<CommandEnding>) {
         drop(self.stdout.take());
         let leader = self.leader();
-        if unreadable.is_none() {
+        if cause.is_none() {
             // End-of-file, or the output given up on after the command's own exit: the
             // command's exit status decides, so it is not killed before it exits.
             wait_exited(leader);
@@ -459,8 +484,8 @@ impl SourceCommand {
                 .after_exit
                 .as_ref()
                 .is_some_and(|after| after.background_wrote);
-        let ending = match (unreadable, status) {
-            (Some(error), _) => Some(CommandEnding::Unreadable(error)),
+        let ending = match (cause, status) {
+            (Some(cause), _) => Some(cause),
             (None, Err(error)) => Some(CommandEnding::Unreadable(format!("wait failed: {error}"))),
             (None, Ok(status)) => {
                 ending(status).or_else(|| cut_short.then_some(CommandEnding::BackgroundOutput))
@@ -537,7 +562,7 @@ impl Read for SourceCommand {
                 Some(after) => after.deadline.saturating_duration_since(Instant::now()),
             };
             match wait_readable(stdout, timeout) {
-                Err(error) => self.finish(Some(error.to_string())),
+                Err(error) => self.finish(Some(CommandEnding::Unreadable(error.to_string()))),
                 Ok(Readiness::Ready) => match stdout.read(buffer) {
                     Ok(0) if !buffer.is_empty() => self.finish(None),
                     Ok(read) => {
@@ -551,11 +576,15 @@ impl Read for SourceCommand {
                         return Ok(read);
                     }
                     Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Err(error) => self.finish(Some(error.to_string())),
+                    Err(error) => {
+                        self.finish(Some(CommandEnding::Unreadable(error.to_string())));
+                    }
                 },
                 Ok(Readiness::Quiet) => match self.after_exit.as_mut() {
                     None => {
-                        if has_exited(self.leader()) {
+                        if let Some(signal) = stopped_for_terminal(self.leader()) {
+                            self.finish(Some(CommandEnding::NeedsTerminal(signal)));
+                        } else if has_exited(self.leader()) {
                             self.after_exit = Some(AfterExit {
                                 drained: false,
                                 background_wrote: false,
@@ -767,6 +796,39 @@ mod tests {
         assert_eq!(read_all(&mut command).unwrap(), b"start12345");
         assert!(command.failure().is_none());
         assert!(!command.left_holders());
+    }
+
+    #[test]
+    fn a_command_stopped_on_the_terminal_fails_instead_of_hanging() {
+        // What a prompt on the terminal does to a command outside its foreground group.
+        let mut command = SourceCommand::spawn("printf x; kill -TTIN $$; printf never").unwrap();
+        let error = read_all(&mut command).unwrap_err();
+        assert_eq!(error.to_string(), FAILED_READ);
+        assert_eq!(
+            command.failure().unwrap().ending,
+            CommandEnding::NeedsTerminal(Signal::SIGTTIN as i32)
+        );
+        // SIGSTOP is someone's deliberate pause: it is waited out.
+        let mut paused = SourceCommand::spawn("printf a; kill -STOP $$; printf b").unwrap();
+        let leader = paused.leader();
+        let resumer = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_mins(1);
+            let stopped = || {
+                std::fs::read_to_string(format!("/proc/{leader}/stat"))
+                    .ok()
+                    .and_then(|stat| proc_stat_group(&stat))
+                    .is_some_and(|(state, _)| state == 'T')
+            };
+            while !stopped() {
+                assert!(Instant::now() < deadline, "it never stopped");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Several of the reader's looks at a stopped command.
+            std::thread::sleep(EXIT_POLL * 5);
+            nix::sys::signal::kill(leader, Signal::SIGCONT).unwrap();
+        });
+        assert_eq!(read_all(&mut paused).unwrap(), b"ab");
+        resumer.join().unwrap();
     }
 
     #[test]

@@ -181,6 +181,18 @@ fn thirty_files_of_one_megabyte_on_one_mebibyte_packs_do_not_hang() {
     );
 }
 
+/// One stream (`--stdin`, `--command`) longer than a read block, at the smallest pack size with
+/// one upload thread: each 8 MiB block fills seven or eight packs in one call, the most a stream
+/// can (the old queues held seven, so streams escaped the hang by a pack; this keeps it so).
+#[test]
+fn a_stream_of_nine_mebibytes_on_one_mebibyte_packs_does_not_hang() {
+    backs_up_and_restores(
+        "9 MiB stream, 1 MiB packs, 1 upload",
+        repository(MIN_PACK_TARGET_SIZE, 1, 0),
+        &Input::Stream(Arc::new(random_bytes(1250, 9 << 20))),
+    );
+}
+
 /// The pack sizes of the matrix: the smallest the format allows, the default, the largest.
 const PACK_SIZES: [u32; 3] = [MIN_PACK_TARGET_SIZE, 16 << 20, MAX_PACK_TARGET_SIZE];
 

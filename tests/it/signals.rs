@@ -263,7 +263,8 @@ fn a_command_source_dies_whole_when_cairn_is_interrupted() {
 
 /// A command that leaves a silent background process holding its output: the backup ends
 /// after the command exits (not when the background process would), with a warning, its
-/// output complete, and the background process ended.
+/// output complete, and the background process ended. One whose background process writes
+/// after its exit, and one stopped on the terminal, fail without a snapshot.
 #[test]
 fn a_background_process_holding_the_output_does_not_hold_the_backup() {
     let workspace = Workspace::initialized();
@@ -298,6 +299,18 @@ fn a_background_process_holding_the_output_does_not_hold_the_backup() {
         .cairn(&["backup", "--command", writer, "--name", "cut.sql"])
         .code(15)
         .stderr_contains("kept writing to its output");
+    // A command that stops to prompt on the terminal (here: stops itself as a prompt would)
+    // fails instead of waiting forever.
+    workspace
+        .cairn(&[
+            "backup",
+            "--command",
+            "printf x; kill -TTIN $$",
+            "--name",
+            "tty.sql",
+        ])
+        .code(15)
+        .stderr_contains("stopped trying to use the terminal");
     assert_eq!(workspace.snapshots().len(), 1);
     workspace.cairn(&["check"]).ok();
 }
