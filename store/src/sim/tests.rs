@@ -1,0 +1,227 @@
+//! The simulation's own tests: the specification holds over many schedules (a soak with
+//! `CAIRN_SIM_SCHEDULES`), and the simulation catches the old liveness rule and broken protocol
+//! variants, so its invariants have teeth. `CAIRN_SIM_SEED` replays one schedule with its trace.
+
+use super::*;
+
+/// Schedules the four `spec_holds_*` tests run in all: `CAIRN_SIM_SCHEDULES`, or 100,000.
+fn total_schedules() -> u64 {
+    std::env::var("CAIRN_SIM_SCHEDULES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// The first seed of the soak: `CAIRN_SIM_FIRST_SEED`, or 0.
+fn first_seed() -> u64 {
+    std::env::var("CAIRN_SIM_FIRST_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs quarter `part` (0..4) of the soak against the specification and the new rule.
+fn spec_quarter(part: u64) -> Stats {
+    let quarter = total_schedules().div_ceil(4);
+    let start = first_seed() + part * quarter;
+    let config = Config::default();
+    let exploration = explore(start..start + quarter, &config);
+    if let Some(failure) = exploration.failure {
+        panic!("{}", report(failure.seed, &config, 80));
+    }
+    exploration.stats
+}
+
+/// The schedules reach every part of the protocol, so passing means something.
+fn assert_exercised(stats: &Stats) {
+    assert!(stats.backups_committed > stats.schedules, "{stats:?}");
+    assert!(stats.backups_failed > 0, "{stats:?}");
+    assert!(stats.crashes > 0 && stats.reboots > 0, "{stats:?}");
+    assert!(stats.failed_requests > 0, "{stats:?}");
+    assert!(stats.sessions_ended_by_prune > 0, "{stats:?}");
+    assert!(
+        stats.packs_condemned > 0 && stats.packs_deleted > 0,
+        "{stats:?}"
+    );
+    assert!(stats.packs_resurrected > 0, "{stats:?}");
+    assert!(
+        stats.relied_condemned > 0 && stats.packs_rescued > 0,
+        "{stats:?}"
+    );
+    assert!(stats.prunes_finished > 0, "{stats:?}");
+}
+
+#[test]
+fn spec_holds_quarter_0() {
+    assert_exercised(&spec_quarter(0));
+}
+
+#[test]
+fn spec_holds_quarter_1() {
+    assert_exercised(&spec_quarter(1));
+}
+
+#[test]
+fn spec_holds_quarter_2() {
+    assert_exercised(&spec_quarter(2));
+}
+
+#[test]
+fn spec_holds_quarter_3() {
+    assert_exercised(&spec_quarter(3));
+}
+
+/// The bound within which the simulation must find each known bug.
+const SEEDS_TO_FIND_A_BUG: u64 = 20_000;
+
+fn first_failure(config: &Config) -> Outcome {
+    let exploration = explore(0..SEEDS_TO_FIND_A_BUG, config);
+    exploration.failure.unwrap_or_else(|| {
+        panic!(
+            "no violation in {SEEDS_TO_FIND_A_BUG} schedules: the simulation misses a known bug \
+             ({:?})",
+            exploration.stats
+        )
+    })
+}
+
+#[test]
+fn the_old_host_and_pid_rule_loses_data() {
+    let config = Config {
+        rule: old_host_and_pid_rule,
+        ..Config::default()
+    };
+    let failure = first_failure(&config);
+    let violation = failure.violation.expect("a failure has a violation");
+    assert!(
+        matches!(
+            violation.invariant,
+            Invariant::SnapshotRestores | Invariant::RunningBackupLostPack
+        ),
+        "{violation:?}"
+    );
+    println!("{}", report(failure.seed, &config, 40));
+}
+
+#[test]
+fn the_old_rule_also_commits_a_snapshot_that_does_not_restore() {
+    // The slow-store half of the bug: the backup reports success and its snapshot is damaged.
+    let config = Config {
+        rule: old_host_and_pid_rule,
+        ..Config::default()
+    };
+    let found = (0..SEEDS_TO_FIND_A_BUG).find_map(|seed| {
+        let violation = run(seed, &config).violation?;
+        (violation.invariant == Invariant::SnapshotRestores
+            && violation.detail.contains("reported success"))
+        .then_some(seed)
+    });
+    assert!(
+        found.is_some(),
+        "no successful backup with a damaged snapshot"
+    );
+}
+
+#[test]
+fn a_prune_ignoring_the_inflight_lists_is_caught() {
+    let config = Config {
+        protocol: Protocol::ReleaseIgnoringInflight,
+        ..Config::default()
+    };
+    first_failure(&config);
+}
+
+#[test]
+fn listing_sessions_before_reading_the_records_loses_a_pack_when_prunes_overlap() {
+    // FORMAT.md 21.9: 21.3 step 1 first listed S0, then read the records. Prune h writes its
+    // record and F(h) (naming a backup that started after S0 of prune g); g reads them, finds
+    // the backup absent from its S0, counts it as ended, and deletes h's packs under it.
+    let config = Config {
+        protocol: Protocol::SessionsThenRecords,
+        ..Config::default()
+    };
+    let failure = first_failure(&config);
+    println!("{}", report(failure.seed, &config, 60));
+}
+
+#[test]
+fn an_inflight_list_drawn_from_s1_only_loses_a_pack_when_prunes_overlap() {
+    // FORMAT.md 21.9: a backup unended in S0 of prune h commits after h listed the snapshots
+    // and ends; a concurrent prune deletes its markers before h lists S1; F(h) is empty and h
+    // deletes the packs the new snapshot needs.
+    let config = Config {
+        protocol: Protocol::InflightFromS1Only,
+        ..Config::default()
+    };
+    let failure = first_failure(&config);
+    println!("{}", report(failure.seed, &config, 60));
+}
+
+#[test]
+fn a_backup_reading_records_before_its_marker_is_caught() {
+    let config = Config {
+        protocol: Protocol::ListRecordsBeforeMarker,
+        ..Config::default()
+    };
+    first_failure(&config);
+}
+
+#[test]
+fn backups_that_never_rescue_are_still_safe() {
+    // FORMAT.md 21.4: the rescue lets condemned packs go sooner; safety does not rest on it.
+    let config = Config {
+        protocol: Protocol::NoRescue,
+        ..Config::default()
+    };
+    let exploration = explore(0..10_000, &config);
+    if let Some(failure) = exploration.failure {
+        panic!("{}", report(failure.seed, &config, 80));
+    }
+    assert_eq!(exploration.stats.packs_rescued, 0);
+    assert!(exploration.stats.relied_condemned > 0);
+}
+
+#[test]
+fn a_seed_replays_the_same_schedule() {
+    let config = Config::default();
+    for seed in [0, 1, 77, 12_345] {
+        let (first, first_trace) = replay(seed, &config);
+        let (second, second_trace) = replay(seed, &config);
+        assert_eq!(first_trace, second_trace);
+        assert_eq!(first.stats, second.stats);
+        assert!(first_trace.len() as u64 >= first.stats.requests);
+        // Tracing does not change the schedule.
+        assert_eq!(run(seed, &config).stats, first.stats);
+    }
+}
+
+/// Replays `CAIRN_SIM_SEED` (default 0) with `CAIRN_SIM_RULE=old` or the new rule and
+/// `CAIRN_SIM_PROTOCOL` (a [`Protocol`] variant's name, default `Spec`), prints the trace, and
+/// fails if it breaks an invariant.
+#[test]
+fn replay_seed() {
+    let seed = std::env::var("CAIRN_SIM_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    let rule: LivenessRule = match std::env::var("CAIRN_SIM_RULE").as_deref() {
+        Ok("old") => old_host_and_pid_rule,
+        _ => proven_gone,
+    };
+    let protocol = match std::env::var("CAIRN_SIM_PROTOCOL").as_deref() {
+        Ok("SessionsThenRecords") => Protocol::SessionsThenRecords,
+        Ok("InflightFromS1Only") => Protocol::InflightFromS1Only,
+        Ok("ReleaseIgnoringInflight") => Protocol::ReleaseIgnoringInflight,
+        Ok("ListRecordsBeforeMarker") => Protocol::ListRecordsBeforeMarker,
+        Ok("NoRescue") => Protocol::NoRescue,
+        _ => Protocol::Spec,
+    };
+    let config = Config {
+        rule,
+        protocol,
+        ..Config::default()
+    };
+    let text = report(seed, &config, usize::MAX);
+    println!("{text}");
+    assert!(run(seed, &config).violation.is_none(), "{text}");
+}
