@@ -111,7 +111,7 @@ impl Default for Config {
             rule: proven_gone,
             protocol: Protocol::Spec,
             fail_per_mille: 15,
-            crash_per_mille: 8,
+            crash_per_mille: 5,
             reboot_per_mille: 3,
             clones: false,
             max_steps: 1000,
@@ -463,6 +463,8 @@ struct Client {
     machine: usize,
     namespace: usize,
     weight: usize,
+    /// The client starts no earlier than this step (late prunes find the backups ended).
+    not_before: u64,
     life: Life,
 }
 
@@ -585,7 +587,13 @@ fn make_world(seed: u64, config: &Config, trace: bool) -> (World, Vec<Client>, O
                 place.hostname
             ));
         }
+        let not_before = if matches!(role, Role::Prune(_)) && world.rng.chance(500) {
+            20 + world.rng.below(80) as u64
+        } else {
+            0
+        };
         clients.push(Client {
+            not_before,
             role,
             machine,
             namespace,
@@ -671,14 +679,15 @@ fn simulate(seed: u64, config: &Config, trace: bool) -> (Outcome, Vec<String>) {
             .filter(|number| {
                 let client = &clients[*number];
                 match client.life {
-                    Life::Waiting => world.machines[client.machine].up,
+                    Life::Waiting => world.machines[client.machine].up && client.not_before <= now,
                     Life::Running(_) => true,
                     Life::Over => false,
                 }
             })
             .collect();
         if ready.is_empty() {
-            if clients.iter().all(|client| client.life == Life::Over) || clone_at.is_none() {
+            // Waiting for a late client or a clone to boot; time passes.
+            if clients.iter().all(|client| client.life == Life::Over) {
                 break;
             }
             continue;

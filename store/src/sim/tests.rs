@@ -29,6 +29,11 @@ fn spec_quarter(part: u64) -> Stats {
     if let Some(failure) = exploration.failure {
         panic!("{}", report(failure.seed, &config, 80));
     }
+    println!(
+        "seeds {start}..{}: {:?}",
+        start + quarter,
+        exploration.stats
+    );
     exploration.stats
 }
 
@@ -76,6 +81,10 @@ const SEEDS_TO_FIND_A_BUG: u64 = 20_000;
 
 fn first_failure(config: &Config) -> Outcome {
     let exploration = explore(0..SEEDS_TO_FIND_A_BUG, config);
+    println!(
+        "{:?}: first violation after {} schedules",
+        config.protocol, exploration.stats.schedules
+    );
     exploration.failure.unwrap_or_else(|| {
         panic!(
             "no violation in {SEEDS_TO_FIND_A_BUG} schedules: the simulation misses a known bug \
@@ -158,6 +167,25 @@ fn an_inflight_list_drawn_from_s1_only_loses_a_pack_when_prunes_overlap() {
 }
 
 #[test]
+fn a_cloned_disk_that_keeps_the_local_record_can_end_a_running_session() {
+    // A limit of the liveness rule (FORMAT.md 21.9): a disk image cloned while a backup runs
+    // carries the machine id and the local record; the clone boots, sees the session as its own
+    // from an earlier boot, and ends it. Regenerating the machine id on clones prevents it.
+    let config = Config {
+        clones: true,
+        ..Config::default()
+    };
+    let failure = first_failure(&config);
+    let (_, trace) = replay(failure.seed, &config);
+    assert!(
+        trace
+            .iter()
+            .any(|line| line.contains("a clone of m0's disk"))
+    );
+    println!("{}", report(failure.seed, &config, 60));
+}
+
+#[test]
 fn a_backup_reading_records_before_its_marker_is_caught() {
     let config = Config {
         protocol: Protocol::ListRecordsBeforeMarker,
@@ -196,8 +224,8 @@ fn a_seed_replays_the_same_schedule() {
 }
 
 /// Replays `CAIRN_SIM_SEED` (default 0) with `CAIRN_SIM_RULE=old` or the new rule and
-/// `CAIRN_SIM_PROTOCOL` (a [`Protocol`] variant's name, default `Spec`), prints the trace, and
-/// fails if it breaks an invariant.
+/// `CAIRN_SIM_PROTOCOL` (a [`Protocol`] variant's name, default `Spec`), with clones when
+/// `CAIRN_SIM_CLONES=1`, prints the trace, and fails if it breaks an invariant.
 #[test]
 fn replay_seed() {
     let seed = std::env::var("CAIRN_SIM_SEED")
@@ -219,6 +247,7 @@ fn replay_seed() {
     let config = Config {
         rule,
         protocol,
+        clones: std::env::var("CAIRN_SIM_CLONES").is_ok_and(|value| value == "1"),
         ..Config::default()
     };
     let text = report(seed, &config, usize::MAX);
