@@ -454,12 +454,17 @@ fn sessions_from(names: &[Name]) -> BTreeMap<SessionId, Seen> {
 #[derive(Debug, Clone, Default)]
 pub struct Prune {
     phase: PrunePhase,
+    first: PrunePhase,
+    lease_token: Option<u32>,
+    renewed_at: u64,
+    releasing: bool,
     queue: Vec<Name>,
     sessions_at_start: BTreeMap<SessionId, Seen>,
     to_judge: Vec<SessionId>,
     records: Records,
     inflight: BTreeMap<u64, Vec<SessionId>>,
     generation: u64,
+    marked: BTreeSet<Name>,
     referenced: BTreeSet<Blob>,
     index_names: Vec<Name>,
     indexed: Vec<IndexedPack>,
@@ -480,6 +485,15 @@ pub struct Prune {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum PrunePhase {
+    TakeLease {
+        attempt: u8,
+    },
+    CheckLease {
+        attempt: u8,
+    },
+    DeleteLease,
+    ReleaseLease,
+    DeleteOwnLease,
     #[default]
     ListSessions,
     GetMarkers,
@@ -497,6 +511,7 @@ enum PrunePhase {
     Record,
     ListSessionsAgain,
     Inflight,
+    ListSnapshotsAgain,
     Index,
     DeleteIndex,
     DeletePacks,
@@ -506,23 +521,139 @@ enum PrunePhase {
 impl Prune {
     /// A prune run. Step 1 reads the records and in-flight lists first and lists S0 after them
     /// (FORMAT.md 21.9 says why); [`Protocol::SessionsThenRecords`] lists S0 first.
-    pub fn new(protocol: Protocol) -> Self {
-        let phase = if protocol == Protocol::SessionsThenRecords {
+    /// With `lease`, the run first takes the prune lease (21.5) and gives it back at its end.
+    pub fn new(protocol: Protocol, lease: bool) -> Self {
+        let first = if protocol == Protocol::SessionsThenRecords {
             PrunePhase::ListSessions
         } else {
             PrunePhase::ListRecords
         };
         Self {
-            phase,
+            phase: if lease {
+                PrunePhase::TakeLease { attempt: 0 }
+            } else {
+                first
+            },
+            first,
             ..Self::default()
         }
     }
 
+    /// The lease token this run holds, if it holds one and its renewal is due at `now` (a
+    /// helper thread renews every third of the TTL while the run is not suspended).
+    pub fn renewal_due(&self, now: u64, ttl: u64) -> Option<u32> {
+        self.lease_token
+            .filter(|_| now >= self.renewed_at + (ttl / 3).max(1))
+    }
+
+    /// Notes a renewal at `now`.
+    pub fn renewed(&mut self, now: u64) {
+        self.renewed_at = now;
+    }
+
     /// One request.
-    #[allow(clippy::too_many_lines)] // one protocol, step by step, in FORMAT.md order
     pub fn step(&mut self, world: &mut World, client: usize, process: &Process) -> Flow {
+        let flow = self.protocol_step(world, client, process);
+        if flow == Flow::Exit && self.lease_token.is_some() && !self.releasing {
+            // Done or failed: give the lease back (21.5), as `with_prune_lease` does.
+            self.releasing = true;
+            self.phase = PrunePhase::ReleaseLease;
+            return Flow::Continue;
+        }
+        flow
+    }
+
+    fn lease_step(&mut self, world: &mut World, client: usize, process: &Process) -> Flow {
+        let token = u32::try_from(client).expect("few clients") + 1;
+        match self.phase {
+            PrunePhase::TakeLease { attempt } => {
+                let machine = &world.machines[process.machine];
+                let lease = Object::Lease {
+                    token,
+                    holder: Marker {
+                        host: machine.hostname,
+                        place: machine.place(process),
+                    },
+                    written_at: world.step,
+                };
+                match world.request(client, Request::Put(Name::Lease, lease)) {
+                    Reply::Done => {
+                        self.lease_token = Some(token);
+                        self.renewed_at = world.step;
+                        self.phase = self.first;
+                        Flow::Continue
+                    }
+                    Reply::Exists => {
+                        self.phase = PrunePhase::CheckLease { attempt };
+                        Flow::Continue
+                    }
+                    _ => Flow::Exit,
+                }
+            }
+            // Stale: the rule proves the holder gone, or the store's clock says it was not
+            // renewed for the TTL.
+            PrunePhase::CheckLease { attempt } => {
+                match world.request(client, Request::Get(Name::Lease)) {
+                    Reply::Object(Object::Lease {
+                        holder, written_at, ..
+                    }) => {
+                        let machine = &world.machines[process.machine];
+                        let probe = |pid| machine.probe(process.namespace, pid);
+                        let judgement = Judgement {
+                            marker: &holder,
+                            local: machine.local(process.namespace),
+                            host_name: machine.hostname,
+                            started_here: false,
+                            probe: &probe,
+                        };
+                        let stale = (world.config.rule)(&judgement)
+                            || world.step > written_at + world.config.lease_ttl;
+                        if stale && attempt == 0 {
+                            self.phase = PrunePhase::DeleteLease;
+                            Flow::Continue
+                        } else {
+                            Flow::Exit
+                        }
+                    }
+                    Reply::NotFound if attempt == 0 => {
+                        self.phase = PrunePhase::TakeLease { attempt: 1 };
+                        Flow::Continue
+                    }
+                    _ => Flow::Exit,
+                }
+            }
+            PrunePhase::DeleteLease => {
+                if world.request(client, Request::Delete(Name::Lease)) != Reply::Done {
+                    return Flow::Exit;
+                }
+                world.stats.leases_taken_over += 1;
+                self.phase = PrunePhase::TakeLease { attempt: 1 };
+                Flow::Continue
+            }
+            PrunePhase::ReleaseLease => match world.request(client, Request::Get(Name::Lease)) {
+                Reply::Object(Object::Lease { token: holder, .. }) if holder == token => {
+                    self.phase = PrunePhase::DeleteOwnLease;
+                    Flow::Continue
+                }
+                _ => Flow::Exit,
+            },
+            PrunePhase::DeleteOwnLease => {
+                world.request(client, Request::Delete(Name::Lease));
+                Flow::Exit
+            }
+            _ => unreachable!("only lease phases"),
+        }
+    }
+
+    #[allow(clippy::too_many_lines)] // one protocol, step by step, in FORMAT.md order
+    fn protocol_step(&mut self, world: &mut World, client: usize, process: &Process) -> Flow {
         loop {
             match self.phase {
+                PrunePhase::TakeLease { .. }
+                | PrunePhase::CheckLease { .. }
+                | PrunePhase::DeleteLease
+                | PrunePhase::ReleaseLease
+                | PrunePhase::DeleteOwnLease => return self.lease_step(world, client, process),
                 // 21.3 step 1: S0 (after the records), then end the sessions whose process is
                 // proven gone.
                 PrunePhase::ListSessions => {
@@ -657,6 +788,7 @@ impl Prune {
                     else {
                         return Flow::Exit;
                     };
+                    self.marked = names.iter().copied().collect();
                     self.queue = names.into_iter().rev().collect();
                     self.phase = PrunePhase::GetSnapshots;
                     return Flow::Continue;
@@ -814,24 +946,13 @@ impl Prune {
                         return Flow::Exit;
                     };
                     let at_start = &self.sessions_at_start;
-                    let mut inflight: BTreeSet<SessionId> = sessions_from(&names)
+                    let inflight: BTreeSet<SessionId> = sessions_from(&names)
                         .into_iter()
                         .filter(|(session, now)| {
                             !now.ended || at_start.get(session).is_none_or(|seen| !seen.ended)
                         })
                         .map(|(session, _)| session)
                         .collect();
-                    // Sessions unended in S0 too, even when absent from S1: a concurrent prune
-                    // may have deleted the markers of a session that ended after S0, whose
-                    // snapshot this run did not mark (FORMAT.md 21.9).
-                    if world.config.protocol != Protocol::InflightFromS1Only {
-                        inflight.extend(
-                            at_start
-                                .iter()
-                                .filter(|(_, seen)| !seen.ended)
-                                .map(|(session, _)| *session),
-                        );
-                    }
                     self.inflight
                         .insert(self.generation, inflight.into_iter().collect());
                     self.phase = PrunePhase::Inflight;
@@ -845,8 +966,30 @@ impl Prune {
                     if !matches!(world.request(client, request), Reply::Done | Reply::Exists) {
                         return Flow::Exit;
                     }
-                    // 21.3 step 6: record g's packs are releasable if F(g) is empty.
-                    if empty || world.config.protocol == Protocol::ReleaseIgnoringInflight {
+                    // 21.3 step 6: record g's packs are releasable if F(g) is empty, and (21.9)
+                    // if no snapshot appeared since step 2.
+                    let protocol = world.config.protocol;
+                    if protocol == Protocol::ReleaseIgnoringInflight
+                        || (empty && protocol == Protocol::ReleaseOwnRecordAtOnce)
+                    {
+                        self.deletable.extend(self.condemned.iter().copied());
+                    } else if empty && !self.condemned.is_empty() {
+                        self.phase = PrunePhase::ListSnapshotsAgain;
+                        return Flow::Continue;
+                    }
+                    self.plan_rewrite();
+                    self.phase = PrunePhase::Index;
+                    return Flow::Continue;
+                }
+                PrunePhase::ListSnapshotsAgain => {
+                    let Reply::Names(names) =
+                        world.request(client, Request::List(Prefix::Snapshots))
+                    else {
+                        return Flow::Exit;
+                    };
+                    // A snapshot step 2 did not read was committed by a session that S1 may not
+                    // show any more (it ended, and a concurrent prune deleted its markers).
+                    if names.iter().all(|name| self.marked.contains(name)) {
                         self.deletable.extend(self.condemned.iter().copied());
                     }
                     self.plan_rewrite();

@@ -66,16 +66,17 @@ pub fn old_host_and_pid_rule(judgement: &Judgement<'_>) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// FORMAT.md section 21, with the two corrections of 21.9: 21.3 step 1 reads the records
-    /// before listing S0, and F(g) (step 5) also holds every session unended in S0.
+    /// before listing S0, and run g releases its own record's packs only if no snapshot
+    /// appeared since its step 2.
     Spec,
     /// Broken: 21.3 step 1 in its first wording, S0 listed before the records are read. A
     /// session that starts after S0 and is in the in-flight list of a record written before
     /// the records are read counts as ended (absent from S0) while it runs.
     SessionsThenRecords,
-    /// Broken: 21.3 step 5 in its first wording, F(g) drawn from S1 only. A session unended in
-    /// S0 whose markers a concurrent prune deletes before S1 (it ended meanwhile) is left out,
-    /// though this run did not mark its snapshot.
-    InflightFromS1Only,
+    /// Broken: 21.3 step 6 in its first wording, record g's packs released by run g whenever
+    /// F(g) is empty. A session that commits after step 2, ends, and whose markers a concurrent
+    /// prune deletes before S1, is in no list, and its snapshot was not marked.
+    ReleaseOwnRecordAtOnce,
     /// Broken: prune releases condemned packs without consulting the in-flight lists.
     ReleaseIgnoringInflight,
     /// Broken: a backup reads the prune records before writing its session marker.
@@ -97,6 +98,14 @@ pub struct Config {
     pub crash_per_mille: u32,
     /// Chance per scheduling step (per mille) that a machine reboots.
     pub reboot_per_mille: u32,
+    /// Chance per scheduling step (per mille) that a running client is suspended (a stopped
+    /// process, a suspended machine) for 20 to 200 steps.
+    pub stall_per_mille: u32,
+    /// Whether prunes take the lease (21.5). Off, prunes overlap freely: 21.4 must hold without
+    /// it.
+    pub lease: bool,
+    /// The lease's TTL in scheduling steps (the store's clock).
+    pub lease_ttl: u64,
     /// Whether a machine's disk image (machine id and cairn's local record included) may be
     /// cloned and booted during the schedule.
     pub clones: bool,
@@ -113,6 +122,9 @@ impl Default for Config {
             fail_per_mille: 15,
             crash_per_mille: 5,
             reboot_per_mille: 3,
+            stall_per_mille: 3,
+            lease: false,
+            lease_ttl: 40,
             clones: false,
             max_steps: 1000,
         }
@@ -174,6 +186,10 @@ pub struct Stats {
     pub packs_rescued: u64,
     /// Prunes that ran to their end.
     pub prunes_finished: u64,
+    /// Clients suspended for a while.
+    pub stalls: u64,
+    /// Leases taken over from their holder.
+    pub leases_taken_over: u64,
 }
 
 impl Stats {
@@ -192,6 +208,8 @@ impl Stats {
         self.relied_condemned += other.relied_condemned;
         self.packs_rescued += other.packs_rescued;
         self.prunes_finished += other.prunes_finished;
+        self.stalls += other.stalls;
+        self.leases_taken_over += other.leases_taken_over;
     }
 }
 
@@ -318,7 +336,10 @@ impl World {
         self.stats.requests += 1;
         let shown = self.trace.as_ref().map(|_| request.to_string());
         let fails = self.rng.chance(self.config.fail_per_mille);
-        let mutates = matches!(request, Request::Put(..) | Request::Delete(_));
+        let mutates = matches!(
+            request,
+            Request::Put(..) | Request::Delete(_) | Request::Overwrite(..)
+        );
         let reply = if fails && !(mutates && self.rng.chance(500)) {
             Reply::Failed
         } else {
@@ -465,6 +486,8 @@ struct Client {
     weight: usize,
     /// The client starts no earlier than this step (late prunes find the backups ended).
     not_before: u64,
+    /// A suspended client does nothing until this step.
+    stalled_until: u64,
     life: Life,
 }
 
@@ -573,7 +596,7 @@ fn make_world(seed: u64, config: &Config, trace: bool) -> (World, Vec<Client>, O
         } else if number < backups + forgets {
             Role::Forget(Forget::default())
         } else {
-            Role::Prune(Box::new(Prune::new(config.protocol)))
+            Role::Prune(Box::new(Prune::new(config.protocol, config.lease)))
         };
         if trace {
             let kind = match &role {
@@ -594,6 +617,7 @@ fn make_world(seed: u64, config: &Config, trace: bool) -> (World, Vec<Client>, O
         };
         clients.push(Client {
             not_before,
+            stalled_until: 0,
             role,
             machine,
             namespace,
@@ -630,6 +654,40 @@ fn make_world(seed: u64, config: &Config, trace: bool) -> (World, Vec<Client>, O
         }
     }
     (world, clients, clone_at)
+}
+
+/// The lease holders' helper threads: each running prune that is not suspended rewrites its
+/// lease every third of the TTL, if the lease is still its own.
+fn renew_leases(world: &mut World, clients: &mut [Client], now: u64) {
+    if !world.config.lease {
+        return;
+    }
+    for (number, client) in clients.iter_mut().enumerate() {
+        let (Role::Prune(prune), Life::Running(_)) = (&mut client.role, client.life) else {
+            continue;
+        };
+        if client.stalled_until > now {
+            continue;
+        }
+        let Some(token) = prune.renewal_due(now, world.config.lease_ttl) else {
+            continue;
+        };
+        prune.renewed(now);
+        if let Reply::Object(Object::Lease {
+            token: holder_token,
+            holder,
+            ..
+        }) = world.request(number, Request::Get(Name::Lease))
+            && holder_token == token
+        {
+            let lease = Object::Lease {
+                token,
+                holder,
+                written_at: now,
+            };
+            world.request(number, Request::Overwrite(Name::Lease, lease));
+        }
+    }
 }
 
 fn simulate(seed: u64, config: &Config, trace: bool) -> (Outcome, Vec<String>) {
@@ -675,12 +733,26 @@ fn simulate(seed: u64, config: &Config, trace: bool) -> (Outcome, Vec<String>) {
                 continue;
             }
         }
+        if world.rng.chance(config.stall_per_mille) {
+            let running: Vec<usize> = (0..clients.len())
+                .filter(|number| matches!(clients[*number].life, Life::Running(_)))
+                .collect();
+            if !running.is_empty() {
+                let number = running[world.rng.below(running.len())];
+                let pause = 20 + world.rng.below(180) as u64;
+                clients[number].stalled_until = now + pause;
+                world.stats.stalls += 1;
+                world.event(format!("{now:>4} c{number} is suspended for {pause} steps"));
+                continue;
+            }
+        }
+        renew_leases(&mut world, &mut clients, now);
         let ready: Vec<usize> = (0..clients.len())
             .filter(|number| {
                 let client = &clients[*number];
                 match client.life {
                     Life::Waiting => world.machines[client.machine].up && client.not_before <= now,
-                    Life::Running(_) => true,
+                    Life::Running(_) => client.stalled_until <= now,
                     Life::Over => false,
                 }
             })

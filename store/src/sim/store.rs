@@ -33,6 +33,8 @@ pub enum Name {
     Record(u64),
     /// `prune/<generation>.inflight`: a prune run's in-flight list.
     Inflight(u64),
+    /// `locks/prune`: the prune lease.
+    Lease,
 }
 
 impl fmt::Display for Name {
@@ -45,6 +47,7 @@ impl fmt::Display for Name {
             Self::SessionEnd(id) => write!(formatter, "sessions/{id}.done"),
             Self::Record(generation) => write!(formatter, "prune/{generation}"),
             Self::Inflight(generation) => write!(formatter, "prune/{generation}.inflight"),
+            Self::Lease => formatter.write_str("locks/prune"),
         }
     }
 }
@@ -130,6 +133,16 @@ pub enum Object {
     },
     /// An in-flight list: the sessions F(g).
     Inflight(Vec<SessionId>),
+    /// The prune lease: its holder's token and place, and when the store last wrote it (the
+    /// store's clock: the scheduling step).
+    Lease {
+        /// The holder's token.
+        token: u32,
+        /// Where the holder runs (host label and process place, as in a session marker).
+        holder: Marker,
+        /// The store's time of the last write.
+        written_at: u64,
+    },
 }
 
 /// Who ended a session (FORMAT.md 21.1, `ended_by`).
@@ -169,6 +182,8 @@ pub enum Request {
     List(Prefix),
     /// Delete (succeeds when the object is absent, like every object store).
     Delete(Name),
+    /// Put that replaces what is there (the lease's renewal).
+    Overwrite(Name, Object),
 }
 
 impl fmt::Display for Request {
@@ -178,6 +193,9 @@ impl fmt::Display for Request {
             Self::Get(name) => write!(formatter, "get {name}"),
             Self::List(prefix) => write!(formatter, "list {prefix}"),
             Self::Delete(name) => write!(formatter, "delete {name}"),
+            Self::Overwrite(name, object) => {
+                write!(formatter, "overwrite {name} {}", summary(object))
+            }
         }
     }
 }
@@ -199,6 +217,14 @@ fn summary(object: &Object) -> String {
             resurrected,
         } => format!("condemned {condemned:?} resurrected {resurrected:?}"),
         Object::Inflight(sessions) => format!("sessions {sessions:?}"),
+        Object::Lease {
+            token,
+            holder,
+            written_at,
+        } => format!(
+            "token {token} host {:?} pid {} written at {written_at}",
+            holder.host, holder.place.pid
+        ),
     }
 }
 
@@ -232,6 +258,10 @@ impl Store {
                         .map(|(name, _)| *name)
                         .collect(),
                 )
+            }
+            Request::Overwrite(name, object) => {
+                self.objects.insert(name, object);
+                Reply::Done
             }
             Request::Delete(name) => {
                 self.objects.remove(&name);
