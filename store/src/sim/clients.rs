@@ -470,6 +470,7 @@ pub struct Prune {
     indexed: Vec<IndexedPack>,
     existing: BTreeSet<u32>,
     chosen: BTreeMap<Blob, u32>,
+    placed_live: BTreeSet<Blob>,
     live: BTreeSet<u32>,
     resurrected: Vec<IndexedPack>,
     orphans: Vec<u32>,
@@ -866,7 +867,19 @@ impl Prune {
                     };
                     match world.request(client, Request::Get(name)) {
                         Reply::Object(Object::Pack(blobs)) => {
-                            if self.claim(pack, &blobs) > 0 {
+                            let claimed = self.claim(pack, &blobs);
+                            // 21.9: every copy of a blob with no live location is taken back,
+                            // not only the first: a concurrent prune that did not read this
+                            // run's record may be deleting any one of them.
+                            let holds_unplaced = blobs.iter().any(|blob| {
+                                self.referenced.contains(blob) && !self.placed_live.contains(blob)
+                            });
+                            let resurrect = if world.config.protocol == Protocol::ResurrectOneCopy {
+                                claimed > 0
+                            } else {
+                                holds_unplaced
+                            };
+                            if resurrect {
                                 self.live.insert(pack);
                                 self.resurrected.push(IndexedPack { pack, blobs });
                             } else if !self.running()
@@ -1100,6 +1113,7 @@ impl Prune {
             }
         }
         self.indexed = indexed;
+        self.placed_live = self.chosen.keys().copied().collect();
         let needs_search = self
             .referenced
             .iter()
@@ -1126,7 +1140,10 @@ impl Prune {
         let repack_now = world.rng.chance(400);
         let mut seen = BTreeSet::new();
         for pack in &self.indexed {
-            if !self.live.contains(&pack.pack) || !seen.insert(pack.pack) {
+            if !self.live.contains(&pack.pack)
+                || resurrected.contains(&pack.pack)
+                || !seen.insert(pack.pack)
+            {
                 continue;
             }
             match used.get(&pack.pack) {

@@ -65,9 +65,9 @@ pub fn old_host_and_pid_rule(judgement: &Judgement<'_>) -> bool {
 /// The protocol the clients follow: the specification, or a deliberately changed variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// FORMAT.md section 21, with the two corrections of 21.9: 21.3 step 1 reads the records
-    /// before listing S0, and run g releases its own record's packs only if no snapshot
-    /// appeared since its step 2.
+    /// FORMAT.md section 21, with the corrections of 21.9: 21.3 step 1 reads the records before
+    /// listing S0, step 3 takes back every copy of a blob with no live location, and run g
+    /// releases its own record's packs only if no snapshot appeared since its step 2.
     Spec,
     /// Broken: 21.3 step 1 in its first wording, S0 listed before the records are read. A
     /// session that starts after S0 and is in the in-flight list of a record written before
@@ -77,6 +77,10 @@ pub enum Protocol {
     /// F(g) is empty. A session that commits after step 2, ends, and whose markers a concurrent
     /// prune deletes before S1, is in no list, and its snapshot was not marked.
     ReleaseOwnRecordAtOnce,
+    /// Broken: 21.3 step 3 in its first wording, one copy of a blob with no live location taken
+    /// back (the first pack found). A concurrent prune that did not read this run's record
+    /// deletes that copy, and this run deletes the others.
+    ResurrectOneCopy,
     /// Broken: prune releases condemned packs without consulting the in-flight lists.
     ReleaseIgnoringInflight,
     /// Broken: a backup reads the prune records before writing its session marker.
