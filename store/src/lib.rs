@@ -18,6 +18,7 @@ pub mod index;
 pub mod ops;
 pub mod policy;
 pub mod repo;
+pub mod sim;
 
 pub use crypto::{id, keys, seal};
 pub use format::packer;

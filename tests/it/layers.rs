@@ -43,6 +43,11 @@ const RULES: &[Rule] = &[
         folder: "policy",
         forbidden: IMPURE,
     },
+    // The simulation of the garbage-collection protocol: pure, so a seed replays its schedule.
+    Rule {
+        folder: "sim",
+        forbidden: IMPURE,
+    },
     // The crate's error wraps retention's error; retention must not import it back.
     Rule {
         folder: "policy/retention.rs",
