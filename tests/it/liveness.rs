@@ -703,3 +703,43 @@ fn a_prune_lease_is_taken_over_only_from_a_holder_proven_gone() {
         "the lease was taken over and released"
     );
 }
+
+/// A backup in another time namespace with a shifted boot clock (`unshare --time --boottime`),
+/// but in this PID namespace, reads its own start time shifted; a prune out here must still see
+/// the same process running, not a reused pid. Regression test: the start time is normalised to
+/// the root time namespace.
+#[test]
+fn a_backup_in_another_time_namespace_is_seen_running() {
+    let probe = Command::new("unshare")
+        .args(["--time", "--boottime", "1000", "true"])
+        .status();
+    if !probe.is_ok_and(|status| status.success()) {
+        eprintln!("skipped: unshare --time is not available here (needs root and Linux 5.6)");
+        return;
+    }
+    let workspace = workspace_with_a_kept_snapshot();
+    let repository = workspace.open_repository();
+    add_garbage(&workspace, 84);
+    let mut child = hanging_backup(
+        &workspace,
+        &["--host", "timens"],
+        &["unshare", "--time", "--boottime", "1000"],
+    );
+    let session = wait_for_session(&repository, "timens", &mut child);
+    for command in [vec!["check"], vec!["prune"]] {
+        workspace.cairn(&command).ok();
+    }
+    let held = prune_json(&workspace, &["--dry-run"]);
+    let listed = blocking(&held, &session);
+    assert_eq!(listed["reason"], "its process is running", "{listed}");
+    assert!(unended(&repository, &session));
+    assert_eq!(held["packs_deleted"], 0, "{held}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let released = prune_json(&workspace, &[]);
+    assert!(!unended(&repository, &session));
+    assert!(
+        released["packs_deleted"].as_u64().unwrap() > 0,
+        "{released}"
+    );
+}

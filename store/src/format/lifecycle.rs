@@ -285,12 +285,18 @@ fn read_ids(reader: &mut Reader<'_>, field: &'static str) -> Result<Vec<Id>, Dec
 impl SessionMarker {
     /// Seals the marker.
     pub fn encode(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut body = self.v1_body();
+        self.place.write_v2(&mut body);
+        seal(key, SESSION_MAGIC, &self.session.0, &body, nonce)
+    }
+
+    /// The fields of version 1 (host, pid, start time), which version 2 extends.
+    fn v1_body(&self) -> Writer {
         let mut body = Writer::new();
         body.bytes(self.host.as_bytes())
             .u32(self.place.pid)
             .i64(self.started_unix);
-        self.place.write_v2(&mut body);
-        seal(key, SESSION_MAGIC, &self.session.0, &body, nonce)
+        body
     }
 
     /// Opens a stored marker, of version 1 (the place holds only the pid) or 2.
@@ -324,14 +330,11 @@ impl SessionMarker {
     /// repositories.
     #[doc(hidden)]
     pub fn encode_v1(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
-        let mut body = Writer::new();
-        body.bytes(self.host.as_bytes())
-            .u32(self.place.pid)
-            .i64(self.started_unix);
         let header = ObjectHeader {
             magic: SESSION_MAGIC,
             version: 1,
         };
+        let body = self.v1_body();
         envelope::seal_object(key, header, &self.session.0, body.as_slice(), None, nonce)
     }
 }
@@ -484,14 +487,20 @@ impl InflightList {
 impl PruneLease {
     /// Seals the lease.
     pub fn encode(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        let mut body = self.v1_body();
+        self.place.write_v2(&mut body);
+        seal(key, LEASE_MAGIC, &[], &body, nonce)
+    }
+
+    /// The fields of version 1 (token, host, pid, start time, TTL), which version 2 extends.
+    fn v1_body(&self) -> Writer {
         let mut body = Writer::new();
         body.raw(&self.token)
             .bytes(self.host.as_bytes())
             .u32(self.place.pid)
             .i64(self.started_unix)
             .u64(self.ttl_seconds);
-        self.place.write_v2(&mut body);
-        seal(key, LEASE_MAGIC, &[], &body, nonce)
+        body
     }
 
     /// Opens a stored lease, of version 1 (the place holds only the pid) or 2.
@@ -520,17 +529,11 @@ impl PruneLease {
     /// Seals the lease as version 1 wrote it, for tests of old repositories.
     #[doc(hidden)]
     pub fn encode_v1(&self, key: &SealKey, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
-        let mut body = Writer::new();
-        body.raw(&self.token)
-            .bytes(self.host.as_bytes())
-            .u32(self.place.pid)
-            .i64(self.started_unix)
-            .u64(self.ttl_seconds);
         let header = ObjectHeader {
             magic: LEASE_MAGIC,
             version: 1,
         };
-        envelope::seal_object(key, header, &[], body.as_slice(), None, nonce)
+        envelope::seal_object(key, header, &[], self.v1_body().as_slice(), None, nonce)
     }
 }
 

@@ -257,8 +257,10 @@ fn blocking_sessions(
 }
 
 /// The sessions that keep the packs of record `generation` from being released (21.3 step 6):
-/// those of its in-flight list still unended at the start of this run, or, without a list,
-/// every session unended then. Empty exactly when the generation is released.
+/// those of its in-flight list still unended at the start of this run (a session absent from the
+/// listing counts as ended), or, without a list (the prune that wrote the record died before
+/// listing the sessions), every session unended then, since any of them could have missed the
+/// record. Empty exactly when the generation's packs may be deleted.
 fn generation_holders(
     state: &PruneState,
     generation: u64,
@@ -284,18 +286,6 @@ fn generation_holders(
 
 fn unfinished(sessions: &BTreeMap<SessionId, SessionStatus>) -> Vec<&SessionStatus> {
     sessions.values().filter(|status| !status.ended).collect()
-}
-
-/// Whether the packs condemned in `generation` may be deleted now, given the sessions seen at
-/// the start of this run (`ended` says whether a session had ended; unknown sessions had).
-fn generation_released(
-    state: &PruneState,
-    generation: u64,
-    sessions_at_start: &BTreeMap<SessionId, SessionStatus>,
-) -> bool {
-    // Without an in-flight list (the prune that wrote the record died before listing the
-    // sessions), every session still running could have missed the record.
-    generation_holders(state, generation, sessions_at_start).is_empty()
 }
 
 /// Runs a prune. See the module documentation and FORMAT.md section 21.
@@ -501,22 +491,37 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     report.packs_condemned = (condemned.len() + repack.len()) as u64;
 
     // What earlier records condemned that may go now.
+    // Each still-condemned pack's newest condemning record, and who holds each record's packs.
+    let mut condemned_by: HashMap<Id, u64> = HashMap::new();
+    for (generation, record) in &state.records {
+        for id in &record.condemned {
+            condemned_by.insert(*id, *generation);
+        }
+    }
+    let holders: HashMap<u64, Vec<SessionId>> = state
+        .records
+        .keys()
+        .map(|generation| {
+            (
+                *generation,
+                generation_holders(&state, *generation, &sessions_at_start),
+            )
+        })
+        .collect();
+    let earlier_condemned: Vec<(Id, &[SessionId])> = state
+        .condemned
+        .iter()
+        .filter(|id| existing.contains_key(id) && !resurrected_ids.contains(id))
+        .filter_map(|id| {
+            let generation = condemned_by.get(id)?;
+            Some((*id, holders.get(generation)?.as_slice()))
+        })
+        .collect();
     let earlier_releasable: Vec<Id> = {
-        let mut out: Vec<Id> = state
-            .condemned
+        let mut out: Vec<Id> = earlier_condemned
             .iter()
-            .filter(|id| existing.contains_key(id) && !resurrected_ids.contains(id))
-            .filter(|id| {
-                state
-                    .records
-                    .iter()
-                    .rev()
-                    .find(|(_, record)| record.condemned.contains(id))
-                    .is_some_and(|(generation, _)| {
-                        generation_released(&state, *generation, &sessions_at_start)
-                    })
-            })
-            .copied()
+            .filter(|(_, holders)| holders.is_empty())
+            .map(|(id, _)| *id)
             .collect();
         out.sort();
         out
@@ -531,22 +536,13 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
             entry.1 += size;
         }
     };
-    for id in state
-        .condemned
+    for (id, holders) in earlier_condemned
         .iter()
-        .filter(|id| existing.contains_key(id) && !resurrected_ids.contains(id))
-        .filter(|id| earlier_releasable.binary_search(id).is_err())
+        .filter(|(_, holders)| !holders.is_empty())
     {
-        let generation = state
-            .records
-            .iter()
-            .rev()
-            .find(|(_, record)| record.condemned.contains(id))
-            .map_or(0, |(generation, _)| *generation);
-        let holders = generation_holders(&state, generation, &sessions_at_start);
         report.packs_pending += 1;
         report.bytes_pending += existing[id];
-        hold(&holders, existing[id]);
+        hold(holders, existing[id]);
     }
 
     if options.dry_run {

@@ -20,6 +20,11 @@ const MACHINE_ID_PATHS: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-i
 const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// This process's PID namespace (its inode number identifies the namespace while it lives).
 const PID_NAMESPACE_PATH: &str = "/proc/self/ns/pid";
+/// This process's time namespace offsets (Linux 5.6 and later; absent before, when no time
+/// namespaces exist).
+const TIME_OFFSETS_PATH: &str = "/proc/self/timens_offsets";
+/// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, 100 in the kernel's user ABI).
+const USER_HZ: i64 = 100;
 /// The name of the local record of sessions started on this machine, per repository.
 pub const SESSION_RECORD_NAME: &str = "sessions-started";
 
@@ -86,10 +91,33 @@ pub fn pid_exists(pid: u32) -> Option<bool> {
 }
 
 /// The start time of process `pid` in clock ticks after boot (`/proc/PID/stat` field 22), or
-/// `None` when it cannot be read.
+/// `None` when it cannot be read. The kernel shows that time shifted by the *reader's* time
+/// namespace boottime offset, so the offset is taken back out: two processes in different time
+/// namespaces then read the same value for the same process (else one would see another start
+/// time, "pid reuse", for a process that still runs).
 pub fn start_ticks(pid: u32) -> Option<u64> {
+    let offset = match std::fs::read_to_string(TIME_OFFSETS_PATH) {
+        Ok(text) => boottime_offset_ticks(&text)?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(_) => return None,
+    };
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    start_ticks_from_stat(&text)
+    let shown = i64::try_from(start_ticks_from_stat(&text)?).ok()?;
+    u64::try_from(shown.checked_sub(offset)?).ok()
+}
+
+/// The boottime offset of a `timens_offsets` text (`boottime <seconds> <nanoseconds>`) in
+/// clock ticks; `None` when the line is missing or malformed.
+pub fn boottime_offset_ticks(text: &str) -> Option<i64> {
+    let line = text
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some("boottime"))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let seconds: i64 = fields.next()?.parse().ok()?;
+    let nanoseconds: i64 = fields.next()?.parse().ok()?;
+    seconds
+        .checked_mul(USER_HZ)?
+        .checked_add(nanoseconds / (1_000_000_000 / USER_HZ))
 }
 
 /// Field 22 of a `/proc/PID/stat` line. Field 2 (`comm`, in parentheses) may itself contain
@@ -232,6 +260,24 @@ mod tests {
         assert_eq!(start_ticks_from_stat("4242 (cairn) S 1 2"), None);
         assert_eq!(start_ticks_from_stat("no parenthesis at all"), None);
         assert_eq!(start_ticks_from_stat(""), None);
+    }
+
+    #[test]
+    fn the_boottime_offset_is_read_in_ticks() {
+        let root = "monotonic           0         0\nboottime            0         0\n";
+        assert_eq!(boottime_offset_ticks(root), Some(0));
+        let shifted = "monotonic 5 0\nboottime 1000 250000000\n";
+        assert_eq!(boottime_offset_ticks(shifted), Some(100_025));
+        assert_eq!(
+            boottime_offset_ticks("boottime -5 -500000000\n"),
+            Some(-550)
+        );
+        assert_eq!(boottime_offset_ticks("monotonic 0 0\n"), None);
+        assert_eq!(boottime_offset_ticks("boottime x 0\n"), None);
+        assert_eq!(
+            boottime_offset_ticks("boottime 9223372036854775807 0\n"),
+            None
+        );
     }
 
     #[test]
