@@ -119,6 +119,23 @@ impl MarkSet {
         Ok(claimed)
     }
 
+    /// For each of `ids`: whether it is marked and no pack was chosen for it yet. Reads only.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn unchosen_among(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        let transaction = self.database.begin_read().map_err(|e| self.fail(e))?;
+        let table = transaction.open_table(MARKS).map_err(|e| self.fail(e))?;
+        ids.iter()
+            .map(|id| {
+                Ok(table
+                    .get(&id.0)
+                    .map_err(|e| self.fail(e))?
+                    .is_some_and(|chosen| *chosen.value() == UNCHOSEN))
+            })
+            .collect()
+    }
+
     /// Whether `pack` was chosen for each of `ids`.
     ///
     /// # Errors

@@ -119,7 +119,8 @@ pub struct PruneReport {
 /// Everything the mark phase learned.
 struct Marked {
     marks: MarkSet,
-    snapshots: usize,
+    /// The snapshots the walk read (FORMAT.md 21.3 step 6 compares a later listing with them).
+    snapshots: HashSet<Id>,
 }
 
 /// Trees loaded at once during the mark walk (bounds memory on wide repositories).
@@ -181,7 +182,7 @@ fn mark(repository: &Repository, state: &PruneState) -> Result<Marked> {
     }
     Ok(Marked {
         marks,
-        snapshots: snapshots.len(),
+        snapshots: snapshots.iter().map(|(id, _)| *id).collect(),
     })
 }
 
@@ -339,20 +340,23 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     let key = &repository.keys().data_key;
     let mut report = PruneReport::default();
 
-    // Step 1: sessions (this machine's provably dead ones ended), then records (FORMAT.md 21.3).
+    // Step 1: records and in-flight lists, *then* sessions (this machine's provably dead ones
+    // ended). In this order S0 lists every session of every in-flight list read here unless it
+    // has ended, so step 6 may count a session absent from S0 as ended (FORMAT.md 21.3; the
+    // other order lost packs in the simulation, 21.9).
+    let state = repository.load_prune_state()?;
+    let generation = state.latest_generation + 1;
     let judge = Judge::here(repository);
     let mut sessions_at_start = repository.list_sessions()?;
     report.sessions_ended =
         sessions::end_dead_sessions(repository, &judge, &mut sessions_at_start, !options.dry_run)?
             .len();
     let running = !unfinished(&sessions_at_start).is_empty();
-    let state = repository.load_prune_state()?;
-    let generation = state.latest_generation + 1;
 
     // Step 2: mark.
     let marked = mark(repository, &state)?;
     let marks = &marked.marks;
-    report.snapshots = marked.snapshots;
+    report.snapshots = marked.snapshots.len();
     report.referenced_blobs = marks.len()?;
 
     // Step 3: the index as stored (not the cache), one object at a time, and the packs that
@@ -412,6 +416,11 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
             .into_iter()
             .filter(|(id, _)| needs_search || (!running && !state.condemned.contains(id)))
             .collect();
+        // Every pack holding a blob that has no live location is taken back, not only the
+        // first one found: a concurrent prune that has not read this run's record may delete
+        // the copy chosen here, and the others must then still exist (FORMAT.md 21.3 step 3).
+        // So the blobs still needed are judged before any of these packs claims one.
+        let mut to_resurrect: Vec<(IndexedPack, u64)> = Vec::new();
         for batch in must_read.chunks(64) {
             let trailers: Vec<(Id, Option<IndexedPack>)> = batch
                 .par_iter()
@@ -426,14 +435,31 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
                 .collect();
             for (pack_id, trailer) in trailers {
                 let Some(pack) = trailer else { continue };
-                let pack_use = claim_pack(marks, &pack)?;
-                if pack_use.used > 0 {
-                    uses.insert(pack_id, pack_use);
-                    resurrected.push(pack);
+                let ids: Vec<Id> = pack.entries.iter().map(|entry| entry.id).collect();
+                let needed_bytes: u64 = pack
+                    .entries
+                    .iter()
+                    .zip(marks.unchosen_among(&ids)?)
+                    .filter(|(_, needed)| *needed)
+                    .map(|(entry, _)| u64::from(entry.length))
+                    .sum();
+                if needed_bytes > 0 {
+                    to_resurrect.push((pack, needed_bytes));
                 } else if !running && !state.condemned.contains(&pack_id) {
                     orphans.push(pack_id);
                 }
             }
+        }
+        for (pack, needed_bytes) in to_resurrect {
+            claim_pack(marks, &pack)?;
+            uses.insert(
+                pack.pack_id,
+                PackUse {
+                    used: needed_bytes,
+                    total: blob_bytes(&pack),
+                },
+            );
+            resurrected.push(pack);
         }
     }
     let missing = marks.unchosen()?;
@@ -649,7 +675,17 @@ fn run(repository: &Repository, options: &PruneOptions) -> Result<PruneReport> {
             Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
             Err(error) => return Err(error.into()),
         }
-        if inflight.is_empty() {
+        // Step 6 for record g: releasable now only if F(g) is empty and no snapshot appeared
+        // since the mark. A session that committed after the mark, ended, and whose markers a
+        // concurrent prune deleted before S1 is in no list (FORMAT.md 21.3 step 6, 21.9). Later
+        // runs need no such check: they read F(g) before their S0.
+        let releasable_now = inflight.is_empty()
+            && backend
+                .list("snapshots")?
+                .iter()
+                .filter_map(|info| id_from_name(&info.name))
+                .all(|id| marked.snapshots.contains(&id));
+        if releasable_now {
             deletable.extend(record.condemned.iter().copied());
         } else {
             for id in &record.condemned {
