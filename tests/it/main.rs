@@ -22,6 +22,7 @@ mod prune;
 mod repair;
 mod sources;
 mod speed_options;
+mod staging;
 mod stuck_store;
 mod support;
 mod sweeps;
