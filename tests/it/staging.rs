@@ -57,6 +57,8 @@ fn kill_a_backup_mid_upload(workspace: &Workspace, repo: &Repo<'_>) -> Vec<PathB
             && started.elapsed() < Duration::from_mins(2)
         {
             if staging_files(&workspace.repo).is_empty() {
+                // A pack's staging file lives for milliseconds (written in 64 KiB slices).
+                std::thread::sleep(Duration::from_micros(300));
                 continue;
             }
             kill(pid, Signal::SIGSTOP).expect("stop cairn");
