@@ -10,9 +10,9 @@ use clap::{Args, Parser, Subcommand};
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
-  1    fatal error (including damage found by check, drill or restore, and snapshots repair
-       could not salvage)
-  2    usage error: invalid command line or config file (named with line and key)
+  1    fatal error (including damage found by check, drill or restore, snapshots repair
+       could not salvage, and a store that stopped answering after its retries)
+  2    usage error: invalid command line, config file (named with line and key) or -o option
   3    backup snapshot written, but some source files could not be read or changed while
        being read (listed)
   10   repository does not exist
@@ -67,7 +67,8 @@ pub struct GlobalArgs {
     /// Keep no local cache: rebuild the index in memory on every run
     #[arg(long, global = true)]
     pub no_cache: bool,
-    /// Backend option key=value (for example endpoint=http://127.0.0.1:9000), repeatable
+    /// Backend option key=value (for example endpoint=http://127.0.0.1:9000), repeatable; cairn's
+    /// own: stall-timeout=10s, connect-timeout=5s, timeout (none by default), retries=4
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true)]
     pub options: Vec<String>,
     /// Print machine-readable JSON, one object per line

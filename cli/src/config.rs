@@ -146,14 +146,29 @@ pub struct Config {
     pub metrics: MetricsConfig,
 }
 
+/// `[repository] options`, whose store limits must parse.
+fn store_options<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<IndexMap<String, String>, D::Error> {
+    let options = IndexMap::<String, String>::deserialize(deserializer)?;
+    let pairs: Vec<(String, String)> = options
+        .iter()
+        .map(|(key, value)| (key.to_ascii_lowercase(), value.clone()))
+        .collect();
+    cairn_store::backend::object_store::StoreLimits::from_options(&pairs)
+        .map_err(serde::de::Error::custom)?;
+    Ok(options)
+}
+
 /// `[repository]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
     /// Location, as `--repo`.
     pub url: Option<String>,
-    /// Backend options, as `-o key=value`.
-    #[serde(default)]
+    /// Backend options, as `-o key=value`; the limits cairn reads itself (`stall_timeout`,
+    /// `retries`, ...) are checked here, so a bad value is named with its line.
+    #[serde(default, deserialize_with = "store_options")]
     pub options: IndexMap<String, String>,
     /// Password file, as `--password-file`.
     pub password_file: Option<PathBuf>,
@@ -740,6 +755,19 @@ sample = "5%"
 [metrics]
 file = "/var/lib/node_exporter/textfile_collector/cairn.prom"
 "#;
+
+    #[test]
+    fn bad_store_limits_are_named_with_their_line() {
+        let message = error("[repository]\nurl = \"/r\"\noptions = { stall_timeout = \"0s\" }\n");
+        assert!(
+            message.starts_with("/etc/cairn/cairn.toml:3: repository.options"),
+            "{message}"
+        );
+        assert!(message.contains("option stall_timeout=0s"), "{message}");
+        let config = parse("[repository]\noptions = { stall-timeout = \"1m\", region = \"x\" }\n")
+            .expect("valid");
+        assert_eq!(config.repository.options.len(), 2);
+    }
 
     #[test]
     fn a_full_config_parses_in_file_order() {

@@ -25,6 +25,7 @@ mod saver;
 mod signals;
 mod sources;
 mod speed_options;
+mod staging;
 mod stuck_store;
 mod support;
 mod sweeps;
