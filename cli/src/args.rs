@@ -303,6 +303,9 @@ pub enum RepairCommand {
     /// Write a new snapshot (tagged `repaired`) without the files and directories whose data is
     /// lost or damaged; the original stays unless --forget
     Snapshots(RepairSnapshotsArgs),
+    /// Rebuild a lost or damaged config from a key object this password opens (proven against
+    /// the index, snapshots or packs); a damaged config is copied aside first
+    Config(RepairConfigArgs),
 }
 
 /// `cairn repair index`.
@@ -389,6 +392,17 @@ pub struct InitArgs {
     /// Argon2id cost of the first key.
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Chunker bounds and pack size.
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Mark the repository append-only: no client will delete anything from it
+    #[arg(long)]
+    pub append_only: bool,
+}
+
+/// The writer's choices a config records: chunker bounds and pack size (`init`, `repair config`).
+#[derive(Debug, Args)]
+pub struct LayoutArgs {
     /// Minimum chunk size in bytes
     #[arg(long, default_value_t = cairn_store::repository::InitOptions::default().chunker.min_size)]
     pub chunk_min: u32,
@@ -401,9 +415,15 @@ pub struct InitArgs {
     /// Pack target size in MiB
     #[arg(long, default_value_t = 16)]
     pub pack_size_mib: u32,
-    /// Mark the repository append-only: no client will delete anything from it
-    #[arg(long)]
-    pub append_only: bool,
+}
+
+/// `cairn repair config`.
+#[derive(Debug, Args)]
+pub struct RepairConfigArgs {
+    /// Chunker bounds and pack size of new backups (give the ones the repository was made with;
+    /// other values cost deduplication against older snapshots, never readability)
+    #[command(flatten)]
+    pub layout: LayoutArgs,
 }
 
 /// `cairn backup`.

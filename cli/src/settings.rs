@@ -9,7 +9,7 @@ use cairn_store::backend::object_store::{CreateDirectory, ObjectStoreBackend};
 use cairn_store::keys::KdfParams;
 use cairn_store::{CacheLocation, Repository};
 
-use crate::args::{Compression, GlobalArgs, KdfArgs, NewKeyArgs};
+use crate::args::{Compression, GlobalArgs, KdfArgs, LayoutArgs, NewKeyArgs};
 
 /// The repository location given with `--repo` or `CAIRN_REPOSITORY`.
 pub fn repository_location(global: &GlobalArgs) -> Result<&str> {
@@ -172,6 +172,15 @@ pub fn kdf_params(args: &KdfArgs) -> KdfParams {
         memory_kib: args.memory_mib.saturating_mul(1024),
         iterations: args.iterations,
         parallelism: args.parallelism,
+    }
+}
+
+/// The chunker bounds chosen on the command line.
+pub fn chunker_params(args: &LayoutArgs) -> cairn_chunker::ChunkerParams {
+    cairn_chunker::ChunkerParams {
+        min_size: args.chunk_min,
+        avg_size: args.chunk_avg,
+        max_size: args.chunk_max,
     }
 }
 

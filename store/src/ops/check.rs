@@ -386,6 +386,9 @@ pub fn check_with_progress(
         .filter_map(|info| id_from_name(&info.name).map(|id| (id, info.size)))
         .collect();
     report.packs = packs.len();
+    for (name, reason) in repository.damaged_key_objects()? {
+        report.damaged.insert(name, reason);
+    }
 
     let index_names = backend.list(INDEX_PREFIX)?;
     let loaded: Vec<(String, Result<(Id, crate::format::index::IndexObject)>)> = index_names

@@ -11,5 +11,6 @@ pub mod drill;
 pub mod forget;
 pub mod prune;
 pub mod repair;
+pub mod repair_config;
 pub mod restore;
 pub mod stats;

@@ -152,6 +152,69 @@ pub struct Repository {
     compression_override: Option<i32>,
 }
 
+/// What repository objects `backend` holds, one phrase per kind (`config`, `2 key objects`,
+/// `3 snapshots`, `1 index object`, `14 packs`, `5 garbage-collection objects`), cheapest first;
+/// empty when it holds none. Packs are listed only when nothing else is there.
+///
+/// # Errors
+/// Backend failures while listing.
+pub fn objects_present(backend: &dyn Backend) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    if backend.head(CONFIG_NAME)?.is_some() {
+        found.push(CONFIG_NAME.to_owned());
+    }
+    let kinds: [(&[&str], &str, &str); 4] = [
+        (&[KEYS_PREFIX], "key object", "key objects"),
+        (&[SNAPSHOTS_PREFIX], "snapshot", "snapshots"),
+        (&[INDEX_PREFIX], "index object", "index objects"),
+        (
+            &["sessions", "prune", "locks"],
+            "garbage-collection object",
+            "garbage-collection objects",
+        ),
+    ];
+    for (prefixes, one, many) in kinds {
+        let mut count = 0;
+        for prefix in prefixes {
+            count += backend.list(prefix)?.len();
+        }
+        if count > 0 {
+            found.push(count_phrase(count, one, many));
+        }
+    }
+    if found.is_empty() {
+        let packs = backend.list(DATA_PREFIX)?.len();
+        if packs > 0 {
+            found.push(count_phrase(packs, "pack", "packs"));
+        }
+    }
+    Ok(found)
+}
+
+/// Checks the chunker bounds and pack target size a new config would record.
+///
+/// # Errors
+/// [`Error::Usage`] naming what is out of bounds.
+pub fn validate_parameters(chunker: ChunkerParams, pack_target_size: u32) -> Result<()> {
+    chunker
+        .validate()
+        .map_err(|error| Error::Usage(error.to_string()))?;
+    if !(config::MIN_PACK_TARGET_SIZE..=config::MAX_PACK_TARGET_SIZE).contains(&pack_target_size) {
+        return Err(Error::Usage(
+            "pack target size must be between 1 MiB and 1 GiB".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn count_phrase(count: usize, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{count} {many}")
+    }
+}
+
 fn verify_name(name: &str, bytes: &[u8]) -> Result<Id> {
     let id = Id::of_stored_bytes(bytes);
     if id_from_name(name) != Some(id) {
@@ -168,7 +231,8 @@ impl Repository {
     /// commit point of `init`).
     ///
     /// # Errors
-    /// [`Error::AlreadyInitialised`] when a config exists, [`Error::Usage`] for invalid options,
+    /// [`Error::AlreadyInitialised`] when the location holds any repository object,
+    /// [`Error::Usage`] for an empty password or invalid options,
     /// or backend failures.
     pub fn init(
         backend: Arc<dyn Backend>,
@@ -176,19 +240,18 @@ impl Repository {
         options: &InitOptions,
         cache: &CacheLocation,
     ) -> Result<Self> {
-        options
-            .chunker
-            .validate()
-            .map_err(|error| Error::Usage(error.to_string()))?;
-        if !(config::MIN_PACK_TARGET_SIZE..=config::MAX_PACK_TARGET_SIZE)
-            .contains(&options.pack_target_size)
-        {
+        if password.is_empty() {
             return Err(Error::Usage(
-                "pack target size must be between 1 MiB and 1 GiB".into(),
+                "the password is empty: choose a non-empty password".into(),
             ));
         }
-        if backend.head(CONFIG_NAME)?.is_some() {
-            return Err(Error::AlreadyInitialised(backend.location()));
+        validate_parameters(options.chunker, options.pack_target_size)?;
+        let found = objects_present(backend.as_ref())?;
+        if !found.is_empty() {
+            return Err(Error::AlreadyInitialised {
+                location: backend.location(),
+                found: found.join(", "),
+            });
         }
         let master = MasterSecret::generate();
         let keys = RepositoryKeys::derive(&master);
@@ -220,7 +283,10 @@ impl Repository {
         let config_bytes = config.encode(&keys.data_key, seal::random_nonce());
         match backend.put(CONFIG_NAME, Bytes::from(config_bytes), PutMode::Create) {
             Err(BackendError::AlreadyExists { .. }) => {
-                return Err(Error::AlreadyInitialised(backend.location()));
+                return Err(Error::AlreadyInitialised {
+                    location: backend.location(),
+                    found: "config".into(),
+                });
             }
             other => other?,
         }
@@ -244,12 +310,21 @@ impl Repository {
     /// [`Repository::sync_index`] before relying on the cache (the use cases do).
     ///
     /// # Errors
-    /// [`Error::RepositoryNotFound`], [`Error::Unsupported`] for a newer format,
-    /// [`Error::WrongPassword`], or backend and cache failures.
+    /// [`Error::RepositoryNotFound`], [`Error::ConfigMissing`] when other repository objects are
+    /// there, [`Error::Unsupported`] for a newer format, [`Error::WrongPassword`], or backend and
+    /// cache failures.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8], cache: &CacheLocation) -> Result<Self> {
         let config_bytes = match backend.get(CONFIG_NAME) {
             Err(BackendError::NotFound { .. }) => {
-                return Err(Error::RepositoryNotFound(backend.location()));
+                let found = objects_present(backend.as_ref())?;
+                return Err(if found.is_empty() {
+                    Error::RepositoryNotFound(backend.location())
+                } else {
+                    Error::ConfigMissing {
+                        location: backend.location(),
+                        found: found.join(", "),
+                    }
+                });
             }
             other => other?,
         };
