@@ -578,7 +578,19 @@ fn parse_sample(text: &str) -> Result<f64, String> {
 
 /// `cairn forget`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("policy").multiple(true).args([
+    "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+    "keep_within", "keep_tags",
+])))]
 pub struct ForgetArgs {
+    /// Snapshots to remove (ID, unique ID prefix, or `latest`), instead of a policy; works on
+    /// snapshot objects that cannot be read or decrypted
+    #[arg(value_name = "ID", conflicts_with_all = ["policy", "hosts", "tags", "paths", "allow_empty_group"])]
+    pub snapshots: Vec<String>,
+    /// Remove every snapshot of a group when the policy keeps none of them (refused otherwise,
+    /// so that a misspelled rule cannot empty a group)
+    #[arg(long)]
+    pub allow_empty_group: bool,
     /// Keep the N newest snapshots (N or `unlimited`)
     #[arg(long, value_name = "N", value_parser = parse_keep_count)]
     pub keep_last: Option<u32>,

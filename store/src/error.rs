@@ -158,12 +158,12 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::RepositoryNotFound(_) => ErrorKind::NotFound,
-            Self::ConfigMissing { .. } => ErrorKind::BadData,
             Self::WrongPassword { .. } => ErrorKind::WrongPassword,
             Self::Unsupported(_) => ErrorKind::Unsupported,
-            Self::Damaged { .. } | Self::BlobMissing { .. } | Self::ContentMismatch(_) => {
-                ErrorKind::BadData
-            }
+            Self::Damaged { .. }
+            | Self::BlobMissing { .. }
+            | Self::ContentMismatch(_)
+            | Self::ConfigMissing { .. } => ErrorKind::BadData,
             Self::Backend(BackendError::Failed { .. }) | Self::ReadFailed { .. } => {
                 ErrorKind::Transient
             }

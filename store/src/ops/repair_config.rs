@@ -207,6 +207,9 @@ fn candidates(
     Ok((candidates, damaged, oldest.unwrap_or(0)))
 }
 
+/// Whether an object's bytes open with a candidate's keys.
+type Opens<'a> = &'a dyn Fn(&RepositoryKeys, &[u8]) -> bool;
+
 /// The candidate whose data key opens the repository's objects, and the object that proved it:
 /// the first index object, else the first snapshot, else the first pack's trailer that one of
 /// the candidates opens. With none of those objects, the first candidate (nothing to prove it
@@ -222,7 +225,6 @@ fn prove(
     let opens_pack = |keys: &RepositoryKeys, bytes: &[u8]| {
         pack::read_pack_entries(&keys.data_key, bytes).is_ok()
     };
-    type Opens<'a> = &'a dyn Fn(&RepositoryKeys, &[u8]) -> bool;
     let kinds: [(&str, Opens<'_>); 3] = [
         (INDEX_PREFIX, &opens_index),
         (SNAPSHOTS_PREFIX, &opens_snapshot),
