@@ -156,7 +156,11 @@ pub fn open_repository_with_password(global: &GlobalArgs) -> Result<(Repository,
         uploads: global.upload_concurrency,
         downloads: global.download_concurrency,
     };
-    let repository = Repository::open(backend, &password, &cache_location(global))?
+    let repository = Repository::open(backend, &password, &cache_location(global))?;
+    if let Some(notice) = repository.cache().notice() {
+        eprintln!("warning: {notice}");
+    }
+    let repository = repository
         .with_concurrency(concurrency)
         .with_client_append_only(global.append_only)
         .with_compression(match global.compression {

@@ -163,11 +163,11 @@ impl Error {
             Self::Damaged { .. }
             | Self::BlobMissing { .. }
             | Self::ContentMismatch(_)
-            | Self::ConfigMissing { .. } => ErrorKind::BadData,
+            | Self::ConfigMissing { .. }
+            | Self::Backend(BackendError::NotFound { .. }) => ErrorKind::BadData,
             Self::Backend(BackendError::Failed { .. }) | Self::ReadFailed { .. } => {
                 ErrorKind::Transient
             }
-            Self::Backend(BackendError::NotFound { .. }) => ErrorKind::BadData,
             Self::LocalIo { .. } | Self::Cache { .. } => ErrorKind::LocalIo,
             Self::PruneLeaseHeld(_) => ErrorKind::Busy,
             Self::AppendOnly(..) => ErrorKind::AppendOnly,

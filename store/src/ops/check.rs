@@ -99,7 +99,8 @@ pub struct CheckReport {
     pub damaged: BTreeMap<String, String>,
     /// Snapshot paths that depend on damaged or missing objects.
     pub affected: BTreeSet<AffectedPath>,
-    /// Packs present but in no index (left by an interrupted backup; harmless, reused later).
+    /// Packs present but in no index, not read by `check`: an interrupted backup leaves such
+    /// packs (the next backup indexes those whose trailer reads), but what they hold is unknown.
     pub unindexed_packs: Vec<String>,
 }
 

@@ -400,10 +400,21 @@ impl Repository {
             CacheLocation::Directory(directory) => {
                 let directory = directory.join(hex::encode(repository_id));
                 // Another cairn process may hold the file: fall back to a private temporary
-                // cache, which is slower to fill but always correct.
-                IndexCache::open(&directory.join("index.redb"))
-                    .or_else(|_| IndexCache::temporary(&directory))
-                    .or_else(|_| IndexCache::in_memory())
+                // cache, which is slower to fill but always correct. A damaged file is moved
+                // aside and rebuilt (`open_healing`); when even that fails, the fallback says
+                // why, so that a cache bypassed on every run does not go unnoticed.
+                let path = directory.join("index.redb");
+                let temporary =
+                    || IndexCache::temporary(&directory).or_else(|_| IndexCache::in_memory());
+                match IndexCache::open_healing(&path) {
+                    Ok(Some(cache)) => Ok(cache),
+                    Ok(None) => temporary(),
+                    Err(error) => Ok(temporary()?.with_notice(format!(
+                        "the local index cache cannot be used ({error}): this run uses a \
+                         temporary one and downloads the index again; fix or remove {}",
+                        path.display()
+                    ))),
+                }
             }
         }
     }
@@ -632,9 +643,10 @@ impl Repository {
         Ok((id, size))
     }
 
-    /// Finds packs that exist but are in no index (left by an interrupted backup), reads their
+    /// Finds packs that exist but are in no index (an interrupted backup leaves them), reads their
     /// trailers and indexes them, so their blobs are reused instead of uploaded again. Returns
-    /// how many packs were recovered; unreadable packs are skipped (`check` reports them).
+    /// how many packs were recovered; packs whose trailer does not read are skipped (`repair
+    /// index` names them).
     ///
     /// # Errors
     /// Backend or cache failures while listing or writing the index.
