@@ -334,7 +334,7 @@ impl Repository {
             }
             other => Error::Damaged {
                 object: CONFIG_NAME.into(),
-                reason: other.to_string(),
+                reason: format!("{other}; `cairn repair config` rebuilds it"),
             },
         })?;
         let mut key_names: Vec<ObjectInfo> = backend.list(KEYS_PREFIX)?;
@@ -359,7 +359,16 @@ impl Repository {
             let config = match Config::decode(&keys.data_key, &config_bytes) {
                 Ok(config) => config,
                 Err(error) => {
-                    config_failure = Some(Error::from_object(CONFIG_NAME, error));
+                    config_failure = Some(match Error::from_object(CONFIG_NAME, error) {
+                        Error::Damaged { object, reason } => Error::Damaged {
+                            object,
+                            reason: format!(
+                                "{reason}; if no other password opens it, `cairn repair config` \
+                                 rebuilds it"
+                            ),
+                        },
+                        other => other,
+                    });
                     continue;
                 }
             };
