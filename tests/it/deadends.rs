@@ -352,6 +352,24 @@ fn a_damaged_config_is_kept_aside_and_rebuilt_with_the_same_cache() {
 }
 
 #[test]
+fn an_init_interrupted_after_its_key_object_is_completed_by_repair_config() {
+    let workspace = Workspace::initialized();
+    fs::remove_file(workspace.repo.join("config")).expect("as if init died before the config");
+    workspace
+        .cairn(&CHEAP_INIT)
+        .failed()
+        .stderr_contains("1 key object");
+    // Nothing to prove the key against: it is taken as it is, and the repository works.
+    let summary = workspace
+        .cairn(&["repair", "config", "--json"])
+        .ok()
+        .summary();
+    assert_eq!(summary["proven_by"], serde_json::Value::Null, "{summary}");
+    backup_stream(&workspace, "db.sql", b"first backup\n", &[]);
+    workspace.cairn(&["check", "--read-data"]).ok();
+}
+
+#[test]
 fn repair_config_checks_the_chunk_sizes_and_keeps_deduplication() {
     let populated = populated(&[
         "--chunk-min",
@@ -632,7 +650,11 @@ fn a_damaged_cache_is_reported_once_moved_aside_and_rebuilt() {
         workspace.cairn(&ls).ok();
         let after = workspace.cairn(&ls).ok();
         assert_eq!(cache_warnings(&after), 0, "{damage:?}: {}", after.stderr);
-        assert!(gets(&after) <= healthy, "{damage:?}: {} > {healthy}", gets(&after));
+        assert!(
+            gets(&after) <= healthy,
+            "{damage:?}: {} > {healthy}",
+            gets(&after)
+        );
     }
 }
 
@@ -887,6 +909,16 @@ fn cairn_run_never_empties_a_source_and_reports_its_retention_failed() {
         "{step}"
     );
     assert_eq!(workspace.snapshots().len(), 1, "the new snapshot stays");
+    // `status` shows the source as failed, with the reason.
+    let status = cairn_config(&workspace, &config, &["status", "--json"]);
+    let source = lines_of(&status, "source")[0].clone();
+    assert_eq!(source["last_ok"], false, "{source}");
+    assert!(
+        source["last_error"]
+            .as_str()
+            .is_some_and(|error| error.starts_with("retention: refusing")),
+        "{source}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -136,9 +136,13 @@ fn print_plan(global: &GlobalArgs, plan: &ForgetPlan, zone: &TimeZone) {
 }
 
 /// Removes the snapshots named by id (unless `--dry-run`), readable or not.
-fn forget_named(global: &GlobalArgs, args: &ForgetArgs, zone: &TimeZone) -> Result<()> {
-    let repository = settings::open_repository(global)?;
-    let named = resolve_named(&repository, &args.snapshots)?;
+fn forget_named(
+    global: &GlobalArgs,
+    args: &ForgetArgs,
+    zone: &TimeZone,
+    repository: &cairn_store::Repository,
+) -> Result<()> {
+    let named = resolve_named(repository, &args.snapshots)?;
     for entry in &named {
         if global.json {
             let mut line = serde_json::json!({
@@ -239,9 +243,9 @@ fn report_outcome(
 pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     let zone = time_zone(args)?;
     if !args.snapshots.is_empty() {
-        forget_named(global, args, &zone)?;
+        let repository = settings::open_repository(global)?;
+        forget_named(global, args, &zone, &repository)?;
         if args.prune {
-            let repository = settings::open_repository(global)?;
             crate::commands::prune::run_on(global, &args.prune_options, args.dry_run, &repository)?;
         }
         return Ok(());
@@ -263,7 +267,7 @@ pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
         },
         group_by: args.group_by,
         time_zone: zone.clone(),
-        now: Some(jiff::Timestamp::now()),
+        now: Some(jiff::Timestamp::now() + cairn_store::time_sanity::FUTURE_TOLERANCE),
     };
     let plan = plan_forget(&repository, &options)?;
     for error in &plan.unreadable {

@@ -235,7 +235,7 @@ fn apply_retention(
             tags: false,
         },
         time_zone: jiff::tz::TimeZone::system(),
-        now: Some(Timestamp::now()),
+        now: Some(Timestamp::now() + cairn_store::time_sanity::FUTURE_TOLERANCE),
     };
     let plan = plan_forget(repository, &options)?;
     for error in &plan.unreadable {
@@ -533,6 +533,16 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         );
     }
     let mut run_state = RunState::load(&state_path).unwrap_or_default();
+    // A source whose retention failed (a policy that would empty it, say) failed in this run:
+    // `status` shows it with the reason.
+    for (step, error) in &steps {
+        if let (Some(name), Some(error)) = (step.strip_prefix("retention "), error)
+            && let Some(source_state) = run_state.sources.get_mut(name)
+        {
+            source_state.last_ok = false;
+            source_state.last_error = Some(format!("retention: {error}"));
+        }
+    }
     if !args.no_check
         && let Some(check) = run_check(&repository, &nested, config, run_state.check.as_ref())
     {

@@ -1686,5 +1686,63 @@ mod tests {
                 prop_assert_eq!(&group.decisions, &policy.decide(&members, &time_zone).unwrap());
             }
         }
+
+        /// Snapshots dated after "now" are kept, and the others are decided exactly as if the
+        /// future ones did not exist: one snapshot from a wrong clock never costs another.
+        #[test]
+        fn future_snapshots_are_kept_and_change_nothing_else(
+            snapshots in arbitrary_snapshots(),
+            policy in arbitrary_policy(),
+            now_index in any::<prop::sample::Index>(),
+            now_shift in -3_600i64..3_600,
+            time_zone in arbitrary_zone(),
+        ) {
+            prop_assume!(!policy.is_empty() && !snapshots.is_empty());
+            let now = now_index
+                .get(&snapshots)
+                .time
+                .checked_add(Span::new().seconds(now_shift))
+                .unwrap();
+            let group_by = GroupBy::default();
+            let groups = policy
+                .decide_groups_at(group_by, &snapshots, &time_zone, Some(now))
+                .unwrap();
+            let present: Vec<SnapshotInfo> =
+                snapshots.iter().filter(|snapshot| snapshot.time <= now).cloned().collect();
+            let without: BTreeSet<Id> = policy
+                .decide_groups(group_by, &present, &time_zone)
+                .unwrap()
+                .iter()
+                .flat_map(|group| kept_ids(&group.decisions))
+                .collect();
+            let mut expected = without;
+            for snapshot in snapshots.iter().filter(|snapshot| snapshot.time > now) {
+                expected.insert(snapshot.id);
+            }
+            let kept: BTreeSet<Id> =
+                groups.iter().flat_map(|group| kept_ids(&group.decisions)).collect();
+            prop_assert_eq!(kept, expected);
+            for decision in groups.iter().flat_map(|group| &group.decisions) {
+                let future = decision.snapshot.time > now;
+                prop_assert_eq!(future, decision.reasons == [KeepReason::Future]);
+            }
+        }
+
+        /// A plan is refused exactly when some group has snapshots and keeps none of them.
+        #[test]
+        fn emptied_groups_are_refused(
+            snapshots in arbitrary_snapshots(),
+            policy in arbitrary_policy(),
+            time_zone in arbitrary_zone(),
+        ) {
+            prop_assume!(!policy.is_empty());
+            let groups = policy
+                .decide_groups(GroupBy::default(), &snapshots, &time_zone)
+                .unwrap();
+            let emptied = groups
+                .iter()
+                .any(|group| group.decisions.iter().all(|decision| !decision.keep()));
+            prop_assert_eq!(ensure_no_group_emptied(&groups).is_err(), emptied);
+        }
     }
 }

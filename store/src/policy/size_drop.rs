@@ -29,12 +29,11 @@ pub struct SizeDrop {
 /// Judges one file or stream: `previous_bytes` is its size in the parent snapshot, `bytes` what
 /// was read now.
 pub fn judge(path: PathBuf, previous_bytes: u64, bytes: u64) -> Option<SizeDrop> {
-    (previous_bytes >= MIN_PREVIOUS_BYTES && bytes.saturating_mul(FACTOR) <= previous_bytes)
-        .then_some(SizeDrop {
-            path,
-            previous_bytes,
-            bytes,
-        })
+    (previous_bytes >= MIN_PREVIOUS_BYTES && bytes <= previous_bytes / FACTOR).then_some(SizeDrop {
+        path,
+        previous_bytes,
+        bytes,
+    })
 }
 
 #[cfg(test)]
