@@ -74,10 +74,13 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 /// What to do about an error whose message names no command: a command that finds the problem,
 /// or a plain statement that none does (README, "When something is wrong").
 fn advice(error: &anyhow::Error) -> Option<&'static str> {
-    let kind = error
-        .downcast_ref::<cairn_store::Error>()
-        .map(cairn_store::Error::kind)?;
-    match kind {
+    let error = error.downcast_ref::<cairn_store::Error>()?;
+    if matches!(error, cairn_store::Error::Cache { .. }) {
+        return Some(
+            "`cairn index rebuild` replaces the local cache; deleting the file is safe too",
+        );
+    }
+    match error.kind() {
         ErrorKind::BadData => Some(
             "`cairn check` lists what is damaged and which snapshots it affects; README \
              \"When something is wrong\" says what repairs it",
