@@ -334,6 +334,16 @@ fn a_damaged_config_is_kept_aside_and_rebuilt_with_the_same_cache() {
         .cairn(&["snapshots"])
         .failed()
         .stderr_contains("cairn repair config");
+    // An append-only client does not delete the damaged config (exit 13), nor does anyone on an
+    // append-only repository.
+    workspace
+        .cairn(&["--append-only", "repair", "config"])
+        .code(13);
+    let marker = workspace.repo.join("append-only");
+    fs::write(&marker, b"").expect("append-only marker");
+    workspace.cairn(&["repair", "config"]).code(13);
+    fs::remove_file(&marker).expect("remove marker");
+    assert_eq!(fs::read(&config).expect("config"), damaged, "left alone");
 
     let summary = workspace
         .cairn(&["repair", "config", "--json"])

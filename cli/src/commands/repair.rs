@@ -35,6 +35,7 @@ fn config(global: &GlobalArgs, args: &RepairConfigArgs) -> Result<()> {
             Some(Compression::Level(level)) => level,
             None | Some(Compression::Default) => RepairConfigOptions::default().compression_level,
         },
+        client_append_only: global.append_only,
     };
     let outcome = repair_config::repair_config(&backend, &password, &options)?;
     // The proof that counts: the repository opens and lists its snapshots.

@@ -27,6 +27,7 @@ use crate::format::config::{
     self, Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_TARGET_SIZE, FORMAT_VERSION,
 };
 use crate::format::index::IndexObject;
+use crate::format::lifecycle::APPEND_ONLY_NAME;
 use crate::format::pack;
 use crate::format::snapshot::Snapshot;
 use crate::repo::repository::{
@@ -43,6 +44,9 @@ pub struct RepairConfigOptions {
     pub pack_target_size: u32,
     /// Default zstd level; 0 turns compression off.
     pub compression_level: i32,
+    /// This client refuses to delete (`--append-only`): a damaged config, which must be deleted
+    /// before a new one is written, is then left alone.
+    pub client_append_only: bool,
 }
 
 impl Default for RepairConfigOptions {
@@ -52,6 +56,7 @@ impl Default for RepairConfigOptions {
             chunker: ChunkerParams::DEFAULT,
             pack_target_size: DEFAULT_PACK_TARGET_SIZE,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
+            client_append_only: false,
         }
     }
 }
@@ -89,7 +94,8 @@ struct Candidate {
 /// [`Error::Usage`] when the config is intact and opens with the password, for invalid options,
 /// or when the index lists a data chunk larger than `options.chunker.max_size`;
 /// [`Error::WrongPassword`] when no key object the password opens seals the repository's
-/// objects; backend failures.
+/// objects; [`Error::AppendOnly`] when a damaged config would have to be deleted from an
+/// append-only repository or by an append-only client; backend failures.
 pub fn repair_config(
     backend: &Arc<dyn Backend>,
     password: &[u8],
@@ -142,6 +148,12 @@ pub fn repair_config(
     };
     let mut damaged_config_kept = None;
     if let Some(bytes) = existing {
+        if options.client_append_only {
+            return Err(Error::AppendOnly("repair config", "client"));
+        }
+        if backend.head(APPEND_ONLY_NAME)?.is_some() {
+            return Err(Error::AppendOnly("repair config", "repository"));
+        }
         let aside = format!(
             "{CONFIG_NAME}.damaged-{}",
             &Id::of_stored_bytes(&bytes).to_hex()[..16]
