@@ -159,7 +159,8 @@ fn parse_compression(text: &str) -> Result<Compression, String> {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a new repository
+    /// Create a new repository (never where any repository object is: a lost config is rebuilt
+    /// with `repair config`)
     Init(InitArgs),
     /// Back up files, directories, a stream from standard input, or a command's output
     Backup(BackupArgs),
@@ -177,7 +178,8 @@ pub enum Command {
     /// Restore drill: restore a snapshot (or --sample of it) into a temporary directory,
     /// verifying every byte, report the time taken and the snapshot's age, then remove it
     Drill(DrillArgs),
-    /// Remove snapshots by a retention policy (--keep-daily 7 ...); --dry-run shows what and why
+    /// Remove snapshots by a retention policy (--keep-daily 7 ...), or the snapshots named by ID
+    /// (even unreadable ones); --dry-run shows what and why
     Forget(ForgetArgs),
     /// Manage the local index cache
     #[command(subcommand)]

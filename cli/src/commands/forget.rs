@@ -1,5 +1,6 @@
 //! `cairn forget`: apply a retention policy, show each group's kept and removed snapshots with
-//! the reasons, and (unless `--dry-run`) delete the removed snapshot objects.
+//! the reasons, and (unless `--dry-run`) delete the removed snapshot objects; or remove the
+//! snapshots named by id, readable or not (the way out of a damaged snapshot object).
 
 use anyhow::{Context, Result, bail};
 use cairn_store::forget::{ForgetOptions, ForgetPlan, plan_forget, resolve_named};
