@@ -1094,4 +1094,12 @@ fn unindexed_packs_are_described_by_what_is_known() {
             && !out.contains("left by an interrupted backup"),
         "{out}"
     );
+    // `repair index` reads it, names it, and says what is true about it.
+    workspace
+        .cairn(&["repair", "index"])
+        .ok()
+        .stderr_contains(&format!("pack data/aa/{} cannot be read", "aa".repeat(32)))
+        .stderr_contains("no index listed it as it is")
+        .stderr_contains("no cairn command deletes it");
+    workspace.cairn(&["check"]).ok();
 }

@@ -120,7 +120,10 @@ fn print_index_report(global: &GlobalArgs, report: &RepairIndexReport) {
             );
         } else {
             eprintln!(
-                "warning: pack {} cannot be read ({}); left out of the index: run `cairn check`, then `cairn repair snapshots`",
+                "warning: pack {} cannot be read ({}) and no index listed it as it is: left out of \
+                 the index; `cairn check` says whether a snapshot misses data from it (then \
+                 `cairn repair snapshots`); nothing else can use the pack and no cairn command \
+                 deletes it: remove it by hand for the space",
                 pack.name, pack.reason
             );
         }
