@@ -160,7 +160,8 @@ fn parse_compression(text: &str) -> Result<Compression, String> {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a new repository
+    /// Create a new repository (never where any repository object is: a lost config is rebuilt
+    /// with `repair config`)
     Init(InitArgs),
     /// Back up files, directories, a stream from standard input, or a command's output
     Backup(BackupArgs),
@@ -178,7 +179,8 @@ pub enum Command {
     /// Restore drill: restore a snapshot (or --sample of it) into a temporary directory,
     /// verifying every byte, report the time taken and the snapshot's age, then remove it
     Drill(DrillArgs),
-    /// Remove snapshots by a retention policy (--keep-daily 7 ...); --dry-run shows what and why
+    /// Remove snapshots by a retention policy (--keep-daily 7 ...), or the snapshots named by ID
+    /// (even unreadable ones); --dry-run shows what and why
     Forget(ForgetArgs),
     /// Manage the local index cache
     #[command(subcommand)]
@@ -318,6 +320,9 @@ pub enum RepairCommand {
     /// Write a new snapshot (tagged `repaired`) without the files and directories whose data is
     /// lost or damaged; the original stays unless --forget
     Snapshots(RepairSnapshotsArgs),
+    /// Rebuild a lost or damaged config from a key object this password opens (proven against
+    /// the index, snapshots or packs); a damaged config is copied aside first
+    Config(RepairConfigArgs),
 }
 
 /// `cairn repair index`.
@@ -404,6 +409,17 @@ pub struct InitArgs {
     /// Argon2id cost of the first key.
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Chunker bounds and pack size.
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Mark the repository append-only: no client will delete anything from it
+    #[arg(long)]
+    pub append_only: bool,
+}
+
+/// The writer's choices a config records: chunker bounds and pack size (`init`, `repair config`).
+#[derive(Debug, Args)]
+pub struct LayoutArgs {
     /// Minimum chunk size in bytes
     #[arg(long, default_value_t = cairn_store::repository::InitOptions::default().chunker.min_size)]
     pub chunk_min: u32,
@@ -416,9 +432,15 @@ pub struct InitArgs {
     /// Pack target size in MiB
     #[arg(long, default_value_t = 16)]
     pub pack_size_mib: u32,
-    /// Mark the repository append-only: no client will delete anything from it
-    #[arg(long)]
-    pub append_only: bool,
+}
+
+/// `cairn repair config`.
+#[derive(Debug, Args)]
+pub struct RepairConfigArgs {
+    /// Chunker bounds and pack size of new backups (give the ones the repository was made with;
+    /// other values cost deduplication against older snapshots, never readability)
+    #[command(flatten)]
+    pub layout: LayoutArgs,
 }
 
 /// `cairn backup`.
@@ -573,7 +595,19 @@ fn parse_sample(text: &str) -> Result<f64, String> {
 
 /// `cairn forget`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("policy").multiple(true).args([
+    "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+    "keep_within", "keep_tags",
+])))]
 pub struct ForgetArgs {
+    /// Snapshots to remove (ID, unique ID prefix, or `latest`), instead of a policy; works on
+    /// snapshot objects that cannot be read or decrypted
+    #[arg(value_name = "ID", conflicts_with_all = ["policy", "hosts", "tags", "paths", "allow_empty_group"])]
+    pub snapshots: Vec<String>,
+    /// Remove every snapshot of a group when the policy keeps none of them (refused otherwise,
+    /// so that a misspelled rule cannot empty a group)
+    #[arg(long)]
+    pub allow_empty_group: bool,
     /// Keep the N newest snapshots (N or `unlimited`)
     #[arg(long, value_name = "N", value_parser = parse_keep_count)]
     pub keep_last: Option<u32>,

@@ -77,6 +77,29 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
+/// What to do about an error whose message names no command: a command that finds the problem,
+/// or a plain statement that none does (README, "When something is wrong").
+fn advice(error: &anyhow::Error) -> Option<&'static str> {
+    let error = error.downcast_ref::<cairn_store::Error>()?;
+    if matches!(error, cairn_store::Error::Cache { .. }) {
+        return Some(
+            "`cairn index rebuild` replaces the local cache; deleting the file is safe too",
+        );
+    }
+    match error.kind() {
+        ErrorKind::BadData => Some(
+            "`cairn check` lists what is damaged and which snapshots it affects; README \
+             \"When something is wrong\" says what repairs it",
+        ),
+        ErrorKind::Transient => Some(
+            "the object store or the network failed, which says nothing about the data: try \
+             again; no cairn command fixes it",
+        ),
+        ErrorKind::LocalIo => Some("a local file problem: no cairn command fixes it"),
+        _ => None,
+    }
+}
+
 fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion> {
     let global = &cli.global;
     match &cli.command {
@@ -163,6 +186,13 @@ fn main() -> ExitCode {
                     message.push_str(&text);
                 }
                 source = cause.source();
+            }
+            if !message.contains("`cairn ")
+                && let Some(advice) = advice(&error)
+            {
+                message.push_str(" (");
+                message.push_str(advice);
+                message.push(')');
             }
             eprintln!("cairn: {message}");
             ExitCode::from(exit_code(&error))

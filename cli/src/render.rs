@@ -18,6 +18,19 @@ pub fn local_time(timestamp: Timestamp) -> String {
     )
 }
 
+/// A stored time as a `jiff` timestamp (saturating at jiff's range).
+pub fn jiff_time(timestamp: Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::new(
+        timestamp.seconds,
+        i32::try_from(timestamp.nanos).unwrap_or(0),
+    )
+    .unwrap_or(if timestamp.seconds < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    })
+}
+
 /// An RFC 3339 UTC time for JSON.
 pub fn rfc3339(timestamp: Timestamp) -> String {
     jiff::Timestamp::new(

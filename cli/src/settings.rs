@@ -9,7 +9,7 @@ use cairn_store::backend::object_store::{CreateDirectory, ObjectStoreBackend};
 use cairn_store::keys::KdfParams;
 use cairn_store::{CacheLocation, Repository};
 
-use crate::args::{Compression, GlobalArgs, KdfArgs, NewKeyArgs};
+use crate::args::{Compression, GlobalArgs, KdfArgs, LayoutArgs, NewKeyArgs};
 
 /// The repository location given with `--repo` or `CAIRN_REPOSITORY`.
 pub fn repository_location(global: &GlobalArgs) -> Result<&str> {
@@ -161,6 +161,9 @@ pub fn open_repository_with_password(global: &GlobalArgs) -> Result<(Repository,
         downloads: global.download_concurrency,
     };
     let mut repository = Repository::open(backend, &password, &cache_location(global))?;
+    if let Some(notice) = repository.cache().notice() {
+        eprintln!("warning: {notice}");
+    }
     if global.no_cache
         && let Some(directory) = default_cache_directory(global)
     {
@@ -183,6 +186,15 @@ pub fn kdf_params(args: &KdfArgs) -> KdfParams {
         memory_kib: args.memory_mib.saturating_mul(1024),
         iterations: args.iterations,
         parallelism: args.parallelism,
+    }
+}
+
+/// The chunker bounds chosen on the command line.
+pub fn chunker_params(args: &LayoutArgs) -> cairn_chunker::ChunkerParams {
+    cairn_chunker::ChunkerParams {
+        min_size: args.chunk_min,
+        avg_size: args.chunk_avg,
+        max_size: args.chunk_max,
     }
 }
 

@@ -51,6 +51,10 @@ pub struct SourceState {
     /// Bytes the last successful run added to the repository.
     #[serde(default)]
     pub bytes_added: u64,
+    /// Files and streams of the last successful run at least ten times smaller than in its
+    /// parent snapshot, as `path: now, before` (an empty dump that exited 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub size_drops: Vec<String>,
 }
 
 /// The last check or drill.
@@ -187,6 +191,7 @@ mod tests {
             last_snapshot: Some("ab".repeat(32)),
             bytes_processed: 10,
             bytes_added: 2,
+            size_drops: Vec::new(),
         }
     }
 

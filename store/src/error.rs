@@ -37,9 +37,28 @@ pub enum Error {
     /// No repository at the location.
     #[error("no repository at {0}: run `cairn init` first or check --repo")]
     RepositoryNotFound(String),
-    /// `init` on a location that already holds a repository.
-    #[error("a repository already exists at {0}")]
-    AlreadyInitialised(String),
+    /// `init` on a location that already holds repository objects.
+    #[error(
+        "{location} already holds a repository ({found}): init never writes over one; open it \
+         with its password, or if `cairn snapshots` says its config is lost, run `cairn repair config`"
+    )]
+    AlreadyInitialised {
+        /// The location.
+        location: String,
+        /// What it holds, as `config, 2 key objects, 14 packs`.
+        found: String,
+    },
+    /// The location holds repository objects but no config: the config was lost.
+    #[error(
+        "no config at {location}, but it holds {found}: the config is lost, the data need not be; \
+         run `cairn repair config` to rebuild it with a password of the repository (never `cairn init` here)"
+    )]
+    ConfigMissing {
+        /// The location.
+        location: String,
+        /// What it holds, as `2 key objects, 3 snapshots, 14 packs`.
+        found: String,
+    },
     /// No key object opens with the password.
     #[error("wrong password or no key matches{}", damaged_note(.damaged_keys))]
     WrongPassword {
@@ -127,7 +146,8 @@ fn damaged_note(damaged_keys: &[String]) -> String {
         String::new()
     } else {
         format!(
-            " (damaged key objects: {}; run `cairn check`)",
+            " (damaged key objects: {}; a password kept only in them cannot open the repository: \
+             open it with another password, then `cairn key list` or `cairn check` shows them)",
             damaged_keys.join(", ")
         )
     }
@@ -140,13 +160,14 @@ impl Error {
             Self::RepositoryNotFound(_) => ErrorKind::NotFound,
             Self::WrongPassword { .. } => ErrorKind::WrongPassword,
             Self::Unsupported(_) => ErrorKind::Unsupported,
-            Self::Damaged { .. } | Self::BlobMissing { .. } | Self::ContentMismatch(_) => {
-                ErrorKind::BadData
-            }
+            Self::Damaged { .. }
+            | Self::BlobMissing { .. }
+            | Self::ContentMismatch(_)
+            | Self::ConfigMissing { .. }
+            | Self::Backend(BackendError::NotFound { .. }) => ErrorKind::BadData,
             Self::Backend(BackendError::Failed { .. }) | Self::ReadFailed { .. } => {
                 ErrorKind::Transient
             }
-            Self::Backend(BackendError::NotFound { .. }) => ErrorKind::BadData,
             Self::LocalIo { .. } | Self::Cache { .. } => ErrorKind::LocalIo,
             Self::PruneLeaseHeld(_) => ErrorKind::Busy,
             Self::AppendOnly(..) => ErrorKind::AppendOnly,

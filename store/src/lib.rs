@@ -22,8 +22,12 @@ pub mod sim;
 
 pub use crypto::{id, keys, seal};
 pub use format::packer;
-pub use ops::{backup, check, drill, forget, prune, repair, restore, sessions, stats};
-pub use policy::{dedup_hostile, diff, exclude, find, pathmatch, retention, sweep};
+pub use ops::{
+    backup, check, drill, forget, prune, repair, repair_config, restore, sessions, stats,
+};
+pub use policy::{
+    dedup_hostile, diff, exclude, find, pathmatch, retention, size_drop, sweep, time_sanity,
+};
 pub use repo::{fetch, keyring, lifecycle, repository, saver};
 
 pub use error::{Error, ErrorKind, Result};

@@ -751,7 +751,7 @@ fn init_twice_fails_and_leaves_the_repository_untouched() {
     workspace
         .cairn(&args)
         .failed()
-        .stderr_contains("already exists");
+        .stderr_contains("already holds a repository");
     args.push("--json");
     workspace.cairn_password(&args, "another password").failed();
     assert_eq!(before, listing(&workspace.repo), "the repository changed");

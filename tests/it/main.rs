@@ -6,6 +6,7 @@ mod cli_e2e;
 mod comforts;
 mod corruption;
 mod crash;
+mod deadends;
 mod drill;
 mod environment;
 mod faults;

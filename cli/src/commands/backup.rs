@@ -12,6 +12,8 @@ use cairn_store::exclude::{self, ExcludeRules};
 use cairn_store::format::tree::Timestamp;
 use cairn_store::id::Id;
 use cairn_store::repository::Repository;
+use cairn_store::size_drop::SizeDrop;
+use cairn_store::time_sanity::{self, TimeWarning};
 
 use super::Completion;
 use crate::args::{BackupArgs, GlobalArgs};
@@ -114,6 +116,9 @@ pub struct BackupReport {
     /// Files and streams that look compressed or encrypted and shared almost nothing with their
     /// previous backup (each was warned about).
     pub dedup_hostile: Vec<PathBuf>,
+    /// Files and streams at least ten times smaller than in the parent snapshot (each was
+    /// warned about).
+    pub size_drops: Vec<SizeDrop>,
 }
 
 struct Reporter {
@@ -148,6 +153,85 @@ impl BackupProgress for Reporter {
         );
         self.meter
             .suspend(|| self.print_dedup_hostile(finding, &message));
+    }
+
+    fn size_drop(&self, finding: &SizeDrop) {
+        self.meter.suspend(|| print_size_drop(self.json, finding));
+    }
+}
+
+/// The size-drop warning's words.
+pub fn size_drop_message(finding: &SizeDrop) -> String {
+    format!(
+        "{} now, {} in the parent snapshot (at least {} times smaller): check that its source \
+         did not fail quietly (an empty dump, a wrong path, a truncated file)",
+        render::bytes(finding.bytes),
+        render::bytes(finding.previous_bytes),
+        cairn_store::size_drop::FACTOR
+    )
+}
+
+fn print_size_drop(json: bool, finding: &SizeDrop) {
+    let message = size_drop_message(finding);
+    if json {
+        render::json_line(&serde_json::json!({
+            "message_type": "warning",
+            "kind": "size_drop",
+            "path": finding.path.to_string_lossy(),
+            "bytes": finding.bytes,
+            "previous_bytes": finding.previous_bytes,
+            "message": message,
+        }));
+    } else {
+        eprintln!("warning: {}: {message}", finding.path.display());
+    }
+}
+
+/// Warns when the snapshot's time looks wrong ([`cairn_store::time_sanity`]).
+fn warn_about_time(json: bool, outcome: &BackupOutcome) {
+    let id = outcome.snapshot_id;
+    let time = render::jiff_time(outcome.snapshot.time);
+    let shown = render::local_time(outcome.snapshot.time);
+    let warnings = time_sanity::backup_time_warnings(
+        time,
+        jiff::Timestamp::now(),
+        outcome.newest_time.map(render::jiff_time),
+        outcome.latest_same_time.map(render::jiff_time),
+    );
+    for warning in warnings {
+        let message = match warning {
+            TimeWarning::AheadOfClock { by } => format!(
+                "snapshot {} is dated {shown}, {} ahead of this machine's clock: it stays `latest` \
+                 until the clock passes it, and `cairn forget` keeps it; if the date is wrong, \
+                 remove it with `cairn forget {id}`",
+                id.short(),
+                render::span(by.unsigned_abs())
+            ),
+            TimeWarning::AheadOfNewest { newest } => format!(
+                "snapshot {} is dated {shown}, more than a year after the newest snapshot \
+                 ({}): if this machine's clock is wrong, fix it and remove the snapshot with \
+                 `cairn forget {id}`",
+                id.short(),
+                newest.strftime("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            TimeWarning::BeforeNewest { newest } => format!(
+                "snapshot {} is dated {shown}, before the latest snapshot of this host and source \
+                 ({}), which stays `latest`: `cairn snapshots` marks snapshots dated in the future",
+                id.short(),
+                newest.strftime("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        };
+        if json {
+            render::json_line(&serde_json::json!({
+                "message_type": "warning",
+                "kind": warning.kind(),
+                "snapshot_id": id.to_hex(),
+                "time": time.to_string(),
+                "message": message,
+            }));
+        } else {
+            eprintln!("warning: {message}");
+        }
     }
 }
 
@@ -297,6 +381,7 @@ pub fn perform(
             "entries_excluded": outcome.entries_excluded,
             "mount_points_not_crossed": outcome.mount_points,
             "dedup_hostile": outcome.dedup_hostile.len(),
+            "size_drops": outcome.size_drops.len(),
             "requests": {
                 "put": requests.puts, "get": requests.gets, "list": requests.lists,
                 "head": requests.heads, "delete": requests.deletes,
@@ -328,6 +413,7 @@ pub fn perform(
         }
         println!("snapshot {} saved", outcome.snapshot_id.short());
     }
+    warn_about_time(global.json, &outcome);
     if !outcome.warnings.is_empty() {
         eprintln!(
             "warning: {} source entries could not be read and are missing from snapshot {}",
@@ -360,6 +446,7 @@ pub fn perform(
             .into_iter()
             .map(|finding| finding.path)
             .collect(),
+        size_drops: outcome.size_drops,
     })
 }
 

@@ -130,7 +130,9 @@ fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelecti
     }
     if !report.unindexed_packs.is_empty() {
         println!(
-            "{} packs are in no index (left by an interrupted backup; the next backup reuses them)",
+            "{} packs are in no index and were not read: an interrupted backup leaves such packs, \
+             and the next backup indexes the ones whose trailer reads; `cairn repair index` reads \
+             them all now and names those that do not",
             report.unindexed_packs.len()
         );
     }

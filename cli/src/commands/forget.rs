@@ -1,8 +1,9 @@
 //! `cairn forget`: apply a retention policy, show each group's kept and removed snapshots with
-//! the reasons, and (unless `--dry-run`) delete the removed snapshot objects.
+//! the reasons, and (unless `--dry-run`) delete the removed snapshot objects; or remove the
+//! snapshots named by id, readable or not (the way out of a damaged snapshot object).
 
 use anyhow::{Context, Result, bail};
-use cairn_store::forget::{ForgetOptions, ForgetPlan, plan_forget};
+use cairn_store::forget::{ForgetOptions, ForgetPlan, plan_forget, resolve_named};
 use cairn_store::retention::{Decision, GroupKey, RetentionPolicy, SnapshotFilter};
 use jiff::tz::TimeZone;
 
@@ -17,6 +18,15 @@ fn time_zone(args: &ForgetArgs) -> Result<TimeZone> {
             format!("unknown time zone {name:?}: give an IANA name such as Europe/Berlin or UTC")
         }),
         None => Ok(TimeZone::system()),
+    }
+}
+
+/// The id of the snapshot object an unreadable-snapshot error names, or `ID`.
+pub fn unreadable_id(error: &cairn_store::Error) -> String {
+    match error {
+        cairn_store::Error::Damaged { object, .. } => cairn_store::repository::id_from_name(object)
+            .map_or_else(|| "ID".to_owned(), |id| id.to_hex()),
+        _ => "ID".to_owned(),
     }
 }
 
@@ -50,20 +60,10 @@ fn count_of_snapshots(count: usize) -> String {
 }
 
 fn group_title(key: &GroupKey) -> String {
-    let mut parts = Vec::new();
-    if let Some(host) = &key.host {
-        parts.push(format!("host {host}"));
-    }
-    if let Some(paths) = &key.paths {
-        parts.push(format!("paths {}", paths.join(" ")));
-    }
-    if let Some(tags) = &key.tags {
-        parts.push(format!("tags {}", tags.join(",")));
-    }
-    if parts.is_empty() {
-        "all snapshots".into()
+    if key.is_everything() {
+        key.to_string()
     } else {
-        format!("snapshots of {}", parts.join(", "))
+        format!("snapshots of {key}")
     }
 }
 
@@ -136,9 +136,121 @@ fn print_plan(global: &GlobalArgs, plan: &ForgetPlan, zone: &TimeZone) {
     }
 }
 
+/// Removes the snapshots named by id (unless `--dry-run`), readable or not.
+fn forget_named(
+    global: &GlobalArgs,
+    args: &ForgetArgs,
+    zone: &TimeZone,
+    repository: &cairn_store::Repository,
+) -> Result<()> {
+    let named = resolve_named(repository, &args.snapshots)?;
+    for entry in &named {
+        if global.json {
+            let mut line = serde_json::json!({
+                "message_type": "snapshot",
+                "id": entry.id.to_hex(),
+                "short_id": entry.id.short(),
+                "action": "remove",
+                "readable": entry.snapshot.is_ok(),
+            });
+            match &entry.snapshot {
+                Ok(snapshot) => {
+                    line["time"] = render::rfc3339(snapshot.time).into();
+                    line["host"] = snapshot.host.clone().into();
+                    line["tags"] = snapshot.tags.clone().into();
+                    line["paths"] = snapshot.source.names().into();
+                }
+                Err(error) => line["error"] = error.to_string().into(),
+            }
+            render::json_line(&line);
+        } else if !global.quiet {
+            match &entry.snapshot {
+                Ok(snapshot) => println!(
+                    "{} {} {} {}",
+                    entry.id.short(),
+                    render::local_time(snapshot.time),
+                    snapshot.host,
+                    snapshot.source.names().join(" ")
+                ),
+                Err(error) => println!("{} unreadable: {error}", entry.id.short()),
+            }
+        }
+    }
+    let ids: Vec<cairn_store::Id> = named.iter().map(|entry| entry.id).collect();
+    let outcome = if args.dry_run {
+        cairn_store::forget::ForgetOutcome::default()
+    } else {
+        repository.forget_snapshots(&ids)?
+    };
+    report_outcome(global, args, &outcome, ids.len(), None, zone)
+}
+
+/// Prints the deletions that failed and the summary; fails when any deletion did.
+fn report_outcome(
+    global: &GlobalArgs,
+    args: &ForgetArgs,
+    outcome: &cairn_store::forget::ForgetOutcome,
+    remove: usize,
+    plan: Option<&ForgetPlan>,
+    zone: &TimeZone,
+) -> Result<()> {
+    for (id, error) in &outcome.failed {
+        if global.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "error", "id": id.to_hex(), "error": error.to_string(),
+            }));
+        } else {
+            eprintln!("error: cannot remove snapshot {}: {error}", id.short());
+        }
+    }
+    let kept = plan.map_or(0, ForgetPlan::kept_count);
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "summary",
+            "dry_run": args.dry_run,
+            "time_zone": zone.iana_name(),
+            "groups": plan.map_or(0, |plan| plan.groups.len()),
+            "kept": kept,
+            "remove": remove,
+            "removed": outcome.removed.len(),
+            "failed": outcome.failed.len(),
+            "unreadable": plan.map_or(0, |plan| plan.unreadable.len()),
+        }));
+    } else if !global.quiet {
+        if args.dry_run {
+            println!(
+                "would remove {} and keep {kept} (dry run: nothing removed)",
+                count_of_snapshots(remove),
+            );
+        } else {
+            println!(
+                "removed {}, kept {kept}; the data only they used stays in the repository until `cairn prune`",
+                count_of_snapshots(outcome.removed.len()),
+            );
+        }
+    }
+    if !outcome.failed.is_empty() {
+        bail!(
+            "{} of {} snapshots could not be removed (listed above); run forget again",
+            outcome.failed.len(),
+            remove
+        );
+    }
+    Ok(())
+}
+
 /// Applies the policy; prints the decisions; deletes the removed snapshots unless `--dry-run`.
+/// With snapshot ids instead of a policy, removes those snapshots.
 pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     let zone = time_zone(args)?;
+    if !args.snapshots.is_empty() {
+        let repository = settings::open_repository(global)?;
+        forget_named(global, args, &zone, &repository)?;
+        if args.prune {
+            crate::commands::prune::run_on(global, &args.prune_options, args.dry_run, &repository)?;
+        }
+        return Ok(());
+    }
     let policy = policy(args);
     if policy.is_empty() {
         // Before asking for a password or touching the repository.
@@ -156,60 +268,26 @@ pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
         },
         group_by: args.group_by,
         time_zone: zone.clone(),
+        now: Some(jiff::Timestamp::now() + cairn_store::time_sanity::FUTURE_TOLERANCE),
     };
     let plan = plan_forget(&repository, &options)?;
     for error in &plan.unreadable {
-        eprintln!("warning: {error} (left alone: run `cairn check`)");
+        eprintln!(
+            "warning: {error} (left alone by the policy: `cairn forget {}` removes it)",
+            unreadable_id(error)
+        );
     }
     print_plan(global, &plan, &zone);
+    if !args.allow_empty_group {
+        plan.ensure_no_group_emptied()?;
+    }
     let removals = plan.removals();
-    let kept = plan.kept_count();
     let outcome = if args.dry_run || removals.is_empty() {
         cairn_store::forget::ForgetOutcome::default()
     } else {
         repository.forget_snapshots(&removals)?
     };
-    for (id, error) in &outcome.failed {
-        if global.json {
-            render::json_line(&serde_json::json!({
-                "message_type": "error", "id": id.to_hex(), "error": error.to_string(),
-            }));
-        } else {
-            eprintln!("error: cannot remove snapshot {}: {error}", id.short());
-        }
-    }
-    if global.json {
-        render::json_line(&serde_json::json!({
-            "message_type": "summary",
-            "dry_run": args.dry_run,
-            "time_zone": zone.iana_name(),
-            "groups": plan.groups.len(),
-            "kept": kept,
-            "remove": removals.len(),
-            "removed": outcome.removed.len(),
-            "failed": outcome.failed.len(),
-            "unreadable": plan.unreadable.len(),
-        }));
-    } else if !global.quiet {
-        if args.dry_run {
-            println!(
-                "would remove {} and keep {kept} (dry run: nothing removed)",
-                count_of_snapshots(removals.len()),
-            );
-        } else {
-            println!(
-                "removed {}, kept {kept}; the data only they used stays in the repository until `cairn prune`",
-                count_of_snapshots(outcome.removed.len()),
-            );
-        }
-    }
-    if !outcome.failed.is_empty() {
-        bail!(
-            "{} of {} snapshots could not be removed (listed above); run forget again",
-            outcome.failed.len(),
-            removals.len()
-        );
-    }
+    report_outcome(global, args, &outcome, removals.len(), Some(&plan), &zone)?;
     if args.prune {
         crate::commands::prune::run_on(global, &args.prune_options, args.dry_run, &repository)?;
     }

@@ -1,6 +1,7 @@
 //! `cairn index rebuild`.
 
 use anyhow::Result;
+use cairn_store::index::cache::IndexCache;
 
 use crate::args::{GlobalArgs, IndexCommand};
 use crate::render;
@@ -10,8 +11,22 @@ use crate::settings;
 pub fn run(global: &GlobalArgs, command: &IndexCommand) -> Result<()> {
     match command {
         IndexCommand::Rebuild => {
-            let repository = settings::open_repository(global)?;
-            repository.cache().clear()?;
+            let mut repository = settings::open_repository(global)?;
+            if let Err(error) = repository.cache().clear() {
+                // A file too damaged to clear is replaced, not kept.
+                if !repository.cache().is_persistent() {
+                    return Err(error.into());
+                }
+                let path = repository.cache().path().to_owned();
+                drop(repository);
+                let aside = IndexCache::move_aside(&path)?;
+                eprintln!(
+                    "warning: the local index cache {} could not be cleared ({error}): moved to {} and rebuilt",
+                    path.display(),
+                    aside.display()
+                );
+                repository = settings::open_repository(global)?;
+            }
             let report = repository.sync_index()?;
             for name in &report.damaged {
                 eprintln!("warning: index object {name} is damaged; run `cairn check`");

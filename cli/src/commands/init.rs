@@ -1,7 +1,6 @@
 //! `cairn init`.
 
 use anyhow::Result;
-use cairn_chunker::ChunkerParams;
 use cairn_store::backend::object_store::CreateDirectory;
 use cairn_store::{InitOptions, Repository};
 
@@ -15,12 +14,8 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     let password = settings::password(global, true)?;
     let options = InitOptions {
         kdf: settings::kdf_params(&args.kdf),
-        chunker: ChunkerParams {
-            min_size: args.chunk_min,
-            avg_size: args.chunk_avg,
-            max_size: args.chunk_max,
-        },
-        pack_target_size: args.pack_size_mib.saturating_mul(1024 * 1024),
+        chunker: settings::chunker_params(&args.layout),
+        pack_target_size: args.layout.pack_size_mib.saturating_mul(1024 * 1024),
         compression_level: match global.compression {
             Some(Compression::Level(level)) => level,
             None | Some(Compression::Default) => InitOptions::default().compression_level,

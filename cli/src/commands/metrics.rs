@@ -162,6 +162,10 @@ pub fn families(config: &Config, state: &RunState, stats: Option<&RepositoryStat
         "cairn_source_bytes_added",
         "Bytes the last successful run of the source added to the repository (compressed, encrypted, new data only).",
     );
+    let mut size_drops = Family::gauge(
+        "cairn_source_size_drops",
+        "Files and streams of the last successful run at least ten times smaller than in its parent snapshot (an empty dump that exited 0): alert when above 0.",
+    );
     let mut max_age = Family::gauge(
         "cairn_source_max_age_seconds",
         "Configured max_age of the source: alert when time() - cairn_source_last_success_timestamp_seconds exceeds it.",
@@ -189,6 +193,7 @@ pub fn families(config: &Config, state: &RunState, stats: Option<&RepositoryStat
         if source_state.last_success.is_some() {
             processed.push(label(), float(source_state.bytes_processed));
             added.push(label(), float(source_state.bytes_added));
+            size_drops.push(label(), float(source_state.size_drops.len() as u64));
         }
     }
     let mut up = Family::gauge(
@@ -203,6 +208,7 @@ pub fn families(config: &Config, state: &RunState, stats: Option<&RepositoryStat
         success,
         processed,
         added,
+        size_drops,
         max_age,
         snapshots,
         up,
@@ -340,6 +346,7 @@ mod tests {
                 last_snapshot: None,
                 bytes_processed: 1000,
                 bytes_added: 100,
+                size_drops: vec!["/db.sql: 52 B now, 28.6 MiB before".into()],
             },
         );
         state.sources.insert(
@@ -353,6 +360,7 @@ mod tests {
                 last_snapshot: None,
                 bytes_processed: 0,
                 bytes_added: 0,
+                size_drops: Vec::new(),
             },
         );
         state

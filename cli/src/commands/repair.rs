@@ -1,14 +1,18 @@
-//! `cairn repair index` and `cairn repair snapshots`.
+//! `cairn repair index`, `cairn repair snapshots` and `cairn repair config`.
 
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use cairn_store::backend::object_store::CreateDirectory;
 use cairn_store::repair::{
     self, DroppedKind, RepairIndexOptions, RepairIndexReport, RepairSnapshotsOptions,
     RepairSnapshotsReport, SnapshotRepair,
 };
+use cairn_store::repair_config::{self, RepairConfigOptions};
 
-use crate::args::{GlobalArgs, RepairCommand, RepairIndexArgs, RepairSnapshotsArgs};
+use crate::args::{
+    Compression, GlobalArgs, RepairCommand, RepairConfigArgs, RepairIndexArgs, RepairSnapshotsArgs,
+};
 use crate::render;
 use crate::settings;
 
@@ -17,7 +21,67 @@ pub fn run(global: &GlobalArgs, command: &RepairCommand) -> Result<()> {
     match command {
         RepairCommand::Index(args) => index(global, args),
         RepairCommand::Snapshots(args) => snapshots(global, args),
+        RepairCommand::Config(args) => config(global, args),
     }
+}
+
+fn config(global: &GlobalArgs, args: &RepairConfigArgs) -> Result<()> {
+    let backend = settings::backend(global, CreateDirectory::No)?;
+    let password = settings::password(global, false)?;
+    let options = RepairConfigOptions {
+        chunker: settings::chunker_params(&args.layout),
+        pack_target_size: args.layout.pack_size_mib.saturating_mul(1024 * 1024),
+        compression_level: match global.compression {
+            Some(Compression::Level(level)) => level,
+            None | Some(Compression::Default) => RepairConfigOptions::default().compression_level,
+        },
+        client_append_only: global.append_only,
+    };
+    let outcome = repair_config::repair_config(&backend, &password, &options)?;
+    // The proof that counts: the repository opens and lists its snapshots.
+    let repository = settings::open_repository(global)?;
+    let (snapshots, unreadable) = repository.list_snapshots()?;
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "summary",
+            "key": outcome.key.to_hex(),
+            "proven_by": outcome.proven_by,
+            "repository_id": outcome.repository_id,
+            "repository_id_kept": outcome.repository_id_kept,
+            "largest_data_chunk": outcome.largest_data_chunk,
+            "damaged_config_kept": outcome.damaged_config_kept,
+            "snapshots": snapshots.len(),
+            "unreadable_snapshots": unreadable.len(),
+        }));
+        return Ok(());
+    }
+    if global.quiet {
+        return Ok(());
+    }
+    if let Some(aside) = &outcome.damaged_config_kept {
+        println!("copied the damaged config to {aside}");
+    }
+    println!(
+        "rebuilt the config with the master secret of key {}{}; {} snapshots readable{}",
+        outcome.key.short(),
+        outcome
+            .proven_by
+            .as_ref()
+            .map(|name| format!(" (it opens {name})"))
+            .unwrap_or_default(),
+        snapshots.len(),
+        if unreadable.is_empty() {
+            String::new()
+        } else {
+            format!(", {} unreadable (run `cairn check`)", unreadable.len())
+        }
+    );
+    if !outcome.repository_id_kept {
+        println!(
+            "the repository has a new id, so its local cache starts empty (the old one can be deleted)"
+        );
+    }
+    Ok(())
 }
 
 fn index(global: &GlobalArgs, args: &RepairIndexArgs) -> Result<()> {
@@ -56,7 +120,10 @@ fn print_index_report(global: &GlobalArgs, report: &RepairIndexReport) {
             );
         } else {
             eprintln!(
-                "warning: pack {} cannot be read ({}); left out of the index: run `cairn check`, then `cairn repair snapshots`",
+                "warning: pack {} cannot be read ({}) and no index listed it as it is: left out of \
+                 the index; `cairn check` says whether a snapshot misses data from it (then \
+                 `cairn repair snapshots`); nothing else can use the pack and no cairn command \
+                 deletes it: remove it by hand for the space",
                 pack.name, pack.reason
             );
         }
@@ -108,7 +175,7 @@ fn snapshots(global: &GlobalArgs, args: &RepairSnapshotsArgs) -> Result<()> {
         .count();
     if !args.dry_run && (unrepaired > 0 || !report.unreadable_snapshots.is_empty()) {
         bail!(
-            "{} snapshots could not be repaired and {} cannot be read (listed above); forget them when you no longer need what is left of them",
+            "{} snapshots could not be repaired and {} cannot be read (listed above): remove them with `cairn forget ID...` when you no longer need what is left of them",
             unrepaired,
             report.unreadable_snapshots.len()
         );
@@ -182,7 +249,10 @@ fn print_snapshots_report(
         );
     }
     for (name, reason) in &report.unreadable_snapshots {
-        eprintln!("error: snapshot object {name} cannot be read: {reason}");
+        eprintln!(
+            "error: snapshot object {name} cannot be read: {reason} (remove it with `cairn forget {}`)",
+            name.rsplit('/').next().unwrap_or(name)
+        );
     }
     for entry in &report.damaged {
         if let Some(reason) = &entry.unrepairable {

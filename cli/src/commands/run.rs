@@ -137,6 +137,23 @@ impl SourceRun {
                 || previous.map_or(0, |previous| previous.bytes_added),
                 |report| report.bytes_added,
             ),
+            size_drops: succeeded.map_or_else(
+                || previous.map_or_else(Vec::new, |previous| previous.size_drops.clone()),
+                |report| {
+                    report
+                        .size_drops
+                        .iter()
+                        .map(|finding| {
+                            format!(
+                                "{}: {} now, {} before",
+                                finding.path.display(),
+                                render::bytes(finding.bytes),
+                                render::bytes(finding.previous_bytes)
+                            )
+                        })
+                        .collect()
+                },
+            ),
         }
     }
 }
@@ -218,11 +235,17 @@ fn apply_retention(
             tags: false,
         },
         time_zone: jiff::tz::TimeZone::system(),
+        now: Some(Timestamp::now() + cairn_store::time_sanity::FUTURE_TOLERANCE),
     };
     let plan = plan_forget(repository, &options)?;
     for error in &plan.unreadable {
-        eprintln!("warning: {error} (left alone: run `cairn check`)");
+        eprintln!(
+            "warning: {error} (left alone by the retention: `cairn forget {}` removes it)",
+            super::forget::unreadable_id(error)
+        );
     }
+    // Never: a run has no one to ask, and a source's whole history is not thinned unattended.
+    plan.ensure_no_group_emptied()?;
     let removals = plan.removals();
     if removals.is_empty() {
         return Ok(0);
@@ -510,6 +533,16 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         );
     }
     let mut run_state = RunState::load(&state_path).unwrap_or_default();
+    // A source whose retention failed (a policy that would empty it, say) failed in this run:
+    // `status` shows it with the reason.
+    for (step, error) in &steps {
+        if let (Some(name), Some(error)) = (step.strip_prefix("retention "), error)
+            && let Some(source_state) = run_state.sources.get_mut(name)
+        {
+            source_state.last_ok = false;
+            source_state.last_error = Some(format!("retention: {error}"));
+        }
+    }
     if !args.no_check
         && let Some(check) = run_check(&repository, &nested, config, run_state.check.as_ref())
     {
@@ -756,6 +789,7 @@ mod tests {
             last_snapshot: Some("ab".repeat(32)),
             bytes_processed: 7,
             bytes_added: 3,
+            size_drops: Vec::new(),
         };
         let failed = SourceRun {
             name: "db".into(),

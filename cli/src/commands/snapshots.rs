@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 
+use cairn_store::time_sanity;
+
 use crate::args::GlobalArgs;
 use crate::render;
 use crate::settings;
@@ -11,8 +13,15 @@ pub fn run(global: &GlobalArgs) -> Result<()> {
     let repository = settings::open_repository(global)?;
     let (snapshots, errors) = repository.list_snapshots()?;
     for error in &errors {
-        eprintln!("warning: {error}");
+        eprintln!(
+            "warning: {error} (`cairn forget {}` removes it)",
+            super::forget::unreadable_id(error)
+        );
     }
+    let now = jiff::Timestamp::now();
+    let future = |snapshot: &cairn_store::format::snapshot::Snapshot| {
+        time_sanity::is_future(render::jiff_time(snapshot.time), now)
+    };
     if global.json {
         for (id, snapshot) in &snapshots {
             render::json_line(&serde_json::json!({
@@ -26,6 +35,7 @@ pub fn run(global: &GlobalArgs) -> Result<()> {
                 "paths": snapshot.source.names(),
                 "stdin": matches!(snapshot.source, cairn_store::format::snapshot::Source::Stdin(_)),
                 "root": snapshot.root.to_hex(),
+                "future": future(snapshot),
                 "summary": {
                     "files": snapshot.summary.files,
                     "directories": snapshot.summary.directories,
@@ -42,16 +52,32 @@ pub fn run(global: &GlobalArgs) -> Result<()> {
     );
     for (id, snapshot) in &snapshots {
         println!(
-            "{:<10} {:<19} {:<16} {:<16} {}",
+            "{:<10} {:<19} {:<16} {:<16} {}{}",
             id.short(),
             render::local_time(snapshot.time),
             snapshot.host,
             snapshot.tags.join(","),
-            snapshot.source.names().join(" ")
+            snapshot.source.names().join(" "),
+            if future(snapshot) {
+                "  (dated in the future)"
+            } else {
+                ""
+            }
         );
     }
     if !global.quiet {
         println!("{} snapshots", snapshots.len());
+    }
+    let in_future = snapshots
+        .iter()
+        .filter(|(_, snapshot)| future(snapshot))
+        .count();
+    if in_future > 0 {
+        eprintln!(
+            "warning: {in_future} snapshots are dated in the future of this machine's clock: the \
+             newest of them is `latest` and forget keeps them until then; if a date is wrong, \
+             `cairn forget ID` removes that snapshot"
+        );
     }
     Ok(())
 }

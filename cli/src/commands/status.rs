@@ -127,12 +127,16 @@ fn report(
                 "last_ok": source_state.map(|source_state| source_state.last_ok),
                 "last_error": source_state.and_then(|source_state| source_state.last_error.clone()),
                 "last_snapshot": source_state.and_then(|source_state| source_state.last_snapshot.clone()),
+                "size_drops": source_state.map(|source_state| source_state.size_drops.clone()).unwrap_or_default(),
                 "snapshots": snapshots,
             }));
             continue;
         }
         let last_run = match source_state {
             None => "never run".to_owned(),
+            Some(source_state) if source_state.last_ok && !source_state.size_drops.is_empty() => {
+                format!("ok, SIZE DROP: {}", source_state.size_drops.join(" | "))
+            }
             Some(source_state) if source_state.last_ok => "ok".to_owned(),
             Some(source_state) => format!(
                 "FAILED: {}",

@@ -102,6 +102,16 @@ pub struct IndexCache {
     persistent: bool,
     /// A temporary file, removed on drop.
     temporary: bool,
+    /// What opening had to do about a damaged or unusable cache file (one line for the user).
+    notice: Option<String>,
+}
+
+/// Why a cache file could not be used as it is.
+enum OpenFailure {
+    /// Another process holds it: use another cache for this run, leave the file alone.
+    Busy,
+    /// It is damaged or unwritable: move it aside and start a new one.
+    Damaged(String),
 }
 
 fn cache_error(path: &Path, error: impl std::fmt::Display) -> Error {
@@ -136,9 +146,132 @@ impl IndexCache {
             path: path.to_owned(),
             persistent: true,
             temporary: false,
+            notice: None,
         };
         cache.ensure_tables()?;
         Ok(cache)
+    }
+
+    /// Opens the cache file at `path` after checking it: a file that is damaged (truncated,
+    /// zero-filled, not a redb database, tables that do not read) or cannot be written is moved
+    /// aside to `<path>.damaged` (replacing an older one) and a new, empty cache is created in
+    /// its place, which the next index sync fills; [`IndexCache::notice`] says so once.
+    ///
+    /// `Ok(None)` when another process holds the file (it is left alone).
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`] or [`Error::Cache`] when the damaged file cannot be moved aside or a
+    /// new one cannot be created.
+    pub fn open_healing(path: &Path) -> Result<Option<Self>> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| Error::local("create cache directory", parent, error))?;
+        }
+        let reason = match Self::open_checked(path) {
+            Ok(cache) => return Ok(Some(cache)),
+            Err(OpenFailure::Busy) => return Ok(None),
+            Err(OpenFailure::Damaged(reason)) => reason,
+        };
+        let aside = Self::move_aside(path)?;
+        let mut cache = Self::open(path)?;
+        cache.notice = Some(format!(
+            "the local index cache {} was damaged or unwritable ({reason}): moved to {} and \
+             rebuilt from the repository",
+            path.display(),
+            aside.display()
+        ));
+        Ok(Some(cache))
+    }
+
+    /// Moves a damaged cache file to `<path>.damaged` (replacing an older one) and returns that
+    /// path; the next open creates a new file.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`] when the file cannot be renamed.
+    pub fn move_aside(path: &Path) -> Result<PathBuf> {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".damaged");
+        let aside = PathBuf::from(aside);
+        std::fs::rename(path, &aside)
+            .map_err(|error| Error::local("move the damaged cache aside", path, error))?;
+        Ok(aside)
+    }
+
+    /// Opens the file and reads a little of every table: redb checks page checksums on read,
+    /// so a damaged file fails here rather than in the middle of a command.
+    fn open_checked(path: &Path) -> std::result::Result<Self, OpenFailure> {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Database::builder()
+                .set_cache_size(cache_memory())
+                .create(path)
+        }));
+        let database = match opened {
+            Err(_) => return Err(OpenFailure::Damaged("redb could not read it".into())),
+            Ok(Err(
+                redb::DatabaseError::DatabaseAlreadyOpen
+                | redb::DatabaseError::LockProtocolMismatch,
+            )) => return Err(OpenFailure::Busy),
+            Ok(Err(error)) => return Err(OpenFailure::Damaged(error.to_string())),
+            Ok(Ok(database)) => database,
+        };
+        let cache = Self {
+            database,
+            path: path.to_owned(),
+            persistent: true,
+            temporary: false,
+            notice: None,
+        };
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.ensure_tables()?;
+            cache.self_check()
+        }));
+        match checked {
+            Ok(Ok(())) => Ok(cache),
+            Ok(Err(error)) => Err(OpenFailure::Damaged(error.to_string())),
+            Err(_) => Err(OpenFailure::Damaged("redb could not read it".into())),
+        }
+    }
+
+    /// Reads the first and last entry of every table and the prune generation.
+    fn self_check(&self) -> Result<()> {
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let blobs = transaction.open_table(BLOBS).map_err(self.fail())?;
+        blobs.first().map_err(self.fail())?;
+        blobs.last().map_err(self.fail())?;
+        let index_objects = transaction.open_table(INDEX_OBJECTS).map_err(self.fail())?;
+        index_objects.first().map_err(self.fail())?;
+        let packs = transaction.open_table(PACKS).map_err(self.fail())?;
+        packs.first().map_err(self.fail())?;
+        let trees = transaction.open_table(TREES).map_err(self.fail())?;
+        trees.first().map_err(self.fail())?;
+        trees.last().map_err(self.fail())?;
+        let snapshots = transaction.open_table(SNAPSHOTS).map_err(self.fail())?;
+        snapshots.first().map_err(self.fail())?;
+        let verifications = transaction
+            .open_table(PACK_VERIFICATIONS)
+            .map_err(self.fail())?;
+        verifications.first().map_err(self.fail())?;
+        let meta = transaction.open_table(META).map_err(self.fail())?;
+        meta.get("prune_generation").map_err(self.fail())?;
+        Ok(())
+    }
+
+    /// What opening had to do about a damaged or unusable cache file, for the caller to tell
+    /// the user once; `None` when the file was fine.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// Sets the notice (a fallback cache saying why the usual file was not used).
+    #[must_use]
+    pub fn with_notice(mut self, notice: String) -> Self {
+        self.notice = Some(notice);
+        self
+    }
+
+    /// The cache file's path (`<memory>` for a cache in memory).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// A cache in a new temporary file in `directory`, removed when the cache is dropped: for
@@ -158,6 +291,7 @@ impl IndexCache {
             path,
             persistent: false,
             temporary: true,
+            notice: None,
         };
         cache.ensure_tables()?;
         Ok(cache)
@@ -186,6 +320,7 @@ impl IndexCache {
             path,
             persistent: false,
             temporary: false,
+            notice: None,
         };
         cache.ensure_tables()?;
         Ok(cache)

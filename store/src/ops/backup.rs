@@ -28,6 +28,7 @@ use crate::format::snapshot::{Snapshot, Source, Summary};
 use crate::format::tree::{EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
 use crate::policy::dedup_hostile::{self, ContentCounts, DedupHostile};
 use crate::policy::exclude::{ExcludeRules, FileSystemBoundary, file_system_boundary};
+use crate::policy::size_drop::{self, SizeDrop};
 use crate::repo::repository::Repository;
 use crate::repo::saver::{BlobSaver, SaverStats};
 
@@ -82,22 +83,44 @@ pub enum ParentChoice {
     None,
 }
 
+/// The parent snapshot chosen for a backup, and what the listing that found it saw.
+struct ParentFound {
+    parent: Option<(Id, Snapshot)>,
+    /// The newest snapshot time in the repository (known only when it was listed).
+    newest_time: Option<Timestamp>,
+    /// Whether the parent is the latest of the same host and source.
+    latest: bool,
+}
+
 /// Finds the parent snapshot for `source` according to `choice`.
 fn find_parent(
     repository: &Repository,
     choice: &ParentChoice,
     host: &str,
     source: &Source,
-) -> Result<Option<(Id, Snapshot)>> {
+) -> Result<ParentFound> {
     match choice {
-        ParentChoice::None => Ok(None),
-        ParentChoice::Snapshot(id) => repository.resolve_snapshot(&id.to_hex()).map(Some),
+        ParentChoice::None => Ok(ParentFound {
+            parent: None,
+            newest_time: None,
+            latest: false,
+        }),
+        ParentChoice::Snapshot(id) => Ok(ParentFound {
+            parent: Some(repository.resolve_snapshot(&id.to_hex())?),
+            newest_time: None,
+            latest: false,
+        }),
         ParentChoice::Latest => {
             let (snapshots, _) = repository.list_snapshots()?;
-            Ok(snapshots
-                .into_iter()
-                .rev()
-                .find(|(_, snapshot)| snapshot.host == host && snapshot.source == *source))
+            let newest_time = snapshots.last().map(|(_, snapshot)| snapshot.time);
+            Ok(ParentFound {
+                parent: snapshots
+                    .into_iter()
+                    .rev()
+                    .find(|(_, snapshot)| snapshot.host == host && snapshot.source == *source),
+                newest_time,
+                latest: true,
+            })
         }
     }
 }
@@ -125,6 +148,9 @@ pub trait BackupProgress {
     /// A file or stream looks compressed or encrypted and shared almost nothing with its
     /// previous backup (reported once per file or stream).
     fn dedup_hostile(&self, _finding: &DedupHostile) {}
+    /// A file or stream is at least ten times smaller than in the parent snapshot (reported
+    /// once per file or stream).
+    fn size_drop(&self, _finding: &SizeDrop) {}
 }
 
 /// Progress sink that ignores everything.
@@ -157,8 +183,17 @@ pub struct BackupOutcome {
     /// Files and streams that look compressed or encrypted and shared almost nothing with
     /// their previous backup.
     pub dedup_hostile: Vec<DedupHostile>,
+    /// Files and streams at least ten times smaller than in the parent snapshot.
+    pub size_drops: Vec<SizeDrop>,
     /// The snapshot compared against.
     pub parent: Option<Id>,
+    /// The parent's time, when it was chosen as the latest snapshot of the same host and
+    /// source (it then is the newest of them).
+    pub latest_same_time: Option<Timestamp>,
+    /// The newest snapshot time in the repository before this backup, when the parent was
+    /// chosen as the latest (the listing that found it gave this too); for the time warnings of
+    /// [`crate::policy::time_sanity`].
+    pub newest_time: Option<Timestamp>,
     /// What was added.
     pub saver: SaverStats,
     /// Packs left by an earlier interrupted run that were indexed and reused.
@@ -275,6 +310,14 @@ struct SmallFile {
     slot: usize,
     path: PathBuf,
     name: Vec<u8>,
+    /// Its size in the parent snapshot, when it was a file there.
+    previous_size: Option<u64>,
+}
+
+/// The size of `node` when it is a file (for the size-drop warning).
+fn file_size(node: Option<&Node>) -> Option<u64> {
+    node.filter(|node| matches!(node.kind, NodeKind::File { .. }))
+        .map(|node| node.size)
 }
 
 /// A small file read whole.
@@ -305,6 +348,7 @@ struct Walker<'saver, 'repo, 'progress> {
     entries_excluded: u64,
     mount_points: u64,
     dedup_hostile: Vec<DedupHostile>,
+    size_drops: Vec<SizeDrop>,
 }
 
 /// What the walker does with an entry after the exclude rules and the file-system boundary.
@@ -483,6 +527,17 @@ impl Walker<'_, '_, '_> {
         }
     }
 
+    /// Reports a file or stream at least ten times smaller than in the parent snapshot (see
+    /// [`crate::policy::size_drop`]).
+    fn judge_size(&mut self, path: &Path, previous_size: Option<u64>, bytes: u64) {
+        if let Some(previous_size) = previous_size
+            && let Some(finding) = size_drop::judge(path.to_owned(), previous_size, bytes)
+        {
+            self.progress.size_drop(&finding);
+            self.size_drops.push(finding);
+        }
+    }
+
     /// Applies the exclude rules, marker files and the file-system boundary to the entry at
     /// `path` (`metadata` is `None` when it could not be read: only path patterns apply then,
     /// and the caller reports the entry as unreadable if they keep it).
@@ -600,12 +655,19 @@ impl Walker<'_, '_, '_> {
         if let Some(node) = self.reuse_unchanged(path, &name, &metadata, previous)? {
             return Ok(Some(node));
         }
-        let repeat = previous.is_some_and(|node| matches!(node.kind, NodeKind::File { .. }));
-        self.save_file(path, name, repeat)
+        let previous_size = file_size(previous);
+        self.save_file(path, name, previous_size.is_some(), previous_size)
     }
 
-    /// Reads and saves one file; `repeat`: the parent snapshot holds a file at this path.
-    fn save_file(&mut self, path: &Path, name: Vec<u8>, repeat: bool) -> Result<Option<Node>> {
+    /// Reads and saves one file; `repeat`: judge it as a file the parent snapshot holds (for
+    /// the dedup-hostile warning); `previous_size`: its size in the parent snapshot.
+    fn save_file(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        repeat: bool,
+        previous_size: Option<u64>,
+    ) -> Result<Option<Node>> {
         let mut file = match File::open(path) {
             Ok(file) => file,
             Err(error) => {
@@ -629,6 +691,7 @@ impl Walker<'_, '_, '_> {
         };
         let length = counts.length;
         self.judge_content(path, counts, repeat);
+        self.judge_size(path, previous_size, length);
         if file
             .metadata()
             .is_ok_and(|after| changed_while_read(&before, &after))
@@ -703,6 +766,7 @@ impl Walker<'_, '_, '_> {
                     slot,
                     path: child,
                     name,
+                    previous_size: file_size(previous),
                 });
                 if group_bytes >= GROUP_BYTES || group.len() >= GROUP_FILES {
                     self.save_small_files(std::mem::take(&mut group), &mut slots)?;
@@ -765,7 +829,8 @@ impl Walker<'_, '_, '_> {
                 Ok(read) if read.data.len() as u64 > SMALL_FILE => {
                     // It grew while waiting in the group: read it on its own, without the
                     // dedup-hostile judgement (it was a small file a moment ago).
-                    slots[file.slot] = self.save_file(&file.path, file.name, false)?;
+                    slots[file.slot] =
+                        self.save_file(&file.path, file.name, false, file.previous_size)?;
                 }
                 Ok(read) => {
                     if read.changed {
@@ -781,6 +846,7 @@ impl Walker<'_, '_, '_> {
                         &read.metadata,
                     );
                     node.size = read.data.len() as u64;
+                    self.judge_size(&file.path, file.previous_size, node.size);
                     self.summary.files += 1;
                     self.summary.bytes_processed += node.size;
                     self.progress.bytes_processed(node.size);
@@ -928,7 +994,15 @@ fn backup_in_session(
 ) -> Result<BackupOutcome> {
     repository.sync_index_with(prune_state)?;
     let recovered_packs = repository.index_orphan_packs()?;
-    let parent = find_parent(repository, &options.parent, &options.host, &snapshot_source)?;
+    let ParentFound {
+        parent,
+        newest_time,
+        latest,
+    } = find_parent(repository, &options.parent, &options.host, &snapshot_source)?;
+    let latest_same_time = parent
+        .as_ref()
+        .filter(|_| latest)
+        .map(|(_, snapshot)| snapshot.time);
     if let Some((_, snapshot)) = &parent {
         progress.expected_bytes(snapshot.summary.bytes_processed);
     }
@@ -951,6 +1025,7 @@ fn backup_in_session(
         entries_excluded: 0,
         mount_points: 0,
         dedup_hostile: Vec::new(),
+        size_drops: Vec::new(),
     };
     let parent_root = parent
         .as_ref()
@@ -978,10 +1053,11 @@ fn backup_in_session(
                 .save_content(reader)?
                 .map_err(|error| Error::local("read stream", &name, error))?;
             let length = counts.length;
-            let repeat = parent_root
+            let previous = parent_root
                 .as_ref()
-                .is_some_and(|tree| tree.find(name.as_bytes()).is_some());
-            walker.judge_content(Path::new(&name), counts, repeat);
+                .and_then(|tree| tree.find(name.as_bytes()));
+            walker.judge_content(Path::new(&name), counts, previous.is_some());
+            walker.judge_size(Path::new(&name), file_size(previous), length);
             walker.summary.files = 1;
             walker.summary.bytes_processed = length;
             progress.file_done(Path::new(&name), length);
@@ -1013,6 +1089,7 @@ fn backup_in_session(
         entries_excluded,
         mount_points,
         dedup_hostile,
+        size_drops,
         ..
     } = walker;
     let (saver_stats, mut relied) = saver.finish_relied()?;
@@ -1048,7 +1125,10 @@ fn backup_in_session(
         entries_excluded,
         mount_points,
         dedup_hostile,
+        size_drops,
         parent: parent.map(|(id, _)| id),
+        latest_same_time,
+        newest_time,
         saver: saver_stats,
         recovered_packs,
         blobs_rescued: rescued.blobs_copied,

@@ -99,7 +99,8 @@ pub struct CheckReport {
     pub damaged: BTreeMap<String, String>,
     /// Snapshot paths that depend on damaged or missing objects.
     pub affected: BTreeSet<AffectedPath>,
-    /// Packs present but in no index (left by an interrupted backup; harmless, reused later).
+    /// Packs present but in no index, not read by `check`: an interrupted backup leaves such
+    /// packs (the next backup indexes those whose trailer reads), but what they hold is unknown.
     pub unindexed_packs: Vec<String>,
     /// Files interrupted uploads left in a local directory (not objects, not damage; `prune`
     /// removes them once [`crate::backend::StagingFile::is_abandoned`]).
@@ -392,6 +393,9 @@ pub fn check_with_progress(
         .filter_map(|info| id_from_name(&info.name).map(|id| (id, info.size)))
         .collect();
     report.packs = packs.len();
+    for (name, reason) in repository.damaged_key_objects()? {
+        report.damaged.insert(name, reason);
+    }
 
     let index_names = backend.list(INDEX_PREFIX)?;
     let loaded: Vec<(String, Result<(Id, crate::format::index::IndexObject)>)> = index_names

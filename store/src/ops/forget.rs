@@ -8,10 +8,11 @@ use rayon::prelude::*;
 
 use crate::crypto::id::Id;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::snapshot::Snapshot;
 use crate::policy::retention::{
-    GroupBy, GroupDecisions, RetentionError, RetentionPolicy, SnapshotFilter, SnapshotInfo,
+    self, GroupBy, GroupDecisions, RetentionError, RetentionPolicy, SnapshotFilter, SnapshotInfo,
 };
-use crate::repo::repository::{Repository, SNAPSHOTS_PREFIX, object_name};
+use crate::repo::repository::{Repository, SNAPSHOTS_PREFIX, id_from_name, object_name};
 
 /// What `forget` applies, and to which snapshots.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct ForgetOptions {
     pub group_by: GroupBy,
     /// The calendar that hourly, daily, weekly, monthly and yearly buckets are taken in.
     pub time_zone: TimeZone,
+    /// The caller's clock: snapshots dated after it are kept and do not count for the other
+    /// rules ([`RetentionPolicy::decide_groups_at`]); `None` puts no snapshot in the future.
+    pub now: Option<jiff::Timestamp>,
 }
 
 /// The decisions of a `forget` run, before anything is deleted.
@@ -45,6 +49,15 @@ impl ForgetPlan {
             .filter(|decision| !decision.keep())
             .map(|decision| decision.snapshot.id)
             .collect()
+    }
+
+    /// Refuses a plan that removes every snapshot of a group: callers apply it unless the user
+    /// asked for exactly that (`--allow-empty-group`).
+    ///
+    /// # Errors
+    /// [`RetentionError::EmptiesGroup`] naming the first such group.
+    pub fn ensure_no_group_emptied(&self) -> Result<()> {
+        Ok(retention::ensure_no_group_emptied(&self.groups)?)
     }
 
     /// How many snapshots the policy keeps.
@@ -94,10 +107,79 @@ pub fn plan_forget(repository: &Repository, options: &ForgetOptions) -> Result<F
         .map(|(id, snapshot)| SnapshotInfo::from_snapshot(*id, snapshot))
         .filter(|info| options.filter.matches(info))
         .collect();
-    let groups = options
-        .policy
-        .decide_groups(options.group_by, &considered, &options.time_zone)?;
+    let groups = options.policy.decide_groups_at(
+        options.group_by,
+        &considered,
+        &options.time_zone,
+        options.now,
+    )?;
     Ok(ForgetPlan { groups, unreadable })
+}
+
+/// A snapshot named explicitly (`forget ID...`), and what could be read of it.
+#[derive(Debug)]
+pub struct NamedSnapshot {
+    /// Its id (the name of its object).
+    pub id: Id,
+    /// Its contents, or why its object cannot be read or verified: such a snapshot can still be
+    /// forgotten, which is the way out of a damaged snapshot object.
+    pub snapshot: Result<Snapshot>,
+}
+
+/// Resolves each of `specs` (a full id, a unique id prefix, or `latest`) to a snapshot object by
+/// its name alone, so that objects that cannot be read or decrypted can be named too; then
+/// reads each one for display. The same snapshot named twice is listed once.
+///
+/// # Errors
+/// [`Error::SnapshotNotFound`], [`Error::AmbiguousSnapshot`], or backend failures (listing, or
+/// a read that failed for a reason other than damage).
+pub fn resolve_named(repository: &Repository, specs: &[String]) -> Result<Vec<NamedSnapshot>> {
+    let names = repository.backend().list(SNAPSHOTS_PREFIX)?;
+    let ids: Vec<Id> = names
+        .iter()
+        .filter_map(|info| id_from_name(&info.name))
+        .collect();
+    let mut chosen: Vec<Id> = Vec::new();
+    for spec in specs {
+        let id = if spec == "latest" {
+            repository.resolve_snapshot(spec)?.0
+        } else {
+            let lowered = spec.to_ascii_lowercase();
+            if lowered.is_empty() || !lowered.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(Error::SnapshotNotFound(spec.clone()));
+            }
+            let matching: Vec<&Id> = ids
+                .iter()
+                .filter(|id| id.to_hex().starts_with(&lowered))
+                .collect();
+            match matching.as_slice() {
+                [] => return Err(Error::SnapshotNotFound(spec.clone())),
+                [one] => **one,
+                _ => return Err(Error::AmbiguousSnapshot(spec.clone())),
+            }
+        };
+        if !chosen.contains(&id) {
+            chosen.push(id);
+        }
+    }
+    chosen
+        .into_iter()
+        .map(|id| {
+            // Damage (or a newer format) is what forgetting by id is for; a store failure
+            // (network, permissions) says nothing about the object and stops the command.
+            match repository.load_snapshot(&object_name(SNAPSHOTS_PREFIX, &id)) {
+                Err(error)
+                    if !matches!(error.kind(), ErrorKind::BadData | ErrorKind::Unsupported) =>
+                {
+                    Err(error)
+                }
+                outcome => Ok(NamedSnapshot {
+                    id,
+                    snapshot: outcome.map(|(_, snapshot)| snapshot),
+                }),
+            }
+        })
+        .collect()
 }
 
 impl Repository {
@@ -207,6 +289,7 @@ mod tests {
             filter: SnapshotFilter::default(),
             group_by: GroupBy::default(),
             time_zone: TimeZone::UTC,
+            now: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod drill;
 pub mod forget;
 pub mod prune;
 pub mod repair;
+pub mod repair_config;
 pub mod restore;
 pub mod sessions;
 pub mod stats;

@@ -132,9 +132,21 @@ fn mark(repository: &Repository, state: &PruneState) -> Result<Marked> {
     let (snapshots, errors) = repository.list_snapshots()?;
     repository.sync_index_with(state)?;
     if let Some(error) = errors.into_iter().next() {
+        if error.kind() == crate::error::ErrorKind::Transient {
+            return Err(error);
+        }
+        let id = match &error {
+            Error::Damaged { object, .. } => id_from_name(object),
+            _ => None,
+        };
+        let forget = id.map_or_else(
+            || "cairn forget ID".to_owned(),
+            |id| format!("cairn forget {id}"),
+        );
         return Err(Error::Usage(format!(
             "a snapshot cannot be read ({error}); prune stops so that nothing it references is \
-             deleted: run `cairn check` and forget or repair it first"
+             deleted: remove the snapshot with `{forget}` (what only it holds is then lost), \
+             or restore what you still can from the repository first"
         )));
     }
     let marks = MarkSet::create(repository.cache().directory())?;
@@ -157,7 +169,8 @@ fn mark(repository: &Repository, state: &PruneState) -> Result<Marked> {
             .map_err(|error| {
                 Error::Usage(format!(
                     "a tree cannot be read ({error}); prune stops so that nothing is deleted \
-                     on a damaged repository's word: run `cairn check`"
+                     on a damaged repository's word: run `cairn check`, then `cairn repair \
+                     snapshots`"
                 ))
             })?;
         let mut chunks = Vec::new();

@@ -1,5 +1,6 @@
 //! Pure decisions: which snapshots a policy keeps (`retention`), which packs a check reads
-//! (`sweep`), which entries a backup leaves out (`exclude`, `dedup_hostile`), which snapshot
+//! (`sweep`), which entries a backup leaves out or warns about (`exclude`, `dedup_hostile`,
+//! `size_drop`), which snapshot times cannot be right (`time_sanity`), which snapshot
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
 //! `find`), and when another client's session is proven gone (`liveness`).
 //!
@@ -16,4 +17,6 @@ pub mod find;
 pub mod liveness;
 pub mod pathmatch;
 pub mod retention;
+pub mod size_drop;
 pub mod sweep;
+pub mod time_sanity;

@@ -35,6 +35,19 @@ pub enum RetentionError {
          --keep-within, --keep-tag)"
     )]
     EmptyPolicy,
+    /// No rule keeps any snapshot of a group that has some: a misspelled rule
+    /// (`--keep-tag nightlly`) must not delete a group's whole history without being asked to.
+    #[error(
+        "refusing to remove every snapshot of {group} ({count}): no rule of the policy keeps any \
+         of them (a misspelled --keep-tag?); look with --dry-run, or give --allow-empty-group to \
+         remove them"
+    )]
+    EmptiesGroup {
+        /// The group, as `host db1, paths /srv`.
+        group: String,
+        /// How many snapshots it has.
+        count: usize,
+    },
     /// A `keep_within` duration that does not parse.
     #[error("invalid duration {input:?}: {reason} (write it like 7d, 2w, 1m, 1y or 1y6m12h)")]
     InvalidDuration {
@@ -320,16 +333,20 @@ pub enum KeepReason {
     Within(KeepWithin),
     /// Has every tag of this set.
     Tag(TagSet),
+    /// Dated after the "now" the policy was applied at: kept, and left out of every other
+    /// rule, so that it cannot push the others out ([`RetentionPolicy::decide_groups_at`]).
+    Future,
 }
 
 impl fmt::Display for KeepReason {
-    /// `last 1`, `daily 3`, `within 7d`, `tag prod`.
+    /// `last 1`, `daily 3`, `within 7d`, `tag prod`, `dated in the future`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Last { rank } => write!(f, "last {rank}"),
             Self::Calendar { rule, rank } => write!(f, "{} {rank}", rule.name()),
             Self::Within(within) => write!(f, "within {within}"),
             Self::Tag(tags) => write!(f, "tag {tags}"),
+            Self::Future => f.write_str("dated in the future"),
         }
     }
 }
@@ -440,6 +457,34 @@ pub struct GroupKey {
     pub tags: Option<Vec<String>>,
 }
 
+impl GroupKey {
+    /// Whether no field splits groups (every snapshot is in this one).
+    pub fn is_everything(&self) -> bool {
+        self.host.is_none() && self.paths.is_none() && self.tags.is_none()
+    }
+}
+
+impl fmt::Display for GroupKey {
+    /// `host db1, paths /srv /etc, tags nightly`, or `all snapshots`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(host) = &self.host {
+            parts.push(format!("host {host}"));
+        }
+        if let Some(paths) = &self.paths {
+            parts.push(format!("paths {}", paths.join(" ")));
+        }
+        if let Some(tags) = &self.tags {
+            parts.push(format!("tags {}", tags.join(",")));
+        }
+        if parts.is_empty() {
+            f.write_str("all snapshots")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
 /// One group's decisions, newest snapshot first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDecisions {
@@ -447,6 +492,27 @@ pub struct GroupDecisions {
     pub key: GroupKey,
     /// One decision per snapshot of the group, newest first.
     pub decisions: Vec<Decision>,
+}
+
+impl GroupDecisions {
+    /// Whether the group has snapshots and the policy keeps none of them.
+    pub fn removes_everything(&self) -> bool {
+        !self.decisions.is_empty() && self.decisions.iter().all(|decision| !decision.keep())
+    }
+}
+
+/// Refuses decisions that remove every snapshot of a group (the first such group is named).
+///
+/// # Errors
+/// [`RetentionError::EmptiesGroup`].
+pub fn ensure_no_group_emptied(groups: &[GroupDecisions]) -> Result<(), RetentionError> {
+    match groups.iter().find(|group| group.removes_everything()) {
+        Some(group) => Err(RetentionError::EmptiesGroup {
+            group: group.key.to_string(),
+            count: group.decisions.len(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Which snapshots a command considers. Empty lists match everything.
@@ -595,6 +661,25 @@ impl RetentionPolicy {
         snapshots: &[SnapshotInfo],
         time_zone: &TimeZone,
     ) -> Result<Vec<GroupDecisions>, RetentionError> {
+        self.decide_groups_at(group_by, snapshots, time_zone, None)
+    }
+
+    /// As [`RetentionPolicy::decide_groups`], applied at `now`: a snapshot dated after `now` is
+    /// kept ([`KeepReason::Future`]) and every rule decides the others as if it did not exist,
+    /// so one snapshot from a wrong clock cannot make the policy remove a snapshot it would
+    /// keep without it (`keep_within` still counts back from the newest snapshot *not* in the
+    /// future). The caller's clock only ever makes the policy keep more: a clock behind puts
+    /// more snapshots in the future, which are kept. `None`: no snapshot is in the future.
+    ///
+    /// # Errors
+    /// [`RetentionError::EmptyPolicy`] when no rule is on (even for no snapshots).
+    pub fn decide_groups_at(
+        &self,
+        group_by: GroupBy,
+        snapshots: &[SnapshotInfo],
+        time_zone: &TimeZone,
+        now: Option<Timestamp>,
+    ) -> Result<Vec<GroupDecisions>, RetentionError> {
         if self.is_empty() {
             return Err(RetentionError::EmptyPolicy);
         }
@@ -608,10 +693,19 @@ impl RetentionPolicy {
         groups
             .into_iter()
             .map(|(key, members)| {
-                Ok(GroupDecisions {
-                    key,
-                    decisions: self.decide(&members, time_zone)?,
-                })
+                let (mut future, present): (Vec<SnapshotInfo>, Vec<SnapshotInfo>) = members
+                    .into_iter()
+                    .partition(|snapshot| now.is_some_and(|now| snapshot.time > now));
+                future.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+                let mut decisions: Vec<Decision> = future
+                    .into_iter()
+                    .map(|snapshot| Decision {
+                        snapshot,
+                        reasons: vec![KeepReason::Future],
+                    })
+                    .collect();
+                decisions.extend(self.decide(&present, time_zone)?);
+                Ok(GroupDecisions { key, decisions })
             })
             .collect()
     }
@@ -1591,6 +1685,64 @@ mod tests {
                     .collect();
                 prop_assert_eq!(&group.decisions, &policy.decide(&members, &time_zone).unwrap());
             }
+        }
+
+        /// Snapshots dated after "now" are kept, and the others are decided exactly as if the
+        /// future ones did not exist: one snapshot from a wrong clock never costs another.
+        #[test]
+        fn future_snapshots_are_kept_and_change_nothing_else(
+            snapshots in arbitrary_snapshots(),
+            policy in arbitrary_policy(),
+            now_index in any::<prop::sample::Index>(),
+            now_shift in -3_600i64..3_600,
+            time_zone in arbitrary_zone(),
+        ) {
+            prop_assume!(!policy.is_empty() && !snapshots.is_empty());
+            let now = now_index
+                .get(&snapshots)
+                .time
+                .checked_add(Span::new().seconds(now_shift))
+                .unwrap();
+            let group_by = GroupBy::default();
+            let groups = policy
+                .decide_groups_at(group_by, &snapshots, &time_zone, Some(now))
+                .unwrap();
+            let present: Vec<SnapshotInfo> =
+                snapshots.iter().filter(|snapshot| snapshot.time <= now).cloned().collect();
+            let without: BTreeSet<Id> = policy
+                .decide_groups(group_by, &present, &time_zone)
+                .unwrap()
+                .iter()
+                .flat_map(|group| kept_ids(&group.decisions))
+                .collect();
+            let mut expected = without;
+            for snapshot in snapshots.iter().filter(|snapshot| snapshot.time > now) {
+                expected.insert(snapshot.id);
+            }
+            let kept: BTreeSet<Id> =
+                groups.iter().flat_map(|group| kept_ids(&group.decisions)).collect();
+            prop_assert_eq!(kept, expected);
+            for decision in groups.iter().flat_map(|group| &group.decisions) {
+                let future = decision.snapshot.time > now;
+                prop_assert_eq!(future, decision.reasons == [KeepReason::Future]);
+            }
+        }
+
+        /// A plan is refused exactly when some group has snapshots and keeps none of them.
+        #[test]
+        fn emptied_groups_are_refused(
+            snapshots in arbitrary_snapshots(),
+            policy in arbitrary_policy(),
+            time_zone in arbitrary_zone(),
+        ) {
+            prop_assume!(!policy.is_empty());
+            let groups = policy
+                .decide_groups(GroupBy::default(), &snapshots, &time_zone)
+                .unwrap();
+            let emptied = groups
+                .iter()
+                .any(|group| group.decisions.iter().all(|decision| !decision.keep()));
+            prop_assert_eq!(ensure_no_group_emptied(&groups).is_err(), emptied);
         }
     }
 }

@@ -245,6 +245,24 @@ fn same_keys(candidate: &RepositoryKeys, keys: &RepositoryKeys) -> bool {
 }
 
 impl Repository {
+    /// The objects under `keys/` that cannot be used (their content does not match their name,
+    /// or they do not decode), with what is wrong with each, in name order. `check` reports them.
+    ///
+    /// # Errors
+    /// Backend failures while listing or reading.
+    pub fn damaged_key_objects(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut infos = self.backend().list(KEYS_PREFIX)?;
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut damaged = Vec::new();
+        for info in infos {
+            let bytes = self.backend().get(&info.name)?;
+            if let KeyState::Damaged(reason) = classify(&info.name, &bytes, self.key_id()) {
+                damaged.push((info.name, reason));
+            }
+        }
+        Ok(damaged)
+    }
+
     /// Every object under `keys/`, in name order (the order `open` tries them). Damaged objects
     /// are listed as such, not returned as errors.
     ///

@@ -154,6 +154,69 @@ pub struct Repository {
     session_record: crate::repo::place::SessionRecord,
 }
 
+/// What repository objects `backend` holds, one phrase per kind (`config`, `2 key objects`,
+/// `3 snapshots`, `1 index object`, `14 packs`, `5 garbage-collection objects`), cheapest first;
+/// empty when it holds none. Packs are listed only when nothing else is there.
+///
+/// # Errors
+/// Backend failures while listing.
+pub fn objects_present(backend: &dyn Backend) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    if backend.head(CONFIG_NAME)?.is_some() {
+        found.push(CONFIG_NAME.to_owned());
+    }
+    let kinds: [(&[&str], &str, &str); 4] = [
+        (&[KEYS_PREFIX], "key object", "key objects"),
+        (&[SNAPSHOTS_PREFIX], "snapshot", "snapshots"),
+        (&[INDEX_PREFIX], "index object", "index objects"),
+        (
+            &["sessions", "prune", "locks"],
+            "garbage-collection object",
+            "garbage-collection objects",
+        ),
+    ];
+    for (prefixes, one, many) in kinds {
+        let mut count = 0;
+        for prefix in prefixes {
+            count += backend.list(prefix)?.len();
+        }
+        if count > 0 {
+            found.push(count_phrase(count, one, many));
+        }
+    }
+    if found.is_empty() {
+        let packs = backend.list(DATA_PREFIX)?.len();
+        if packs > 0 {
+            found.push(count_phrase(packs, "pack", "packs"));
+        }
+    }
+    Ok(found)
+}
+
+/// Checks the chunker bounds and pack target size a new config would record.
+///
+/// # Errors
+/// [`Error::Usage`] naming what is out of bounds.
+pub fn validate_parameters(chunker: ChunkerParams, pack_target_size: u32) -> Result<()> {
+    chunker
+        .validate()
+        .map_err(|error| Error::Usage(error.to_string()))?;
+    if !(config::MIN_PACK_TARGET_SIZE..=config::MAX_PACK_TARGET_SIZE).contains(&pack_target_size) {
+        return Err(Error::Usage(
+            "pack target size must be between 1 MiB and 1 GiB".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn count_phrase(count: usize, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{count} {many}")
+    }
+}
+
 fn verify_name(name: &str, bytes: &[u8]) -> Result<Id> {
     let id = Id::of_stored_bytes(bytes);
     if id_from_name(name) != Some(id) {
@@ -170,7 +233,8 @@ impl Repository {
     /// commit point of `init`).
     ///
     /// # Errors
-    /// [`Error::AlreadyInitialised`] when a config exists, [`Error::Usage`] for invalid options,
+    /// [`Error::AlreadyInitialised`] when the location holds any repository object,
+    /// [`Error::Usage`] for an empty password or invalid options,
     /// or backend failures.
     pub fn init(
         backend: Arc<dyn Backend>,
@@ -178,19 +242,18 @@ impl Repository {
         options: &InitOptions,
         cache: &CacheLocation,
     ) -> Result<Self> {
-        options
-            .chunker
-            .validate()
-            .map_err(|error| Error::Usage(error.to_string()))?;
-        if !(config::MIN_PACK_TARGET_SIZE..=config::MAX_PACK_TARGET_SIZE)
-            .contains(&options.pack_target_size)
-        {
+        if password.is_empty() {
             return Err(Error::Usage(
-                "pack target size must be between 1 MiB and 1 GiB".into(),
+                "the password is empty: choose a non-empty password".into(),
             ));
         }
-        if backend.head(CONFIG_NAME)?.is_some() {
-            return Err(Error::AlreadyInitialised(backend.location()));
+        validate_parameters(options.chunker, options.pack_target_size)?;
+        let found = objects_present(backend.as_ref())?;
+        if !found.is_empty() {
+            return Err(Error::AlreadyInitialised {
+                location: backend.location(),
+                found: found.join(", "),
+            });
         }
         let master = MasterSecret::generate();
         let keys = RepositoryKeys::derive(&master);
@@ -222,7 +285,10 @@ impl Repository {
         let config_bytes = config.encode(&keys.data_key, seal::random_nonce());
         match backend.put(CONFIG_NAME, Bytes::from(config_bytes), PutMode::Create) {
             Err(BackendError::AlreadyExists { .. }) => {
-                return Err(Error::AlreadyInitialised(backend.location()));
+                return Err(Error::AlreadyInitialised {
+                    location: backend.location(),
+                    found: "config".into(),
+                });
             }
             other => other?,
         }
@@ -248,12 +314,21 @@ impl Repository {
     /// [`Repository::sync_index`] before relying on the cache (the use cases do).
     ///
     /// # Errors
-    /// [`Error::RepositoryNotFound`], [`Error::Unsupported`] for a newer format,
-    /// [`Error::WrongPassword`], or backend and cache failures.
+    /// [`Error::RepositoryNotFound`], [`Error::ConfigMissing`] when other repository objects are
+    /// there, [`Error::Unsupported`] for a newer format, [`Error::WrongPassword`], or backend and
+    /// cache failures.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8], cache: &CacheLocation) -> Result<Self> {
         let config_bytes = match backend.get(CONFIG_NAME) {
             Err(BackendError::NotFound { .. }) => {
-                return Err(Error::RepositoryNotFound(backend.location()));
+                let found = objects_present(backend.as_ref())?;
+                return Err(if found.is_empty() {
+                    Error::RepositoryNotFound(backend.location())
+                } else {
+                    Error::ConfigMissing {
+                        location: backend.location(),
+                        found: found.join(", "),
+                    }
+                });
             }
             other => other?,
         };
@@ -263,7 +338,7 @@ impl Repository {
             }
             other => Error::Damaged {
                 object: CONFIG_NAME.into(),
-                reason: other.to_string(),
+                reason: format!("{other}; `cairn repair config` rebuilds it"),
             },
         })?;
         let mut key_names: Vec<ObjectInfo> = backend.list(KEYS_PREFIX)?;
@@ -288,7 +363,16 @@ impl Repository {
             let config = match Config::decode(&keys.data_key, &config_bytes) {
                 Ok(config) => config,
                 Err(error) => {
-                    config_failure = Some(Error::from_object(CONFIG_NAME, error));
+                    config_failure = Some(match Error::from_object(CONFIG_NAME, error) {
+                        Error::Damaged { object, reason } => Error::Damaged {
+                            object,
+                            reason: format!(
+                                "{reason}; if no other password opens it, `cairn repair config` \
+                                 rebuilds it"
+                            ),
+                        },
+                        other => other,
+                    });
                     continue;
                 }
             };
@@ -344,10 +428,21 @@ impl Repository {
             CacheLocation::Directory(directory) => {
                 let directory = directory.join(hex::encode(repository_id));
                 // Another cairn process may hold the file: fall back to a private temporary
-                // cache, which is slower to fill but always correct.
-                IndexCache::open(&directory.join("index.redb"))
-                    .or_else(|_| IndexCache::temporary(&directory))
-                    .or_else(|_| IndexCache::in_memory())
+                // cache, which is slower to fill but always correct. A damaged file is moved
+                // aside and rebuilt (`open_healing`); when even that fails, the fallback says
+                // why, so that a cache bypassed on every run does not go unnoticed.
+                let path = directory.join("index.redb");
+                let temporary =
+                    || IndexCache::temporary(&directory).or_else(|_| IndexCache::in_memory());
+                match IndexCache::open_healing(&path) {
+                    Ok(Some(cache)) => Ok(cache),
+                    Ok(None) => temporary(),
+                    Err(error) => Ok(temporary()?.with_notice(format!(
+                        "the local index cache cannot be used ({error}): this run uses a \
+                         temporary one and downloads the index again; fix or remove {}",
+                        path.display()
+                    ))),
+                }
             }
         }
     }
@@ -592,9 +687,10 @@ impl Repository {
         Ok((id, size))
     }
 
-    /// Finds packs that exist but are in no index (left by an interrupted backup), reads their
+    /// Finds packs that exist but are in no index (an interrupted backup leaves them), reads their
     /// trailers and indexes them, so their blobs are reused instead of uploaded again. Returns
-    /// how many packs were recovered; unreadable packs are skipped (`check` reports them).
+    /// how many packs were recovered; packs whose trailer does not read are skipped (`repair
+    /// index` names them).
     ///
     /// # Errors
     /// Backend or cache failures while listing or writing the index.
