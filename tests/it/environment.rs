@@ -243,7 +243,7 @@ fn a_repository_of_a_newer_format_exits_14_naming_the_version() {
     let config = newer.join("config");
     let mut bytes = fs::read(&config).unwrap();
     assert_eq!(&bytes[..4], b"CRNC", "the config starts with its magic");
-    bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
+    bytes[4..6].copy_from_slice(&3u16.to_le_bytes());
     fs::write(&config, bytes).unwrap();
     let before = listing(&newer);
     let target = workspace.path("target");
@@ -257,7 +257,7 @@ fn a_repository_of_a_newer_format_exits_14_naming_the_version() {
         let run = workspace
             .cairn_env(&args, &[("CAIRN_REPOSITORY", &newer)])
             .code(14)
-            .stderr_contains("format version 2")
+            .stderr_contains("format version 3")
             .stderr_contains("upgrade cairn");
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
         // Whatever the password: the version is read before any key.

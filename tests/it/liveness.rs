@@ -41,7 +41,14 @@ fn add_garbage(workspace: &Workspace, seed: u64) {
         .cairn(&["backup", source.to_str().unwrap(), "--tag", "garbage"])
         .ok();
     workspace
-        .cairn(&["forget", "--tag", "garbage", "--keep-tag", "keep"])
+        .cairn(&[
+            "forget",
+            "--tag",
+            "garbage",
+            "--keep-tag",
+            "keep",
+            "--allow-empty-group",
+        ])
         .ok();
 }
 
