@@ -86,7 +86,7 @@ enum BackupPhase {
     Rescue,
     RescueIndex,
     Snapshot,
-    End { snapshot: bool },
+    End,
 }
 
 impl Backup {
@@ -321,11 +321,11 @@ impl Backup {
                     }
                     world.committed.push((client, snapshot));
                     world.stats.backups_committed += 1;
-                    self.phase = BackupPhase::End { snapshot: true };
+                    self.phase = BackupPhase::End;
                     return Flow::Continue;
                 }
                 // 21.2 step 5: the end marker, best effort.
-                BackupPhase::End { snapshot: _ } => {
+                BackupPhase::End => {
                     let request = Request::Put(
                         Name::SessionEnd(self.session),
                         Object::SessionEnd(EndedBy::Session),
@@ -394,7 +394,7 @@ impl Backup {
     fn abort(&mut self, world: &mut World) -> Flow {
         world.stats.backups_failed += 1;
         if self.marker_written && world.rng.chance(500) {
-            self.phase = BackupPhase::End { snapshot: false };
+            self.phase = BackupPhase::End;
             Flow::Continue
         } else {
             Flow::Exit

@@ -233,9 +233,8 @@ fn resurrecting_one_copy_loses_the_blob_when_prunes_overlap() {
         "{}",
         report(SEED, &Config::default(), 80)
     );
-    assert_eq!(
-        fixed.steps,
-        violation.step.max(fixed.steps),
+    assert!(
+        fixed.steps > violation.step,
         "the fixed run goes past the loss"
     );
 }
