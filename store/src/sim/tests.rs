@@ -134,6 +134,28 @@ fn the_old_rule_also_commits_a_snapshot_that_does_not_restore() {
 }
 
 #[test]
+fn a_rule_that_never_proves_a_session_gone_holds_condemned_packs_forever() {
+    // The reverse of the data loss: with the old rule, a session labelled `--host web1` on a
+    // machine called `ubuntu` was never ended after a crash, and its condemned packs were held
+    // forever. A rule that proves nothing shows the epilogue's check has teeth.
+    fn never_gone(_: &Judgement<'_>) -> bool {
+        false
+    }
+    let config = Config {
+        rule: never_gone,
+        ..Config::default()
+    };
+    let violation = first_failure(&config)
+        .violation
+        .expect("a failure has a violation");
+    assert_eq!(
+        violation.invariant,
+        Invariant::MachinesCleanUp,
+        "{violation:?}"
+    );
+}
+
+#[test]
 fn a_prune_ignoring_the_inflight_lists_is_caught() {
     let config = Config {
         protocol: Protocol::ReleaseIgnoringInflight,
