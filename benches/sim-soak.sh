@@ -4,7 +4,7 @@
 #
 #   benches/sim-soak.sh [SCHEDULES] [FIRST_SEED]
 #
-# SCHEDULES defaults to 10,000,000 (about 40 s of CPU per million schedules in release, measured
+# SCHEDULES defaults to 10,000,000 (about a minute of CPU per million schedules in release, measured
 # on the 2-core development machine; the first run also builds cairn-store's tests in release);
 # FIRST_SEED to 0, so successive soaks can cover new seeds. A failure prints the seed, the broken
 # invariant, the schedule's trace and the command that replays it, and exits non-zero.

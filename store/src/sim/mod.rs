@@ -147,7 +147,7 @@ pub enum Invariant {
     /// the backup read the records, so it must stay until the backup ends).
     RunningBackupLostPack,
     /// Each machine cleans up after itself: once every client is done, every PID namespace of
-    /// every machine has ended its dead sessions and a prune has run twice, no session is left unended (but those
+    /// every machine has ended its dead sessions and a prune has run, no session is left unended (but those
     /// of old-format markers, which prove nothing) and, with none of those, no condemned pack
     /// is left.
     MachinesCleanUp,
@@ -700,21 +700,18 @@ fn renew_leases(world: &mut World, clients: &mut [Client], now: u64) {
 }
 
 /// The epilogue: with no faults, every namespace of every machine ends its dead sessions (as
-/// its next backup, prune or check would), then one prune runs twice; then every session must
-/// have ended and every condemned pack be gone.
+/// its next backup, prune or check would), then one prune runs; then every session must have
+/// ended and every condemned pack be gone.
 fn clean_up_everywhere(world: &mut World, first_number: usize) {
     world.config.fail_per_mille = 0;
-    world
-        .event("     epilogue: every namespace ends its dead sessions, then two prunes".to_owned());
+    world.event("     epilogue: every namespace ends its dead sessions, then a prune".to_owned());
     let mut runs: Vec<(usize, usize, Prune)> = Vec::new();
     for machine in 0..world.machines.len() {
         for namespace in 0..world.machines[machine].namespaces.len() {
             runs.push((machine, namespace, Prune::sweep()));
         }
     }
-    for _ in 0..2 {
-        runs.push((0, 0, Prune::new(world.config.protocol, false)));
-    }
+    runs.push((0, 0, Prune::new(world.config.protocol, false)));
     for (offset, (machine, namespace, mut prune)) in runs.into_iter().enumerate() {
         let number = first_number + offset;
         let process = world.machines[machine].spawn(machine, namespace, world.step);

@@ -99,21 +99,36 @@ fn first_failure_within(config: &Config, seeds: u64) -> Outcome {
 }
 
 #[test]
-fn the_old_host_and_pid_rule_loses_data() {
+fn the_old_host_and_pid_rule_loses_data_and_holds_packs_forever() {
+    // Both halves of the bug: a prune ends a running backup whose host label equals its host
+    // name (data loss), and a crashed backup whose label differs is never ended (its condemned
+    // packs are held forever).
     let config = Config {
         rule: old_host_and_pid_rule,
         ..Config::default()
     };
-    let failure = first_failure(&config);
-    let violation = failure.violation.expect("a failure has a violation");
-    assert!(
-        matches!(
-            violation.invariant,
-            Invariant::SnapshotRestores | Invariant::RunningBackupLostPack
-        ),
-        "{violation:?}"
-    );
-    println!("{}", report(failure.seed, &config, 40));
+    let mut loss = None;
+    let mut held = None;
+    for seed in 0..SEEDS_TO_FIND_A_BUG {
+        if let Some(violation) = run(seed, &config).violation {
+            match violation.invariant {
+                Invariant::SnapshotRestores | Invariant::RunningBackupLostPack => {
+                    loss.get_or_insert(seed);
+                }
+                Invariant::MachinesCleanUp => {
+                    held.get_or_insert(seed);
+                }
+                Invariant::SuccessCommitted => {}
+            }
+        }
+        if loss.is_some() && held.is_some() {
+            break;
+        }
+    }
+    let loss = loss.expect("the old rule loses data");
+    let held = held.expect("the old rule leaves a crashed session unended");
+    println!("{}", report(loss, &config, 40));
+    println!("{}", report(held, &config, 10));
 }
 
 #[test]
