@@ -4,9 +4,10 @@
 #
 #   benches/sim-soak.sh [SCHEDULES] [FIRST_SEED]
 #
-# SCHEDULES defaults to 10,000,000 (about 2 minutes of CPU per million in release on one core
-# of the reference machine); FIRST_SEED to 0, so successive soaks can cover new seeds. A failure
-# prints the seed, the broken invariant and the schedule's trace, and exits non-zero.
+# SCHEDULES defaults to 10,000,000 (about a minute of CPU per million schedules in release, measured
+# on the 2-core development machine; the first run also builds cairn-store's tests in release);
+# FIRST_SEED to 0, so successive soaks can cover new seeds. A failure prints the seed, the broken
+# invariant, the schedule's trace and the command that replays it, and exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 schedules="${1:-10000000}"

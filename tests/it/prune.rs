@@ -255,7 +255,14 @@ fn add_garbage(repo: &Repo<'_>, seed: u64) {
     std::fs::write(source.join("g.bin"), random_bytes(seed, 700_000)).unwrap();
     repo.cairn(&["backup", source.to_str().unwrap(), "--tag", "garbage"])
         .ok();
-    repo.cairn(&["forget", "--tag", "garbage", "--keep-tag", "keep"])
+    repo.cairn(&[
+        "forget",
+        "--tag",
+        "garbage",
+        "--keep-tag",
+        "keep",
+        "--allow-empty-group",
+    ])
         .ok();
 }
 

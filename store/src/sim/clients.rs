@@ -86,7 +86,7 @@ enum BackupPhase {
     Rescue,
     RescueIndex,
     Snapshot,
-    End { snapshot: bool },
+    End,
 }
 
 impl Backup {
@@ -321,11 +321,11 @@ impl Backup {
                     }
                     world.committed.push((client, snapshot));
                     world.stats.backups_committed += 1;
-                    self.phase = BackupPhase::End { snapshot: true };
+                    self.phase = BackupPhase::End;
                     return Flow::Continue;
                 }
                 // 21.2 step 5: the end marker, best effort.
-                BackupPhase::End { snapshot: _ } => {
+                BackupPhase::End => {
                     let request = Request::Put(
                         Name::SessionEnd(self.session),
                         Object::SessionEnd(EndedBy::Session),
@@ -394,7 +394,7 @@ impl Backup {
     fn abort(&mut self, world: &mut World) -> Flow {
         world.stats.backups_failed += 1;
         if self.marker_written && world.rng.chance(500) {
-            self.phase = BackupPhase::End { snapshot: false };
+            self.phase = BackupPhase::End;
             Flow::Continue
         } else {
             Flow::Exit
@@ -458,6 +458,7 @@ pub struct Prune {
     lease_token: Option<u32>,
     renewed_at: u64,
     releasing: bool,
+    sweep_only: bool,
     queue: Vec<Name>,
     sessions_at_start: BTreeMap<SessionId, Seen>,
     to_judge: Vec<SessionId>,
@@ -536,6 +537,16 @@ impl Prune {
                 first
             },
             first,
+            ..Self::default()
+        }
+    }
+
+    /// Only 21.3 step 1's session part: list S0, end the sessions the rule proves gone, stop
+    /// (each machine cleaning up after itself, as a backup or check does at its start).
+    pub fn sweep() -> Self {
+        Self {
+            phase: PrunePhase::ListSessions,
+            sweep_only: true,
             ..Self::default()
         }
     }
@@ -704,6 +715,9 @@ impl Prune {
                 }
                 PrunePhase::EndDead => {
                     let Some(session) = self.to_judge.pop() else {
+                        if self.sweep_only {
+                            return Flow::Exit;
+                        }
                         self.phase = if world.config.protocol == Protocol::SessionsThenRecords {
                             PrunePhase::ListRecords
                         } else {

@@ -146,6 +146,11 @@ pub enum Invariant {
     /// A running backup never finds a pack it relies on deleted (the pack was condemned after
     /// the backup read the records, so it must stay until the backup ends).
     RunningBackupLostPack,
+    /// Each machine cleans up after itself: once every client is done, every PID namespace of
+    /// every machine has ended its dead sessions and a prune has run, no session is left unended (but those
+    /// of old-format markers, which prove nothing) and, with none of those, no condemned pack
+    /// is left.
+    MachinesCleanUp,
 }
 
 /// A broken invariant.
@@ -694,6 +699,102 @@ fn renew_leases(world: &mut World, clients: &mut [Client], now: u64) {
     }
 }
 
+/// The epilogue: with no faults, every namespace of every machine ends its dead sessions (as
+/// its next backup, prune or check would), then one prune runs; then every session must have
+/// ended and every condemned pack be gone.
+fn clean_up_everywhere(world: &mut World, first_number: usize) {
+    world.config.fail_per_mille = 0;
+    world.event("     epilogue: every namespace ends its dead sessions, then a prune".to_owned());
+    let mut runs: Vec<(usize, usize, Prune)> = Vec::new();
+    for machine in 0..world.machines.len() {
+        for namespace in 0..world.machines[machine].namespaces.len() {
+            runs.push((machine, namespace, Prune::sweep()));
+        }
+    }
+    runs.push((0, 0, Prune::new(world.config.protocol, false)));
+    for (offset, (machine, namespace, mut prune)) in runs.into_iter().enumerate() {
+        let number = first_number + offset;
+        let process = world.machines[machine].spawn(machine, namespace, world.step);
+        if world.trace.is_some() {
+            let hostname = world.machines[machine].hostname;
+            world.labels.push(format!(
+                "c{number} prune m{machine}({hostname})/ns{namespace}"
+            ));
+        }
+        while prune.step(world, number, &process) == Flow::Continue {
+            world.step += 1;
+        }
+        world.machines[machine].end(&process);
+        world.check_snapshots();
+        if world.violation.is_some() {
+            return;
+        }
+    }
+    let mut started: BTreeMap<u32, Marker> = BTreeMap::new();
+    let mut ended: BTreeSet<u32> = BTreeSet::new();
+    let mut records: BTreeMap<u64, (Vec<u32>, Vec<u32>)> = BTreeMap::new();
+    for (name, object) in world
+        .store
+        .scan(Prefix::Sessions)
+        .chain(world.store.scan(Prefix::Prune))
+    {
+        match (name, object) {
+            (Name::Session(session), Object::Session(marker)) => {
+                started.insert(*session, *marker);
+            }
+            (Name::SessionEnd(session), _) => {
+                ended.insert(*session);
+            }
+            (
+                Name::Record(generation),
+                Object::Record {
+                    condemned,
+                    resurrected,
+                },
+            ) => {
+                records.insert(*generation, (condemned.clone(), resurrected.clone()));
+            }
+            _ => {}
+        }
+    }
+    let unended: Vec<(u32, Marker)> = started
+        .into_iter()
+        .filter(|(session, _)| !ended.contains(session))
+        .collect();
+    if let Some((session, marker)) = unended
+        .iter()
+        .find(|(_, marker)| marker.place.boot_id != [0; 16])
+    {
+        world.violate(
+            Invariant::MachinesCleanUp,
+            format!(
+                "sessions/{session} (host {:?}, pid {}) is still unended after every machine pruned",
+                marker.host, marker.place.pid
+            ),
+        );
+        return;
+    }
+    if !unended.is_empty() {
+        return;
+    }
+    let mut condemned: BTreeSet<u32> = BTreeSet::new();
+    for (condemns, resurrects) in records.values() {
+        condemned.extend(condemns);
+        for pack in resurrects {
+            condemned.remove(pack);
+        }
+    }
+    if let Some(pack) = condemned
+        .iter()
+        .find(|pack| world.store.peek(Name::Pack(**pack)).is_some())
+    {
+        world.violate(
+            Invariant::MachinesCleanUp,
+            format!("data/{pack} is still condemned and stored after every machine pruned"),
+        );
+    }
+}
+
 fn simulate(seed: u64, config: &Config, trace: bool) -> (Outcome, Vec<String>) {
     let (mut world, mut clients, mut clone_at) = make_world(seed, config, trace);
     while world.step < config.max_steps && world.violation.is_none() {
@@ -807,6 +908,10 @@ fn simulate(seed: u64, config: &Config, trace: bool) -> (Outcome, Vec<String>) {
     }
     world.check_snapshots();
     world.check_committed();
+    let all_over = clients.iter().all(|client| client.life == Life::Over);
+    if world.violation.is_none() && all_over && !config.clones {
+        clean_up_everywhere(&mut world, clients.len());
+    }
     let outcome = Outcome {
         seed,
         steps: world.step,

@@ -66,7 +66,8 @@ pub struct Namespace {
     /// Running processes: pid to start ticks.
     pub processes: BTreeMap<u32, u64>,
     next_pid: u32,
-    /// The sessions this installation started (survives reboots, not clones... unless cloned).
+    /// The sessions this installation started: a file, so it survives reboots and is copied
+    /// with a cloned disk.
     pub local_record: BTreeSet<SessionId>,
     container: bool,
 }
