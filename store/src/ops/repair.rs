@@ -415,7 +415,7 @@ impl TreeRepairer {
                                 }
                             }
                         }
-                        NodeKind::Symlink { .. } => {}
+                        NodeKind::Symlink { .. } | NodeKind::Fifo | NodeKind::Device { .. } => {}
                     }
                     nodes.push(node);
                 }
