@@ -21,7 +21,9 @@ use cairn_store::format::lifecycle::{
 };
 use cairn_store::format::pack::{self, PackEntry, SealedBlob};
 use cairn_store::format::snapshot::{self, Snapshot, Source, Summary};
-use cairn_store::format::tree::{EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
+use cairn_store::format::tree::{
+    DeviceKind, EXTENSION_SPARSE, Node, NodeKind, OwnerNames, Timestamp, Tree, Xattr,
+};
 use cairn_store::keys::{KdfParams, KeyObject, MasterSecret, RepositoryKeys};
 use cairn_store::seal::{self, SealKey};
 use cairn_store::{BlobType, Id};
@@ -392,6 +394,32 @@ fn sample_tree(subtree: Id, chunks: Vec<Id>) -> Tree {
         ],
     };
     tree.nodes[3].extensions.push((7, b"future".to_vec()));
+    // Tree version 2: special kinds and the typed extensions.
+    let mut fifo = node(b"fifo", NodeKind::Fifo);
+    fifo.set_xattrs(&[
+        Xattr {
+            name: b"system.posix_acl_access".to_vec(),
+            value: vec![2, 0, 0, 0, 4, 0, 4, 0, 255, 255, 255, 255],
+        },
+        Xattr {
+            name: b"user.note".to_vec(),
+            value: b"v".to_vec(),
+        },
+    ]);
+    fifo.set_owner_names(&OwnerNames {
+        user: b"alice".to_vec(),
+        group: b"staff".to_vec(),
+    });
+    tree.nodes.push(fifo);
+    tree.nodes.push(node(
+        b"tty",
+        NodeKind::Device {
+            kind: DeviceKind::Character,
+            major: 4,
+            minor: 1,
+        },
+    ));
+    tree.nodes[0].set_link_count(2);
     tree.sort();
     tree
 }

@@ -436,7 +436,25 @@ impl Walker<'_, '_, '_> {
         if !metadata.is_file() || metadata.nlink() < 2 {
             return None;
         }
-        let first = self.hard_links.get(&(metadata.dev(), metadata.ino()))?;
+        let first = self
+            .hard_links
+            .get(&(metadata.dev(), metadata.ino()))?
+            .clone();
+        self.link_to(&first, path, name, metadata)
+    }
+
+    /// The node of a later link of the file `first` was saved from, when the file is unchanged
+    /// since (same size and times).
+    fn link_to(
+        &mut self,
+        first: &Node,
+        path: &Path,
+        name: &[u8],
+        metadata: &Metadata,
+    ) -> Option<Node> {
+        if !matches!(first.kind, NodeKind::File { .. }) {
+            return None;
+        }
         let node = node_from_metadata(name.to_vec(), first.kind.clone(), metadata);
         if node.size != first.size || node.mtime != first.mtime || node.ctime != first.ctime {
             return None;
@@ -741,6 +759,10 @@ impl Walker<'_, '_, '_> {
         let mut slots: Vec<Option<Node>> = vec![None; names.len()];
         let mut group: Vec<SmallFile> = Vec::new();
         let mut group_bytes = 0u64;
+        // Hard links within this directory: the slot of the first link of each file, and the
+        // later links, filled from it once it is saved.
+        let mut first_links: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut later_links: Vec<(usize, usize, PathBuf, Vec<u8>, Metadata)> = Vec::new();
         for (slot, name) in names.into_iter().enumerate() {
             let child = path.join(&name);
             let name = name.into_vec();
@@ -755,10 +777,19 @@ impl Walker<'_, '_, '_> {
                 }
             }
             if let Ok(file_metadata) = &metadata
-                && let Some(node) = self.reuse_hard_link(&child, &name, file_metadata)
+                && file_metadata.is_file()
+                && file_metadata.nlink() > 1
             {
-                slots[slot] = Some(node);
-                continue;
+                if let Some(node) = self.reuse_hard_link(&child, &name, file_metadata) {
+                    slots[slot] = Some(node);
+                    continue;
+                }
+                let key = (file_metadata.dev(), file_metadata.ino());
+                if let Some(first) = first_links.get(&key) {
+                    later_links.push((slot, *first, child, name, file_metadata.clone()));
+                    continue;
+                }
+                first_links.insert(key, slot);
             }
             // Small changed files are read and chunked in parallel groups; everything else
             // (directories, symlinks, large or unchanged files) goes one by one.
@@ -785,6 +816,16 @@ impl Walker<'_, '_, '_> {
             slots[slot] = self.save_entry(&child, name, metadata, previous)?;
         }
         self.save_small_files(group, &mut slots)?;
+        for (slot, first, child, name, metadata) in later_links {
+            let linked = match slots[first].clone() {
+                Some(first) => self.link_to(&first, &child, &name, &metadata),
+                None => None,
+            };
+            slots[slot] = match linked {
+                Some(node) => Some(node),
+                None => self.save_entry(&child, name, Ok(metadata), None)?,
+            };
+        }
         for node in slots.iter_mut().flatten() {
             let child = path.join(std::ffi::OsStr::from_bytes(&node.name));
             self.add_fs_metadata(&child, node);

@@ -9,6 +9,7 @@
 //! a restore.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -326,8 +327,6 @@ pub fn apply_xattrs(target: Target<'_>, node: &Node) -> Vec<MetadataWarning> {
             return warnings;
         }
     };
-    // Symlinks hold no user.* attributes on Linux, and an inherited list is only a concern
-    // for the entries restore creates inside a directory with a default ACL.
     match target.list() {
         Ok(present) => {
             for name in present {
@@ -369,16 +368,18 @@ pub fn apply_xattrs(target: Target<'_>, node: &Node) -> Vec<MetadataWarning> {
         if xattr.name == ACL_ACCESS
             && let Some(narrowed) = mode_without_acl(node.mode, &xattr.value)
         {
-            match target.chmod(narrowed) {
-                Ok(()) => message.push_str(&format!(
+            let _ = match target.chmod(narrowed) {
+                Ok(()) => write!(
+                    message,
                     "; group permissions narrowed to mode {:04o} so no one gains access",
                     narrowed & 0o7777
-                )),
-                Err(errno) => message.push_str(&format!(
+                ),
+                Err(errno) => write!(
+                    message,
                     "; narrowing the group permissions failed too: {}",
                     describe(errno)
-                )),
-            }
+                ),
+            };
         }
         warnings.push(MetadataWarning::new(path, message));
     }

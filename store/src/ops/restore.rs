@@ -642,6 +642,9 @@ fn restore_files(
     })
 }
 
+/// A file finished by a segment: its bytes and the metadata its target could not hold.
+type FinishedFile = Option<(u64, Vec<MetadataWarning>)>;
+
 /// A batch's segments with the blobs they need.
 type FetchedBatch = (Vec<Segment>, std::collections::HashMap<Id, FetchedBlob>);
 
@@ -670,8 +673,7 @@ fn write_batch(
                 (segment, open)
             })
             .collect();
-        type Finished = Option<(u64, Vec<MetadataWarning>)>;
-        let results: Vec<(Segment, Result<Option<OpenFile>>, Finished)> =
+        let results: Vec<(Segment, Result<Option<OpenFile>>, FinishedFile)> =
             repository.io_pool().install(|| {
                 work.into_par_iter()
                     .map(|(segment, open)| {
