@@ -9,6 +9,7 @@ mod crash;
 mod drill;
 mod environment;
 mod faults;
+mod fidelity;
 mod fixture_v1;
 mod forget;
 mod format_vectors;
