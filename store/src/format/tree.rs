@@ -462,7 +462,7 @@ impl Tree {
 
     /// Decodes and validates a tree of any version up to [`TREE_VERSION`]: names valid, sorted
     /// and unique; kinds and the payloads of known extensions valid for the tree's version;
-    /// in version 2, extension tags strictly ascending.
+    /// extension tags unique (in version 2 also ascending; a version 1 node's are sorted).
     ///
     /// # Errors
     /// [`DecodeError`] for any malformed field or ordering violation.
@@ -550,6 +550,15 @@ impl Tree {
                 let bytes = reader.bytes("extension")?;
                 validate_extension(tag, bytes)?;
                 extensions.push((tag, bytes.to_vec()));
+            }
+            // Version 1 did not order the tags: read them in the order version 2 writes them
+            // (cairn 0.1.0 wrote at most one), so a v1 tree re-encodes as a valid v2 tree.
+            extensions.sort_by_key(|(tag, _)| *tag);
+            if extensions.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+                return Err(DecodeError::Invalid {
+                    field: "extension tag",
+                    reason: "repeated",
+                });
             }
             nodes.push(Node {
                 name,
@@ -729,6 +738,30 @@ mod tests {
         assert_eq!(plain.xattrs().unwrap(), Vec::new());
         assert_eq!(plain.owner_names().unwrap(), None);
         assert_eq!(plain.link_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn version_1_extension_tags_are_read_sorted_and_never_repeated() {
+        let mut tree = Tree {
+            nodes: vec![node(b"a", NodeKind::Symlink { target: Vec::new() })],
+        };
+        tree.nodes[0].extensions = vec![(EXTENSION_SPARSE, Vec::new()), (7, b"x".to_vec())];
+        let mut bytes = tree.encode();
+        bytes[..2].copy_from_slice(&1u16.to_le_bytes());
+        // Swap the two extensions as a v1 writer may have ordered them.
+        let tail = bytes.len() - (2 + 4 + 2 + 4 + 1);
+        let (first, second) = bytes[tail..].split_at(6);
+        let swapped: Vec<u8> = [second, first].concat();
+        bytes.truncate(tail);
+        bytes.extend_from_slice(&swapped);
+        assert_eq!(Tree::decode(&bytes).unwrap(), tree);
+        let mut repeated = bytes.clone();
+        repeated[tail..tail + 2].copy_from_slice(&EXTENSION_SPARSE.to_le_bytes());
+        repeated[tail + 2..tail + 6].copy_from_slice(&0u32.to_le_bytes());
+        repeated.truncate(tail + 6);
+        repeated.extend_from_slice(&EXTENSION_SPARSE.to_le_bytes());
+        repeated.extend_from_slice(&0u32.to_le_bytes());
+        assert!(Tree::decode(&repeated).is_err());
     }
 
     #[test]
