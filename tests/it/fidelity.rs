@@ -313,7 +313,7 @@ fn build_matrix(root: &Path) -> Matrix {
     }
     // Nanosecond mtimes, deepest first so writing entries does not change them again.
     let mut paths: Vec<Vec<u8>> = read_tree(root).entries.into_keys().collect();
-    paths.sort_by_key(|path| std::cmp::Reverse(path.iter().filter(|b| **b == b'/').count()));
+    paths.sort_by_key(|path| std::cmp::Reverse(path.split(|byte| *byte == b'/').count()));
     for (index, relative) in paths.iter().enumerate() {
         let path = if relative.is_empty() {
             root.to_path_buf()
@@ -341,7 +341,7 @@ fn build_matrix(root: &Path) -> Matrix {
 /// Compares the restored tree with the source; returns every difference, one a line.
 fn differences(source: &Reading, restored: &Reading, matrix: &Matrix) -> Vec<String> {
     let mut out = Vec::new();
-    let show = |path: &[u8]| format!("{:?}", OsStr::from_bytes(path));
+    let show = |path: &[u8]| format!("\"{}\"", String::from_utf8_lossy(path).escape_debug());
     for (path, expected) in &source.entries {
         if *path == matrix.socket {
             if restored.entries.contains_key(path) {
@@ -429,7 +429,7 @@ fn the_fidelity_matrix_survives_backup_and_restore() {
     );
     // The checker is not blind: a lost attribute, a widened ACL, a broken link group and a
     // lost nanosecond are each reported.
-    rustix::fs::lremovexattr(&target.join("xattr/file"), "user.comment").unwrap();
+    rustix::fs::lremovexattr(target.join("xattr/file"), "user.comment").unwrap();
     setfacl(&target.join("acl/masked"), &["-m", "g::rwx"]);
     fs::remove_file(target.join("hl/c/three")).unwrap();
     fs::copy(target.join("hl/a/three"), target.join("hl/c/three")).unwrap();
@@ -441,7 +441,7 @@ fn the_fidelity_matrix_survives_backup_and_restore() {
         last_access: time,
         last_modification: time,
     };
-    rustix::fs::utimensat(CWD, &target.join("small.txt"), &times, AtFlags::empty()).unwrap();
+    rustix::fs::utimensat(CWD, target.join("small.txt"), &times, AtFlags::empty()).unwrap();
     let found = differences(&source, &read_tree(&target), &matrix).join("\n");
     for expected in [
         "\"xattr/file\":",
