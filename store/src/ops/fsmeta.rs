@@ -523,6 +523,33 @@ mod tests {
     }
 
     #[test]
+    fn owners_map_by_name_unless_numeric_and_keep_ids_of_unknown_names() {
+        // `root` is uid and gid 0 on every Linux machine; the other names exist nowhere.
+        let mut node = crate::format::tree::test_node("f", NodeKind::Fifo, 0);
+        node.uid = 4242;
+        node.gid = 4343;
+        node.set_owner_names(&OwnerNames {
+            user: b"root".to_vec(),
+            group: b"root".to_vec(),
+        });
+        let mut by_name = node.clone();
+        OwnerMap::new(OwnerMapping::ByName).map(&mut by_name);
+        assert_eq!((by_name.uid, by_name.gid), (0, 0));
+        let mut numeric = node.clone();
+        OwnerMap::new(OwnerMapping::Numeric).map(&mut numeric);
+        assert_eq!((numeric.uid, numeric.gid), (4242, 4343));
+        let mut unknown = node.clone();
+        unknown.set_owner_names(&OwnerNames {
+            user: b"no-such-user-cairn".to_vec(),
+            group: Vec::new(),
+        });
+        OwnerMap::new(OwnerMapping::ByName).map(&mut unknown);
+        assert_eq!((unknown.uid, unknown.gid), (4242, 4343));
+        let mut names = OwnerNameCache::default();
+        assert_eq!(names.names(0, 0).user, b"root");
+    }
+
+    #[test]
     fn device_numbers_round_trip_through_makedev() {
         for (major, minor) in [(0, 0), (1, 3), (8, 1), (259, 65_536), (4095, 1_048_575)] {
             assert_eq!(
