@@ -307,7 +307,8 @@ fn describe(errno: Errno) -> String {
 }
 
 /// Gives `target` exactly the recorded extended attributes: sets each recorded one and removes
-/// any other it has (an ACL inherited from a default ACL of the target directory, say). Call it
+/// any other it has (an ACL inherited from a default ACL of the target directory, say), except
+/// `security.*` labels the target system assigns. Call it
 /// after the owner and mode are applied: `chown` clears `security.capability`, and the access ACL
 /// sets the group bits of the mode to its mask. When the access ACL cannot be set, the mode's
 /// group bits are narrowed ([`mode_without_acl`]) so that losing the ACL never widens access.
@@ -330,7 +331,10 @@ pub fn apply_xattrs(target: Target<'_>, node: &Node) -> Vec<MetadataWarning> {
     match target.list() {
         Ok(present) => {
             for name in present {
-                if !recorded.iter().any(|xattr| xattr.name == name)
+                // Labels the target system gives every file (`security.selinux`, ...) are its
+                // own: only attributes the snapshot would have recorded are taken away.
+                if !name.starts_with(b"security.")
+                    && !recorded.iter().any(|xattr| xattr.name == name)
                     && let Err(errno) = target.remove(&name)
                     && !is_unsupported(errno)
                     && errno != Errno::NODATA
