@@ -29,6 +29,25 @@ fn long_names_restore_yet() -> bool {
     false
 }
 
+/// Whether this runs as root, as CI does; says so when not (the test then returns).
+fn running_as_root() -> bool {
+    let root = effective_uid() == 0;
+    if !root {
+        eprintln!("skipping: device nodes, foreign owners and trusted.* need root");
+    }
+    root
+}
+
+/// Runs `cairn restore latest:SOURCE --target TARGET`.
+fn restore_into(workspace: &Workspace, source: &str, target: &Path) -> crate::support::Run {
+    workspace.cairn(&[
+        "restore",
+        &format!("latest:{source}"),
+        "--target",
+        &target.to_string_lossy(),
+    ])
+}
+
 /// A user and a group id with no name on this machine.
 const FOREIGN_UID: u32 = 4242;
 const FOREIGN_GID: u32 = 4343;
@@ -390,8 +409,7 @@ fn differences(source: &Reading, restored: &Reading, matrix: &Matrix) -> Vec<Str
 
 #[test]
 fn the_fidelity_matrix_survives_backup_and_restore() {
-    if effective_uid() != 0 {
-        eprintln!("skipping the fidelity matrix: device nodes, owners and trusted.* need root");
+    if !running_as_root() {
         return;
     }
     let workspace = Workspace::initialized();
@@ -405,14 +423,7 @@ fn the_fidelity_matrix_survives_backup_and_restore() {
         backup.stderr
     );
     let target = workspace.path("restored");
-    let restore = workspace
-        .cairn(&[
-            "restore",
-            &format!("latest:{source_text}"),
-            "--target",
-            &target.to_string_lossy(),
-        ])
-        .ok();
+    let restore = restore_into(&workspace, &source_text, &target).ok();
     assert!(
         !restore.stderr.contains("warning"),
         "a restore as root on the same file system warns about nothing: {}",
@@ -459,8 +470,7 @@ fn the_fidelity_matrix_survives_backup_and_restore() {
 
 #[test]
 fn numeric_owner_keeps_recorded_ids_and_names_map_by_default() {
-    if effective_uid() != 0 {
-        eprintln!("skipping: giving files away needs root");
+    if !running_as_root() {
         return;
     }
     let workspace = Workspace::initialized();
@@ -492,8 +502,7 @@ fn numeric_owner_keeps_recorded_ids_and_names_map_by_default() {
 
 #[test]
 fn an_unprivileged_restore_names_what_it_could_not_recreate_and_restores_the_rest() {
-    if effective_uid() != 0 {
-        eprintln!("skipping: the matrix needs root to be built");
+    if !running_as_root() {
         return;
     }
     let mut workspace = Workspace::initialized();
@@ -504,14 +513,7 @@ fn an_unprivileged_restore_names_what_it_could_not_recreate_and_restores_the_res
     chown_tree(workspace.root(), 65_534, 65_534);
     workspace.prefix = unprivileged_prefix();
     let target = workspace.path("restored-by-nobody");
-    let restore = workspace
-        .cairn(&[
-            "restore",
-            &format!("latest:{source_text}"),
-            "--target",
-            &target.to_string_lossy(),
-        ])
-        .code(3);
+    let restore = restore_into(&workspace, &source_text, &target).code(3);
     let text = &restore.stderr;
     for named in [
         "special/null: cannot create character device",

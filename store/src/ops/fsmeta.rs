@@ -60,31 +60,37 @@ pub struct OwnerNameCache {
     groups: HashMap<u32, Vec<u8>>,
 }
 
+/// `map[key]`, looked up once with `lookup`.
+fn cached<K: Eq + std::hash::Hash + Clone, V: Clone>(
+    map: &mut HashMap<K, V>,
+    key: &K,
+    lookup: impl FnOnce(&K) -> V,
+) -> V {
+    if let Some(value) = map.get(key) {
+        return value.clone();
+    }
+    let value = lookup(key);
+    map.insert(key.clone(), value.clone());
+    value
+}
+
 impl OwnerNameCache {
     /// The names of `uid` and `gid` on this machine (empty where an id has no name).
     pub fn names(&mut self, uid: u32, gid: u32) -> OwnerNames {
-        let user = self
-            .users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|user| user.name.into_bytes())
-                    .unwrap_or_default()
-            })
-            .clone();
-        let group = self
-            .groups
-            .entry(gid)
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
-                    .ok()
-                    .flatten()
-                    .map(|group| group.name.into_bytes())
-                    .unwrap_or_default()
-            })
-            .clone();
+        let user = cached(&mut self.users, &uid, |uid| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid))
+                .ok()
+                .flatten()
+                .map(|user| user.name.into_bytes())
+                .unwrap_or_default()
+        });
+        let group = cached(&mut self.groups, &gid, |gid| {
+            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(*gid))
+                .ok()
+                .flatten()
+                .map(|group| group.name.into_bytes())
+                .unwrap_or_default()
+        });
         OwnerNames { user, group }
     }
 }
@@ -115,28 +121,17 @@ impl OwnerMap {
         let Ok(Some(names)) = node.owner_names() else {
             return;
         };
-        if !names.user.is_empty() {
-            let uid = *self.users.entry(names.user.clone()).or_insert_with(|| {
-                std::str::from_utf8(&names.user)
-                    .ok()
-                    .and_then(|name| nix::unistd::User::from_name(name).ok().flatten())
-                    .map(|user| user.uid.as_raw())
-            });
-            if let Some(uid) = uid {
-                node.uid = uid;
-            }
-        }
-        if !names.group.is_empty() {
-            let gid = *self.groups.entry(names.group.clone()).or_insert_with(|| {
-                std::str::from_utf8(&names.group)
-                    .ok()
-                    .and_then(|name| nix::unistd::Group::from_name(name).ok().flatten())
-                    .map(|group| group.gid.as_raw())
-            });
-            if let Some(gid) = gid {
-                node.gid = gid;
-            }
-        }
+        let text = |name: &Vec<u8>| String::from_utf8(name.clone()).ok();
+        let uid = cached(&mut self.users, &names.user, |name| {
+            let user = nix::unistd::User::from_name(&text(name)?).ok().flatten()?;
+            Some(user.uid.as_raw())
+        });
+        let gid = cached(&mut self.groups, &names.group, |name| {
+            let group = nix::unistd::Group::from_name(&text(name)?).ok().flatten()?;
+            Some(group.gid.as_raw())
+        });
+        node.uid = uid.unwrap_or(node.uid);
+        node.gid = gid.unwrap_or(node.gid);
     }
 }
 
@@ -197,16 +192,20 @@ fn sized_read(
     Err(Errno::RANGE)
 }
 
+/// The names in a NUL-separated attribute list.
+fn split_names(list: &[u8]) -> Vec<Vec<u8>> {
+    list.split(|byte| *byte == 0)
+        .filter(|name| !name.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 fn list_xattrs(path: &Path) -> rustix::io::Result<Vec<Vec<u8>>> {
     let list = sized_read(
         || rustix::fs::llistxattr_query(path),
         |buffer| rustix::fs::llistxattr(path, buffer),
     )?;
-    Ok(list
-        .split(|byte| *byte == 0)
-        .filter(|name| !name.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect())
+    Ok(split_names(&list))
 }
 
 fn get_xattr(path: &Path, name: &[u8]) -> rustix::io::Result<Vec<u8>> {
@@ -242,11 +241,7 @@ impl Target<'_> {
                     || rustix::fs::flistxattr_query(file),
                     |buffer| rustix::fs::flistxattr(file, buffer),
                 )?;
-                Ok(list
-                    .split(|byte| *byte == 0)
-                    .filter(|name| !name.is_empty())
-                    .map(<[u8]>::to_vec)
-                    .collect())
+                Ok(split_names(&list))
             }
         }
     }
