@@ -24,6 +24,11 @@ _wait_http() { # url, seconds
 
 install_test_servers() {
   mkdir -p "$_cache"
+  # getfacl/setfacl for the fidelity matrix (tests/it/fidelity.rs), from Debian's `acl` package.
+  if ! command -v setfacl >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "servers.sh: installing the acl package (setfacl, getfacl)" >&2
+    apt-get install -y -q acl >&2 || { apt-get update -q >&2 && apt-get install -y -q acl >&2; }
+  fi
   if [ ! -x "$_cache/moto-$MOTO_VERSION/bin/moto_server" ]; then
     echo "servers.sh: installing moto $MOTO_VERSION (cached in .cache/)" >&2
     rm -rf "$_cache/moto-$MOTO_VERSION"

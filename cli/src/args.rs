@@ -14,7 +14,9 @@ Exit codes:
        could not salvage, and a store that stopped answering after its retries)
   2    usage error: invalid command line, config file (named with line and key) or -o option
   3    backup snapshot written, but some source files could not be read or changed while
-       being read (listed)
+       being read (listed); restore: every file restored and verified, but some metadata
+       (extended attributes, ACLs), FIFOs, device nodes or hard links could not be
+       recreated on the target (warnings listed)
   10   repository does not exist
   11   another prune holds the repository's prune lease (try again later)
   12   wrong password or no key matches
@@ -531,6 +533,10 @@ pub struct RestoreArgs {
     /// repeatable
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    /// Give entries the recorded user and group ids; by default the ids of the recorded names
+    /// on this machine are used where those names exist
+    #[arg(long)]
+    pub numeric_owner: bool,
 }
 
 /// `cairn dump`.

@@ -107,7 +107,7 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
         Command::Backup(args) => commands::backup::run(global, args),
         Command::Snapshots => commands::snapshots::run(global).map(|()| Completion::Done),
         Command::Ls(args) => commands::ls::run(global, args).map(|()| Completion::Done),
-        Command::Restore(args) => commands::restore::run(global, args).map(|()| Completion::Done),
+        Command::Restore(args) => commands::restore::run(global, args),
         Command::Dump(args) => commands::dump::run(global, args).map(|()| Completion::Done),
         Command::Check(args) => commands::check::run(global, args).map(|()| Completion::Done),
         Command::Drill(args) => commands::drill::run(global, args).map(|()| Completion::Done),

@@ -111,13 +111,23 @@ pub fn requests(json: bool, stats: &cairn_store::backend::RequestStats) {
     }
 }
 
-/// The `type` of a snapshot entry in listings: `file`, `dir` or `symlink`.
+/// The `type` of a snapshot entry in listings: `file`, `dir`, `symlink`, `fifo`, `chardev` or
+/// `blockdev`.
 pub fn node_type(node: &cairn_store::format::tree::Node) -> &'static str {
-    use cairn_store::format::tree::NodeKind;
+    use cairn_store::format::tree::{DeviceKind, NodeKind};
     match node.kind {
         NodeKind::File { .. } => "file",
         NodeKind::Directory { .. } => "dir",
         NodeKind::Symlink { .. } => "symlink",
+        NodeKind::Fifo => "fifo",
+        NodeKind::Device {
+            kind: DeviceKind::Character,
+            ..
+        } => "chardev",
+        NodeKind::Device {
+            kind: DeviceKind::Block,
+            ..
+        } => "blockdev",
     }
 }
 
@@ -126,6 +136,9 @@ pub fn mode_string(mode: u32) -> String {
     let kind = match mode & 0o170_000 {
         0o040_000 => 'd',
         0o120_000 => 'l',
+        0o010_000 => 'p',
+        0o020_000 => 'c',
+        0o060_000 => 'b',
         _ => '-',
     };
     let mut out = String::from(kind);

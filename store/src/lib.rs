@@ -23,7 +23,7 @@ pub mod sim;
 pub use crypto::{id, keys, seal};
 pub use format::packer;
 pub use ops::{
-    backup, check, drill, forget, prune, repair, repair_config, restore, sessions, stats,
+    backup, check, drill, forget, fsmeta, prune, repair, repair_config, restore, sessions, stats,
 };
 pub use policy::{
     dedup_hostile, diff, exclude, find, pathmatch, retention, size_drop, sweep, time_sanity,

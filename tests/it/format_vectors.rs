@@ -15,7 +15,7 @@ use cairn_store::format::lifecycle::{
 };
 use cairn_store::format::pack::{self, SealedBlob};
 use cairn_store::format::snapshot::{self as snapshot_format, Snapshot, Source, Summary};
-use cairn_store::format::tree::{Node, NodeKind, Timestamp, Tree};
+use cairn_store::format::tree::{DeviceKind, Node, NodeKind, OwnerNames, Timestamp, Tree, Xattr};
 use cairn_store::keys::{self, KdfParams, KeyObject, MasterSecret, RepositoryKeys};
 use cairn_store::repository::{
     INDEX_PREFIX, KEYS_PREFIX, SNAPSHOTS_PREFIX, object_name, pack_name,
@@ -800,6 +800,19 @@ fn parse_node(context: &Context, keys: &RepositoryKeys, line: &str) -> Result<No
             },
             0,
         ),
+        "fifo" => (NodeKind::Fifo, 0),
+        device @ ("chardev" | "blockdev") => (
+            NodeKind::Device {
+                kind: if device == "chardev" {
+                    DeviceKind::Character
+                } else {
+                    DeviceKind::Block
+                },
+                major: parse_u32(pair(&pairs, "major")?)?,
+                minor: parse_u32(pair(&pairs, "minor")?)?,
+            },
+            0,
+        ),
         other => return Err(format!("unknown node kind {other:?}")),
     };
     let extensions = match pairs.get("ext") {
@@ -817,7 +830,7 @@ fn parse_node(context: &Context, keys: &RepositoryKeys, line: &str) -> Result<No
             })
             .collect::<Result<Vec<_>, String>>()?,
     };
-    Ok(Node {
+    let mut node = Node {
         name: pair(&pairs, "name")?.as_bytes().to_vec(),
         kind,
         mode: parse_u32(pair(&pairs, "mode")?)?,
@@ -829,7 +842,37 @@ fn parse_node(context: &Context, keys: &RepositoryKeys, line: &str) -> Result<No
         device: parse_u64(pair(&pairs, "device")?)?,
         size,
         extensions,
-    })
+    };
+    if let Some(list) = pairs.get("xattr") {
+        let xattrs = list
+            .split(',')
+            .map(|item| {
+                let (name, value) = item
+                    .split_once(':')
+                    .ok_or_else(|| format!("xattr item needs name:hex: {item:?}"))?;
+                Ok(Xattr {
+                    name: name.as_bytes().to_vec(),
+                    value: parse_hex(value)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        node.set_xattrs(&xattrs);
+    }
+    if pairs.contains_key("user") || pairs.contains_key("group") {
+        let name = |key| {
+            pairs
+                .get(key)
+                .map_or_else(Vec::new, |name: &&str| name.as_bytes().to_vec())
+        };
+        node.set_owner_names(&OwnerNames {
+            user: name("user"),
+            group: name("group"),
+        });
+    }
+    if let Some(links) = pairs.get("links") {
+        node.set_link_count(parse_u64(links)?);
+    }
+    Ok(node)
 }
 
 fn tree(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {

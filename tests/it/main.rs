@@ -10,6 +10,7 @@ mod deadends;
 mod drill;
 mod environment;
 mod faults;
+mod fidelity;
 mod fixture_v1;
 mod forget;
 mod format_vectors;

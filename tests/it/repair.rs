@@ -44,7 +44,7 @@ fn file_chunks(repository: &Repository, root: &Id, prefix: &str) -> Vec<(String,
             NodeKind::Directory { subtree } => {
                 out.extend(file_chunks(repository, &subtree, &path));
             }
-            NodeKind::Symlink { .. } => {}
+            NodeKind::Symlink { .. } | NodeKind::Fifo | NodeKind::Device { .. } => {}
         }
     }
     out

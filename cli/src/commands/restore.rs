@@ -1,8 +1,11 @@
 //! `cairn restore`.
 
 use anyhow::{Result, bail};
+use cairn_store::fsmeta::OwnerMapping;
 use cairn_store::pathmatch::PathMatcher;
 use cairn_store::restore::{self, RestoreFilter, RestoreProgress};
+
+use super::Completion;
 
 use crate::args::{GlobalArgs, RestoreArgs};
 use crate::progress::{Meter, Total};
@@ -26,8 +29,9 @@ impl RestoreProgress for RestoreMeter {
     }
 }
 
-/// Restores `SNAPSHOT[:PATH]` into the target directory.
-pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+/// Restores `SNAPSHOT[:PATH]` into the target directory. Partial when every file was restored
+/// but some metadata, special file or hard link could not be recreated (warnings listed).
+pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<Completion> {
     let filter = RestoreFilter {
         includes: PathMatcher::new(&args.includes)?,
         excludes: PathMatcher::new(&args.excludes)?,
@@ -44,11 +48,25 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         path,
         &args.target,
         &filter,
+        if args.numeric_owner {
+            OwnerMapping::Numeric
+        } else {
+            OwnerMapping::ByName
+        },
         &RestoreMeter(Meter::new(global, "files", "restored")),
     )?;
-    let restored = outcome.files + outcome.directories + outcome.symlinks;
+    let restored = outcome.files + outcome.directories + outcome.symlinks + outcome.specials;
     if restored == 0 && outcome.failed.is_empty() && !args.includes.is_empty() {
         eprintln!("warning: no entry of the snapshot matches the --include patterns");
+    }
+    for warning in &outcome.warnings {
+        if global.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "warning", "path": warning.path.to_string_lossy(), "message": warning.message,
+            }));
+        } else {
+            eprintln!("warning: {}: {}", warning.path.display(), warning.message);
+        }
     }
     for (failed_path, error) in &outcome.failed {
         if global.json {
@@ -64,6 +82,8 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
             "message_type": "summary", "snapshot_id": snapshot_id.to_hex(),
             "files_restored": outcome.files, "directories_restored": outcome.directories,
             "symlinks_restored": outcome.symlinks, "bytes_restored": outcome.bytes,
+            "specials_restored": outcome.specials, "hard_links_restored": outcome.hard_links,
+            "warnings": outcome.warnings.len(),
             "errors": outcome.failed.len(),
             "failed_paths": outcome.failed.iter().map(|(path, _)| path.to_string_lossy()).collect::<Vec<_>>(),
         }));
@@ -77,6 +97,12 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
             snapshot_id.short(),
             args.target.display()
         );
+        if outcome.specials + outcome.hard_links > 0 {
+            println!(
+                "also {} FIFOs and device nodes, {} hard links to restored files",
+                outcome.specials, outcome.hard_links
+            );
+        }
     }
     if !outcome.failed.is_empty() {
         bail!(
@@ -84,5 +110,14 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
             outcome.failed.len()
         );
     }
-    Ok(())
+    if outcome.warnings.is_empty() {
+        Ok(Completion::Done)
+    } else {
+        eprintln!(
+            "{} warnings (listed above): every file was restored and verified, but the target \
+             does not hold everything the snapshot recorded",
+            outcome.warnings.len()
+        );
+        Ok(Completion::Partial)
+    }
 }

@@ -10,12 +10,12 @@
 //! end-of-file: a reader that fails, also at the very end (a command that exited non-zero), makes
 //! the backup return that error without writing a snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use cairn_chunker::Chunker;
@@ -25,7 +25,8 @@ use crate::backend::RequestStats;
 use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, Source, Summary};
-use crate::format::tree::{EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
+use crate::format::tree::{DeviceKind, EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
+use crate::ops::fsmeta::{self, OwnerNameCache};
 use crate::policy::dedup_hostile::{self, ContentCounts, DedupHostile};
 use crate::policy::exclude::{ExcludeRules, FileSystemBoundary, file_system_boundary};
 use crate::policy::size_drop::{self, SizeDrop};
@@ -274,7 +275,7 @@ fn timestamp(seconds: i64, nanos: i64) -> Timestamp {
 }
 
 fn node_from_metadata(name: Vec<u8>, kind: NodeKind, metadata: &Metadata) -> Node {
-    Node {
+    let mut node = Node {
         name,
         kind,
         mode: metadata.mode(),
@@ -295,7 +296,11 @@ fn node_from_metadata(name: Vec<u8>, kind: NodeKind, metadata: &Metadata) -> Nod
         } else {
             Vec::new()
         },
+    };
+    if metadata.is_file() {
+        node.set_link_count(metadata.nlink());
     }
+    node
 }
 
 /// Files up to this size are read whole and chunked in parallel groups.
@@ -349,6 +354,11 @@ struct Walker<'saver, 'repo, 'progress> {
     mount_points: u64,
     dedup_hostile: Vec<DedupHostile>,
     size_drops: Vec<SizeDrop>,
+    /// User and group names of the ids met so far.
+    owner_names: OwnerNameCache,
+    /// The first node saved of each hard-linked file, by (device, inode): later links reuse
+    /// its content instead of reading the file again.
+    hard_links: HashMap<(u64, u64), Node>,
 }
 
 /// What the walker does with an entry after the exclude rules and the file-system boundary.
@@ -443,6 +453,61 @@ impl Walker<'_, '_, '_> {
         self.progress.warning(&warning);
         self.warnings.push(warning);
         self.summary.entries_unreadable += 1;
+    }
+
+    /// Adds what the node holds beyond `lstat`: owner and group names, extended attributes
+    /// (POSIX ACLs included), and remembers the first link of a hard-linked file. An
+    /// unreadable attribute list is a warning; the entry is kept without it.
+    fn add_fs_metadata(&mut self, path: &Path, node: &mut Node) {
+        node.set_owner_names(&self.owner_names.names(node.uid, node.gid));
+        match fsmeta::read_xattrs(path) {
+            Ok(xattrs) => node.set_xattrs(&xattrs),
+            Err(error) => self.warn(
+                path,
+                format!("cannot read extended attributes (saved without them): {error}"),
+            ),
+        }
+        if matches!(node.kind, NodeKind::File { .. }) && node.link_count().unwrap_or(1) > 1 {
+            self.hard_links
+                .entry((node.device, node.inode))
+                .or_insert_with(|| node.clone());
+        }
+    }
+
+    /// A later link of a hard-linked file already saved in this run, unchanged since: its
+    /// node, with the content of the first link, without reading the file.
+    fn reuse_hard_link(&mut self, path: &Path, name: &[u8], metadata: &Metadata) -> Option<Node> {
+        if !metadata.is_file() || metadata.nlink() < 2 {
+            return None;
+        }
+        let first = self
+            .hard_links
+            .get(&(metadata.dev(), metadata.ino()))?
+            .clone();
+        self.link_to(&first, path, name, metadata)
+    }
+
+    /// The node of a later link of the file `first` was saved from, when the file is unchanged
+    /// since (same size and times).
+    fn link_to(
+        &mut self,
+        first: &Node,
+        path: &Path,
+        name: &[u8],
+        metadata: &Metadata,
+    ) -> Option<Node> {
+        if !matches!(first.kind, NodeKind::File { .. }) {
+            return None;
+        }
+        let node = node_from_metadata(name.to_vec(), first.kind.clone(), metadata);
+        if node.size != first.size || node.mtime != first.mtime || node.ctime != first.ctime {
+            return None;
+        }
+        self.summary.files += 1;
+        self.summary.bytes_processed += node.size;
+        self.progress.bytes_processed(node.size);
+        self.progress.file_done(path, node.size);
+        Some(node)
     }
 
     /// Reports a file saved as read although it changed meanwhile. Its node keeps the metadata
@@ -642,15 +707,34 @@ impl Walker<'_, '_, '_> {
             )));
         }
         if !file_type.is_file() {
-            // FIFOs, sockets and device nodes hold no data to back up; saying so is enough,
-            // they do not make the snapshot incomplete.
-            let note = SourceWarning {
-                path: path.to_owned(),
-                message: "skipped: FIFO, socket or device node (not backed up)".into(),
+            let (major, minor) = fsmeta::device_numbers(metadata.rdev());
+            let kind = if file_type.is_fifo() {
+                NodeKind::Fifo
+            } else if file_type.is_char_device() {
+                NodeKind::Device {
+                    kind: DeviceKind::Character,
+                    major,
+                    minor,
+                }
+            } else if file_type.is_block_device() {
+                NodeKind::Device {
+                    kind: DeviceKind::Block,
+                    major,
+                    minor,
+                }
+            } else {
+                // A socket belongs to the program listening on it, which recreates it (as
+                // restic does, it is left out); saying so is enough, it does not make the
+                // snapshot incomplete.
+                let note = SourceWarning {
+                    path: path.to_owned(),
+                    message: "skipped: socket (the program that listens on it recreates it)".into(),
+                };
+                self.progress.warning(&note);
+                self.skipped.push(note);
+                return Ok(None);
             };
-            self.progress.warning(&note);
-            self.skipped.push(note);
-            return Ok(None);
+            return Ok(Some(node_from_metadata(name, kind, &metadata)));
         }
         if let Some(node) = self.reuse_unchanged(path, &name, &metadata, previous)? {
             return Ok(Some(node));
@@ -738,6 +822,10 @@ impl Walker<'_, '_, '_> {
         let mut slots: Vec<Option<Node>> = vec![None; names.len()];
         let mut group: Vec<SmallFile> = Vec::new();
         let mut group_bytes = 0u64;
+        // Hard links within this directory: the slot of the first link of each file, and the
+        // later links, filled from it once it is saved.
+        let mut first_links: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut later_links: Vec<(usize, usize, PathBuf, Vec<u8>, Metadata)> = Vec::new();
         for (slot, name) in names.into_iter().enumerate() {
             let child = path.join(&name);
             let name = name.into_vec();
@@ -750,6 +838,21 @@ impl Walker<'_, '_, '_> {
                     slots[slot] = Some(node);
                     continue;
                 }
+            }
+            if let Ok(file_metadata) = &metadata
+                && file_metadata.is_file()
+                && file_metadata.nlink() > 1
+            {
+                if let Some(node) = self.reuse_hard_link(&child, &name, file_metadata) {
+                    slots[slot] = Some(node);
+                    continue;
+                }
+                let key = (file_metadata.dev(), file_metadata.ino());
+                if let Some(first) = first_links.get(&key) {
+                    later_links.push((slot, *first, child, name, file_metadata.clone()));
+                    continue;
+                }
+                first_links.insert(key, slot);
             }
             // Small changed files are read and chunked in parallel groups; everything else
             // (directories, symlinks, large or unchanged files) goes one by one.
@@ -777,6 +880,20 @@ impl Walker<'_, '_, '_> {
             slots[slot] = self.save_entry(&child, name, metadata, previous)?;
         }
         self.save_small_files(group, &mut slots)?;
+        for (slot, first, child, name, metadata) in later_links {
+            let linked = match slots[first].clone() {
+                Some(first) => self.link_to(&first, &child, &name, &metadata),
+                None => None,
+            };
+            slots[slot] = match linked {
+                Some(node) => Some(node),
+                None => self.save_entry(&child, name, Ok(metadata), None)?,
+            };
+        }
+        for node in slots.iter_mut().flatten() {
+            let child = path.join(std::ffi::OsStr::from_bytes(&node.name));
+            self.add_fs_metadata(&child, node);
+        }
         let tree = Tree {
             nodes: slots.into_iter().flatten().collect(),
         };
@@ -869,11 +986,15 @@ impl Walker<'_, '_, '_> {
             Selection::Whole(path) => {
                 let metadata = std::fs::symlink_metadata(path);
                 self.enter_given_path(metadata.as_ref().ok());
-                match self.admit(path, &name, metadata.as_ref().ok())? {
-                    Admission::Walk => self.save_entry(path, name, metadata, previous),
-                    Admission::Leave => Ok(None),
-                    Admission::Record(node) => Ok(Some(node)),
+                let mut node = match self.admit(path, &name, metadata.as_ref().ok())? {
+                    Admission::Walk => self.save_entry(path, name, metadata, previous)?,
+                    Admission::Leave => None,
+                    Admission::Record(node) => Some(node),
+                };
+                if let Some(node) = &mut node {
+                    self.add_fs_metadata(path, node);
                 }
+                Ok(node)
             }
             Selection::Parent(path, children) => {
                 let metadata = match std::fs::metadata(path) {
@@ -885,11 +1006,9 @@ impl Walker<'_, '_, '_> {
                 };
                 let parent = self.parent_tree(previous);
                 let subtree = self.save_children(children, parent.as_ref())?;
-                Ok(Some(node_from_metadata(
-                    name,
-                    NodeKind::Directory { subtree },
-                    &metadata,
-                )))
+                let mut node = node_from_metadata(name, NodeKind::Directory { subtree }, &metadata);
+                self.add_fs_metadata(path, &mut node);
+                Ok(Some(node))
             }
         }
     }
@@ -1026,6 +1145,8 @@ fn backup_in_session(
         mount_points: 0,
         dedup_hostile: Vec::new(),
         size_drops: Vec::new(),
+        owner_names: OwnerNameCache::default(),
+        hard_links: HashMap::new(),
     };
     let parent_root = parent
         .as_ref()

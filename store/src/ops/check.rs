@@ -244,7 +244,8 @@ impl Checker<'_> {
                                     damage.push((name, object));
                                 }
                             }
-                            NodeKind::Symlink { .. } => {}
+                            NodeKind::Symlink { .. } | NodeKind::Fifo | NodeKind::Device { .. } => {
+                            }
                         }
                     }
                 }

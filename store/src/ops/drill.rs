@@ -170,7 +170,7 @@ fn walk_files(
                 walk_files(repository, &subtree, &path, found, damaged);
             }
             NodeKind::File { .. } => found((path, node)),
-            NodeKind::Symlink { .. } => {}
+            NodeKind::Symlink { .. } | NodeKind::Fifo | NodeKind::Device { .. } => {}
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod check;
 pub mod drill;
 pub mod forget;
+pub mod fsmeta;
 pub mod prune;
 pub mod repair;
 pub mod repair_config;

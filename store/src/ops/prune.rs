@@ -180,7 +180,7 @@ fn mark(repository: &Repository, state: &PruneState) -> Result<Marked> {
                 match node.kind {
                     NodeKind::File { chunks: ids, .. } => chunks.extend(ids),
                     NodeKind::Directory { subtree } => subtrees.push(subtree),
-                    NodeKind::Symlink { .. } => {}
+                    NodeKind::Symlink { .. } | NodeKind::Fifo | NodeKind::Device { .. } => {}
                 }
             }
         }

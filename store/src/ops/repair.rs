@@ -419,7 +419,7 @@ impl TreeRepairer {
                                 }
                             }
                         }
-                        NodeKind::Symlink { .. } => {}
+                        NodeKind::Symlink { .. } | NodeKind::Fifo | NodeKind::Device { .. } => {}
                     }
                     nodes.push(node);
                 }

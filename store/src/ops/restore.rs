@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
+use crate::ops::fsmeta::{self, MetadataWarning, OwnerMap, OwnerMapping};
 use crate::policy::pathmatch::PathMatcher;
 use crate::repo::fetch::{self, FetchedBlob};
 use crate::repo::repository::Repository;
@@ -46,11 +47,19 @@ pub struct RestoreOutcome {
     pub directories: u64,
     /// Symlinks created.
     pub symlinks: u64,
+    /// FIFOs and device nodes created.
+    pub specials: u64,
+    /// Hard links made to a file restored earlier in this restore.
+    pub hard_links: u64,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Entries that could not be restored, with the reason. Non-empty means the restore is
     /// incomplete.
     pub failed: Vec<(PathBuf, Error)>,
+    /// Metadata or special files the target could not hold (no extended attributes or ACLs on
+    /// its file system, no privilege for device nodes), hard links restored as copies or whose
+    /// other links were not restored. Every file's content is restored and verified regardless.
+    pub warnings: Vec<MetadataWarning>,
 }
 
 fn system_time(timestamp: Timestamp) -> SystemTime {
@@ -78,6 +87,21 @@ fn make_directory(path: &Path) -> Result<()> {
 struct FileJob {
     path: PathBuf,
     node: Node,
+}
+
+/// A later link of a hard-linked file: linked to the first one restored, once files are
+/// written.
+struct LinkJob {
+    first: PathBuf,
+    path: PathBuf,
+    node: Node,
+}
+
+/// The links of one hard-linked file (same recorded device and inode) met in this restore.
+struct LinkGroup {
+    first: PathBuf,
+    restored: u64,
+    recorded: u64,
 }
 
 /// Which entries of a snapshot a restore takes, by their snapshot paths (see
@@ -128,10 +152,17 @@ struct Planner<'repo> {
     files: Vec<FileJob>,
     directories: Vec<(PathBuf, Node)>,
     outcome: RestoreOutcome,
+    owners: OwnerMap,
+    link_groups: std::collections::HashMap<(u64, u64), LinkGroup>,
+    links: Vec<LinkJob>,
 }
 
 impl<'repo> Planner<'repo> {
-    fn new(repository: &'repo Repository, filter: Option<&'repo RestoreFilter>) -> Self {
+    fn new(
+        repository: &'repo Repository,
+        filter: Option<&'repo RestoreFilter>,
+        owners: OwnerMapping,
+    ) -> Self {
         Self {
             repository,
             filter: filter.filter(|filter| !filter.is_everything()),
@@ -139,6 +170,58 @@ impl<'repo> Planner<'repo> {
             files: Vec::new(),
             directories: Vec::new(),
             outcome: RestoreOutcome::default(),
+            owners: OwnerMap::new(owners),
+            link_groups: std::collections::HashMap::new(),
+            links: Vec::new(),
+        }
+    }
+
+    /// Queues a file, or a link to an earlier file of its hard link group.
+    fn plan_file(&mut self, path: PathBuf, node: Node) {
+        let recorded = node.link_count().unwrap_or(1);
+        if recorded < 2 {
+            self.files.push(FileJob { path, node });
+            return;
+        }
+        match self.link_groups.entry((node.device, node.inode)) {
+            std::collections::hash_map::Entry::Occupied(mut group) => {
+                let group = group.get_mut();
+                group.restored += 1;
+                self.links.push(LinkJob {
+                    first: group.first.clone(),
+                    path,
+                    node,
+                });
+            }
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(LinkGroup {
+                    first: path.clone(),
+                    restored: 1,
+                    recorded,
+                });
+                self.files.push(FileJob { path, node });
+            }
+        }
+    }
+
+    /// Warns about hard-linked files whose other links this restore does not hold (outside
+    /// the restored path or filter, or outside what the backup read).
+    fn warn_partial_link_groups(&mut self) {
+        let mut partial: Vec<&LinkGroup> = self
+            .link_groups
+            .values()
+            .filter(|group| group.restored < group.recorded)
+            .collect();
+        partial.sort_by(|a, b| a.first.cmp(&b.first));
+        for group in partial {
+            self.outcome.warnings.push(MetadataWarning {
+                path: group.first.clone(),
+                message: format!(
+                    "had {} hard links, {} restored here: the others are outside what was \
+                     restored",
+                    group.recorded, group.restored
+                ),
+            });
         }
     }
 
@@ -202,7 +285,8 @@ impl<'repo> Planner<'repo> {
         true
     }
 
-    fn plan_node(&mut self, node: Node, path: PathBuf, mut position: Position) {
+    fn plan_node(&mut self, mut node: Node, path: PathBuf, mut position: Position) {
+        self.owners.map(&mut node);
         if let Some(filter) = self.filter {
             if filter.excludes.matches(&position.snapshot_path) {
                 return;
@@ -265,38 +349,57 @@ impl<'repo> Planner<'repo> {
                     return;
                 }
                 match std::os::unix::fs::symlink(&target, &path) {
-                    Ok(()) => self.outcome.symlinks += 1,
+                    Ok(()) => {
+                        self.outcome.symlinks += 1;
+                        let warnings = fsmeta::apply_path_metadata(&path, &node);
+                        self.outcome.warnings.extend(warnings);
+                    }
                     Err(error) => self
                         .outcome
                         .failed
                         .push((path.clone(), Error::local("create symlink", &path, error))),
                 }
             }
-            NodeKind::File { .. } => self.files.push(FileJob { path, node }),
+            NodeKind::Fifo | NodeKind::Device { .. } => {
+                match fsmeta::create_special(&path, &node) {
+                    Ok(()) => {
+                        self.outcome.specials += 1;
+                        let warnings = fsmeta::apply_path_metadata(&path, &node);
+                        self.outcome.warnings.extend(warnings);
+                    }
+                    Err(warning) => self.outcome.warnings.push(warning),
+                }
+            }
+            NodeKind::File { .. } => self.plan_file(path, node),
             NodeKind::Directory { .. } => {}
         }
     }
 }
 
-/// Applies mode, owner (when permitted) and times to a restored entry.
-fn apply_metadata(path: &Path, node: &Node) -> Result<()> {
+/// Applies mode, owner (when permitted), extended attributes and times to a restored entry.
+fn apply_metadata(path: &Path, node: &Node) -> Result<Vec<MetadataWarning>> {
     let file = File::open(path).map_err(|error| Error::local("open", path, error))?;
     apply_file_metadata(&file, path, node)
 }
 
-/// Applies mode, owner (when permitted) and times through an open handle.
-fn apply_file_metadata(file: &File, path: &Path, node: &Node) -> Result<()> {
+/// Applies mode, owner (when permitted), extended attributes and times through an open
+/// handle; returns what the target could not hold.
+fn apply_file_metadata(file: &File, path: &Path, node: &Node) -> Result<Vec<MetadataWarning>> {
     // Only root may give files away; for everyone else keeping their own ownership is right.
-    // Ownership first: changing the owner clears set-id bits that the mode then restores.
+    // Ownership first: changing the owner clears set-id bits that the mode then restores, and
+    // `security.capability`, which the attributes then restore. The access ACL comes after
+    // the mode: setting it makes the group bits its mask, as they were recorded.
     let _ = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
     file.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777))
         .map_err(|error| Error::local("set permissions of", path, error))?;
+    let warnings = fsmeta::apply_xattrs(fsmeta::Target::Open(file, path), node);
     file.set_times(
         FileTimes::new()
             .set_modified(system_time(node.mtime))
             .set_accessed(system_time(node.mtime)),
     )
-    .map_err(|error| Error::local("set times of", path, error))
+    .map_err(|error| Error::local("set times of", path, error))?;
+    Ok(warnings)
 }
 
 /// Plaintext bytes fetched per batch: bounds restore memory whatever the snapshot's size.
@@ -401,7 +504,7 @@ fn write_chunks(
 /// Checks the whole-file hash and size, then gives the file its metadata and final name. On
 /// any failure (the last flush can be the write that finds the disk full) the temporary file
 /// is removed: a failed file leaves nothing behind.
-fn finish_file(open: OpenFile, job: &FileJob) -> Result<u64> {
+fn finish_file(open: OpenFile, job: &FileJob) -> Result<(u64, Vec<MetadataWarning>)> {
     let temporary = open.temporary.clone();
     let finished = verify_and_rename(open, job);
     if finished.is_err() {
@@ -410,7 +513,7 @@ fn finish_file(open: OpenFile, job: &FileJob) -> Result<u64> {
     finished
 }
 
-fn verify_and_rename(open: OpenFile, job: &FileJob) -> Result<u64> {
+fn verify_and_rename(open: OpenFile, job: &FileJob) -> Result<(u64, Vec<MetadataWarning>)> {
     let NodeKind::File { content_hash, .. } = &job.node.kind else {
         return Err(Error::Usage(format!(
             "{} is not a file",
@@ -433,14 +536,21 @@ fn verify_and_rename(open: OpenFile, job: &FileJob) -> Result<u64> {
     if Id(*hasher.finalize().as_bytes()) != *content_hash || written != job.node.size {
         return Err(Error::ContentMismatch(job.path.clone()));
     }
-    if let Err(error) = apply_file_metadata(&file, &temporary, &job.node) {
-        let _ = fs::remove_file(&temporary);
-        return Err(error);
-    }
+    let mut warnings = match apply_file_metadata(&file, &temporary, &job.node) {
+        Ok(warnings) => warnings,
+        Err(error) => {
+            let _ = fs::remove_file(&temporary);
+            return Err(error);
+        }
+    };
     drop(file);
     fs::rename(&temporary, &job.path)
         .map_err(|error| Error::local("rename into place", &job.path, error))?;
-    Ok(written)
+    // Warnings name the final path, not the temporary one.
+    for warning in &mut warnings {
+        warning.path.clone_from(&job.path);
+    }
+    Ok((written, warnings))
 }
 
 /// Splits the files into batches of segments of at most about [`BATCH_BYTES`] of plaintext.
@@ -532,6 +642,9 @@ fn restore_files(
     })
 }
 
+/// A file finished by a segment: its bytes and the metadata its target could not hold.
+type FinishedFile = Option<(u64, Vec<MetadataWarning>)>;
+
 /// A batch's segments with the blobs they need.
 type FetchedBatch = (Vec<Segment>, std::collections::HashMap<Id, FetchedBlob>);
 
@@ -560,7 +673,7 @@ fn write_batch(
                 (segment, open)
             })
             .collect();
-        let results: Vec<(Segment, Result<Option<OpenFile>>, Option<u64>)> =
+        let results: Vec<(Segment, Result<Option<OpenFile>>, FinishedFile)> =
             repository.io_pool().install(|| {
                 work.into_par_iter()
                     .map(|(segment, open)| {
@@ -578,9 +691,9 @@ fn write_batch(
                             }
                             progress.bytes_written(open.written - before);
                             if segment.last {
-                                let bytes = finish_file(open, job)?;
+                                let (bytes, warnings) = finish_file(open, job)?;
                                 progress.file_done(&job.path, bytes);
-                                return Ok((None, Some(bytes)));
+                                return Ok((None, Some((bytes, warnings))));
                             }
                             Ok((Some(open), None))
                         })();
@@ -597,9 +710,10 @@ fn write_batch(
                     open_files.insert(segment.job, open);
                 }
                 Ok(None) => {
-                    if let Some(bytes) = done {
+                    if let Some((bytes, warnings)) = done {
                         outcome.files += 1;
                         outcome.bytes += bytes;
+                        outcome.warnings.extend(warnings);
                     }
                 }
                 Err(error) => {
@@ -633,12 +747,14 @@ pub fn restore(
         path,
         target,
         &RestoreFilter::default(),
+        OwnerMapping::default(),
         progress,
     )
 }
 
 /// As [`restore`], taking only the entries `filter` selects (matched on their full snapshot
-/// paths, also when `path` names a directory inside the snapshot).
+/// paths, also when `path` names a directory inside the snapshot), with owners chosen by
+/// `owners`.
 ///
 /// # Errors
 /// As [`restore`].
@@ -648,12 +764,13 @@ pub fn restore_filtered(
     path: &str,
     target: &Path,
     filter: &RestoreFilter,
+    owners: OwnerMapping,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     repository.sync_index()?;
     let start = repository.find_node(root, path)?;
     fs::create_dir_all(target).map_err(|error| Error::local("create target", target, error))?;
-    let mut planner = Planner::new(repository, Some(filter));
+    let mut planner = Planner::new(repository, Some(filter), owners);
     let components: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
     let start_path = if components.is_empty() {
         String::new()
@@ -696,20 +813,77 @@ pub fn restore_filtered(
             }
         }
     }
+    complete(repository, planner, progress)
+}
+
+/// Writes the planned files, makes the planned hard links, then applies the directories'
+/// metadata, children first, so setting a directory's mtime is not undone by writing into it.
+fn complete(
+    repository: &Repository,
+    mut planner: Planner<'_>,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreOutcome> {
+    planner.warn_partial_link_groups();
     let Planner {
         files,
         directories,
         mut outcome,
+        links,
         ..
     } = planner;
     restore_files(repository, &files, progress, &mut outcome)?;
-    // Children first, so setting a directory's mtime is not undone by writing into it.
+    let copies = make_links(links, &mut outcome);
+    if !copies.is_empty() {
+        restore_files(repository, &copies, progress, &mut outcome)?;
+    }
     for (path, node) in &directories {
-        if let Err(error) = apply_metadata(path, node) {
-            outcome.failed.push((path.clone(), error));
+        match apply_metadata(path, node) {
+            Ok(warnings) => outcome.warnings.extend(warnings),
+            Err(error) => outcome.failed.push((path.clone(), error)),
         }
     }
     Ok(outcome)
+}
+
+/// Links each later link of a hard-linked file to its first link restored. A link that cannot
+/// be made (the first link failed, a file system without hard links) is returned as a file to
+/// restore as a separate copy, with a warning.
+fn make_links(links: Vec<LinkJob>, outcome: &mut RestoreOutcome) -> Vec<FileJob> {
+    let failed: std::collections::HashSet<PathBuf> = outcome
+        .failed
+        .iter()
+        .map(|(path, _)| path.clone())
+        .collect();
+    let mut copies = Vec::new();
+    for link in links {
+        let linked = if failed.contains(&link.first) {
+            Err("its first link was not restored".to_owned())
+        } else {
+            if let Ok(metadata) = fs::symlink_metadata(&link.path)
+                && !metadata.is_dir()
+            {
+                let _ = fs::remove_file(&link.path);
+            }
+            fs::hard_link(&link.first, &link.path).map_err(|error| error.to_string())
+        };
+        match linked {
+            Ok(()) => outcome.hard_links += 1,
+            Err(reason) => {
+                outcome.warnings.push(MetadataWarning {
+                    path: link.path.clone(),
+                    message: format!(
+                        "cannot hard-link to {}: {reason}; restored as a separate copy",
+                        link.first.display()
+                    ),
+                });
+                copies.push(FileJob {
+                    path: link.path,
+                    node: link.node,
+                });
+            }
+        }
+    }
+    copies
 }
 
 /// Restores chosen entries of a snapshot, each at `target/<relative path>` (a path of plain
@@ -728,7 +902,7 @@ pub fn restore_nodes(
 ) -> Result<RestoreOutcome> {
     repository.sync_index()?;
     fs::create_dir_all(target).map_err(|error| Error::local("create target", target, error))?;
-    let mut planner = Planner::new(repository, None);
+    let mut planner = Planner::new(repository, None, OwnerMapping::default());
     for (relative, node) in nodes {
         let path = target.join(&relative);
         // Never outside `target`: only plain names (no root, `..` or `.`).
@@ -755,19 +929,7 @@ pub fn restore_nodes(
         };
         planner.plan_node(node, path, position);
     }
-    let Planner {
-        files,
-        directories,
-        mut outcome,
-        ..
-    } = planner;
-    restore_files(repository, &files, progress, &mut outcome)?;
-    for (path, node) in &directories {
-        if let Err(error) = apply_metadata(path, node) {
-            outcome.failed.push((path.clone(), error));
-        }
-    }
-    Ok(outcome)
+    complete(repository, planner, progress)
 }
 
 /// Writes the file at `path` in the snapshot to `out`, verifying every chunk and, at the end, the

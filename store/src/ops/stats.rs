@@ -137,7 +137,7 @@ impl Counter<'_> {
                     totals.files += below.files;
                     totals.bytes += below.bytes;
                 }
-                NodeKind::Symlink { .. } => {}
+                NodeKind::Symlink { .. } | NodeKind::Fifo | NodeKind::Device { .. } => {}
             }
         }
         for (fresh, size) in self.contents.insert_all(&hashes)?.into_iter().zip(sizes) {

@@ -7,7 +7,7 @@
 
 use crate::crypto::id::Id;
 use crate::error::Result;
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{EXTENSION_XATTRS, Node, NodeKind, Tree};
 
 /// How an entry differs between the old and the new snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,7 +20,8 @@ pub enum ChangeKind {
     Modified,
     /// The entry changed kind, for example a file became a directory (`T`).
     TypeChanged,
-    /// Same content, other mode, owner or modification time (`U`).
+    /// Same content, other mode, owner, modification time or extended attributes (ACLs
+    /// included) (`U`).
     Metadata,
 }
 
@@ -107,8 +108,11 @@ pub struct DiffOptions {
 /// Whether two nodes of the same name differ, and how; `None` when they are the same for a
 /// user (ctime, inode and device are ignored: they change without the entry changing).
 pub fn classify(old: &Node, new: &Node) -> Option<ChangeKind> {
-    let metadata_differs =
-        old.mode != new.mode || old.uid != new.uid || old.gid != new.gid || old.mtime != new.mtime;
+    let metadata_differs = old.mode != new.mode
+        || old.uid != new.uid
+        || old.gid != new.gid
+        || old.mtime != new.mtime
+        || old.extension(EXTENSION_XATTRS) != new.extension(EXTENSION_XATTRS);
     let content_differs = match (&old.kind, &new.kind) {
         (
             NodeKind::File {
@@ -123,7 +127,20 @@ pub fn classify(old: &Node, new: &Node) -> Option<ChangeKind> {
         (NodeKind::Symlink { target: old_target }, NodeKind::Symlink { target: new_target }) => {
             old_target != new_target
         }
-        (NodeKind::Directory { .. }, NodeKind::Directory { .. }) => false,
+        (NodeKind::Directory { .. }, NodeKind::Directory { .. })
+        | (NodeKind::Fifo, NodeKind::Fifo) => false,
+        (
+            NodeKind::Device {
+                kind: old_kind,
+                major: old_major,
+                minor: old_minor,
+            },
+            NodeKind::Device {
+                kind: new_kind,
+                major: new_major,
+                minor: new_minor,
+            },
+        ) if old_kind == new_kind => (old_major, old_minor) != (new_major, new_minor),
         _ => return Some(ChangeKind::TypeChanged),
     };
     if content_differs {
@@ -336,6 +353,36 @@ mod tests {
             .unwrap();
             (lines, totals)
         }
+    }
+
+    #[test]
+    fn special_files_and_extended_attributes_are_classified() {
+        use crate::format::tree::{DeviceKind, Xattr};
+        let special = |kind| crate::format::tree::test_node("s", kind, 0);
+        let fifo = special(NodeKind::Fifo);
+        assert_eq!(classify(&fifo, &fifo.clone()), None);
+        let device = |kind, minor| NodeKind::Device {
+            kind,
+            major: 1,
+            minor,
+        };
+        let null = special(device(DeviceKind::Character, 3));
+        assert_eq!(classify(&null, &null.clone()), None);
+        assert_eq!(
+            classify(&null, &special(device(DeviceKind::Character, 5))),
+            Some(ChangeKind::Modified)
+        );
+        assert_eq!(
+            classify(&null, &special(device(DeviceKind::Block, 3))),
+            Some(ChangeKind::TypeChanged)
+        );
+        assert_eq!(classify(&null, &fifo), Some(ChangeKind::TypeChanged));
+        let mut labelled = fifo.clone();
+        labelled.set_xattrs(&[Xattr {
+            name: b"system.posix_acl_access".to_vec(),
+            value: vec![2, 0, 0, 0],
+        }]);
+        assert_eq!(classify(&fifo, &labelled), Some(ChangeKind::Metadata));
     }
 
     #[test]
