@@ -20,6 +20,7 @@ mod netfaults;
 mod operations;
 mod prune;
 mod repair;
+mod restore_mechanics;
 mod sources;
 mod speed_options;
 mod support;
