@@ -22,7 +22,7 @@ pub mod repo;
 pub use crypto::{id, keys, seal};
 pub use format::packer;
 pub use ops::{backup, check, drill, forget, prune, repair, restore, stats};
-pub use policy::{dedup_hostile, diff, exclude, find, pathmatch, retention, sweep};
+pub use policy::{dedup_hostile, diff, exclude, find, overwrite, pathmatch, retention, sweep};
 pub use repo::{fetch, keyring, lifecycle, repository, saver};
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,7 +1,8 @@
 //! Pure decisions: which snapshots a policy keeps (`retention`), which packs a check reads
 //! (`sweep`), which entries a backup leaves out (`exclude`, `dedup_hostile`), which snapshot
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
-//! `find`), and when another client's session is proven gone (`liveness`).
+//! `find`), when another client's session is proven gone (`liveness`), and what a restore does with what
+//! already stands in its target (`overwrite`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
 //! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
@@ -14,6 +15,7 @@ pub mod diff;
 pub mod exclude;
 pub mod find;
 pub mod liveness;
+pub mod overwrite;
 pub mod pathmatch;
 pub mod retention;
 pub mod sweep;
