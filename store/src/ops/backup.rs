@@ -802,6 +802,25 @@ impl Walker<'_, '_, '_> {
         match selection {
             Selection::Whole(path) => {
                 let metadata = std::fs::symlink_metadata(path);
+                match &metadata {
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                        self.warn(path, "source path does not exist".into());
+                        return Ok(None);
+                    }
+                    // A FIFO, socket or device named on the command line: reading it is not
+                    // what a backup of a path means, and skipping it quietly made an empty
+                    // snapshot with exit 0. (Goes once trees hold such nodes.)
+                    Ok(found) if !found.is_file() && !found.is_dir() && !found.is_symlink() => {
+                        self.warn(
+                            path,
+                            "is a FIFO, socket or device node: not backed up (back up what a \
+                             FIFO delivers with --stdin < FIFO)"
+                                .into(),
+                        );
+                        return Ok(None);
+                    }
+                    _ => {}
+                }
                 self.enter_given_path(metadata.as_ref().ok());
                 match self.admit(path, &name, metadata.as_ref().ok())? {
                     Admission::Walk => self.save_entry(path, name, metadata, previous),
@@ -876,6 +895,18 @@ pub fn backup(
             let mut absolute = Vec::with_capacity(paths.len());
             for path in paths {
                 absolute.push(absolute_normalised(path)?);
+            }
+            // As restic: a missing path is a warning (see save_selection), unless none exists.
+            if absolute.iter().all(|path| {
+                std::fs::symlink_metadata(path)
+                    .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
+            }) {
+                return Err(Error::NoSourcePath(
+                    paths
+                        .iter()
+                        .map(|path| path.display().to_string())
+                        .collect(),
+                ));
             }
             Source::Paths(
                 absolute
