@@ -3,6 +3,7 @@
 //! missing source paths and sparse files whatever the chunker seed.
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -141,10 +142,12 @@ fn readable_by_nobody(target: &Path, candidates: &[PathBuf]) -> Vec<String> {
     let mut script = String::new();
     for path in &paths {
         let quoted = path.display().to_string().replace('\'', "'\\''");
-        script.push_str(&format!(
+        writeln!(
+            script,
             "if [ -d '{quoted}' ]; then ls '{quoted}' >/dev/null 2>&1 && echo 'LISTED {quoted}'; \
-             else head -c 1 '{quoted}' >/dev/null 2>&1 && echo 'READ {quoted}'; fi\n"
-        ));
+             else head -c 1 '{quoted}' >/dev/null 2>&1 && echo 'READ {quoted}'; fi"
+        )
+        .unwrap();
     }
     let output = Command::new("setpriv")
         .args([
