@@ -159,7 +159,7 @@ impl Chunker {
     /// `h = -GEAR[b]` (mod 2^64), since every step shifts it left. If any of those values passes
     /// a cut mask, every chunk of the run is cut at that same short length: a run of zeros in a
     /// sparse file or a disk image then becomes thousands of tiny chunks. This walks the cut
-    /// search of [`Self::next_cut`] over a virtual run of `b` (stopping once the hash is
+    /// search of `next_cut` over a virtual run of `b` (stopping once the hash is
     /// settled and checked against both masks), so it costs about 64 steps per value instead of
     /// hashing `max_size` bytes. FORMAT.md section 13 ("Degenerate seeds") makes `init` draw
     /// again until this returns `None`.

@@ -6,7 +6,7 @@
 //! still restored (salvage); the caller decides the exit code.
 //!
 //! Private by construction: files are created 0600 under short temporary names and directories
-//! 0700, whatever the umask; recorded metadata is applied last ([`apply_final_metadata`]: a file
+//! 0700, whatever the umask; recorded metadata is applied last (`apply_final_metadata`: a file
 //! just before it takes its final name, directories after everything below them, deepest
 //! first), so a stopped or killed restore never shows another user what the snapshot kept
 //! private. What already stands in the target is handled by [`Overwrite`] (see
