@@ -134,7 +134,8 @@ fn temporary_files(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The paths below `target` that the user `nobody` can read (open and read a byte of, or list),
+/// The paths below `target` that the user `nobody` can read (open and read a byte of, or list
+/// entries of: an empty directory that stood there before the restore gives nothing away),
 /// among `candidates` and every temporary file of the restore.
 fn readable_by_nobody(target: &Path, candidates: &[PathBuf]) -> Vec<String> {
     let mut paths: Vec<PathBuf> = candidates.to_vec();
@@ -144,7 +145,7 @@ fn readable_by_nobody(target: &Path, candidates: &[PathBuf]) -> Vec<String> {
         let quoted = path.display().to_string().replace('\'', "'\\''");
         writeln!(
             script,
-            "if [ -d '{quoted}' ]; then ls '{quoted}' >/dev/null 2>&1 && echo 'LISTED {quoted}'; \
+            "if [ -d '{quoted}' ]; then [ -n \"$(ls -A '{quoted}' 2>/dev/null)\" ] && echo 'LISTED {quoted}'; \
              else head -c 1 '{quoted}' >/dev/null 2>&1 && echo 'READ {quoted}'; fi"
         )
         .unwrap();
@@ -215,10 +216,12 @@ fn restore_is_private_while_it_runs_and_after_a_kill() {
 
     // Into a target whose directories are open to everyone (as /srv is), so that only the
     // modes the restore gives what it creates keep the private entries private.
+    // `secret` already stands there open to everyone too: the restore closes it at once.
     let open_target = |name: &str| {
         let target = workspace.path(name);
         fs::create_dir_all(target.join("public")).unwrap();
-        for directory in [target.clone(), target.join("public")] {
+        fs::create_dir_all(target.join("secret")).unwrap();
+        for directory in [target.clone(), target.join("public"), target.join("secret")] {
             fs::set_permissions(&directory, fs::Permissions::from_mode(0o755)).unwrap();
         }
         target

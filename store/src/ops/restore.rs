@@ -146,6 +146,23 @@ fn create_private_directory(path: &Path) -> Result<()> {
         .map_err(|error| Error::local("create directory", path, error))
 }
 
+/// A directory of the target restored into: while the restore runs, it grants group and others
+/// no more than both its present mode and the recorded one (an existing 0755 directory recorded
+/// 0700 becomes 0700 at once, not at the end), and its owner full access. Its recorded mode is
+/// applied at the end, as for created directories.
+fn narrow_existing_directory(path: &Path, recorded_mode: u32) -> Result<()> {
+    let present = fs::symlink_metadata(path)
+        .map_err(|error| Error::local("read metadata of", path, error))?
+        .mode()
+        & 0o7777;
+    let narrowed = 0o700 | (present & recorded_mode & 0o077);
+    if narrowed == present {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(narrowed))
+        .map_err(|error| Error::local("set permissions of", path, error))
+}
+
 /// The kind of a node.
 fn node_kind(node: &Node) -> EntryKind {
     match node.kind {
@@ -353,8 +370,15 @@ impl<'repo> Planner<'repo> {
 
     /// Makes `path` a directory to restore into, as `decision` says; `false` when it cannot be
     /// (reported).
-    fn make_directory(&mut self, path: &Path, decision: Decision) -> bool {
-        if self.dry_run || matches!(decision, Decision::Reuse | Decision::Keep) {
+    fn make_directory(&mut self, path: &Path, node: &Node, decision: Decision) -> bool {
+        if self.dry_run || decision == Decision::Keep {
+            return true;
+        }
+        if decision == Decision::Reuse {
+            if let Err(error) = narrow_existing_directory(path, node.mode) {
+                self.outcome.failed.push((path.to_owned(), error));
+                return false;
+            }
             return true;
         }
         match create_private_directory(path) {
@@ -457,7 +481,7 @@ impl<'repo> Planner<'repo> {
                     let node = pending.node.clone();
                     let made = self
                         .clear_the_way(&path, &node)
-                        .is_some_and(|decision| self.make_directory(&path, decision));
+                        .is_some_and(|decision| self.make_directory(&path, &node, decision));
                     let pending = self.pending.iter_mut().find(|pending| pending.path == path);
                     let Some(pending) = pending else {
                         return false;
@@ -517,7 +541,7 @@ impl<'repo> Planner<'repo> {
             let Some(decision) = self.clear_the_way(&path, &node) else {
                 return;
             };
-            if !self.make_directory(&path, decision) {
+            if !self.make_directory(&path, &node, decision) {
                 return;
             }
             self.outcome.directories += 1;
