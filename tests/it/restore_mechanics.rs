@@ -256,6 +256,7 @@ fn restore_is_private_while_it_runs_and_after_a_kill() {
         );
     }
     assert!(child.wait().unwrap().success());
+    eprintln!("{stops} stops, {stops_mid_write} of them mid-write");
     assert!(
         stops_mid_write > 0,
         "no stop caught a file mid-write in {stops} stops"
