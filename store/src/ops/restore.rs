@@ -93,11 +93,11 @@ impl RestoreProgress for NoRestoreProgress {}
 /// What a restore did.
 #[derive(Debug, Default)]
 pub struct RestoreOutcome {
-    /// Files restored and verified.
+    /// Files written and verified (files kept with the same content are counted in `kept`).
     pub files: u64,
-    /// Directories created.
+    /// Directories created or restored into (not those left alone by `Overwrite::Never`).
     pub directories: u64,
-    /// Symlinks created.
+    /// Symlinks created or kept with the same target.
     pub symlinks: u64,
     /// Bytes of file content written.
     pub bytes: u64,
@@ -544,7 +544,9 @@ impl<'repo> Planner<'repo> {
             if !self.make_directory(&path, &node, decision) {
                 return;
             }
-            self.outcome.directories += 1;
+            if decision != Decision::Keep {
+                self.outcome.directories += 1;
+            }
             let existed = matches!(decision, Decision::Reuse | Decision::Keep);
             self.plan_nodes(tree, &path, &position, existed);
             if decision != Decision::Keep {
@@ -589,9 +591,8 @@ impl<'repo> Planner<'repo> {
                 let applied = File::open(&path)
                     .map_err(|error| Error::local("open", &path, error))
                     .and_then(|file| apply_final_metadata(&file, &path, &node));
-                match applied {
-                    Ok(()) => self.outcome.files += 1,
-                    Err(error) => self.outcome.failed.push((path, error)),
+                if let Err(error) = applied {
+                    self.outcome.failed.push((path, error));
                 }
             }
             (NodeKind::File { .. }, _) => {
