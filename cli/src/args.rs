@@ -28,6 +28,8 @@ Exit codes:
        or the last check or drill failed
   17   run: a source, hook, retention, prune, check or drill failed (the others still ran;
        listed in the summary)
+  18   backup: none of the source paths exists; no snapshot is written (some missing: a
+       warning each and exit 3)
   130  interrupted (Ctrl-C); no snapshot is written
 
 Environment:
@@ -537,6 +539,32 @@ pub struct RestoreArgs {
     /// on this machine are used where those names exist
     #[arg(long)]
     pub numeric_owner: bool,
+    /// What to do with entries that already exist in the target: always replace them; replace
+    /// them unless they already hold the snapshot's content (if-changed, the default: the
+    /// result of always, without rewriting what is right); replace only what is older than
+    /// the snapshot's entry (if-newer); never replace them
+    #[arg(long, value_enum, default_value_t = OverwriteArg::IfChanged)]
+    pub overwrite: OverwriteArg,
+    /// Remove entries of the target that the snapshot does not have (only below the restored
+    /// paths, never what --exclude leaves out)
+    #[arg(long)]
+    pub delete: bool,
+    /// Show what the restore would create, replace, keep and delete, and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `restore --overwrite` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OverwriteArg {
+    /// Always replace existing entries
+    Always,
+    /// Replace existing entries unless they hold the snapshot's content
+    IfChanged,
+    /// Replace existing entries older than the snapshot's
+    IfNewer,
+    /// Never replace existing entries
+    Never,
 }
 
 /// `cairn dump`.

@@ -42,6 +42,8 @@ const EXIT_SOURCE_COMMAND: u8 = 15;
 const EXIT_UNHEALTHY: u8 = 16;
 /// Exit code of `run` when a source or step failed.
 const EXIT_RUN_FAILED: u8 = 17;
+/// Exit code of `backup` when none of its source paths exists.
+const EXIT_NO_SOURCE: u8 = 18;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     if error
@@ -73,6 +75,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         Some(ErrorKind::Busy) => EXIT_BUSY,
         Some(ErrorKind::AppendOnly) => EXIT_APPEND_ONLY,
         Some(ErrorKind::Unsupported) => EXIT_UNSUPPORTED,
+        Some(ErrorKind::NoSource) => EXIT_NO_SOURCE,
         _ => EXIT_FATAL,
     }
 }

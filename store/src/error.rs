@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Busy,
     /// The repository or client is append-only and the command would delete something.
     AppendOnly,
+    /// None of the paths given to a backup exists: fix the command.
+    NoSource,
 }
 
 /// Everything that can go wrong in the library.
@@ -124,6 +126,9 @@ pub enum Error {
     /// The path is not in the snapshot.
     #[error("path {0:?} not found in the snapshot")]
     PathNotFound(String),
+    /// None of the paths given to a backup exists; no snapshot is written.
+    #[error("no source path exists ({}): check the paths; nothing was backed up", .0.join(", "))]
+    NoSourcePath(Vec<String>),
     /// A restored file does not match its recorded hash.
     #[error("restored file {} does not match its recorded hash", .0.display())]
     ContentMismatch(PathBuf),
@@ -171,6 +176,7 @@ impl Error {
             Self::LocalIo { .. } | Self::Cache { .. } => ErrorKind::LocalIo,
             Self::PruneLeaseHeld(_) => ErrorKind::Busy,
             Self::AppendOnly(..) => ErrorKind::AppendOnly,
+            Self::NoSourcePath(_) => ErrorKind::NoSource,
             _ => ErrorKind::User,
         }
     }

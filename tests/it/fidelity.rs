@@ -23,12 +23,6 @@ use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 
 use crate::support::{Workspace, chown_tree, effective_uid, random_bytes, unprivileged_prefix};
 
-/// Long names (241–255 bytes) lose their temporary restore name today (issue 13); the
-/// fidrestore branch gives restore short temporary names. Turn this on after merging it.
-fn long_names_restore_yet() -> bool {
-    false
-}
-
 /// Whether this runs as root, as CI does; says so when not (the test then returns).
 fn running_as_root() -> bool {
     let root = effective_uid() == 0;
@@ -249,9 +243,7 @@ fn build_matrix(root: &Path) -> Matrix {
     )
     .unwrap();
     fs::write(at("names/new\nline"), b"newline").unwrap();
-    if long_names_restore_yet() {
-        fs::write(at(&format!("names/{}", "n".repeat(255))), b"long").unwrap();
-    }
+    fs::write(at(&format!("names/{}", "n".repeat(255))), b"long").unwrap();
     // Sparse: 16 MiB with data at both ends and in the middle.
     let sparse = fs::File::create(at("sparse.img")).unwrap();
     sparse.set_len(16 << 20).unwrap();

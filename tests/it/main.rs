@@ -23,6 +23,7 @@ mod netfaults;
 mod operations;
 mod prune;
 mod repair;
+mod restore_mechanics;
 mod saver;
 mod signals;
 mod sources;

@@ -1120,7 +1120,10 @@ fn final_and_partial(target: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, Vec<PathBuf>
     let mut partials = Vec::new();
     for path in files_below(target) {
         let relative = path.strip_prefix(target).expect("below").to_owned();
-        if path.to_string_lossy().ends_with(".cairn-partial") {
+        let temporary = path
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with(".cairn-partial"));
+        if temporary {
             partials.push(relative);
         } else {
             finals.insert(relative, std::fs::read(&path).expect("read restored file"));

@@ -263,7 +263,7 @@ fn add_garbage(repo: &Repo<'_>, seed: u64) {
         "keep",
         "--allow-empty-group",
     ])
-        .ok();
+    .ok();
 }
 
 /// Kill -9 of prune at random points, dozens of times: `check` passes after each, the kept

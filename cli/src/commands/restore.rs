@@ -2,30 +2,55 @@
 
 use anyhow::{Result, bail};
 use cairn_store::fsmeta::OwnerMapping;
+use cairn_store::overwrite::Overwrite;
 use cairn_store::pathmatch::PathMatcher;
-use cairn_store::restore::{self, RestoreFilter, RestoreProgress};
+use cairn_store::restore::{self, EntryAction, RestoreFilter, RestoreOptions, RestoreProgress};
 
 use super::Completion;
 
-use crate::args::{GlobalArgs, RestoreArgs};
+use crate::args::{GlobalArgs, OverwriteArg, RestoreArgs};
 use crate::progress::{Meter, Total};
 use crate::render;
 use crate::settings;
 
-/// Restore progress drawn on a [`Meter`].
-struct RestoreMeter(Meter);
+/// Restore progress drawn on a [`Meter`]; with `--dry-run`, a line per entry that already
+/// stands in the target (replaced, kept or deleted).
+struct RestoreMeter {
+    meter: Meter,
+    dry_run: bool,
+    json: bool,
+}
 
 impl RestoreProgress for RestoreMeter {
     fn planned(&self, _files: u64, bytes: u64) {
-        self.0.set_total(bytes, Total::Exact);
+        self.meter.set_total(bytes, Total::Exact);
     }
 
     fn bytes_written(&self, bytes: u64) {
-        self.0.add_bytes(bytes);
+        self.meter.add_bytes(bytes);
     }
 
     fn file_done(&self, _path: &std::path::Path, _bytes: u64) {
-        self.0.add_file();
+        self.meter.add_file();
+    }
+
+    fn entry(&self, path: &std::path::Path, action: EntryAction) {
+        if !self.dry_run {
+            return;
+        }
+        let verb = match action {
+            EntryAction::Create => return,
+            EntryAction::Replace => "replace",
+            EntryAction::Keep => "keep",
+            EntryAction::Delete => "delete",
+        };
+        if self.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "dry_run", "action": verb, "path": path.to_string_lossy(),
+            }));
+        } else {
+            println!("would {verb} {}", path.display());
+        }
     }
 }
 
@@ -42,19 +67,58 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<Completion> {
         .split_once(':')
         .unwrap_or((args.snapshot.as_str(), ""));
     let (snapshot_id, snapshot) = repository.resolve_snapshot(spec)?;
-    let outcome = restore::restore_filtered(
-        &repository,
-        &snapshot.root,
-        path,
-        &args.target,
-        &filter,
-        if args.numeric_owner {
+    let options = RestoreOptions {
+        filter,
+        overwrite: match args.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::IfNewer => Overwrite::IfNewer,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        delete: args.delete,
+        dry_run: args.dry_run,
+        owners: if args.numeric_owner {
             OwnerMapping::Numeric
         } else {
             OwnerMapping::ByName
         },
-        &RestoreMeter(Meter::new(global, "files", "restored")),
+    };
+    let progress = RestoreMeter {
+        meter: Meter::new(global, "files", "restored"),
+        dry_run: args.dry_run,
+        json: global.json,
+    };
+    let outcome = restore::restore_with(
+        &repository,
+        &snapshot.root,
+        path,
+        &args.target,
+        &options,
+        &progress,
     )?;
+    for change in &outcome.kind_changes {
+        let (found, wanted) = (change.found.name(), change.wanted.name());
+        let message = if change.replaced {
+            format!("{found} replaced by the snapshot's {wanted}")
+        } else {
+            format!(
+                "{found} kept where the snapshot has a {wanted} (--overwrite {})",
+                options.overwrite.name()
+            )
+        };
+        let message = if args.dry_run {
+            format!("dry run: {message}")
+        } else {
+            message
+        };
+        if global.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "warning", "path": change.path.to_string_lossy(), "warning": message,
+            }));
+        } else {
+            eprintln!("warning: {}: {message}", change.path.display());
+        }
+    }
     let restored = outcome.files + outcome.directories + outcome.symlinks + outcome.specials;
     if restored == 0 && outcome.failed.is_empty() && !args.includes.is_empty() {
         eprintln!("warning: no entry of the snapshot matches the --include patterns");
@@ -79,34 +143,55 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<Completion> {
     }
     if global.json {
         render::json_line(&serde_json::json!({
-            "message_type": "summary", "snapshot_id": snapshot_id.to_hex(),
+            "message_type": "summary", "snapshot_id": snapshot_id.to_hex(), "dry_run": args.dry_run,
             "files_restored": outcome.files, "directories_restored": outcome.directories,
             "symlinks_restored": outcome.symlinks, "bytes_restored": outcome.bytes,
             "specials_restored": outcome.specials, "hard_links_restored": outcome.hard_links,
             "warnings": outcome.warnings.len(),
-            "errors": outcome.failed.len(),
+            "created": outcome.created, "replaced": outcome.replaced, "kept": outcome.kept,
+            "deleted": outcome.deleted,
+            "errors": outcome.failed.len(), "verified": outcome.failed.is_empty() && !args.dry_run,
             "failed_paths": outcome.failed.iter().map(|(path, _)| path.to_string_lossy()).collect::<Vec<_>>(),
         }));
     } else if !global.quiet {
-        println!(
-            "restored {} files, {} directories, {} symlinks, {} from snapshot {} into {} (every file verified)",
-            outcome.files,
-            outcome.directories,
-            outcome.symlinks,
-            render::bytes(outcome.bytes),
-            snapshot_id.short(),
-            args.target.display()
+        let changes = format!(
+            "{} created, {} replaced, {} kept, {} deleted",
+            outcome.created, outcome.replaced, outcome.kept, outcome.deleted
         );
-        if outcome.specials + outcome.hard_links > 0 {
+        if args.dry_run {
             println!(
-                "also {} FIFOs and device nodes, {} hard links to restored files",
-                outcome.specials, outcome.hard_links
+                "dry run: would restore snapshot {} into {} ({changes}); nothing was written",
+                snapshot_id.short(),
+                args.target.display()
             );
+        } else {
+            // "verified" only when it is true: every file was compared with its recorded hash
+            // and none failed.
+            let verified = if outcome.failed.is_empty() {
+                " (every file verified)"
+            } else {
+                ""
+            };
+            println!(
+                "restored {} files, {} directories, {} symlinks, {} from snapshot {} into {} ({changes}){verified}",
+                outcome.files,
+                outcome.directories,
+                outcome.symlinks,
+                render::bytes(outcome.bytes),
+                snapshot_id.short(),
+                args.target.display()
+            );
+            if outcome.specials + outcome.hard_links > 0 {
+                println!(
+                    "also {} FIFOs and device nodes, {} hard links to restored files",
+                    outcome.specials, outcome.hard_links
+                );
+            }
         }
     }
     if !outcome.failed.is_empty() {
         bail!(
-            "{} entries could not be restored (listed above); everything else was restored and verified",
+            "{} entries could not be restored (listed above); the files that were restored were verified",
             outcome.failed.len()
         );
     }

@@ -3,6 +3,7 @@
 //! `gs://`, `memory://`). The only module that knows tokio.
 
 use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +98,22 @@ fn runtime() -> Result<tokio::runtime::Runtime, BackendError> {
         })
 }
 
+/// The mode of every object of a local repository: the `object_store` local backend creates
+/// files as the umask allows (0644 under umask 022), which would let any local user copy the
+/// key objects and attack the password offline.
+const OBJECT_MODE: u32 = 0o600;
+/// The mode of the folders of a local repository (`keys/`, `data/<xx>/`, ...).
+const FOLDER_MODE: u32 = 0o700;
+
+/// Gives an open file or folder `mode` unless it has it already (one `fstat`, and one `fchmod`
+/// only for what the umask left wider).
+fn owner_only(handle: &std::fs::File, mode: u32) -> std::io::Result<()> {
+    if handle.metadata()?.permissions().mode() & 0o7777 != mode {
+        handle.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 impl ObjectStoreBackend {
     /// Wraps a store; `prefix` is the repository's root within it.
     ///
@@ -132,7 +149,10 @@ impl ObjectStoreBackend {
         };
         let path = root.join(name);
         std::fs::File::open(&path)
-            .and_then(|file| file.sync_all())
+            .and_then(|file| {
+                owner_only(&file, OBJECT_MODE)?;
+                file.sync_all()
+            })
             .map_err(failed)?;
         // The object's directory, and its parent in case the directory itself is new
         // (`data/<xx>/`).
@@ -141,7 +161,12 @@ impl ObjectStoreBackend {
                 break;
             }
             std::fs::File::open(directory)
-                .and_then(|directory| directory.sync_all())
+                .and_then(|handle| {
+                    if directory != root.as_path() {
+                        owner_only(&handle, FOLDER_MODE)?;
+                    }
+                    handle.sync_all()
+                })
                 .map_err(failed)?;
         }
         Ok(())
@@ -196,7 +221,15 @@ impl ObjectStoreBackend {
                         .ok_or_else(|| invalid("not a valid file:// URL".into()))?,
                 };
                 if create == CreateDirectory::Yes {
-                    std::fs::create_dir_all(&path)
+                    // Owner-only whatever the umask (FORMAT.md section 17): the root's mode
+                    // is what keeps a just-written object unreadable before its own chmod.
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&path)
+                        .and_then(|()| {
+                            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+                        })
                         .map_err(|error| invalid(format!("cannot create directory: {error}")))?;
                 }
                 if !path.is_dir() {

@@ -985,6 +985,12 @@ impl Walker<'_, '_, '_> {
         match selection {
             Selection::Whole(path) => {
                 let metadata = std::fs::symlink_metadata(path);
+                if let Err(error) = &metadata
+                    && error.kind() == std::io::ErrorKind::NotFound
+                {
+                    self.warn(path, "source path does not exist".into());
+                    return Ok(None);
+                }
                 self.enter_given_path(metadata.as_ref().ok());
                 let mut node = match self.admit(path, &name, metadata.as_ref().ok())? {
                     Admission::Walk => self.save_entry(path, name, metadata, previous)?,
@@ -1061,6 +1067,18 @@ pub fn backup(
             let mut absolute = Vec::with_capacity(paths.len());
             for path in paths {
                 absolute.push(absolute_normalised(path)?);
+            }
+            // As restic: a missing path is a warning (see save_selection), unless none exists.
+            if absolute.iter().all(|path| {
+                std::fs::symlink_metadata(path)
+                    .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
+            }) {
+                return Err(Error::NoSourcePath(
+                    paths
+                        .iter()
+                        .map(|path| path.display().to_string())
+                        .collect(),
+                ));
             }
             Source::Paths(
                 absolute

@@ -4,12 +4,21 @@
 //!
 //! Never prints. A file that cannot be restored is reported in the outcome and the others are
 //! still restored (salvage); the caller decides the exit code.
+//!
+//! Private by construction: files are created 0600 under short temporary names and directories
+//! 0700, whatever the umask; recorded metadata is applied last (`apply_final_metadata`: a file
+//! just before it takes its final name, directories after everything below them, deepest
+//! first), so a stopped or killed restore never shows another user what the snapshot kept
+//! private. What already stands in the target is handled by [`Overwrite`] (see
+//! [`crate::policy::overwrite`]), `delete` and `dry_run` of [`RestoreOptions`].
 
+use std::collections::HashSet;
 use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io::{Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
@@ -18,6 +27,7 @@ use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::ops::fsmeta::{self, MetadataWarning, OwnerMap, OwnerMapping};
+use crate::policy::overwrite::{self, Decision, EntryKind, Existing, Overwrite};
 use crate::policy::pathmatch::PathMatcher;
 use crate::repo::fetch::{self, FetchedBlob};
 use crate::repo::repository::Repository;
@@ -30,6 +40,51 @@ pub trait RestoreProgress: Sync {
     fn bytes_written(&self, _bytes: u64) {}
     /// A file was restored and verified.
     fn file_done(&self, _path: &Path, _bytes: u64) {}
+    /// What the restore does (or, with `dry_run`, would do) at `path`, decided before it acts.
+    fn entry(&self, _path: &Path, _action: EntryAction) {}
+}
+
+/// What a restore does with one path of its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryAction {
+    /// Nothing stood there: the snapshot's entry is created.
+    Create,
+    /// Something stood there and is replaced by the snapshot's entry.
+    Replace,
+    /// What stands there stays: it already holds the snapshot's content, it is a directory
+    /// restored into, or the overwrite mode forbids replacing it.
+    Keep,
+    /// Not in the snapshot, removed (`delete`).
+    Delete,
+}
+
+/// An entry of one kind found where the snapshot has another kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindChange {
+    /// The path in the target.
+    pub path: PathBuf,
+    /// What stood there.
+    pub found: EntryKind,
+    /// What the snapshot has there.
+    pub wanted: EntryKind,
+    /// Whether it was (with `dry_run`: would be) replaced; otherwise it was kept.
+    pub replaced: bool,
+}
+
+/// How a restore treats the target and what it takes from the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Which entries of the snapshot to take.
+    pub filter: RestoreFilter,
+    /// What to do with entries that already exist in the target.
+    pub overwrite: Overwrite,
+    /// Remove entries of the target that the snapshot does not have, in the directories the
+    /// restore takes whole (never above the restored paths, never what the filter leaves out).
+    pub delete: bool,
+    /// Decide and report everything, write nothing.
+    pub dry_run: bool,
+    /// How owners and groups are chosen (by recorded name, or the recorded ids).
+    pub owners: OwnerMapping,
 }
 
 /// Progress sink that ignores everything.
@@ -41,11 +96,11 @@ impl RestoreProgress for NoRestoreProgress {}
 /// What a restore did.
 #[derive(Debug, Default)]
 pub struct RestoreOutcome {
-    /// Files restored and verified.
+    /// Files written and verified (files kept with the same content are counted in `kept`).
     pub files: u64,
-    /// Directories created.
+    /// Directories created or restored into (not those left alone by `Overwrite::Never`).
     pub directories: u64,
-    /// Symlinks created.
+    /// Symlinks created or kept with the same target.
     pub symlinks: u64,
     /// FIFOs and device nodes created.
     pub specials: u64,
@@ -60,6 +115,28 @@ pub struct RestoreOutcome {
     /// its file system, no privilege for device nodes), hard links restored as copies or whose
     /// other links were not restored. Every file's content is restored and verified regardless.
     pub warnings: Vec<MetadataWarning>,
+    /// Entries created where nothing stood (with `dry_run`: that would be).
+    pub created: u64,
+    /// Entries that replaced what stood at their place.
+    pub replaced: u64,
+    /// Entries left as they stood (same content, a directory restored into, or not to be
+    /// overwritten).
+    pub kept: u64,
+    /// Entries of the target removed because the snapshot does not have them.
+    pub deleted: u64,
+    /// Entries of one kind found where the snapshot has another, replaced or kept.
+    pub kind_changes: Vec<KindChange>,
+}
+
+impl RestoreOutcome {
+    fn count(&mut self, action: EntryAction) {
+        match action {
+            EntryAction::Create => self.created += 1,
+            EntryAction::Replace => self.replaced += 1,
+            EntryAction::Keep => self.kept += 1,
+            EntryAction::Delete => self.deleted += 1,
+        }
+    }
 }
 
 fn system_time(timestamp: Timestamp) -> SystemTime {
@@ -71,22 +148,113 @@ fn system_time(timestamp: Timestamp) -> SystemTime {
     }
 }
 
-/// Removes whatever non-directory sits at `path`, so that creating a directory there never
-/// follows a symlink out of the target.
-fn make_directory(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(metadata) if metadata.is_dir() => return Ok(()),
-        Ok(_) => {
-            fs::remove_file(path).map_err(|error| Error::local("replace", path, error))?;
-        }
-        Err(_) => {}
+/// Creates a directory 0700 (whatever the umask): its recorded mode is applied only after
+/// everything below it is restored.
+fn create_private_directory(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(|error| Error::local("create directory", path, error))
+}
+
+/// A directory of the target restored into: while the restore runs, it grants group and others
+/// no more than both its present mode and the recorded one (an existing 0755 directory recorded
+/// 0700 becomes 0700 at once, not at the end), and its owner full access. Its recorded mode is
+/// applied at the end, as for created directories.
+fn narrow_existing_directory(path: &Path, recorded_mode: u32) -> Result<()> {
+    let present = fs::symlink_metadata(path)
+        .map_err(|error| Error::local("read metadata of", path, error))?
+        .mode()
+        & 0o7777;
+    let narrowed = 0o700 | (present & recorded_mode & 0o077);
+    if narrowed == present {
+        return Ok(());
     }
-    fs::create_dir(path).map_err(|error| Error::local("create directory", path, error))
+    fs::set_permissions(path, fs::Permissions::from_mode(narrowed))
+        .map_err(|error| Error::local("set permissions of", path, error))
+}
+
+/// The kind of a node.
+fn node_kind(node: &Node) -> EntryKind {
+    match node.kind {
+        NodeKind::File { .. } => EntryKind::File,
+        NodeKind::Directory { .. } => EntryKind::Directory,
+        NodeKind::Symlink { .. } => EntryKind::Symlink,
+        NodeKind::Fifo | NodeKind::Device { .. } => EntryKind::Other,
+    }
+}
+
+/// What stands at `path` (not following a symlink there).
+fn existing_at(path: &Path) -> Option<Existing> {
+    let metadata = fs::symlink_metadata(path).ok()?;
+    let file_type = metadata.file_type();
+    let kind = if file_type.is_file() {
+        EntryKind::File
+    } else if file_type.is_dir() {
+        EntryKind::Directory
+    } else if file_type.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        EntryKind::Other
+    };
+    Some(Existing {
+        kind,
+        mtime: Timestamp {
+            seconds: metadata.mtime(),
+            nanos: u32::try_from(metadata.mtime_nsec()).unwrap_or(0),
+        },
+    })
+}
+
+/// Whether the entry at `path` (of the node's kind) already holds the node's content: a file of
+/// the same size and keyed hash, or a symlink with the same target.
+fn holds_content(repository: &Repository, path: &Path, node: &Node) -> bool {
+    match &node.kind {
+        NodeKind::File { content_hash, .. } => {
+            let Ok(mut file) = File::open(path) else {
+                return false;
+            };
+            if file.metadata().map(|metadata| metadata.len()).ok() != Some(node.size) {
+                return false;
+            }
+            let mut hasher = repository.keys().file_hasher();
+            let mut buffer = vec![0u8; 1 << 20];
+            loop {
+                match file.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => {
+                        hasher.update(&buffer[..read]);
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+            Id(*hasher.finalize().as_bytes()) == *content_hash
+        }
+        NodeKind::Symlink { target } => {
+            fs::read_link(path).is_ok_and(|found| found.as_os_str().as_bytes() == target.as_slice())
+        }
+        // Recreated rather than compared (opening a FIFO to read it would block).
+        NodeKind::Fifo | NodeKind::Device { .. } | NodeKind::Directory { .. } => false,
+    }
+}
+
+/// Removes what stands at `path` (a whole directory tree when it is one; never follows a
+/// symlink).
+fn remove_entry(path: &Path, existing: Existing) -> Result<()> {
+    let removed = if existing.kind == EntryKind::Directory {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    removed.map_err(|error| Error::local("remove", path, error))
 }
 
 struct FileJob {
     path: PathBuf,
     node: Node,
+    /// Created or replaced, counted once the file is in place.
+    action: EntryAction,
 }
 
 /// A later link of a hard-linked file: linked to the first one restored, once files are
@@ -95,6 +263,8 @@ struct LinkJob {
     first: PathBuf,
     path: PathBuf,
     node: Node,
+    /// Created or replaced, counted once the link is made.
+    action: EntryAction,
 }
 
 /// The links of one hard-linked file (same recorded device and inode) met in this restore.
@@ -135,6 +305,7 @@ struct Position {
 /// below it is.
 struct PendingDirectory {
     path: PathBuf,
+    node: Node,
     state: PendingState,
 }
 
@@ -148,6 +319,10 @@ enum PendingState {
 struct Planner<'repo> {
     repository: &'repo Repository,
     filter: Option<&'repo RestoreFilter>,
+    overwrite: Overwrite,
+    delete: bool,
+    dry_run: bool,
+    progress: &'repo dyn RestoreProgress,
     pending: Vec<PendingDirectory>,
     files: Vec<FileJob>,
     directories: Vec<(PathBuf, Node)>,
@@ -160,27 +335,31 @@ struct Planner<'repo> {
 impl<'repo> Planner<'repo> {
     fn new(
         repository: &'repo Repository,
-        filter: Option<&'repo RestoreFilter>,
-        owners: OwnerMapping,
+        options: &'repo RestoreOptions,
+        progress: &'repo dyn RestoreProgress,
     ) -> Self {
         Self {
             repository,
-            filter: filter.filter(|filter| !filter.is_everything()),
+            filter: Some(&options.filter).filter(|filter| !filter.is_everything()),
+            overwrite: options.overwrite,
+            delete: options.delete,
+            dry_run: options.dry_run,
+            progress,
             pending: Vec::new(),
             files: Vec::new(),
             directories: Vec::new(),
             outcome: RestoreOutcome::default(),
-            owners: OwnerMap::new(owners),
+            owners: OwnerMap::new(options.owners),
             link_groups: std::collections::HashMap::new(),
             links: Vec::new(),
         }
     }
 
     /// Queues a file, or a link to an earlier file of its hard link group.
-    fn plan_file(&mut self, path: PathBuf, node: Node) {
+    fn plan_file(&mut self, path: PathBuf, node: Node, action: EntryAction) {
         let recorded = node.link_count().unwrap_or(1);
         if recorded < 2 {
-            self.files.push(FileJob { path, node });
+            self.files.push(FileJob { path, node, action });
             return;
         }
         match self.link_groups.entry((node.device, node.inode)) {
@@ -191,6 +370,7 @@ impl<'repo> Planner<'repo> {
                     first: group.first.clone(),
                     path,
                     node,
+                    action,
                 });
             }
             std::collections::hash_map::Entry::Vacant(vacant) => {
@@ -199,7 +379,7 @@ impl<'repo> Planner<'repo> {
                     restored: 1,
                     recorded,
                 });
-                self.files.push(FileJob { path, node });
+                self.files.push(FileJob { path, node, action });
             }
         }
     }
@@ -225,24 +405,136 @@ impl<'repo> Planner<'repo> {
         }
     }
 
-    /// Creates directories and symlinks below `destination` for the tree `tree_id`, queuing files.
-    fn plan_tree(&mut self, tree_id: &Id, destination: &Path, position: &Position) {
-        let tree = match self.repository.load_tree(tree_id) {
-            Ok(tree) => tree,
-            Err(error) => {
-                self.outcome.failed.push((destination.to_owned(), error));
-                return;
-            }
+    /// Decides what happens at `path` for `node`, reports it, and (unless a dry run) clears
+    /// the way: removes what is replaced, except a file or symlink over a file, which the
+    /// final rename replaces at once. `None`: nothing is to be written there (kept, or the
+    /// removal failed and is reported).
+    fn clear_the_way(&mut self, path: &Path, node: &Node) -> Option<Decision> {
+        let wanted = node_kind(node);
+        let existing = existing_at(path);
+        let repository = self.repository;
+        let decision = overwrite::decide(self.overwrite, wanted, node.mtime, existing, || {
+            holds_content(repository, path, node)
+        });
+        if let Some(found) = existing
+            && found.kind != wanted
+        {
+            self.outcome.kind_changes.push(KindChange {
+                path: path.to_owned(),
+                found: found.kind,
+                wanted,
+                replaced: decision == Decision::Replace,
+            });
+        }
+        let action = match decision {
+            Decision::Create => EntryAction::Create,
+            Decision::Replace => EntryAction::Replace,
+            Decision::Reuse | Decision::Keep => EntryAction::Keep,
         };
-        self.plan_nodes(tree, destination, position);
+        self.progress.entry(path, action);
+        // A file to write is counted once it is in place.
+        if wanted != EntryKind::File || self.dry_run || action == EntryAction::Keep {
+            self.outcome.count(action);
+        }
+        if decision == Decision::Replace
+            && !self.dry_run
+            && let Some(found) = existing
+            && !(wanted == EntryKind::File && found.kind == EntryKind::File)
+            && let Err(error) = remove_entry(path, found)
+        {
+            self.outcome.failed.push((path.to_owned(), error));
+            return None;
+        }
+        if decision == Decision::Keep
+            && !(wanted == EntryKind::Directory
+                && existing.is_some_and(|found| found.kind == EntryKind::Directory))
+        {
+            return None;
+        }
+        Some(decision)
     }
 
+    /// Makes `path` a directory to restore into, as `decision` says; `false` when it cannot be
+    /// (reported).
+    fn make_directory(&mut self, path: &Path, node: &Node, decision: Decision) -> bool {
+        if self.dry_run || decision == Decision::Keep {
+            return true;
+        }
+        if decision == Decision::Reuse {
+            if let Err(error) = narrow_existing_directory(path, node.mode) {
+                self.outcome.failed.push((path.to_owned(), error));
+                return false;
+            }
+            return true;
+        }
+        match create_private_directory(path) {
+            Ok(()) => true,
+            Err(error) => {
+                self.outcome.failed.push((path.to_owned(), error));
+                false
+            }
+        }
+    }
+
+    /// In a directory that stood in the target before the restore: removes temporary files an
+    /// interrupted restore left, and with `delete` every entry the snapshot's directory does
+    /// not have (`names`) and the filter would take.
+    fn tidy_directory(&mut self, path: &Path, names: &HashSet<Vec<u8>>, position: &Position) {
+        let Ok(listing) = fs::read_dir(path) else {
+            return;
+        };
+        for entry in listing.flatten() {
+            let name = entry.file_name();
+            let name = name.as_bytes();
+            let entry_path = entry.path();
+            if name.starts_with(TEMPORARY_PREFIX.as_bytes()) {
+                if !self.dry_run {
+                    let _ = fs::remove_file(&entry_path);
+                }
+                continue;
+            }
+            if !self.delete || names.contains(name) {
+                continue;
+            }
+            if let Some(filter) = self.filter {
+                let snapshot_path = format!(
+                    "{}/{}",
+                    position.snapshot_path,
+                    String::from_utf8_lossy(name)
+                );
+                if filter.excludes.matches(&snapshot_path)
+                    || !(position.included || filter.includes.matches(&snapshot_path))
+                {
+                    continue;
+                }
+            }
+            let Some(found) = existing_at(&entry_path) else {
+                continue;
+            };
+            self.progress.entry(&entry_path, EntryAction::Delete);
+            if !self.dry_run
+                && let Err(error) = remove_entry(&entry_path, found)
+            {
+                self.outcome.failed.push((entry_path, error));
+                continue;
+            }
+            self.outcome.count(EntryAction::Delete);
+        }
+    }
+
+    /// Plans the entries of `tree` below `destination`; `existed`: the directory stood there
+    /// before the restore (so it may hold leftovers and, with `delete`, extra entries).
     fn plan_nodes(
         &mut self,
         tree: crate::format::tree::Tree,
         destination: &Path,
         parent: &Position,
+        existed: bool,
     ) {
+        if existed && parent.included {
+            let names: HashSet<Vec<u8>> = tree.nodes.iter().map(|node| node.name.clone()).collect();
+            self.tidy_directory(destination, &names, parent);
+        }
         for node in tree.nodes {
             let path = destination.join(std::ffi::OsStr::from_bytes(&node.name));
             let snapshot_path = if self.filter.is_some() {
@@ -265,21 +557,28 @@ impl<'repo> Planner<'repo> {
     /// Creates the directories still waiting above the next restored entry; `false` when one
     /// cannot be created (already reported), so the entry is skipped.
     fn create_pending(&mut self) -> bool {
-        for pending in &mut self.pending {
+        for index in 0..self.pending.len() {
+            let pending = &self.pending[index];
             match pending.state {
                 PendingState::Created => {}
                 PendingState::Failed => return false,
-                PendingState::Waiting => match make_directory(&pending.path) {
-                    Ok(()) => {
-                        pending.state = PendingState::Created;
-                        self.outcome.directories += 1;
-                    }
-                    Err(error) => {
+                PendingState::Waiting => {
+                    let path = pending.path.clone();
+                    let node = pending.node.clone();
+                    let made = self
+                        .clear_the_way(&path, &node)
+                        .is_some_and(|decision| self.make_directory(&path, &node, decision));
+                    let pending = self.pending.iter_mut().find(|pending| pending.path == path);
+                    let Some(pending) = pending else {
+                        return false;
+                    };
+                    if !made {
                         pending.state = PendingState::Failed;
-                        self.outcome.failed.push((pending.path.clone(), error));
                         return false;
                     }
-                },
+                    pending.state = PendingState::Created;
+                    self.outcome.directories += 1;
+                }
             }
         }
         true
@@ -310,9 +609,10 @@ impl<'repo> Planner<'repo> {
             if !position.included {
                 self.pending.push(PendingDirectory {
                     path: path.clone(),
+                    node: node.clone(),
                     state: PendingState::Waiting,
                 });
-                self.plan_nodes(tree, &path, &position);
+                self.plan_nodes(tree, &path, &position, false);
                 if self
                     .pending
                     .pop()
@@ -325,22 +625,39 @@ impl<'repo> Planner<'repo> {
             if !self.create_pending() {
                 return;
             }
-            if let Err(error) = make_directory(&path) {
-                self.outcome.failed.push((path, error));
+            let Some(decision) = self.clear_the_way(&path, &node) else {
+                return;
+            };
+            if !self.make_directory(&path, &node, decision) {
                 return;
             }
-            self.outcome.directories += 1;
-            self.plan_nodes(tree, &path, &position);
-            self.directories.push((path, node));
+            if decision != Decision::Keep {
+                self.outcome.directories += 1;
+            }
+            let existed = matches!(decision, Decision::Reuse | Decision::Keep);
+            self.plan_nodes(tree, &path, &position, existed);
+            if decision != Decision::Keep {
+                self.directories.push((path, node));
+            }
             return;
         }
         if !position.included || !self.create_pending() {
             return;
         }
-        match &node.kind {
-            NodeKind::Symlink { target } => {
+        let Some(decision) = self.clear_the_way(&path, &node) else {
+            return;
+        };
+        if self.dry_run {
+            return;
+        }
+        match (&node.kind, decision) {
+            (_, Decision::Keep) | (NodeKind::Directory { .. }, _) => {}
+            (NodeKind::Symlink { .. }, Decision::Reuse) => self.outcome.symlinks += 1,
+            (NodeKind::Symlink { target }, _) => {
                 let target = PathBuf::from(std::ffi::OsStr::from_bytes(target));
-                if fs::symlink_metadata(&path).is_ok()
+                // A symlink replacing a file: the file is still there (see clear_the_way).
+                if decision == Decision::Replace
+                    && existing_at(&path).is_some()
                     && let Err(error) = fs::remove_file(&path)
                 {
                     self.outcome
@@ -360,7 +677,7 @@ impl<'repo> Planner<'repo> {
                         .push((path.clone(), Error::local("create symlink", &path, error))),
                 }
             }
-            NodeKind::Fifo | NodeKind::Device { .. } => {
+            (NodeKind::Fifo | NodeKind::Device { .. }, _) => {
                 match fsmeta::create_special(&path, &node) {
                     Ok(()) => {
                         self.outcome.specials += 1;
@@ -370,21 +687,41 @@ impl<'repo> Planner<'repo> {
                     Err(warning) => self.outcome.warnings.push(warning),
                 }
             }
-            NodeKind::File { .. } => self.plan_file(path, node),
-            NodeKind::Directory { .. } => {}
+            (NodeKind::File { .. }, Decision::Reuse) => {
+                // Same content: only the recorded metadata is set again.
+                let applied = File::open(&path)
+                    .map_err(|error| Error::local("open", &path, error))
+                    .and_then(|file| apply_final_metadata(&file, &path, &node));
+                match applied {
+                    Ok(warnings) => self.outcome.warnings.extend(warnings),
+                    Err(error) => self.outcome.failed.push((path, error)),
+                }
+            }
+            (NodeKind::File { .. }, _) => {
+                let action = if decision == Decision::Create {
+                    EntryAction::Create
+                } else {
+                    EntryAction::Replace
+                };
+                self.plan_file(path, node, action);
+            }
         }
     }
 }
 
-/// Applies mode, owner (when permitted), extended attributes and times to a restored entry.
+/// Applies a directory's recorded metadata once everything below it is restored; returns what
+/// the target could not hold.
 fn apply_metadata(path: &Path, node: &Node) -> Result<Vec<MetadataWarning>> {
     let file = File::open(path).map_err(|error| Error::local("open", path, error))?;
-    apply_file_metadata(&file, path, node)
+    apply_final_metadata(&file, path, node)
 }
 
-/// Applies mode, owner (when permitted), extended attributes and times through an open
-/// handle; returns what the target could not hold.
-fn apply_file_metadata(file: &File, path: &Path, node: &Node) -> Result<Vec<MetadataWarning>> {
+/// The one place that gives a restored entry its recorded metadata (owner when permitted, mode,
+/// extended attributes and ACLs, times), through an open handle; returns what the target could
+/// not hold. Called last for each entry: a file's just before it takes its final name, a
+/// directory's after everything below it (deepest first), so nothing is ever wider open than
+/// the snapshot says, even mid-restore.
+fn apply_final_metadata(file: &File, path: &Path, node: &Node) -> Result<Vec<MetadataWarning>> {
     // Only root may give files away; for everyone else keeping their own ownership is right.
     // Ownership first: changing the owner clears set-id bits that the mode then restores, and
     // `security.capability`, which the attributes then restore. The access ACL comes after
@@ -422,12 +759,19 @@ struct OpenFile {
     writer: std::io::BufWriter<File>,
     hasher: blake3::Hasher,
     written: u64,
-    /// The source was sparse: all-zero chunks are skipped over, leaving holes.
+    /// The source was sparse: aligned all-zero blocks of `block` bytes are skipped over,
+    /// leaving holes, whatever the chunk boundaries.
     sparse: bool,
+    /// The file system's block size (sparse files only).
+    block: usize,
+    /// The bytes of the current block not yet written (sparse files only; fewer than `block`).
+    partial: Vec<u8>,
 }
 
-/// All-zero chunks at least this long become holes in files that were sparse.
-const HOLE_MIN: usize = 4096;
+/// The start of every temporary name: short, so that a temporary name is never longer than
+/// the longest final name (a 255-byte name restores), and recognisable, so that the next
+/// restore into the same directory removes what a killed one left.
+const TEMPORARY_PREFIX: &str = ".cairn-partial-";
 
 fn file_chunks(node: &Node) -> &[Id] {
     match &node.kind {
@@ -436,29 +780,90 @@ fn file_chunks(node: &Node) -> &[Id] {
     }
 }
 
+/// A temporary name beside `path`: the prefix, this process's id and a counter (at most 48
+/// bytes, whatever the length of the final name).
 fn temporary_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let directory = path.parent().unwrap_or(Path::new("."));
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(".cairn-partial");
-    directory.join(name)
+    let number = COUNTER.fetch_add(1, Ordering::Relaxed);
+    directory.join(format!(
+        "{TEMPORARY_PREFIX}{:x}-{number:x}",
+        std::process::id()
+    ))
 }
 
 fn open_file(repository: &Repository, path: &Path, sparse: bool) -> Result<OpenFile> {
     let temporary = temporary_path(path);
+    // A leftover of a killed restore that had the same process id.
     let _ = fs::remove_file(&temporary);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&temporary)
         .map_err(|error| Error::local("create", &temporary, error))?;
+    let block = if sparse {
+        let size = file.metadata().map_or(4096, |metadata| metadata.blksize());
+        usize::try_from(size.clamp(512, 1 << 20)).unwrap_or(4096)
+    } else {
+        0
+    };
     Ok(OpenFile {
         temporary,
         writer: std::io::BufWriter::with_capacity(1 << 20, file),
         hasher: repository.keys().file_hasher(),
         written: 0,
         sparse,
+        block,
+        partial: Vec::new(),
     })
+}
+
+impl OpenFile {
+    /// Appends content. In a sparse file every aligned block of zeros becomes a hole (a seek).
+    fn append(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        self.written += data.len() as u64;
+        if !self.sparse {
+            return self.writer.write_all(data);
+        }
+        while !data.is_empty() {
+            if self.partial.is_empty() && data.len() >= self.block {
+                let (block, rest) = data.split_at(self.block);
+                self.write_block(block)?;
+                data = rest;
+                continue;
+            }
+            let take = (self.block - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() == self.block {
+                let block = std::mem::take(&mut self.partial);
+                self.write_block(&block)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one block (or the last, shorter piece), or skips over it when it is all zeros.
+    fn write_block(&mut self, block: &[u8]) -> std::io::Result<()> {
+        if block.iter().all(|byte| *byte == 0) {
+            let length = i64::try_from(block.len()).unwrap_or(i64::MAX);
+            self.writer
+                .seek(std::io::SeekFrom::Current(length))
+                .map(|_| ())
+        } else {
+            self.writer.write_all(block)
+        }
+    }
+
+    /// Writes what is left of the last block.
+    fn finish_blocks(&mut self) -> std::io::Result<()> {
+        let rest = std::mem::take(&mut self.partial);
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.write_block(&rest)
+    }
 }
 
 /// A chunk's plaintext from a fetch, or the error that names it.
@@ -486,17 +891,8 @@ fn write_chunks(
     for chunk in chunks {
         let plaintext = fetched_plaintext(blobs, chunk)?;
         open.hasher.update(plaintext);
-        if open.sparse && plaintext.len() >= HOLE_MIN && plaintext.iter().all(|byte| *byte == 0) {
-            let length = i64::try_from(plaintext.len()).unwrap_or(i64::MAX);
-            open.writer
-                .seek(std::io::SeekFrom::Current(length))
-                .map_err(|error| Error::local("write", label, error))?;
-        } else {
-            open.writer
-                .write_all(plaintext)
-                .map_err(|error| Error::local("write", label, error))?;
-        }
-        open.written += plaintext.len() as u64;
+        open.append(plaintext)
+            .map_err(|error| Error::local("write", label, error))?;
     }
     Ok(())
 }
@@ -520,23 +916,28 @@ fn verify_and_rename(open: OpenFile, job: &FileJob) -> Result<(u64, Vec<Metadata
             job.path.display()
         )));
     };
+    let mut open = open;
+    open.finish_blocks()
+        .map_err(|error| Error::local("write", &job.path, error))?;
     let OpenFile {
         temporary,
         writer,
         hasher,
         written,
+        partial,
         ..
     } = open;
     let file = writer
         .into_inner()
         .map_err(|error| Error::local("write", &job.path, error.into_error()))?;
+    debug_assert!(partial.is_empty(), "finish_blocks ran");
     // A trailing hole is only a seek: give the file its full length.
     file.set_len(written)
         .map_err(|error| Error::local("write", &job.path, error))?;
     if Id(*hasher.finalize().as_bytes()) != *content_hash || written != job.node.size {
         return Err(Error::ContentMismatch(job.path.clone()));
     }
-    let mut warnings = match apply_file_metadata(&file, &temporary, &job.node) {
+    let mut warnings = match apply_final_metadata(&file, &temporary, &job.node) {
         Ok(warnings) => warnings,
         Err(error) => {
             let _ = fs::remove_file(&temporary);
@@ -714,6 +1115,7 @@ fn write_batch(
                         outcome.files += 1;
                         outcome.bytes += bytes;
                         outcome.warnings.extend(warnings);
+                        outcome.count(files[segment.job].action);
                     }
                 }
                 Err(error) => {
@@ -741,13 +1143,12 @@ pub fn restore(
     target: &Path,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
-    restore_filtered(
+    restore_with(
         repository,
         root,
         path,
         target,
-        &RestoreFilter::default(),
-        OwnerMapping::default(),
+        &RestoreOptions::default(),
         progress,
     )
 }
@@ -767,10 +1168,39 @@ pub fn restore_filtered(
     owners: OwnerMapping,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
+    let options = RestoreOptions {
+        filter: filter.clone(),
+        owners,
+        ..RestoreOptions::default()
+    };
+    restore_with(repository, root, path, target, &options, progress)
+}
+
+/// As [`restore`], with a filter, an overwrite mode, `delete` and `dry_run` (see
+/// [`RestoreOptions`]). A dry run reads the snapshot's trees and the target (and, for
+/// `if-changed`, the content of same-sized files), and writes nothing.
+///
+/// # Errors
+/// As [`restore`].
+pub fn restore_with(
+    repository: &Repository,
+    root: &Id,
+    path: &str,
+    target: &Path,
+    options: &RestoreOptions,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreOutcome> {
     repository.sync_index()?;
     let start = repository.find_node(root, path)?;
-    fs::create_dir_all(target).map_err(|error| Error::local("create target", target, error))?;
-    let mut planner = Planner::new(repository, Some(filter), owners);
+    let target_existed = target.is_dir();
+    if !options.dry_run {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(target)
+            .map_err(|error| Error::local("create target", target, error))?;
+    }
+    let mut planner = Planner::new(repository, options, progress);
     let components: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
     let start_path = if components.is_empty() {
         String::new()
@@ -779,12 +1209,14 @@ pub fn restore_filtered(
     };
     match start {
         None => {
-            repository.load_tree(root)?;
+            let tree = repository.load_tree(root)?;
             let position = Position {
                 snapshot_path: start_path,
-                included: false,
+                included: planner
+                    .filter
+                    .is_none_or(|filter| filter.includes.is_empty()),
             };
-            planner.plan_tree(root, target, &position);
+            planner.plan_nodes(tree, target, &position, target_existed);
         }
         Some(node) => {
             let position = Position {
@@ -801,10 +1233,16 @@ pub fn restore_filtered(
                             || filter.includes.matches(&position.snapshot_path),
                         ..position
                     }),
-                    None => Some(position),
+                    None => Some(Position {
+                        included: true,
+                        ..position
+                    }),
                 };
                 if let Some(inside) = inside {
-                    planner.plan_tree(&subtree, target, &inside);
+                    match repository.load_tree(&subtree) {
+                        Ok(tree) => planner.plan_nodes(tree, target, &inside, target_existed),
+                        Err(error) => planner.outcome.failed.push((target.to_owned(), error)),
+                    }
                     planner.directories.push((target.to_owned(), node));
                 }
             } else {
@@ -829,8 +1267,12 @@ fn complete(
         directories,
         mut outcome,
         links,
+        dry_run,
         ..
     } = planner;
+    if dry_run {
+        return Ok(outcome);
+    }
     restore_files(repository, &files, progress, &mut outcome)?;
     let copies = make_links(links, &mut outcome);
     if !copies.is_empty() {
@@ -867,7 +1309,10 @@ fn make_links(links: Vec<LinkJob>, outcome: &mut RestoreOutcome) -> Vec<FileJob>
             fs::hard_link(&link.first, &link.path).map_err(|error| error.to_string())
         };
         match linked {
-            Ok(()) => outcome.hard_links += 1,
+            Ok(()) => {
+                outcome.hard_links += 1;
+                outcome.count(link.action);
+            }
             Err(reason) => {
                 outcome.warnings.push(MetadataWarning {
                     path: link.path.clone(),
@@ -879,6 +1324,7 @@ fn make_links(links: Vec<LinkJob>, outcome: &mut RestoreOutcome) -> Vec<FileJob>
                 copies.push(FileJob {
                     path: link.path,
                     node: link.node,
+                    action: link.action,
                 });
             }
         }
@@ -901,8 +1347,13 @@ pub fn restore_nodes(
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     repository.sync_index()?;
-    fs::create_dir_all(target).map_err(|error| Error::local("create target", target, error))?;
-    let mut planner = Planner::new(repository, None, OwnerMapping::default());
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(target)
+        .map_err(|error| Error::local("create target", target, error))?;
+    let options = RestoreOptions::default();
+    let mut planner = Planner::new(repository, &options, progress);
     for (relative, node) in nodes {
         let path = target.join(&relative);
         // Never outside `target`: only plain names (no root, `..` or `.`).
@@ -915,7 +1366,10 @@ pub fn restore_nodes(
             continue;
         }
         if let Some(parent) = path.parent()
-            && let Err(error) = fs::create_dir_all(parent)
+            && let Err(error) = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
         {
             planner.outcome.failed.push((
                 path.clone(),
@@ -972,4 +1426,117 @@ pub fn dump(repository: &Repository, root: &Id, path: &str, out: &mut dyn Write)
     out.flush()
         .map_err(|error| Error::local("write", Path::new(path), error))?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::Backend;
+    use crate::backend::object_store::ObjectStoreBackend;
+    use crate::crypto::keys::{KdfParams, MasterSecret, RepositoryKeys};
+    use crate::ops::backup::{BackupOptions, BackupSource, NoProgress, backup};
+    use crate::repo::repository::{CacheLocation, InitOptions};
+
+    /// A master secret whose chunker seed cuts runs of zeros into short chunks (what `init`
+    /// now refuses, and what older repositories may have).
+    fn degenerate_master(params: cairn_chunker::ChunkerParams) -> MasterSecret {
+        let zeros = vec![0u8; 64 * 1024];
+        // About one seed in 500 cuts zeros short: 100,000 candidates leave no doubt.
+        (0u64..100_000)
+            .map(|counter| {
+                let mut bytes = [0u8; 32];
+                bytes[..8].copy_from_slice(&counter.to_le_bytes());
+                MasterSecret(bytes)
+            })
+            .find(|master| {
+                let seed = RepositoryKeys::derive(master).chunker_seed;
+                let chunker = cairn_chunker::Chunker::new(params, seed).unwrap();
+                chunker.chunk_slice(&zeros).len() > 4
+            })
+            .unwrap()
+    }
+
+    /// Regression (issue 13): in a repository whose seed cuts zeros into ~2 KiB chunks, restore
+    /// wrote sparse files fully allocated, since only all-zero chunks of 4 KiB or more became
+    /// holes. Holes now come from aligned zero blocks where the restore writes.
+    #[test]
+    fn sparse_file_stays_sparse_with_a_degenerate_seed() {
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        let master = degenerate_master(options.chunker);
+        let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::in_memory());
+        let repository = Repository::init_with_master(
+            backend,
+            b"password",
+            &options,
+            &CacheLocation::Memory,
+            &master,
+        )
+        .unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let source = scratch.path().join("source");
+        fs::create_dir(&source).unwrap();
+        let image = source.join("disk.img");
+        let mut file = File::create(&image).unwrap();
+        // Data at unaligned places between long holes, and a trailing hole.
+        for (offset, byte) in [(1_000_001u64, 0x11u8), (5_000_003, 0x22), (9_999_999, 0x33)] {
+            file.seek(SeekFrom::Start(offset)).unwrap();
+            file.write_all(&vec![byte; 70_001]).unwrap();
+        }
+        file.set_len(16 * 1024 * 1024).unwrap();
+        drop(file);
+        let original = fs::metadata(&image).unwrap();
+        assert!(
+            original.blocks() * 512 < original.len() / 8,
+            "no sparse files here"
+        );
+        let outcome = backup(
+            &repository,
+            BackupSource::Paths(vec![source.clone()]),
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        let node = repository
+            .find_node(
+                &outcome.snapshot.root,
+                &format!("{}/disk.img", source.display()),
+            )
+            .unwrap()
+            .unwrap();
+        assert!(
+            file_chunks(&node).len() > 2000,
+            "the seed cuts zeros short: {} chunks",
+            file_chunks(&node).len()
+        );
+        let target = scratch.path().join("target");
+        let restored = restore(
+            &repository,
+            &outcome.snapshot.root,
+            &source.display().to_string(),
+            &target,
+            &NoRestoreProgress,
+        )
+        .unwrap();
+        assert!(restored.failed.is_empty(), "{:?}", restored.failed);
+        let copy = target.join("disk.img");
+        assert_eq!(fs::read(&copy).unwrap(), fs::read(&image).unwrap());
+        let metadata = fs::metadata(&copy).unwrap();
+        assert!(
+            metadata.blocks() * 512 <= original.blocks() * 512 + 64 * 1024,
+            "restored with {} blocks, the source had {}",
+            metadata.blocks(),
+            original.blocks()
+        );
+    }
 }

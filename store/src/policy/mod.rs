@@ -2,7 +2,8 @@
 //! (`sweep`), which entries a backup leaves out or warns about (`exclude`, `dedup_hostile`,
 //! `size_drop`), which snapshot times cannot be right (`time_sanity`), which snapshot
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
-//! `find`), and when another client's session is proven gone (`liveness`).
+//! `find`), when another client's session is proven gone (`liveness`), and what a restore does with what
+//! already stands in its target (`overwrite`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
 //! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
@@ -15,6 +16,7 @@ pub mod diff;
 pub mod exclude;
 pub mod find;
 pub mod liveness;
+pub mod overwrite;
 pub mod pathmatch;
 pub mod retention;
 pub mod size_drop;

@@ -228,6 +228,21 @@ fn verify_name(name: &str, bytes: &[u8]) -> Result<Id> {
     Ok(id)
 }
 
+/// Draws master secrets until the chunker seed derived from one cuts every run of one byte
+/// value at the maximum chunk size (FORMAT.md section 13, "Degenerate seeds"). About half of all
+/// seeds cut some byte value's runs short, so this takes about two draws.
+fn draw_master_secret(params: ChunkerParams) -> Result<MasterSecret> {
+    loop {
+        let master = MasterSecret::generate();
+        let seed = RepositoryKeys::derive(&master).chunker_seed;
+        let chunker = cairn_chunker::Chunker::new(params, seed)
+            .map_err(|error| Error::Usage(error.to_string()))?;
+        if chunker.degenerate_run_byte().is_none() {
+            return Ok(master);
+        }
+    }
+}
+
 impl Repository {
     /// Creates a repository: a key object wrapping a fresh master secret, then the config (the
     /// commit point of `init`).
@@ -255,8 +270,26 @@ impl Repository {
                 found: found.join(", "),
             });
         }
-        let master = MasterSecret::generate();
-        let keys = RepositoryKeys::derive(&master);
+        let master = draw_master_secret(options.chunker)?;
+        Self::init_with_master(backend, password, options, cache, &master)
+    }
+
+    /// [`Self::init`] with a given master secret (tests use it to build a repository whose
+    /// chunker seed `init` would refuse). Expects validated options and an empty location.
+    pub(crate) fn init_with_master(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        options: &InitOptions,
+        cache: &CacheLocation,
+        master: &MasterSecret,
+    ) -> Result<Self> {
+        if backend.head(CONFIG_NAME)?.is_some() {
+            return Err(Error::AlreadyInitialised {
+                location: backend.location(),
+                found: "config".into(),
+            });
+        }
+        let keys = RepositoryKeys::derive(master);
         let mut repository_id = [0u8; config::REPOSITORY_ID_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut repository_id);
         let config = Config {
@@ -268,7 +301,7 @@ impl Repository {
             created_unix: options.created_unix,
         };
         let key_object = KeyObject::wrap(
-            &master,
+            master,
             password,
             options.kdf,
             &options.host,
