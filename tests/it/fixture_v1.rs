@@ -23,7 +23,7 @@ const PASSWORD: &str = "fixture-password-v1";
 /// The name the stream snapshot stores its one file under.
 const STREAM_NAME: &str = "app.archive";
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
@@ -42,7 +42,7 @@ fn copy_directory(from: &Path, to: &Path) {
 }
 
 /// What a tree holds, for comparison: relative path → kind and content or link target.
-fn scan(root: &Path) -> BTreeMap<PathBuf, (char, Vec<u8>)> {
+pub(crate) fn scan(root: &Path) -> BTreeMap<PathBuf, (char, Vec<u8>)> {
     let mut out = BTreeMap::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(directory) = pending.pop() {
@@ -66,9 +66,18 @@ fn scan(root: &Path) -> BTreeMap<PathBuf, (char, Vec<u8>)> {
 }
 
 fn open_copy(password: &str) -> (tempfile::TempDir, cairn_store::Result<Repository>) {
+    open_copy_of("repo-v1", password)
+}
+
+/// Opens a copy of the committed fixture repository `name` (fixtures are never opened in
+/// place: opening may write, e.g. end sessions).
+pub(crate) fn open_copy_of(
+    name: &str,
+    password: &str,
+) -> (tempfile::TempDir, cairn_store::Result<Repository>) {
     let workspace = tempfile::tempdir().unwrap();
-    let copy = workspace.path().join("repo-v1");
-    copy_directory(&fixtures().join("repo-v1"), &copy);
+    let copy = workspace.path().join(name);
+    copy_directory(&fixtures().join(name), &copy);
     let backend =
         ObjectStoreBackend::open(copy.to_str().unwrap(), &[], CreateDirectory::No).unwrap();
     let repository = Repository::open(

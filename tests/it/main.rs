@@ -12,6 +12,7 @@ mod environment;
 mod faults;
 mod fidelity;
 mod fixture_v1;
+mod fixture_v2;
 mod forget;
 mod format_vectors;
 mod fuzz_corpus;
