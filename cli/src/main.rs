@@ -1,5 +1,22 @@
 //! The `cairn` binary: parse arguments, run a command, map errors to exit codes.
 
+/// `println!` for command output that never panics: see [`render::print_out`].
+macro_rules! outln {
+    () => {
+        $crate::render::print_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::render::print_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for command output that never panics: see [`render::print_out`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::render::print_out(format_args!($($arg)*))
+    };
+}
+
 mod args;
 mod commands;
 mod config;
@@ -173,6 +190,9 @@ fn main() -> ExitCode {
         && let Some(backend) = settings::OPENED_BACKEND.get()
     {
         render::requests(cli.global.json, &backend.stats());
+    }
+    if render::stdout_failed() && outcome.is_ok() {
+        return ExitCode::from(EXIT_FATAL);
     }
     match outcome {
         Ok(Completion::Done) => ExitCode::SUCCESS,

@@ -1,6 +1,39 @@
 //! Rendering helpers shared by commands: times, sizes, JSON lines.
 
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use cairn_store::format::tree::Timestamp;
+
+/// Set once standard output cannot take more (a closed pipe, as in `cairn snapshots | head -1`,
+/// or a failed write): later output is dropped and the command finishes as it would have.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Set when standard output failed for another reason than a closed pipe (a full disk behind a
+/// redirect): the command then exits 1.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Writes command output to standard output without ever panicking (what `println!` does on a
+/// closed pipe). A reader that went away (`| head`) is normal: the rest of the output is
+/// dropped quietly. Any other failure is said once on stderr and makes the exit code 1 (see
+/// [`stdout_failed`]). Used through the `outln!` and `out!` macros.
+pub fn print_out(text: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            STDOUT_FAILED.store(true, Ordering::Relaxed);
+            eprintln!("cairn: cannot write to standard output: {error}");
+        }
+    }
+}
+
+/// Whether writing to standard output failed other than by a closed pipe.
+pub fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
 
 /// A snapshot or file time in the local time zone, `YYYY-MM-DD HH:MM:SS`.
 pub fn local_time(timestamp: Timestamp) -> String {
@@ -76,7 +109,7 @@ pub fn percent(fraction: f64) -> f64 {
 
 /// Prints one JSON object as a line on stdout.
 pub fn json_line(value: &serde_json::Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 /// Request counts as a JSON object (for summaries that carry them).

@@ -22,6 +22,7 @@ mod layers;
 mod liveness;
 mod netfaults;
 mod operations;
+mod pipes;
 mod prune;
 mod repair;
 mod restore_mechanics;

@@ -389,29 +389,29 @@ pub fn perform(
             },
         }));
     } else if !global.quiet {
-        println!(
+        outln!(
             "processed {} files ({} unchanged since the parent snapshot, not read), {} directories, {}",
             summary.files,
             outcome.files_unchanged,
             summary.directories,
             render::bytes(summary.bytes_processed)
         );
-        println!(
+        outln!(
             "added {} to the repository ({} new blobs, {} of new data before compression)",
             render::bytes(summary.bytes_added),
             summary.blobs_added,
             render::bytes(outcome.saver.raw_bytes_added)
         );
         if outcome.entries_excluded > 0 {
-            println!("excluded {} entries", outcome.entries_excluded);
+            outln!("excluded {} entries", outcome.entries_excluded);
         }
         if outcome.mount_points > 0 {
-            println!(
+            outln!(
                 "did not descend into {} mount points (recorded empty)",
                 outcome.mount_points
             );
         }
-        println!("snapshot {} saved", outcome.snapshot_id.short());
+        outln!("snapshot {} saved", outcome.snapshot_id.short());
     }
     warn_about_time(global.json, &outcome);
     if !outcome.warnings.is_empty() {

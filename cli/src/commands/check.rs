@@ -129,7 +129,7 @@ fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelecti
         return;
     }
     if !report.unindexed_packs.is_empty() {
-        println!(
+        outln!(
             "{} packs are in no index and were not read: an interrupted backup leaves such packs, \
              and the next backup indexes the ones whose trailer reads; `cairn repair index` reads \
              them all now and names those that do not",
@@ -148,7 +148,7 @@ fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelecti
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "{} staging files left by interrupted uploads ({}): `cairn prune` removes them once an hour old{when}",
             report.staging_files.len(),
             render::bytes(bytes)
@@ -169,12 +169,14 @@ fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelecti
             render::bytes(report.bytes_read)
         )
     };
-    println!(
+    outln!(
         "checked {} snapshots, {} trees, {} packs{data}",
-        report.snapshots, report.trees, report.packs,
+        report.snapshots,
+        report.trees,
+        report.packs,
     );
     if let Some(coverage) = report.coverage {
-        println!(
+        outln!(
             "{:.1}% of the pack bytes ({} of {} packs) verified within the last {} days",
             coverage.fraction() * 100.0,
             coverage.packs_verified,
@@ -233,7 +235,7 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         );
     }
     if !global.quiet && !global.json {
-        println!("no errors found");
+        outln!("no errors found");
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<()> {
             }));
         } else {
             let slash = if change.directory { "/" } else { "" };
-            println!("{}    {}{slash}", change.kind.marker(), change.path);
+            outln!("{}    {}{slash}", change.kind.marker(), change.path);
         }
     };
     let totals = diff::diff_trees(&mut load, &old.root, &new.root, options, &mut report)?;
@@ -47,7 +47,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<()> {
             "bytes_removed": totals.bytes_removed,
         }));
     } else if !global.quiet {
-        println!(
+        outln!(
             "{} -> {}: {} added, {} removed, {} modified, {} type changed, {} metadata only; {} added, {} removed",
             old_id.short(),
             new_id.short(),

@@ -72,28 +72,28 @@ fn print_human(global: &GlobalArgs, report: &DrillReport) {
             report.files_in_snapshot
         ),
     };
-    println!(
+    outln!(
         "drill of snapshot {} ({}): {what}",
         report.snapshot.short(),
         render::local_time(report.snapshot_time)
     );
-    println!(
+    outln!(
         "  restored and verified {} of {} files, {}",
         report.files_restored,
         report.files_selected,
         render::bytes(report.bytes_restored)
     );
-    println!(
+    outln!(
         "  restore time (RTO): {} at {:.1} MB/s",
         render::span(report.elapsed),
         megabytes_per_second(report)
     );
-    println!(
+    outln!(
         "  snapshot age (RPO): {}",
         render::span(report.snapshot_age)
     );
     if report.cleanup_failed.is_none() {
-        println!("  scratch directory {} removed", report.scratch.display());
+        outln!("  scratch directory {} removed", report.scratch.display());
     }
 }
 

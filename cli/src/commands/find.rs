@@ -38,7 +38,7 @@ pub fn run(global: &GlobalArgs, args: &FindArgs) -> Result<()> {
                     "mtime": render::rfc3339(node.mtime),
                 }));
             } else {
-                println!(
+                outln!(
                     "{}  {}  {:>12}  {}  {path}",
                     id.short(),
                     render::local_time(snapshot.time),
@@ -60,7 +60,7 @@ pub fn run(global: &GlobalArgs, args: &FindArgs) -> Result<()> {
             "snapshots_searched": snapshots.len(),
         }));
     } else if !global.quiet {
-        println!("{total} matches in {} snapshots", snapshots.len());
+        outln!("{total} matches in {} snapshots", snapshots.len());
     }
     Ok(())
 }

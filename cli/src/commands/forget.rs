@@ -83,18 +83,22 @@ fn group_json(key: &GroupKey) -> serde_json::Value {
 
 fn print_table(heading: &str, decisions: &[&Decision], zone: &TimeZone) {
     if decisions.is_empty() {
-        println!("{heading} no snapshots");
+        outln!("{heading} no snapshots");
         return;
     }
-    println!("{heading} {}:", count_of_snapshots(decisions.len()));
-    println!(
+    outln!("{heading} {}:", count_of_snapshots(decisions.len()));
+    outln!(
         "{:<10} {:<19} {:<16} {:<16} {:<24} paths",
-        "ID", "time", "host", "tags", "reasons"
+        "ID",
+        "time",
+        "host",
+        "tags",
+        "reasons"
     );
     for decision in decisions {
         let snapshot = &decision.snapshot;
         let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
-        println!(
+        outln!(
             "{:<10} {:<19} {:<16} {:<16} {:<24} {}",
             snapshot.id.short(),
             zoned_time(snapshot.time, zone),
@@ -128,10 +132,10 @@ fn print_plan(global: &GlobalArgs, plan: &ForgetPlan, zone: &TimeZone) {
         } else if !global.quiet {
             let (kept, removed): (Vec<&Decision>, Vec<&Decision>) =
                 group.decisions.iter().partition(|decision| decision.keep());
-            println!("{}", group_title(&group.key));
+            outln!("{}", group_title(&group.key));
             print_table("keep", &kept, zone);
             print_table("remove", &removed, zone);
-            println!();
+            outln!();
         }
     }
 }
@@ -165,14 +169,14 @@ fn forget_named(
             render::json_line(&line);
         } else if !global.quiet {
             match &entry.snapshot {
-                Ok(snapshot) => println!(
+                Ok(snapshot) => outln!(
                     "{} {} {} {}",
                     entry.id.short(),
                     render::local_time(snapshot.time),
                     snapshot.host,
                     snapshot.source.names().join(" ")
                 ),
-                Err(error) => println!("{} unreadable: {error}", entry.id.short()),
+                Err(error) => outln!("{} unreadable: {error}", entry.id.short()),
             }
         }
     }
@@ -218,12 +222,12 @@ fn report_outcome(
         }));
     } else if !global.quiet {
         if args.dry_run {
-            println!(
+            outln!(
                 "would remove {} and keep {kept} (dry run: nothing removed)",
                 count_of_snapshots(remove),
             );
         } else {
-            println!(
+            outln!(
                 "removed {}, kept {kept}; the data only they used stays in the repository until `cairn prune`",
                 count_of_snapshots(outcome.removed.len()),
             );

@@ -36,7 +36,7 @@ pub fn run(global: &GlobalArgs, command: &IndexCommand) -> Result<()> {
                     "message_type": "summary", "index_objects": report.merged, "damaged": report.damaged,
                 }));
             } else if !global.quiet {
-                println!("local index rebuilt from {} index objects", report.merged);
+                outln!("local index rebuilt from {} index objects", report.merged);
             }
             Ok(())
         }

@@ -40,12 +40,12 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
             "append_only": args.append_only,
         }));
     } else if !global.quiet {
-        println!(
+        outln!(
             "created cairn repository {} at {}",
             &repository.id_hex()[..10],
             repository.backend().location()
         );
-        println!("keep the password safe: without it the data cannot be recovered");
+        outln!("keep the password safe: without it the data cannot be recovered");
     }
     Ok(())
 }

@@ -81,7 +81,7 @@ fn list(global: &GlobalArgs) -> Result<()> {
         }
         return Ok(());
     }
-    println!("  {:<10} {:<19} {:<16} Argon2id", "ID", "created", "host");
+    outln!("  {:<10} {:<19} {:<16} Argon2id", "ID", "created", "host");
     for entry in &entries {
         let mark = match entry.state {
             KeyState::Current(_) => '*',
@@ -90,9 +90,9 @@ fn list(global: &GlobalArgs) -> Result<()> {
         };
         match (&entry.state, entry.object()) {
             (KeyState::Damaged(reason), _) => {
-                println!("{mark} {:<10} damaged: {reason}", entry.short());
+                outln!("{mark} {:<10} damaged: {reason}", entry.short());
             }
-            (_, Some(object)) => println!(
+            (_, Some(object)) => outln!(
                 "{mark} {:<10} {:<19} {:<16} {}",
                 entry.short(),
                 render::local_time(created(object)),
@@ -108,7 +108,7 @@ fn list(global: &GlobalArgs) -> Result<()> {
             .filter(|entry| entry.object().is_none())
             .count();
         let noun = if entries.len() == 1 { "key" } else { "keys" };
-        println!(
+        outln!(
             "{} {noun} ({damaged} damaged); * = opened by this password",
             entries.len()
         );
@@ -127,7 +127,7 @@ fn add(global: &GlobalArgs, args: &NewKeyArgs) -> Result<()> {
             "short_id": id.short(),
         }));
     } else if !global.quiet {
-        println!(
+        outln!(
             "added key {}: the new password opens the repository",
             id.short()
         );
@@ -151,7 +151,7 @@ fn remove(global: &GlobalArgs, args: &KeyRemoveArgs) -> Result<()> {
             "current": removed.is_current(),
         }));
     } else if !global.quiet {
-        println!("removed key {}", removed.short());
+        outln!("removed key {}", removed.short());
     }
     if removed.is_current() {
         eprintln!("warning: the password used for this command no longer opens the repository");
@@ -170,7 +170,7 @@ fn passwd(global: &GlobalArgs, args: &NewKeyArgs) -> Result<()> {
             "removed": change.removed.to_hex(),
         }));
     } else if !global.quiet {
-        println!(
+        outln!(
             "password changed: key {} added and verified, key {} removed",
             change.added.short(),
             change.removed.short()

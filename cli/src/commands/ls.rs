@@ -24,7 +24,7 @@ fn print_node(global: &GlobalArgs, long: bool, path: &str, node: &Node) {
             NodeKind::Symlink { target } => format!(" -> {}", String::from_utf8_lossy(target)),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "{} {:>5} {:>5} {:>12} {} {path}{link}",
             render::mode_string(node.mode),
             node.uid,
@@ -33,7 +33,7 @@ fn print_node(global: &GlobalArgs, long: bool, path: &str, node: &Node) {
             render::local_time(node.mtime)
         );
     } else {
-        println!("{path}");
+        outln!("{path}");
     }
 }
 

@@ -314,7 +314,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &MetricsArgs) -> 
     if let Some(file) = &args.metrics_file {
         return write_file(file, &text);
     }
-    print!("{text}");
+    out!("{text}");
     Ok(())
 }
 

@@ -83,26 +83,26 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
         return;
     }
     let verb = if dry_run { "would" } else { "did" };
-    println!(
+    outln!(
         "{} snapshots reference {} blobs in {} packs ({})",
         report.snapshots,
         report.referenced_blobs,
         report.packs_before,
         render::bytes(report.bytes_before)
     );
-    println!(
+    outln!(
         "{verb} condemn {} packs ({}), {} of them repacked",
         report.packs_condemned,
         render::bytes(report.bytes_condemned),
         report.packs_repacked
     );
     if report.packs_resurrected > 0 {
-        println!(
+        outln!(
             "took back {} condemned packs that a snapshot needs",
             report.packs_resurrected
         );
     }
-    println!(
+    outln!(
         "{verb} delete {} packs, freeing {}{}",
         report.packs_deleted,
         render::bytes(report.bytes_freed),
@@ -113,20 +113,20 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
         }
     );
     if report.staging_files_removed > 0 {
-        println!(
+        outln!(
             "{verb} remove {} staging files left by interrupted uploads ({})",
             report.staging_files_removed,
             render::bytes(report.staging_bytes_removed)
         );
     }
     if report.staging_files_kept > 0 {
-        println!(
+        outln!(
             "kept {} staging files younger than an hour (an upload may still write them; a later prune removes them once abandoned)",
             report.staging_files_kept
         );
     }
     if report.packs_pending > 0 {
-        println!(
+        outln!(
             "{} condemned packs ({}) wait for the backup sessions below to end; a later prune \
              deletes them",
             report.packs_pending,
@@ -135,26 +135,26 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
     }
     if !report.blocking_sessions.is_empty() {
         let now = jiff::Timestamp::now();
-        println!(
+        outln!(
             "prune waits for {} unended backup sessions:",
             report.blocking_sessions.len()
         );
         for blocking in &report.blocking_sessions {
-            println!(
+            outln!(
                 "  {}; holds {} packs ({})",
                 render::waiting_session(&blocking.waiting, now),
                 blocking.packs_held,
                 render::bytes(blocking.bytes_held)
             );
         }
-        println!(
+        outln!(
             "  each ends by itself when its backup finishes, or when a backup, prune or check on \
              its machine proves its process gone; if you know a backup is dead (a lost machine, \
              an old cairn), end it: cairn prune --end-session ID"
         );
     }
     if report.sessions_ended > 0 {
-        println!(
+        outln!(
             "{} {} sessions of backups on this machine whose process is gone",
             if dry_run { "would end" } else { "ended" },
             report.sessions_ended

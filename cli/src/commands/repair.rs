@@ -59,9 +59,9 @@ fn config(global: &GlobalArgs, args: &RepairConfigArgs) -> Result<()> {
         return Ok(());
     }
     if let Some(aside) = &outcome.damaged_config_kept {
-        println!("copied the damaged config to {aside}");
+        outln!("copied the damaged config to {aside}");
     }
-    println!(
+    outln!(
         "rebuilt the config with the master secret of key {}{}; {} snapshots readable{}",
         outcome.key.short(),
         outcome
@@ -77,7 +77,7 @@ fn config(global: &GlobalArgs, args: &RepairConfigArgs) -> Result<()> {
         }
     );
     if !outcome.repository_id_kept {
-        println!(
+        outln!(
             "the repository has a new id, so its local cache starts empty (the old one can be deleted)"
         );
     }
@@ -131,7 +131,7 @@ fn print_index_report(global: &GlobalArgs, report: &RepairIndexReport) {
     if global.quiet {
         return;
     }
-    println!(
+    outln!(
         "read the trailers of {} packs ({} unreadable); indexed {} blobs in {} new index objects",
         report.packs_read,
         report.packs_unreadable.len(),
@@ -139,18 +139,18 @@ fn print_index_report(global: &GlobalArgs, report: &RepairIndexReport) {
         report.index_written
     );
     if report.packs_condemned > 0 {
-        println!(
+        outln!(
             "{} of those packs are condemned by prune and stay so (the next prune deletes them)",
             report.packs_condemned
         );
     }
     if report.index_kept > 0 {
-        println!(
+        outln!(
             "append-only: kept {} old index objects beside the new ones",
             report.index_kept
         );
     } else {
-        println!("removed {} old index objects", report.index_removed);
+        outln!("removed {} old index objects", report.index_removed);
     }
 }
 
@@ -266,7 +266,7 @@ fn print_snapshots_report(
         return;
     }
     for entry in &report.damaged {
-        println!(
+        outln!(
             "snapshot {} of {} on {} ({}): {} entries lost",
             entry.original.short(),
             render::local_time(entry.snapshot.time),
@@ -275,7 +275,7 @@ fn print_snapshots_report(
             entry.dropped.len()
         );
         for dropped in &entry.dropped {
-            println!(
+            outln!(
                 "  {} {} {} (needs {})",
                 if args.dry_run {
                     "would drop"
@@ -288,18 +288,18 @@ fn print_snapshots_report(
             );
         }
         match (entry.repaired, entry.already_repaired) {
-            (Some(id), true) => println!("  already repaired as snapshot {}", id.short()),
-            (Some(id), false) => println!("  wrote repaired snapshot {}", id.short()),
+            (Some(id), true) => outln!("  already repaired as snapshot {}", id.short()),
+            (Some(id), false) => outln!("  wrote repaired snapshot {}", id.short()),
             (None, _) if entry.unrepairable.is_none() && args.dry_run => {
-                println!("  would write a repaired snapshot tagged `repaired`");
+                outln!("  would write a repaired snapshot tagged `repaired`");
             }
             (None, _) => {}
         }
         if entry.forgotten {
-            println!("  removed the original snapshot {}", entry.original.short());
+            outln!("  removed the original snapshot {}", entry.original.short());
         }
     }
-    println!(
+    outln!(
         "checked {} snapshots{}: {} damaged, {} repaired snapshots {}",
         report.snapshots_checked,
         if args.read_data {

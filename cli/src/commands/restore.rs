@@ -49,7 +49,7 @@ impl RestoreProgress for RestoreMeter {
                 "message_type": "dry_run", "action": verb, "path": path.to_string_lossy(),
             }));
         } else {
-            println!("would {verb} {}", path.display());
+            outln!("would {verb} {}", path.display());
         }
     }
 }
@@ -159,7 +159,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<Completion> {
             outcome.created, outcome.replaced, outcome.kept, outcome.deleted
         );
         if args.dry_run {
-            println!(
+            outln!(
                 "dry run: would restore snapshot {} into {} ({changes}); nothing was written",
                 snapshot_id.short(),
                 args.target.display()
@@ -172,7 +172,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<Completion> {
             } else {
                 ""
             };
-            println!(
+            outln!(
                 "restored {} files, {} directories, {} symlinks, {} from snapshot {} into {} ({changes}){verified}",
                 outcome.files,
                 outcome.directories,
@@ -182,9 +182,10 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<Completion> {
                 args.target.display()
             );
             if outcome.specials + outcome.hard_links > 0 {
-                println!(
+                outln!(
                     "also {} FIFOs and device nodes, {} hard links to restored files",
-                    outcome.specials, outcome.hard_links
+                    outcome.specials,
+                    outcome.hard_links
                 );
             }
         }

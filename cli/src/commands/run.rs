@@ -417,12 +417,12 @@ fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Opti
         return;
     }
     if !global.quiet {
-        println!();
+        outln!();
     }
     for source_run in runs {
         match (&source_run.error, &source_run.report) {
             (None, Some(_)) if global.quiet => {}
-            (None, Some(report)) => println!(
+            (None, Some(report)) => outln!(
                 "{}: ok, snapshot {} ({} processed, {} added, {:.1} s){}",
                 source_run.name,
                 report.snapshot_id.short(),
@@ -445,7 +445,7 @@ fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Opti
     for (step, error) in steps {
         match error {
             None if global.quiet => {}
-            None => println!("{step}: ok"),
+            None => outln!("{step}: ok"),
             Some(error) => eprintln!("{step}: FAILED: {error}"),
         }
     }
@@ -509,7 +509,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
     let mut runs = Vec::new();
     for (name, source) in &sources {
         if !global.json && !global.quiet {
-            println!("== {name}");
+            outln!("== {name}");
         }
         let source_run = run_source(&repository, &nested, config, name, source);
         if let Some(error) = &source_run.error {
@@ -672,7 +672,7 @@ fn retention_and_prune(
             Ok(removed) => {
                 removed_total += removed;
                 if !global.json && !global.quiet {
-                    println!("retention {}: removed {removed} snapshots", source_run.name);
+                    outln!("retention {}: removed {removed} snapshots", source_run.name);
                 }
                 steps.push((step, None));
             }

@@ -46,12 +46,15 @@ pub fn run(global: &GlobalArgs) -> Result<()> {
         }
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<10} {:<19} {:<16} {:<16} paths",
-        "ID", "time", "host", "tags"
+        "ID",
+        "time",
+        "host",
+        "tags"
     );
     for (id, snapshot) in &snapshots {
-        println!(
+        outln!(
             "{:<10} {:<19} {:<16} {:<16} {}{}",
             id.short(),
             render::local_time(snapshot.time),
@@ -66,7 +69,7 @@ pub fn run(global: &GlobalArgs) -> Result<()> {
         );
     }
     if !global.quiet {
-        println!("{} snapshots", snapshots.len());
+        outln!("{} snapshots", snapshots.len());
     }
     let in_future = snapshots
         .iter()

@@ -92,7 +92,7 @@ pub fn run(global: &GlobalArgs, args: &StatsArgs) -> Result<()> {
         ),
     ];
     for (label, value) in rows {
-        println!("{label:<18} {value}");
+        outln!("{label:<18} {value}");
     }
     Ok(())
 }

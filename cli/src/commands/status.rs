@@ -191,13 +191,13 @@ fn report(
     }
     print_table(&rows);
     if config.check.is_some() || state.check.is_some() {
-        println!("{}", step_line("check", state.check.as_ref()));
+        outln!("{}", step_line("check", state.check.as_ref()));
     }
     if config.drill.is_some() || state.drill.is_some() {
-        println!("{}", step_line("drill", state.drill.as_ref()));
+        outln!("{}", step_line("drill", state.drill.as_ref()));
     }
     if let Some(stats) = stats {
-        println!(
+        outln!(
             "repository: {} snapshots, {} stored, dedup ratio {:.2}",
             stats.snapshots,
             render::bytes(stats.stored_bytes),
@@ -205,7 +205,7 @@ fn report(
         );
     }
     if !stale.is_empty() {
-        println!(
+        outln!(
             "STALE: {} backup sessions unended for more than {} (each keeps condemned packs \
              from being deleted):",
             stale.len(),
@@ -213,9 +213,9 @@ fn report(
         );
         let now = Timestamp::now();
         for session in stale {
-            println!("  {}", render::waiting_session(session, now));
+            outln!("  {}", render::waiting_session(session, now));
         }
-        println!(
+        outln!(
             "  a backup, prune or check on its machine ends it once its process is gone; if you \
              know it is dead: cairn prune --end-session ID"
         );
@@ -250,7 +250,7 @@ fn print_table(rows: &[[String; 7]]) {
                 let _ = write!(line, "{cell:<width$}  ", width = widths[column]);
             }
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end());
     }
 }
 

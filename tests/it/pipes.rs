@@ -1,0 +1,103 @@
+//! Regression: `cairn snapshots | head -1` panicked ("failed printing to stdout: Broken pipe")
+//! and exited 101; so did `ls`, `ls --json`, `find --json` and `forget --json`. Output to a reader
+//! that went away is now dropped quietly and the command finishes as it would have; output that
+//! cannot be written for another reason (a full disk behind a redirect) is one line on stderr
+//! and exit 1, never a panic.
+
+use std::fs::File;
+use std::io::Read;
+use std::process::Stdio;
+
+use crate::support::{TreeBuilder, Workspace};
+
+/// Every command that writes lines to standard output, human and `--json`.
+fn listing_commands() -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["snapshots"],
+        vec!["snapshots", "--json"],
+        vec!["ls", "latest"],
+        vec!["ls", "--json", "latest"],
+        vec!["find", "*.txt"],
+        vec!["find", "--json", "*.txt"],
+        vec!["forget", "--json", "--dry-run", "--keep-last", "1"],
+        vec!["forget", "--dry-run", "--keep-last", "1"],
+        vec!["key", "list"],
+        vec!["stats"],
+        vec!["check"],
+        vec!["diff", "latest", "latest"],
+    ]
+}
+
+/// A repository with two snapshots of a tree of 300 files.
+fn workspace_with_snapshots() -> Workspace {
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    let tree = TreeBuilder::new(&source);
+    for index in 0..300 {
+        tree.file(&format!("dir-{}/file-{index}.txt", index % 7), b"line\n");
+    }
+    workspace.backup(&[&source]);
+    tree.file("late.txt", b"late\n");
+    workspace.backup(&[&source]);
+    workspace
+}
+
+#[test]
+fn a_closed_pipe_ends_no_command_with_a_panic() {
+    let workspace = workspace_with_snapshots();
+    for args in listing_commands() {
+        // The reader goes away before cairn writes its first line: every write gets EPIPE.
+        let mut child = workspace
+            .command(&args, &[])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cairn starts");
+        drop(child.stdout.take());
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            !stderr.contains("panicked"),
+            "cairn {args:?} panicked on a closed pipe: {stderr}"
+        );
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "cairn {args:?} into a closed pipe: {stderr}"
+        );
+    }
+    // The dry runs removed nothing.
+    assert_eq!(workspace.snapshots().len(), 2);
+}
+
+#[test]
+fn a_full_disk_behind_standard_output_is_one_line_and_exit_1() {
+    let workspace = workspace_with_snapshots();
+    for args in [vec!["snapshots"], vec!["ls", "--json", "latest"]] {
+        let output = workspace
+            .command(&args, &[])
+            .stdin(Stdio::null())
+            .stdout(File::create("/dev/full").expect("/dev/full opens"))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr
+                .lines()
+                .filter(|line| line.contains("cannot write to standard output"))
+                .count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+    }
+}
