@@ -88,6 +88,29 @@ pub(crate) fn open_copy_of(
     (workspace, repository)
 }
 
+/// Dumps the stream snapshot `name` (rooted at `root`) and compares it with the committed
+/// `repo-v1-stream.bin`, which every fixture holds as `app.archive`.
+pub(crate) fn assert_dumps_the_fixture_stream(
+    repository: &Repository,
+    root: &cairn_store::Id,
+    name: &str,
+) {
+    assert_eq!(name, STREAM_NAME);
+    let mut dumped = Vec::new();
+    restore::dump(repository, root, name, &mut dumped).unwrap();
+    assert!(
+        dumped == std::fs::read(fixtures().join("repo-v1-stream.bin")).unwrap(),
+        "the dumped stream differs from tests/fixtures/repo-v1-stream.bin"
+    );
+}
+
+/// A wrong password must not open the fixture `name`, and says so as a wrong password.
+pub(crate) fn assert_refuses_a_wrong_password(name: &str) {
+    let (_workspace, repository) = open_copy_of(name, "not-the-fixture-password");
+    let error = repository.expect_err("a wrong password must not open the fixture");
+    assert_eq!(error.kind(), ErrorKind::WrongPassword);
+}
+
 #[test]
 fn fixture_v1_opens_checks_and_restores_byte_for_byte() {
     let (workspace, repository) = open_copy(PASSWORD);
@@ -150,13 +173,7 @@ fn fixture_v1_opens_checks_and_restores_byte_for_byte() {
                 restored_directory = true;
             }
             Source::Stdin(name) => {
-                assert_eq!(name, STREAM_NAME);
-                let mut dumped = Vec::new();
-                restore::dump(&repository, &snapshot.root, name, &mut dumped).unwrap();
-                assert!(
-                    dumped == std::fs::read(fixtures().join("repo-v1-stream.bin")).unwrap(),
-                    "the dumped stream differs from tests/fixtures/repo-v1-stream.bin"
-                );
+                assert_dumps_the_fixture_stream(&repository, &snapshot.root, name);
                 dumped_stream = true;
             }
         }
@@ -166,7 +183,5 @@ fn fixture_v1_opens_checks_and_restores_byte_for_byte() {
 
 #[test]
 fn fixture_v1_refuses_a_wrong_password() {
-    let (_workspace, repository) = open_copy("not-the-fixture-password");
-    let error = repository.expect_err("a wrong password must not open the fixture");
-    assert_eq!(error.kind(), ErrorKind::WrongPassword);
+    assert_refuses_a_wrong_password("repo-v1");
 }

@@ -9,18 +9,18 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cairn_chunker::ChunkerParams;
+use cairn_store::Repository;
 use cairn_store::check::{self, CheckOptions};
 use cairn_store::format::lifecycle::SessionMarker;
 use cairn_store::format::snapshot::Source;
 use cairn_store::restore::{self, NoRestoreProgress};
-use cairn_store::{ErrorKind, Repository};
 
-use crate::fixture_v1::{fixtures, open_copy_of, scan};
+use crate::fixture_v1::{
+    assert_dumps_the_fixture_stream, assert_refuses_a_wrong_password, fixtures, open_copy_of, scan,
+};
 
 /// The password the fixture was made with.
 const PASSWORD: &str = "fixture-password-v2";
-/// The name the stream snapshot stores its one file under.
-const STREAM_NAME: &str = "app.archive";
 
 /// The tree the directory snapshot holds: `repo-v1-source` plus what the fixture's README says
 /// was added before the backup (a hard link, a FIFO).
@@ -156,13 +156,7 @@ fn fixture_v2_opens_checks_and_restores_byte_for_byte() {
                 restored_directory = true;
             }
             Source::Stdin(name) => {
-                assert_eq!(name, STREAM_NAME);
-                let mut dumped = Vec::new();
-                restore::dump(&repository, &snapshot.root, name, &mut dumped).unwrap();
-                assert!(
-                    dumped == std::fs::read(fixtures().join("repo-v1-stream.bin")).unwrap(),
-                    "the dumped stream differs from tests/fixtures/repo-v1-stream.bin"
-                );
+                assert_dumps_the_fixture_stream(&repository, &snapshot.root, name);
                 dumped_stream = true;
             }
         }
@@ -172,7 +166,5 @@ fn fixture_v2_opens_checks_and_restores_byte_for_byte() {
 
 #[test]
 fn fixture_v2_refuses_a_wrong_password() {
-    let (_workspace, repository) = open_copy_of("repo-v2", "not-the-fixture-password");
-    let error = repository.expect_err("a wrong password must not open the fixture");
-    assert_eq!(error.kind(), ErrorKind::WrongPassword);
+    assert_refuses_a_wrong_password("repo-v2");
 }
