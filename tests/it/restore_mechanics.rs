@@ -227,6 +227,23 @@ fn restore_is_private_while_it_runs_and_after_a_kill() {
         target
     };
 
+    // A temporary file takes its recorded mode just before its rename: one that becomes a
+    // public file may be readable, and holds then the whole public content (checked while the
+    // restore is stopped, so the tree does not move under the check).
+    let public_content = fs::read(tree.root().join(public)).unwrap();
+    let leaks = |readable: Vec<String>, public_content: &[u8]| -> Vec<String> {
+        readable
+            .into_iter()
+            .filter(|line| {
+                let path = line.split_once(' ').map_or("", |(_, path)| path);
+                let temporary = Path::new(path)
+                    .file_name()
+                    .is_some_and(|name| name.as_bytes().starts_with(b".cairn-partial"));
+                !(temporary && fs::read(path).is_ok_and(|content| content == public_content))
+            })
+            .collect()
+    };
+
     // Stopped again and again.
     let target = open_target("stopped");
     let mut child = workspace
@@ -248,7 +265,10 @@ fn restore_is_private_while_it_runs_and_after_a_kill() {
         }
         stops += 1;
         stops_mid_write += usize::from(!temporary_files(&target).is_empty());
-        let readable = readable_by_nobody(&target, &candidates(&target));
+        let readable = leaks(
+            readable_by_nobody(&target, &candidates(&target)),
+            &public_content,
+        );
         let _ = kill(pid, Signal::SIGCONT);
         assert!(
             readable.is_empty(),
@@ -293,10 +313,16 @@ fn restore_is_private_while_it_runs_and_after_a_kill() {
     let left = temporary_files(&target);
     assert!(!left.is_empty());
     for path in &left {
+        if fs::read(path).is_ok_and(|content| content == public_content) {
+            continue;
+        }
         let mode = fs::metadata(path).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", path.display());
     }
-    let readable = readable_by_nobody(&target, &candidates(&target));
+    let readable = leaks(
+        readable_by_nobody(&target, &candidates(&target)),
+        &public_content,
+    );
     assert!(
         readable.is_empty(),
         "after kill -9 nobody could read {readable:?}"
