@@ -212,6 +212,9 @@ pub enum Command {
     /// The nightly job of a config file: back up every source (or the named ones) with its
     /// hooks, apply retention and prune, run the check slice and drill when due, write metrics
     Run(RunArgs),
+    /// Disaster recovery: restore the latest snapshot of every source of the config (the one
+    /// `cairn run` stored in the repository, or --config) onto this machine, verified and timed
+    Recover(RecoverArgs),
     /// Per source of the config: last success, its age, last result, snapshots, and stale
     /// backup sessions; exit 16 when a source is older than its `max_age` or never succeeded,
     /// or a backup session is stale
@@ -292,6 +295,36 @@ pub struct RunArgs {
     /// Do not run the restore drill
     #[arg(long)]
     pub no_drill: bool,
+}
+
+/// `cairn recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Recover only this source of the config (repeat for several; default: all)
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
+    /// Restore files below this directory instead of their recorded paths (streams without a
+    /// restore command go here too, unless --streams-to is given)
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Write streams without a restore command (or all, with --no-restore-commands) into this
+    /// directory, each under its stream name
+    #[arg(long, value_name = "DIR")]
+    pub streams_to: Option<PathBuf>,
+    /// Write streams to files even when their source has a `restore` command (a practice run
+    /// that must not touch the databases)
+    #[arg(long)]
+    pub no_restore_commands: bool,
+    /// Show the plan (source, snapshot, time, size, destination) and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The host whose config and snapshots to recover (default: the config's `host`, else the
+    /// host that stored the config)
+    #[arg(long, value_name = "HOST")]
+    pub from_host: Option<String>,
+    /// Also write the stored config the recovery used to this file
+    #[arg(long, value_name = "PATH")]
+    pub save_config: Option<PathBuf>,
 }
 
 /// `cairn metrics`.

@@ -17,6 +17,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer};
 
 use crate::args::GlobalArgs;
+use crate::schedule::{DEFAULT_TIMER_PERIOD, DrillSources, Schedule, Window};
 
 /// The tag `cairn run` gives every snapshot of a source; retention, status and metrics find a
 /// source's snapshots by it.
@@ -144,6 +145,9 @@ pub struct Config {
     /// Where metrics go.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// How often the timer starts `cairn run` (default 1h): the schedules' tolerance
+    /// ([`crate::schedule`]).
+    pub timer_period: Option<Age>,
 }
 
 /// `[repository] options`, whose store limits must parse.
@@ -182,6 +186,9 @@ pub struct RepositoryConfig {
     /// A backup session unended for longer than this is stale: `status` and the metrics show
     /// it (default 24h; `--stale-session-age` overrides it).
     pub stale_session_age: Option<Age>,
+    /// Whether `cairn run` stores this config file in the repository (default true), so
+    /// `cairn recover` can start from the URL and the password alone.
+    pub store_config: Option<bool>,
 }
 
 /// `[defaults]`: what a source does not set itself.
@@ -253,6 +260,10 @@ pub struct SourceConfig {
     pub max_age: Option<Age>,
     /// This source's hooks.
     pub hooks: Hooks,
+    /// When `cairn run` backs it up (absent: every run).
+    pub schedule: Option<Schedule>,
+    /// The command `cairn recover` pipes a command source's stream into (`sh -c`).
+    pub restore: Option<String>,
 }
 
 /// `[sources.NAME]` as written.
@@ -281,12 +292,35 @@ struct RawSource {
     after: Vec<String>,
     #[serde(default)]
     on_failure: Vec<String>,
+    every: Option<Age>,
+    window: Option<Parsed<Window>>,
+    restore: Option<String>,
+}
+
+/// A schedule from its keys: a window needs a period.
+fn schedule_of(every: Option<Age>, window: Option<Window>) -> Result<Option<Schedule>, String> {
+    match (every, window) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => {
+            Err("window needs every (how often to run inside it, like \"1d\")".into())
+        }
+        (Some(every), window) => Ok(Some(Schedule {
+            every: every.0,
+            window,
+        })),
+    }
 }
 
 impl TryFrom<RawSource> for SourceConfig {
     type Error = String;
 
     fn try_from(raw: RawSource) -> Result<Self, Self::Error> {
+        let schedule = schedule_of(raw.every, raw.window.map(|window| window.0))?;
+        if raw.restore.is_some() && raw.command.is_none() {
+            return Err(
+                "restore is for command sources (a paths source is restored to its paths)".into(),
+            );
+        }
         let kind = match (raw.paths.is_empty(), raw.command) {
             (false, Some(_)) => return Err("give either paths or command, not both".into()),
             (true, None) => return Err("give paths = [...] or command = \"...\"".into()),
@@ -347,6 +381,8 @@ impl TryFrom<RawSource> for SourceConfig {
                 after: raw.after,
                 on_failure: raw.on_failure,
             },
+            schedule,
+            restore: raw.restore,
         })
     }
 }
@@ -419,8 +455,8 @@ pub enum CheckData {
 pub struct CheckConfig {
     /// What to read.
     pub data: CheckData,
-    /// Check only when the last check is at least this old (default: every run).
-    pub every: Option<Age>,
+    /// Check only when due (absent: every run).
+    pub schedule: Option<Schedule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,6 +467,7 @@ struct RawCheck {
     read_data_subset: Option<Parsed<Subset>>,
     read_data_rotate: Option<u32>,
     every: Option<Age>,
+    window: Option<Parsed<Window>>,
 }
 
 impl TryFrom<RawCheck> for CheckConfig {
@@ -453,7 +490,7 @@ impl TryFrom<RawCheck> for CheckConfig {
         };
         Ok(Self {
             data,
-            every: raw.every,
+            schedule: schedule_of(raw.every, raw.window.map(|window| window.0))?,
         })
     }
 }
@@ -462,8 +499,11 @@ impl TryFrom<RawCheck> for CheckConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawDrill")]
 pub struct DrillConfig {
-    /// Drill only when the last drill is at least this old (default: every run).
-    pub every: Option<Age>,
+    /// The period within which every source is drilled, and the window (absent: every run
+    /// drills).
+    pub schedule: Option<Schedule>,
+    /// One source a drill (round robin) or all of them.
+    pub sources: DrillSources,
     /// Share of each snapshot's files to restore (default: all).
     pub sample: Option<f64>,
     /// Parent of the scratch directory (default: the system temporary directory).
@@ -474,6 +514,8 @@ pub struct DrillConfig {
 #[serde(deny_unknown_fields)]
 struct RawDrill {
     every: Option<Age>,
+    window: Option<Parsed<Window>>,
+    sources: Option<Parsed<DrillSources>>,
     sample: Option<Parsed<Subset>>,
     scratch: Option<PathBuf>,
 }
@@ -490,7 +532,8 @@ impl TryFrom<RawDrill> for DrillConfig {
             }
         };
         Ok(Self {
-            every: raw.every,
+            schedule: schedule_of(raw.every, raw.window.map(|window| window.0))?,
+            sources: raw.sources.map(|sources| sources.0).unwrap_or_default(),
             sample,
             scratch: raw.scratch,
         })
@@ -660,6 +703,16 @@ impl Config {
             .map(|retention| &retention.0)
     }
 
+    /// How often the timer starts `cairn run`: the schedules' tolerance.
+    pub fn timer_period(&self) -> Duration {
+        self.timer_period.map_or(DEFAULT_TIMER_PERIOD, |age| age.0)
+    }
+
+    /// Whether `cairn run` stores this config file in the repository.
+    pub fn stores_config(&self) -> bool {
+        self.repository.store_config.unwrap_or(true)
+    }
+
     /// The age past which an unended backup session is stale.
     pub fn stale_session_age(&self) -> Duration {
         self.repository
@@ -807,7 +860,11 @@ file = "/var/lib/node_exporter/textfile_collector/cairn.prom"
         );
         let drill = config.drill.clone().expect("drill");
         assert_eq!(drill.sample, Some(0.05));
-        assert_eq!(drill.every, Some(Age(Duration::from_hours(7 * 24))));
+        assert_eq!(
+            drill.schedule.map(|schedule| schedule.every),
+            Some(Duration::from_hours(7 * 24))
+        );
+        assert_eq!(drill.sources, DrillSources::RoundRobin);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod config;
 mod metrics;
 mod progress;
 mod render;
+mod schedule;
 mod settings;
 mod source_command;
 mod state;
@@ -61,6 +62,8 @@ const EXIT_UNHEALTHY: u8 = 16;
 const EXIT_RUN_FAILED: u8 = 17;
 /// Exit code of `backup` when none of its source paths exists.
 const EXIT_NO_SOURCE: u8 = 18;
+/// Exit code of `recover` when a source could not be recovered (the others were).
+const EXIT_RECOVER_FAILED: u8 = 19;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     if error
@@ -129,8 +132,12 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
         Command::Ls(args) => commands::ls::run(global, args).map(|()| Completion::Done),
         Command::Restore(args) => commands::restore::run(global, args),
         Command::Dump(args) => commands::dump::run(global, args).map(|()| Completion::Done),
-        Command::Check(args) => commands::check::run(global, args).map(|()| Completion::Done),
-        Command::Drill(args) => commands::drill::run(global, args).map(|()| Completion::Done),
+        Command::Check(args) => {
+            commands::check::run(global, config, args).map(|()| Completion::Done)
+        }
+        Command::Drill(args) => {
+            commands::drill::run(global, config, args).map(|()| Completion::Done)
+        }
         Command::Forget(args) => commands::forget::run(global, args).map(|()| Completion::Done),
         Command::Index(command) => commands::index::run(global, command).map(|()| Completion::Done),
         Command::Prune(args) => commands::prune::run(global, args).map(|()| Completion::Done),
@@ -146,6 +153,7 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
         }
         Command::Man(args) => commands::completions::man(args).map(|()| Completion::Done),
         Command::Run(args) => commands::run::run(global, config, args),
+        Command::Recover(args) => commands::recover::run(global, config, args),
         Command::Status(args) => commands::status::run(global, config, args),
         Command::Metrics(args) => {
             commands::metrics::run(global, config, args).map(|()| Completion::Done)
@@ -199,6 +207,7 @@ fn main() -> ExitCode {
         Ok(Completion::Partial) => ExitCode::from(EXIT_PARTIAL),
         Ok(Completion::Unhealthy) => ExitCode::from(EXIT_UNHEALTHY),
         Ok(Completion::RunFailed) => ExitCode::from(EXIT_RUN_FAILED),
+        Ok(Completion::RecoverFailed) => ExitCode::from(EXIT_RECOVER_FAILED),
         Err(error) => {
             let mut message = error.to_string();
             let mut source = error.source();

@@ -1,7 +1,7 @@
 //! The run state of a config: what `cairn run` last did for each source, and its last check and
 //! drill. `cairn status` and `cairn metrics` read it. A small JSON file on this machine (see
 //! [`crate::config::Config::state_file`]), replaced atomically (temporary file, fsync, rename);
-//! nothing of it is stored in the repository. The verdicts ([`source_health`], [`is_due`]) are
+//! nothing of it is stored in the repository. The verdicts ([`source_health`], [`due`]) are
 //! pure functions of the state and a given time.
 
 use std::collections::BTreeMap;
@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+
+use crate::schedule::{self, Due, Schedule};
 
 /// Everything remembered about one config's runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,6 +27,30 @@ pub struct RunState {
     /// The last drill `cairn run` did.
     #[serde(default)]
     pub drill: Option<StepState>,
+    /// The last drill of each source (by `cairn run` or `cairn --config ... drill`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drills: BTreeMap<String, SourceDrill>,
+}
+
+/// The last drill of one source's snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceDrill {
+    /// When it started.
+    pub time: Timestamp,
+    /// Whether every selected file was restored and verified.
+    pub ok: bool,
+    /// The snapshot drilled (full hex id).
+    pub snapshot: String,
+    /// The measured restore time (RTO) of what was restored.
+    pub rto_seconds: f64,
+    /// Bytes restored and verified.
+    pub bytes_restored: u64,
+    /// The share of the snapshot's files restored, as a percentage (absent: all).
+    #[serde(default)]
+    pub sample_percent: Option<f64>,
+    /// What went wrong.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// The last run of one source.
@@ -159,18 +185,40 @@ pub fn source_health(
     }
 }
 
+/// The time schedules and the run state go by: now, or the RFC 3339 time in the environment
+/// variable `CAIRN_SCHEDULE_NOW` (for tests of schedules over simulated days; snapshot times stay
+/// the real clock's).
+///
+/// # Errors
+/// The variable is set but is not an RFC 3339 time.
+pub fn schedule_now() -> Result<Timestamp> {
+    match std::env::var("CAIRN_SCHEDULE_NOW") {
+        Ok(text) => text.parse().with_context(|| {
+            format!("CAIRN_SCHEDULE_NOW={text:?} is not an RFC 3339 time: unset it")
+        }),
+        Err(_) => Ok(Timestamp::now()),
+    }
+}
+
 /// Time from `then` to `now` (zero when `then` is later).
 pub fn age(then: Timestamp, now: Timestamp) -> Duration {
     Duration::try_from(now.duration_since(then)).unwrap_or(Duration::ZERO)
 }
 
-/// Whether a step last done as `last` (never: `None`) is due at `now` when it runs `every` so
-/// often (`None`: every time).
-pub fn is_due(last: Option<&StepState>, every: Option<Duration>, now: Timestamp) -> bool {
-    match (last, every) {
-        (Some(last), Some(every)) => age(last.time, now) >= every,
-        _ => true,
-    }
+/// Whether a thing last done at `last` (never: `None`) is due at `now` under `schedule` (`None`:
+/// every time), local times taken in `zone` ([`schedule::due`] has the rule).
+pub fn due(
+    schedule: Option<&Schedule>,
+    last: Option<Timestamp>,
+    now: Timestamp,
+    timer_period: Duration,
+    zone: &jiff::tz::TimeZone,
+) -> Due {
+    let Some(schedule) = schedule else {
+        return Due::Now;
+    };
+    let local = |time: Timestamp| zone.to_datetime(time);
+    schedule::due(schedule, last.map(local), local(now), timer_period)
 }
 
 #[cfg(test)]
@@ -234,20 +282,28 @@ mod tests {
     }
 
     #[test]
-    fn due_steps() {
-        let now = time("2024-06-08T03:00:00Z");
-        let week = Some(Duration::from_hours(7 * 24));
-        let done_at = |text: &str| StepState {
-            time: time(text),
-            ok: true,
-            duration_seconds: 1.0,
-            detail: String::new(),
-            error: None,
+    fn due_steps_in_local_time() {
+        let hour = Duration::from_hours(1);
+        let daily = Schedule {
+            every: Duration::from_hours(24),
+            window: Some("01:00-05:00".parse().expect("window")),
         };
-        assert!(is_due(None, week, now));
-        assert!(is_due(Some(&done_at("2024-06-01T03:00:00Z")), week, now));
-        assert!(!is_due(Some(&done_at("2024-06-01T03:00:01Z")), week, now));
-        assert!(is_due(Some(&done_at("2024-06-08T03:00:00Z")), None, now));
+        let plus_two = jiff::tz::TimeZone::fixed(jiff::tz::offset(2));
+        // 01:30 at UTC+2 is 23:30 UTC the day before.
+        let now = time("2024-06-07T23:30:00Z");
+        assert_eq!(due(None, None, now, hour, &plus_two), Due::Now);
+        assert_eq!(due(Some(&daily), None, now, hour, &plus_two), Due::Now);
+        assert!(matches!(
+            due(Some(&daily), None, now, hour, &jiff::tz::TimeZone::UTC),
+            Due::NotBefore(_)
+        ));
+        // Yesterday's run 3 minutes later than today's start: still due (the old rule skipped).
+        let yesterday = Some(time("2024-06-06T23:33:00Z"));
+        assert_eq!(due(Some(&daily), yesterday, now, hour, &plus_two), Due::Now);
+        assert_eq!(
+            due(Some(&daily), Some(now), now, hour, &plus_two),
+            Due::NotBefore("2024-06-09T01:00".parse().expect("civil"))
+        );
     }
 
     #[test]

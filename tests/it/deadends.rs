@@ -869,7 +869,9 @@ fn a_misspelled_keep_rule_empties_no_group_unless_asked() {
 fn write_config(workspace: &Workspace, body: &str) -> PathBuf {
     let path = workspace.path("cairn.toml");
     let config = format!(
-        "state_dir = {state:?}\n\n[repository]\nurl = {repo:?}\ncache_dir = {cache:?}\n\n{body}",
+        // store_config = false: these tests count snapshots; tests/it/recover.rs covers the
+        // config `cairn run` stores.
+        "state_dir = {state:?}\n\n[repository]\nurl = {repo:?}\ncache_dir = {cache:?}\nstore_config = false\n\n{body}",
         state = text(&workspace.path("state")),
         repo = text(&workspace.repo),
         cache = text(&workspace.cache),

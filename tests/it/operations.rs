@@ -31,7 +31,9 @@ const EXIT_USAGE: i32 = 2;
 fn write_config(workspace: &Workspace, body: &str) -> PathBuf {
     let path = workspace.path("cairn.toml");
     let text = format!(
-        "state_dir = {state:?}\n\n[repository]\nurl = {repo:?}\ncache_dir = {cache:?}\n\n{body}",
+        // store_config = false: these tests count snapshots; tests/it/recover.rs covers the
+        // config `cairn run` stores.
+        "state_dir = {state:?}\n\n[repository]\nurl = {repo:?}\ncache_dir = {cache:?}\nstore_config = false\n\n{body}",
         state = workspace.path("state").display().to_string(),
         repo = workspace.repo.display().to_string(),
         cache = workspace.cache.display().to_string(),
@@ -431,7 +433,7 @@ fn config_errors_are_usage_errors_naming_file_line_and_key() {
     );
     let run = cairn_config(&workspace, &config, &["run"]).code(EXIT_USAGE);
     let line = format!(
-        "cairn: {}:9: sources.data.exclud: unknown field `exclud`",
+        "cairn: {}:10: sources.data.exclud: unknown field `exclud`",
         config.display()
     );
     assert!(run.stderr.starts_with(&line), "{}", run.stderr);

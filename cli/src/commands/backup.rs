@@ -282,7 +282,7 @@ fn exclude_rules(request: &BackupRequest) -> Result<ExcludeRules> {
 }
 
 /// A time as stored in a snapshot: whole seconds (floored) and the non-negative nanoseconds after.
-fn stored_time(time: jiff::Timestamp) -> Timestamp {
+pub fn stored_time(time: jiff::Timestamp) -> Timestamp {
     let (seconds, nanos) = (time.as_second(), time.subsec_nanosecond());
     if nanos < 0 {
         Timestamp {

@@ -5,9 +5,11 @@ use cairn_store::check::{self, CheckOptions, CheckProgress, CheckReport, DataSel
 use cairn_store::sweep::Subset;
 
 use crate::args::{CheckArgs, GlobalArgs};
+use crate::config::Config;
 use crate::progress::{Meter, Total};
 use crate::render;
 use crate::settings;
+use crate::state::{self, RunState, StepState};
 
 /// The data level the arguments ask for. A random share gets a seed from the clock: each run
 /// samples other packs.
@@ -223,10 +225,50 @@ pub fn level_phrase(selection: DataSelection) -> String {
     }
 }
 
-/// Checks the repository and reports damage as objects → snapshots → paths.
-pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
+/// Records a check run by hand in the run state of `--config`.
+fn record(global: &GlobalArgs, config: Option<&Config>, step: StepState) -> Result<()> {
+    let (Some(config_path), Some(config)) = (global.config.as_deref(), config) else {
+        return Ok(());
+    };
+    let state_path = config.state_file(config_path, settings::running_as_root());
+    let mut run_state = RunState::load(&state_path)?;
+    run_state.check = Some(step);
+    run_state.store(&state_path)
+}
+
+/// Checks the repository and reports damage as objects → snapshots → paths; with `--config`,
+/// the check is recorded in the run state.
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &CheckArgs) -> Result<()> {
     let repository = settings::open_repository(global)?;
-    let (report, _) = perform(global, &repository, args)?;
+    let started = state::schedule_now()?;
+    let clock = std::time::Instant::now();
+    let outcome = perform(global, &repository, args);
+    let step = match &outcome {
+        Ok((report, selection)) => StepState {
+            time: started,
+            ok: report.is_ok(),
+            duration_seconds: clock.elapsed().as_secs_f64(),
+            detail: format!("by hand, {}", level_phrase(*selection)),
+            error: (!report.is_ok()).then(|| {
+                format!(
+                    "repository damaged: {} objects, {} snapshot paths affected",
+                    report.damaged.len(),
+                    report.affected.len()
+                )
+            }),
+        },
+        Err(error) => StepState {
+            time: started,
+            ok: false,
+            duration_seconds: clock.elapsed().as_secs_f64(),
+            detail: "by hand, not completed".into(),
+            error: Some(format!("{error:#}")),
+        },
+    };
+    if let Err(error) = record(global, config, step) {
+        eprintln!("warning: the check is not recorded in the run state: {error:#}");
+    }
+    let (report, _) = outcome?;
     if !report.is_ok() {
         bail!(
             "repository damaged: {} objects, {} snapshot paths affected",

@@ -5,8 +5,10 @@ use cairn_store::drill::{self, DrillOptions, DrillReport, Sample};
 use cairn_store::retention::SnapshotFilter;
 
 use crate::args::{DrillArgs, GlobalArgs};
+use crate::config::{Config, source_tag};
 use crate::render;
 use crate::settings;
+use crate::state::{self, RunState, SourceDrill, StepState};
 
 /// A seed that differs from run to run (printed, so a drill can be repeated with `--seed`).
 pub fn random_seed() -> u64 {
@@ -97,6 +99,60 @@ fn print_human(global: &GlobalArgs, report: &DrillReport) {
     }
 }
 
+/// What the run state keeps of a drill that started at `started`.
+pub fn source_drill(report: &DrillReport, started: jiff::Timestamp) -> SourceDrill {
+    SourceDrill {
+        time: started,
+        ok: report.is_ok(),
+        snapshot: report.snapshot.to_hex(),
+        rto_seconds: report.elapsed.as_secs_f64(),
+        bytes_restored: report.bytes_restored,
+        sample_percent: report.sample.map(|sample| render::percent(sample.fraction)),
+        error: (!report.is_ok()).then(|| {
+            format!(
+                "{} of {} files restored and verified",
+                report.files_restored, report.files_selected
+            )
+        }),
+    }
+}
+
+/// Records a drill run by hand in the run state of `--config` (the drill step, and the
+/// source's drill when the snapshot is tagged `source:NAME` of one of its sources).
+fn record(
+    global: &GlobalArgs,
+    config: Option<&Config>,
+    snapshot: &cairn_store::format::snapshot::Snapshot,
+    report: &DrillReport,
+    started: jiff::Timestamp,
+) -> Result<()> {
+    let (Some(config_path), Some(config)) = (global.config.as_deref(), config) else {
+        return Ok(());
+    };
+    let state_path = config.state_file(config_path, settings::running_as_root());
+    let mut run_state = RunState::load(&state_path)?;
+    let source = config
+        .sources
+        .keys()
+        .find(|name| snapshot.tags.contains(&source_tag(name)));
+    let drilled = source_drill(report, started);
+    run_state.drill = Some(StepState {
+        time: started,
+        ok: report.is_ok(),
+        duration_seconds: report.elapsed.as_secs_f64(),
+        detail: format!(
+            "by hand, snapshot {}{}",
+            report.snapshot.short(),
+            source.map(|name| format!(" of {name}")).unwrap_or_default()
+        ),
+        error: drilled.error.clone(),
+    });
+    if let Some(name) = source {
+        run_state.drills.insert(name.clone(), drilled);
+    }
+    run_state.store(&state_path)
+}
+
 /// Prints a drill's report: human lines, or one JSON summary with `--json`.
 pub fn print(global: &GlobalArgs, report: &DrillReport) {
     if global.json {
@@ -107,7 +163,7 @@ pub fn print(global: &GlobalArgs, report: &DrillReport) {
 }
 
 /// Restores a snapshot (or a sample) into a scratch directory, verifies it and reports.
-pub fn run(global: &GlobalArgs, args: &DrillArgs) -> Result<()> {
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &DrillArgs) -> Result<()> {
     let repository = settings::open_repository(global)?;
     let filter = SnapshotFilter {
         hosts: args.hosts.clone(),
@@ -122,9 +178,13 @@ pub fn run(global: &GlobalArgs, args: &DrillArgs) -> Result<()> {
             seed: args.seed.unwrap_or_else(random_seed),
         }),
     };
+    let started = state::schedule_now()?;
     let report = drill::drill(&repository, snapshot_id, &snapshot, &options)
         .with_context(|| format!("while drilling snapshot {}", snapshot_id.short()))?;
     print(global, &report);
+    if let Err(error) = record(global, config, &snapshot, &report, started) {
+        eprintln!("warning: the drill is not recorded in the run state: {error:#}");
+    }
     if !report.is_ok() {
         bail!(
             "drill failed: {} of {} files restored and verified, {} damaged{}",

@@ -14,6 +14,7 @@ pub mod key;
 pub mod ls;
 pub mod metrics;
 pub mod prune;
+pub mod recover;
 pub mod repair;
 pub mod restore;
 pub mod run;
@@ -30,6 +31,9 @@ pub enum Completion {
     Partial,
     /// `cairn run`: a source, hook or step failed; the others ran (exit 17).
     RunFailed,
+    /// `cairn recover`: a source could not be recovered (no snapshot, no destination, its
+    /// restore command failed, or it did not verify); the others were (exit 19).
+    RecoverFailed,
     /// `cairn status`: a source is overdue or never succeeded, or the last check or drill
     /// failed (exit 16).
     Unhealthy,

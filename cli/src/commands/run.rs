@@ -21,6 +21,7 @@ use super::status::required_config;
 use crate::args::{CheckArgs, GlobalArgs, PruneOptionsArgs, RunArgs};
 use crate::config::{CheckData, Config, ConfigError, SourceConfig, SourceKind, source_tag};
 use crate::render;
+use crate::schedule::{self, DrillSources, Due};
 use crate::settings;
 use crate::state::{self, RunState, SourceState, StepState};
 
@@ -159,10 +160,10 @@ impl SourceRun {
 }
 
 /// A failure reported before any backup (global hook, repository): every source fails with it.
-fn failed_before_start(name: &str, error: &str) -> SourceRun {
+fn failed_before_start(name: &str, error: &str, started: Timestamp) -> SourceRun {
     SourceRun {
         name: name.to_owned(),
-        started: Timestamp::now(),
+        started,
         duration_seconds: 0.0,
         report: None,
         error: Some(error.to_owned()),
@@ -176,8 +177,8 @@ fn run_source(
     config: &Config,
     name: &str,
     source: &SourceConfig,
+    started: Timestamp,
 ) -> SourceRun {
-    let started = Timestamp::now();
     let clock = Instant::now();
     let environment = vec![("CAIRN_SOURCE", name.to_owned())];
     let mut report = None;
@@ -277,18 +278,14 @@ fn check_args(data: CheckData) -> CheckArgs {
     }
 }
 
-/// The check slice; `None` when not configured or not due.
+/// The check slice; `None` when not configured.
 fn run_check(
     repository: &Repository,
     nested: &GlobalArgs,
     config: &Config,
-    last: Option<&StepState>,
+    started: Timestamp,
 ) -> Option<StepState> {
     let check = config.check?;
-    let started = Timestamp::now();
-    if !state::is_due(last, check.every.map(|every| every.0), started) {
-        return None;
-    }
     let clock = Instant::now();
     let outcome = super::check::perform(nested, repository, &check_args(check.data));
     let (ok, detail, error) = match outcome {
@@ -314,24 +311,32 @@ fn run_check(
     })
 }
 
-/// The drill of each source's latest snapshot; `None` when not configured or not due.
+/// The drill: round robin, the source drilled longest ago that has a snapshot; all, every
+/// source that has one. Each drilled source's result goes into `run_state.drills`.
 fn run_drill(
     repository: &Repository,
     nested: &GlobalArgs,
     config: &Config,
-    sources: &[(&str, &SourceConfig)],
     host: &str,
-    last: Option<&StepState>,
+    run_state: &mut RunState,
+    started: Timestamp,
 ) -> Option<StepState> {
     let drill = config.drill.as_ref()?;
-    let started = Timestamp::now();
-    if !state::is_due(last, drill.every.map(|every| every.0), started) {
-        return None;
-    }
     let clock = Instant::now();
+    let table: Vec<(&str, Option<Timestamp>)> = config
+        .sources
+        .keys()
+        .map(|name| {
+            (
+                name.as_str(),
+                run_state.drills.get(name).map(|drilled| drilled.time),
+            )
+        })
+        .collect();
     let mut drilled = Vec::new();
     let mut errors = Vec::new();
-    for (name, _) in sources {
+    for index in schedule::drill_order(drill.sources, &table) {
+        let name = table[index].0;
         let filter = SnapshotFilter {
             hosts: vec![host.to_owned()],
             tags: vec![TagSet(vec![source_tag(name)])],
@@ -350,19 +355,36 @@ fn run_drill(
             chosen => chosen
                 .and_then(|(id, snapshot)| store_drill::drill(repository, id, &snapshot, &options)),
         };
-        match outcome {
+        let record = match outcome {
             Ok(report) => {
                 super::drill::print(nested, &report);
+                let record = super::drill::source_drill(&report, started);
                 if report.is_ok() {
-                    drilled.push((*name).to_owned());
+                    drilled.push(name.to_owned());
                 } else {
                     errors.push(format!(
-                        "{name}: {} of {} files restored and verified",
-                        report.files_restored, report.files_selected
+                        "{name}: {}",
+                        record.error.clone().unwrap_or_default()
                     ));
                 }
+                record
             }
-            Err(error) => errors.push(format!("{name}: {error:#}")),
+            Err(error) => {
+                errors.push(format!("{name}: {error:#}"));
+                state::SourceDrill {
+                    time: started,
+                    ok: false,
+                    snapshot: String::new(),
+                    rto_seconds: 0.0,
+                    bytes_restored: 0,
+                    sample_percent: None,
+                    error: Some(format!("{error:#}")),
+                }
+            }
+        };
+        run_state.drills.insert(name.to_owned(), record);
+        if drill.sources == DrillSources::RoundRobin {
+            break;
         }
     }
     let sample = drill.sample.map_or_else(
@@ -373,9 +395,82 @@ fn run_drill(
         time: started,
         ok: errors.is_empty(),
         duration_seconds: clock.elapsed().as_secs_f64(),
-        detail: format!("{sample} of {}", drilled.join(", ")),
+        detail: if drilled.is_empty() && errors.is_empty() {
+            "no source has a snapshot yet".into()
+        } else {
+            format!("{sample} of {}", drilled.join(", "))
+        },
         error: (!errors.is_empty()).then(|| errors.join("; ")),
     })
+}
+
+/// What of a run is due at `now`: the sources (all named ones, else those whose schedule is
+/// due), whether the check and the drill are, and for each source left out when it is due.
+struct DuePlan<'a> {
+    sources: Vec<(&'a str, &'a SourceConfig)>,
+    not_due: Vec<(&'a str, jiff::civil::DateTime)>,
+    check: bool,
+    drill: bool,
+}
+
+fn due_plan<'a>(
+    config: &'a Config,
+    selected: Vec<(&'a str, &'a SourceConfig)>,
+    named: bool,
+    args: &RunArgs,
+    previous: &RunState,
+    now: Timestamp,
+) -> DuePlan<'a> {
+    let zone = jiff::tz::TimeZone::system();
+    let timer_period = config.timer_period();
+    let due = |schedule: Option<&schedule::Schedule>, last: Option<Timestamp>| {
+        state::due(schedule, last, now, timer_period, &zone)
+    };
+    let mut sources = Vec::new();
+    let mut not_due = Vec::new();
+    for (name, source) in selected {
+        let last = previous
+            .sources
+            .get(name)
+            .map(|source_state| source_state.last_attempt);
+        match due(source.schedule.as_ref(), last) {
+            Due::NotBefore(next) if !named => not_due.push((name, next)),
+            _ => sources.push((name, source)),
+        }
+    }
+    let check = !args.no_check
+        && config.check.is_some_and(|check| {
+            due(
+                check.schedule.as_ref(),
+                previous.check.as_ref().map(|step| step.time),
+            ) == Due::Now
+        });
+    let drill = !args.no_drill
+        && config.drill.as_ref().is_some_and(|drill| {
+            let step = drill.schedule.map(|period| {
+                schedule::drill_step_schedule(&period, drill.sources, config.sources.len())
+            });
+            due(step.as_ref(), previous.drill.as_ref().map(|step| step.time)) == Due::Now
+        });
+    DuePlan {
+        sources,
+        not_due,
+        check,
+        drill,
+    }
+}
+
+/// Prints the sources a run leaves for later.
+fn print_not_due(global: &GlobalArgs, not_due: &[(&str, jiff::civil::DateTime)]) {
+    for (name, next) in not_due {
+        if global.json {
+            render::json_line(&serde_json::json!({
+                "message_type": "not_due", "source": name, "next_due": next.to_string(),
+            }));
+        } else if !global.quiet {
+            outln!("{name}: not due before {}", next.strftime("%Y-%m-%d %H:%M"));
+        }
+    }
 }
 
 /// The copy of the global options the nested commands print with: with `--json`, they stay
@@ -460,15 +555,32 @@ fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Opti
 /// [`Completion::RunFailed`].
 pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Result<Completion> {
     let (config_path, config) = required_config(global, config, "run")?;
-    let sources = config
+    let selected = config
         .select(&args.sources)
         .map_err(|message| ConfigError::usage(config_path, "sources", message))?;
-    if sources.is_empty() {
+    if selected.is_empty() {
         return Err(
             ConfigError::usage(config_path, "sources", "no [sources.NAME] to back up").into(),
         );
     }
     let state_path = config.state_file(config_path, settings::running_as_root());
+    let now = state::schedule_now()?;
+    let plan = due_plan(
+        config,
+        selected,
+        !args.sources.is_empty(),
+        args,
+        &RunState::load(&state_path).unwrap_or_default(),
+        now,
+    );
+    print_not_due(global, &plan.not_due);
+    if plan.sources.is_empty() && !plan.check && !plan.drill {
+        if !global.json && !global.quiet {
+            outln!("nothing due");
+        }
+        return Ok(Completion::Done);
+    }
+    let sources = plan.sources;
     let metrics_path = args
         .metrics_file
         .clone()
@@ -489,7 +601,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         let message = format!("{error:#}");
         let runs: Vec<SourceRun> = sources
             .iter()
-            .map(|(name, _)| failed_before_start(name, &message))
+            .map(|(name, _)| failed_before_start(name, &message, now))
             .collect();
         finish_failed_start(
             config,
@@ -505,13 +617,18 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         return Ok(Completion::RunFailed);
     }
     let repository = settings::open_repository(global).inspect_err(|error| failed_start(error))?;
+    if config.stores_config()
+        && let Err(error) = super::recover::store_config(&repository, &nested, config_path, &host)
+    {
+        steps.push(("config".into(), Some(format!("{error:#}"))));
+    }
 
     let mut runs = Vec::new();
     for (name, source) in &sources {
         if !global.json && !global.quiet {
             outln!("== {name}");
         }
-        let source_run = run_source(&repository, &nested, config, name, source);
+        let source_run = run_source(&repository, &nested, config, name, source, now);
         if let Some(error) = &source_run.error {
             eprintln!("error: source {name}: {error}");
         }
@@ -543,21 +660,14 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
             source_state.last_error = Some(format!("retention: {error}"));
         }
     }
-    if !args.no_check
-        && let Some(check) = run_check(&repository, &nested, config, run_state.check.as_ref())
+    if plan.check
+        && let Some(check) = run_check(&repository, &nested, config, now)
     {
         steps.push((format!("check ({})", check.detail), check.error.clone()));
         run_state.check = Some(check);
     }
-    if !args.no_drill
-        && let Some(drill) = run_drill(
-            &repository,
-            &nested,
-            config,
-            &sources,
-            &host,
-            run_state.drill.as_ref(),
-        )
+    if plan.drill
+        && let Some(drill) = run_drill(&repository, &nested, config, &host, &mut run_state, now)
     {
         steps.push((format!("drill ({})", drill.detail), drill.error.clone()));
         run_state.drill = Some(drill);

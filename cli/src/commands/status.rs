@@ -16,7 +16,7 @@ use crate::args::{GlobalArgs, StatusArgs};
 use crate::config::{Age, Config, ConfigError};
 use crate::render;
 use crate::settings;
-use crate::state::{self, Health, RunState, StepState};
+use crate::state::{self, Health, RunState, SourceDrill, StepState};
 
 /// The config file's path and contents, which `run`, `status` and `metrics` need.
 ///
@@ -83,6 +83,56 @@ fn step_line(name: &str, step: Option<&StepState>) -> String {
                 .unwrap_or_default()
         ),
     }
+}
+
+/// One source's last drill: `db: drilled ok at ... (snapshot 1a2b3c4d, RTO 1.2 s, 5% sample)`.
+fn source_drill_line(name: &str, drilled: Option<&SourceDrill>) -> String {
+    let Some(drilled) = drilled else {
+        return format!("{name}: never drilled");
+    };
+    format!(
+        "{name}: drilled {} at {} (snapshot {}, RTO {:.1} s for {}{}){}",
+        if drilled.ok { "ok" } else { "FAILED" },
+        when(Some(drilled.time)),
+        drilled.snapshot.get(..8).unwrap_or("-"),
+        drilled.rto_seconds,
+        render::bytes(drilled.bytes_restored),
+        drilled
+            .sample_percent
+            .map(|percent| format!(", a {percent}% sample"))
+            .unwrap_or_default(),
+        drilled
+            .error
+            .as_ref()
+            .map(|error| format!(": {error}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Each source's last drill, by name (`null`: never drilled).
+fn drills_json(config: &Config, state: &RunState) -> serde_json::Value {
+    config
+        .sources
+        .keys()
+        .map(|name| {
+            let drilled = state
+                .drills
+                .get(name)
+                .map_or(serde_json::Value::Null, |drilled| {
+                    serde_json::json!({
+                        "time": drilled.time.to_string(),
+                        "ok": drilled.ok,
+                        "snapshot_id": drilled.snapshot,
+                        "rto_seconds": drilled.rto_seconds,
+                        "bytes_restored": drilled.bytes_restored,
+                        "sample_percent": drilled.sample_percent,
+                        "error": drilled.error,
+                    })
+                });
+            (name.clone(), drilled)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn step_json(step: Option<&StepState>) -> serde_json::Value {
@@ -169,6 +219,8 @@ fn report(
         .iter()
         .all(|step| step.is_none_or(|step| step.ok));
     healthy &= steps_ok;
+    // A source whose last drill failed is not healthy, whichever source the last step drilled.
+    healthy &= state.drills.values().all(|drilled| drilled.ok);
     let stale: &[cairn_store::sessions::WaitingSession] =
         stats.map_or(&[], |stats| stats.stale_sessions.as_slice());
     healthy &= stale.is_empty();
@@ -181,6 +233,7 @@ fn report(
             "stale_sessions": stale.iter().map(render::waiting_session_json).collect::<Vec<_>>(),
             "check": step_json(state.check.as_ref()),
             "drill": step_json(state.drill.as_ref()),
+            "drills": drills_json(config, state),
             "repository": stats.map(|stats| serde_json::json!({
                 "snapshots": stats.snapshots,
                 "size_bytes": stats.stored_bytes,
@@ -195,6 +248,9 @@ fn report(
     }
     if config.drill.is_some() || state.drill.is_some() {
         outln!("{}", step_line("drill", state.drill.as_ref()));
+        for name in config.sources.keys() {
+            outln!("  {}", source_drill_line(name, state.drills.get(name)));
+        }
     }
     if let Some(stats) = stats {
         outln!(
