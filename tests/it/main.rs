@@ -24,6 +24,7 @@ mod netfaults;
 mod operations;
 mod pipes;
 mod prune;
+mod recover;
 mod repair;
 mod restore_mechanics;
 mod saver;
