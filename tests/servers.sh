@@ -29,6 +29,15 @@ install_test_servers() {
     echo "servers.sh: installing the acl package (setfacl, getfacl)" >&2
     apt-get install -y -q acl >&2 || { apt-get update -q >&2 && apt-get install -y -q acl >&2; }
   fi
+  # sqlite3 and PostgreSQL for the disaster-recovery test (tests/it/recover.rs: a real sqlite3
+  # dump and a real pg_dump of a throwaway cluster); without them it skips or uses a generated
+  # stream, and says so.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    if ! command -v sqlite3 >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+      echo "servers.sh: installing sqlite3 and postgresql (the recover test)" >&2
+      apt-get install -y -q sqlite3 postgresql >&2 || { apt-get update -q >&2 && apt-get install -y -q sqlite3 postgresql >&2; } || echo "servers.sh: sqlite3/postgresql not installed: the recover test says what it skips" >&2
+    fi
+  fi
   if [ ! -x "$_cache/moto-$MOTO_VERSION/bin/moto_server" ]; then
     echo "servers.sh: installing moto $MOTO_VERSION (cached in .cache/)" >&2
     rm -rf "$_cache/moto-$MOTO_VERSION"

@@ -28,6 +28,7 @@ mod recover;
 mod repair;
 mod restore_mechanics;
 mod saver;
+mod schedules;
 mod signals;
 mod sources;
 mod speed_options;

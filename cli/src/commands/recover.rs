@@ -317,8 +317,10 @@ fn stream_to_command(
     if !status.success() {
         bail!("restore command {command:?} failed ({status})");
     }
+    // The command succeeded but did not get the whole, verified stream: it exited before reading
+    // all of it, or the stream failed verification part way (the command saw it cut short).
     dumped.with_context(|| {
-        format!("the stream did not verify: restore command {command:?} read it cut short")
+        format!("restore command {command:?} did not receive the whole, verified stream")
     })
 }
 
