@@ -88,16 +88,7 @@ fn metric(values: &BTreeMap<(String, String), f64>, name: &str, source: &str) ->
 
 /// The snapshots (from `snapshots --json`) tagged `source:NAME`.
 fn snapshots_of(workspace: &Workspace, source: &str) -> Vec<serde_json::Value> {
-    let tag = format!("source:{source}");
-    workspace
-        .snapshots()
-        .into_iter()
-        .filter(|snapshot| {
-            snapshot["tags"]
-                .as_array()
-                .is_some_and(|tags| tags.iter().any(|value| value == tag.as_str()))
-        })
-        .collect()
+    workspace.snapshots_tagged(&format!("source:{source}"))
 }
 
 /// Rewrites every source's last success in the run state to `time`.

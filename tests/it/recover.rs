@@ -286,19 +286,6 @@ fn bare_cairn(workspace: &Workspace, args: &[&str], env: &[(&str, &str)]) -> cra
     run_command(command, None)
 }
 
-/// The snapshots tagged `tag`, oldest first.
-fn tagged(workspace: &Workspace, tag: &str) -> Vec<serde_json::Value> {
-    workspace
-        .snapshots()
-        .into_iter()
-        .filter(|snapshot| {
-            snapshot["tags"]
-                .as_array()
-                .is_some_and(|tags| tags.iter().any(|found| found == tag))
-        })
-        .collect()
-}
-
 #[test]
 fn recover_brings_back_every_source_from_the_url_and_password_alone() {
     if Command::new("sqlite3").arg("--version").output().is_err() {
@@ -398,13 +385,17 @@ fn recover_brings_back_every_source_from_the_url_and_password_alone() {
         )
         .ok();
     }
-    let count = |source: &str| tagged(&workspace, &format!("source:{source}")).len();
+    let count = |source: &str| {
+        workspace
+            .snapshots_tagged(&format!("source:{source}"))
+            .len()
+    };
     assert_eq!(count("site"), 2, "a daily source, once a day");
     assert_eq!(count("conf"), 2, "a daily source in a window, once a day");
     assert_eq!(count("gitea"), 8, "a 6-hour source, four times a day");
     assert_eq!(count("app"), 8, "a 6-hour source, four times a day");
     assert_eq!(
-        tagged(&workspace, "cairn:config").len(),
+        workspace.snapshots_tagged("cairn:config").len(),
         1,
         "an unchanged config is stored once"
     );
@@ -431,7 +422,8 @@ fn recover_brings_back_every_source_from_the_url_and_password_alone() {
     let latest: Vec<String> = ["site", "conf", "gitea", "app"]
         .iter()
         .map(|source| {
-            tagged(&workspace, &format!("source:{source}"))
+            workspace
+                .snapshots_tagged(&format!("source:{source}"))
                 .last()
                 .and_then(|snapshot| snapshot["id"].as_str().map(str::to_owned))
                 .expect("latest snapshot id")

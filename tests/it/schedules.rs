@@ -19,16 +19,9 @@ fn cairn_at(workspace: &Workspace, config: &str, now: &str, args: &[&str]) -> cr
 
 /// How many snapshots carry `source:NAME`.
 fn snapshots_of(workspace: &Workspace, source: &str) -> usize {
-    let tag = format!("source:{source}");
     workspace
-        .snapshots()
-        .iter()
-        .filter(|snapshot| {
-            snapshot["tags"]
-                .as_array()
-                .is_some_and(|tags| tags.iter().any(|found| found == tag.as_str()))
-        })
-        .count()
+        .snapshots_tagged(&format!("source:{source}"))
+        .len()
 }
 
 #[test]

@@ -310,6 +310,19 @@ impl Workspace {
         self.cairn(&["snapshots", "--json"]).ok().json_lines()
     }
 
+    /// The snapshots carrying `tag` (`source:db`), from `snapshots --json`, oldest first.
+    #[track_caller]
+    pub fn snapshots_tagged(&self, tag: &str) -> Vec<serde_json::Value> {
+        self.snapshots()
+            .into_iter()
+            .filter(|snapshot| {
+                snapshot["tags"]
+                    .as_array()
+                    .is_some_and(|tags| tags.iter().any(|found| found == tag))
+            })
+            .collect()
+    }
+
     /// Opens the repository through the library (in-memory cache).
     pub fn open_repository(&self) -> Repository {
         open_local_repository(&self.repo)
