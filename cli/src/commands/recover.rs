@@ -214,7 +214,12 @@ fn recovery_config(
         })?;
     let origin = format!("stored config of snapshot {}", id.short());
     let text = String::from_utf8(bytes).map_err(|_| anyhow!("the {origin} is not UTF-8 text"))?;
-    let parsed = Config::parse(&text, Path::new(&origin))?;
+    let parsed = Config::parse(&text, Path::new(&origin)).with_context(|| {
+        format!(
+            "the stored config does not parse: `cairn dump {} {CONFIG_STREAM} > cairn.toml`, fix it, then give --config cairn.toml",
+            id.short()
+        )
+    })?;
     if let Some(path) = &args.save_config {
         crate::state::write_atomically(path, text.as_bytes())
             .with_context(|| format!("cannot write the config to {}", path.display()))?;
@@ -229,6 +234,26 @@ fn recovery_config(
         host,
         format!("{origin} ({})", render::local_time(snapshot.time)),
     ))
+}
+
+/// Two streams bound for one file: the later source fails in the plan instead of overwriting the
+/// earlier one's file.
+fn refuse_shared_files(plan: &mut [Planned<'_>]) {
+    let mut taken: Vec<(PathBuf, &str)> = Vec::new();
+    for planned in plan.iter_mut() {
+        let Ok((_, _, Destination::File(file))) = &planned.chosen else {
+            continue;
+        };
+        if let Some((_, first)) = taken.iter().find(|(path, _)| path == file) {
+            planned.chosen = Err(anyhow!(
+                "its stream would overwrite source {first}'s at {}: recover it alone with --source {} and another --streams-to",
+                file.display(),
+                planned.name
+            ));
+        } else {
+            taken.push((file.clone(), planned.name));
+        }
+    }
 }
 
 /// The stream a command source's snapshot holds.
@@ -451,7 +476,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
         );
     }
     let (snapshots, _) = repository.list_snapshots()?;
-    let plan: Vec<Planned<'_>> = sources
+    let mut plan: Vec<Planned<'_>> = sources
         .iter()
         .map(|(name, source)| {
             let filter = SnapshotFilter {
@@ -473,6 +498,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
             Planned { name, chosen }
         })
         .collect();
+    refuse_shared_files(&mut plan);
     for planned in &plan {
         print_plan_line(global, planned, &host);
     }
@@ -630,6 +656,59 @@ mod tests {
         assert_eq!(
             destination(db, &streams).expect("db"),
             Destination::Command("psql app".into())
+        );
+    }
+
+    #[test]
+    fn two_streams_bound_for_one_file_fail_the_later_source() {
+        let snapshot = |name: &str| Snapshot {
+            time: cairn_store::format::tree::Timestamp {
+                seconds: 0,
+                nanos: 0,
+            },
+            host: "web1".into(),
+            username: "root".into(),
+            tags: Vec::new(),
+            source: Source::Stdin(name.into()),
+            root: Id([0; 32]),
+            parent: None,
+            summary: cairn_store::format::snapshot::Summary::default(),
+            program_version: String::new(),
+        };
+        let file = |name: &str| Destination::File(PathBuf::from("/restore").join(name));
+        let mut plan = vec![
+            Planned {
+                name: "db",
+                chosen: Ok((Id([1; 32]), snapshot("dump.sql"), file("dump.sql"))),
+            },
+            Planned {
+                name: "files",
+                chosen: Ok((
+                    Id([2; 32]),
+                    snapshot("x"),
+                    Destination::Directory("/".into()),
+                )),
+            },
+            Planned {
+                name: "other",
+                chosen: Ok((Id([3; 32]), snapshot("dump.sql"), file("dump.sql"))),
+            },
+            Planned {
+                name: "third",
+                chosen: Ok((Id([4; 32]), snapshot("b.sql"), file("b.sql"))),
+            },
+        ];
+        refuse_shared_files(&mut plan);
+        let failed: Vec<&str> = plan
+            .iter()
+            .filter(|planned| planned.chosen.is_err())
+            .map(|planned| planned.name)
+            .collect();
+        assert_eq!(failed, ["other"]);
+        let message = format!("{:#}", plan[2].chosen.as_ref().expect_err("refused"));
+        assert!(
+            message.contains("would overwrite source db's at /restore/dump.sql"),
+            "{message}"
         );
     }
 
