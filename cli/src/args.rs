@@ -30,11 +30,14 @@ Exit codes:
        listed in the summary)
   18   backup: none of the source paths exists; no snapshot is written (some missing: a
        warning each and exit 3)
+  19   recover: a source could not be recovered (no snapshot, nowhere to put its stream, its
+       restore command failed, or it did not verify); the others were
   130  interrupted (Ctrl-C); no snapshot is written
 
 Environment:
   CAIRN_CONFIG, CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR,
-  CAIRN_NEW_PASSWORD_FILE, CAIRN_NEW_PASSWORD_COMMAND (new password of `key add` and `key passwd`)";
+  CAIRN_NEW_PASSWORD_FILE, CAIRN_NEW_PASSWORD_COMMAND (new password of `key add` and `key passwd`),
+  CAIRN_SCHEDULE_NOW (tests: the RFC 3339 time schedules and the run state go by)";
 
 /// cairn: encrypted, deduplicating backups of files, trees and streams to any object store.
 #[derive(Debug, Parser)]
