@@ -9,6 +9,7 @@
 //! byte. A failing restore command fails its source (exit 19) and the others are recovered.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -500,6 +501,15 @@ fn recover_brings_back_every_source_from_the_url_and_password_alone() {
     assert_eq!(
         fs::read_to_string(&recovered_config).expect("saved config"),
         config_text
+    );
+    assert_eq!(
+        fs::metadata(&recovered_config)
+            .expect("saved config")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600,
+        "a config may hold secrets: owner only"
     );
     assert_same_tree(&expected.join("site"), site.root());
     assert_same_tree(&expected.join("conf"), conf.root());

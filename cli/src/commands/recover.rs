@@ -221,7 +221,7 @@ fn recovery_config(
         )
     })?;
     if let Some(path) = &args.save_config {
-        crate::state::write_atomically(path, text.as_bytes())
+        save_private(path, text.as_bytes())
             .with_context(|| format!("cannot write the config to {}", path.display()))?;
     }
     let host = args
@@ -234,6 +234,22 @@ fn recovery_config(
         host,
         format!("{origin} ({})", render::local_time(snapshot.time)),
     ))
+}
+
+/// Writes `bytes` to `path` readable by its owner only (a config may hold secrets): a temporary
+/// file beside it, created 0600, flushed and renamed over it.
+fn save_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".cairn-config-")
+        .tempfile_in(directory)?;
+    temporary.write_all(bytes)?;
+    temporary.as_file().sync_all()?;
+    temporary.persist(path).map_err(|error| error.error)?;
+    Ok(())
 }
 
 /// Two streams bound for one file: the later source fails in the plan instead of overwriting the
