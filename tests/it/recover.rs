@@ -636,3 +636,144 @@ fn run_dump(workspace: &Workspace, snapshot: &str, name: &str) -> Vec<u8> {
     let mut command = workspace.command(&["dump", snapshot, name], &[]);
     output_of(&mut command)
 }
+
+/// What a careless recovery meets: no stored config, a wrong password, configs of two hosts in
+/// one repository, a source never backed up, a stream with nowhere to go.
+#[test]
+fn recover_refuses_what_it_cannot_do_and_says_what_to_give() {
+    let workspace = Workspace::initialized();
+    let message = bare_cairn(&workspace, &["recover", "--dry-run"], &[])
+        .code(1)
+        .stderr;
+    assert!(
+        message.contains("no config stored in the repository: give --config FILE"),
+        "{message}"
+    );
+
+    let data = TreeBuilder::new(workspace.path("data"));
+    data.file("a.txt", b"alpha\n");
+    let dump = workspace.path("dump.sql");
+    fs::write(&dump, b"-- a dump\n").expect("dump");
+    let write_config = |name: &str, host: &str| {
+        let path = workspace.path(name);
+        fs::write(
+            &path,
+            format!(
+                "state_dir = {state:?}\n\n[repository]\nurl = {repo:?}\n\n[defaults]\nhost = {host:?}\n\n\
+                 [sources.data]\npaths = [{data:?}]\n\n\
+                 [sources.db]\ncommand = \"cat {dump}\"\nstream_name = \"dump.sql\"\n\n\
+                 [sources.never]\ncommand = \"exit 1\"\nstream_name = \"never.sql\"\n",
+                state = workspace.path(&format!("state-{host}")).display().to_string(),
+                repo = workspace.repo.display().to_string(),
+                data = data.root().display().to_string(),
+                dump = dump.display(),
+            ),
+        )
+        .expect("config");
+        path
+    };
+    let web1 = write_config("web1.toml", "web1");
+    let web2 = write_config("web2.toml", "web2");
+    for config in [&web1, &web2] {
+        // The `never` source fails: exit 17, the others are backed up.
+        bare_cairn(
+            &workspace,
+            &["--config", config.to_str().expect("utf-8"), "run", "-q"],
+            &[],
+        )
+        .code(17);
+    }
+
+    bare_cairn(
+        &workspace,
+        &["recover", "--dry-run"],
+        &[("CAIRN_PASSWORD", "wrong")],
+    )
+    .code(12);
+    let message = bare_cairn(&workspace, &["recover", "--dry-run"], &[])
+        .code(1)
+        .stderr;
+    assert!(
+        message.contains("the configs of several hosts (web1, web2): choose one with --from-host"),
+        "{message}"
+    );
+
+    let plan = bare_cairn(
+        &workspace,
+        &["recover", "--dry-run", "--json", "--from-host", "web2"],
+        &[],
+    )
+    .code(EXIT_RECOVER_FAILED);
+    let lines = plan.json_lines();
+    let line = |source: &str| {
+        lines
+            .iter()
+            .find(|line| line["message_type"] == "plan" && line["source"] == source)
+            .unwrap_or_else(|| panic!("no plan line for {source}: {lines:?}"))
+            .clone()
+    };
+    let data_line = line("data");
+    assert_eq!(data_line["host"], "web2", "{data_line}");
+    assert_eq!(
+        data_line["destination"], "its recorded paths",
+        "{data_line}"
+    );
+    let web2_data = workspace
+        .snapshots_tagged("source:data")
+        .into_iter()
+        .find(|snapshot| snapshot["host"] == "web2")
+        .expect("web2's data snapshot");
+    assert_eq!(data_line["snapshot_id"], web2_data["id"], "{data_line}");
+    assert!(
+        line("db")["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("give --streams-to DIR")),
+        "{lines:?}"
+    );
+    assert!(
+        line("never")["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("no snapshot tagged source:never of host web2")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines
+            .last()
+            .map(|summary| summary["sources_failed"].clone()),
+        Some(serde_json::json!(2))
+    );
+
+    // With somewhere to put the stream, only the source never backed up fails; the others are
+    // recovered (below --target: the real paths stay untouched).
+    let target = workspace.path("target");
+    let run = bare_cairn(
+        &workspace,
+        &[
+            "recover",
+            "--from-host",
+            "web1",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ],
+        &[],
+    )
+    .code(EXIT_RECOVER_FAILED);
+    assert!(
+        run.stderr.contains("never: CANNOT RECOVER"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.text().contains("recovered 2 of 3 sources"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(
+        fs::read(target.join("dump.sql")).expect("stream"),
+        b"-- a dump\n"
+    );
+    assert_same_tree(
+        data.root(),
+        &crate::support::restored_path(&target, data.root()),
+    );
+}
