@@ -267,7 +267,34 @@ pub fn families(config: &Config, state: &RunState, stats: Option<&RepositoryStat
         ],
         state.drill.as_ref(),
     ));
+    families.extend(source_drill_families(config, state));
     families
+}
+
+/// Each source's last drill: when, whether it verified, the restore time it measured (only for
+/// sources drilled at least once).
+fn source_drill_families(config: &Config, state: &RunState) -> [Family; 3] {
+    let mut time = Family::gauge(
+        "cairn_source_last_drill_timestamp_seconds",
+        "Unix time the last restore drill of the source started (by cairn run or by hand with --config).",
+    );
+    let mut success = Family::gauge(
+        "cairn_source_last_drill_success",
+        "1 if the last restore drill of the source restored and verified every selected file, else 0.",
+    );
+    let mut rto = Family::gauge(
+        "cairn_source_drill_rto_seconds",
+        "Restore time the last drill of the source measured (of its sample, when it drilled one).",
+    );
+    for name in config.sources.keys() {
+        if let Some(drilled) = state.drills.get(name) {
+            let label = vec![("source", name.clone())];
+            time.push(label.clone(), unix_seconds(drilled.time));
+            success.push(label.clone(), flag(drilled.ok));
+            rto.push(label, drilled.rto_seconds);
+        }
+    }
+    [time, success, rto]
 }
 
 /// The metrics text of a config, reading the repository when it is open.
@@ -412,6 +439,42 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("cairn_check_"), "no check yet: {text}");
+        assert!(
+            !text.contains("cairn_source_last_drill_timestamp_seconds{"),
+            "no drill yet: {text}"
+        );
+    }
+
+    #[test]
+    fn each_drilled_source_has_its_drill_samples() {
+        let mut state = state();
+        state.drills.insert(
+            "db".into(),
+            crate::state::SourceDrill {
+                time: "2024-06-01T04:00:00Z".parse().expect("time"),
+                ok: false,
+                snapshot: "ab".repeat(32),
+                rto_seconds: 12.5,
+                bytes_restored: 10,
+                sample_percent: Some(5.0),
+                error: Some("1 of 2 files restored and verified".into()),
+            },
+        );
+        let text = encode(&families(&config(), &state, None));
+        for line in [
+            "cairn_source_last_drill_timestamp_seconds{source=\"db\"} 1717214400",
+            "cairn_source_last_drill_success{source=\"db\"} 0",
+            "cairn_source_drill_rto_seconds{source=\"db\"} 12.5",
+        ] {
+            assert!(
+                text.lines().any(|got| got == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("cairn_source_drill_rto_seconds{source=\"etc\"}"),
+            "{text}"
+        );
     }
 
     #[test]
