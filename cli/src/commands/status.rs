@@ -220,7 +220,12 @@ fn report(
         .all(|step| step.is_none_or(|step| step.ok));
     healthy &= steps_ok;
     // A source whose last drill failed is not healthy, whichever source the last step drilled.
-    healthy &= state.drills.values().all(|drilled| drilled.ok);
+    // (Only the config's sources: a source removed from it does not fail status forever.)
+    healthy &= config
+        .sources
+        .keys()
+        .filter_map(|name| state.drills.get(name))
+        .all(|drilled| drilled.ok);
     let stale: &[cairn_store::sessions::WaitingSession] =
         stats.map_or(&[], |stats| stats.stale_sessions.as_slice());
     healthy &= stale.is_empty();
