@@ -85,6 +85,16 @@ fn step_line(name: &str, step: Option<&StepState>) -> String {
     }
 }
 
+/// Whether no source of the config has a failed last drill, whichever source the last drill
+/// step took. A source removed from the config does not fail status forever.
+fn drills_healthy(config: &Config, state: &RunState) -> bool {
+    config
+        .sources
+        .keys()
+        .filter_map(|name| state.drills.get(name))
+        .all(|drilled| drilled.ok)
+}
+
 /// One source's last drill: `db: drilled ok at ... (snapshot 1a2b3c4d, RTO 1.2 s, 5% sample)`.
 fn source_drill_line(name: &str, drilled: Option<&SourceDrill>) -> String {
     let Some(drilled) = drilled else {
@@ -219,13 +229,7 @@ fn report(
         .iter()
         .all(|step| step.is_none_or(|step| step.ok));
     healthy &= steps_ok;
-    // A source whose last drill failed is not healthy, whichever source the last step drilled.
-    // (Only the config's sources: a source removed from it does not fail status forever.)
-    healthy &= config
-        .sources
-        .keys()
-        .filter_map(|name| state.drills.get(name))
-        .all(|drilled| drilled.ok);
+    healthy &= drills_healthy(config, state);
     let stale: &[cairn_store::sessions::WaitingSession] =
         stats.map_or(&[], |stats| stats.stale_sessions.as_slice());
     healthy &= stale.is_empty();
@@ -337,5 +341,48 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &StatusArgs) -> R
         Ok(Completion::Done)
     } else {
         Ok(Completion::Unhealthy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_drill_of_a_configured_source_is_unhealthy() {
+        let config = Config::parse(
+            "[sources.db]\ncommand = \"x\"\nstream_name = \"x\"\n[sources.etc]\npaths = [\"/etc\"]\n",
+            Path::new("cairn.toml"),
+        )
+        .expect("valid");
+        let drilled = |ok: bool| SourceDrill {
+            time: "2024-06-01T04:00:00Z".parse().expect("time"),
+            ok,
+            snapshot: "ab".repeat(32),
+            rto_seconds: 1.5,
+            bytes_restored: 10,
+            sample_percent: None,
+            error: (!ok).then(|| "0 of 1 files restored and verified".to_owned()),
+        };
+        let mut state = RunState::default();
+        assert!(
+            drills_healthy(&config, &state),
+            "never drilled is not a failure"
+        );
+        state.drills.insert("db".into(), drilled(true));
+        state.drills.insert("removed".into(), drilled(false));
+        assert!(
+            drills_healthy(&config, &state),
+            "a source no longer configured"
+        );
+        state.drills.insert("etc".into(), drilled(false));
+        assert!(!drills_healthy(&config, &state));
+        let line = source_drill_line("etc", state.drills.get("etc"));
+        assert!(line.starts_with("etc: drilled FAILED at "), "{line}");
+        assert!(
+            line.contains("(snapshot abababab, RTO 1.5 s for 10 B)"),
+            "{line}"
+        );
+        assert_eq!(source_drill_line("new", None), "new: never drilled");
     }
 }
