@@ -432,6 +432,20 @@ fn recover_source(
     }
 }
 
+/// `12 files, 3.40 MiB` for files, `a stream of 3.40 MiB` for a stream.
+fn what(files: u64, bytes: u64, destination: &Destination) -> String {
+    match destination {
+        Destination::Directory(_) => format!(
+            "{files} {}, {}",
+            if files == 1 { "file" } else { "files" },
+            render::bytes(bytes)
+        ),
+        Destination::File(_) | Destination::Command(_) => {
+            format!("a stream of {}", render::bytes(bytes))
+        }
+    }
+}
+
 fn print_plan_line(global: &GlobalArgs, planned: &Planned<'_>, host: &str) {
     match &planned.chosen {
         Ok((id, snapshot, destination)) => {
@@ -444,13 +458,16 @@ fn print_plan_line(global: &GlobalArgs, planned: &Planned<'_>, host: &str) {
                 }));
             } else {
                 outln!(
-                    "{}: snapshot {} of {} ({}, {} files, {}) → {}",
+                    "{}: snapshot {} of {} ({}, {}) → {}",
                     planned.name,
                     id.short(),
                     host,
                     render::local_time(snapshot.time),
-                    snapshot.summary.files,
-                    render::bytes(snapshot.summary.bytes_processed),
+                    what(
+                        snapshot.summary.files,
+                        snapshot.summary.bytes_processed,
+                        destination
+                    ),
                     destination.describe()
                 );
             }
@@ -561,12 +578,11 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
                     }));
                 } else if !global.quiet {
                     outln!(
-                        "{}: recovered snapshot {} → {}: {} files, {} in {:.1} s, every byte verified",
+                        "{}: recovered snapshot {} → {}: {} in {:.1} s, every byte verified",
                         planned.name,
                         id.short(),
                         destination.describe(),
-                        recovered.files,
-                        render::bytes(recovered.bytes),
+                        what(recovered.files, recovered.bytes, destination),
                         seconds
                     );
                 }
