@@ -777,3 +777,81 @@ fn recover_refuses_what_it_cannot_do_and_says_what_to_give() {
         &crate::support::restored_path(&target, data.root()),
     );
 }
+
+/// A stream that cannot be written whole (past the file-size limit, `ulimit -f`: no root
+/// needed) fails its source alone and leaves neither a part of it under its name nor a
+/// temporary file; the next recover of that source writes it whole.
+#[test]
+fn a_stream_cut_short_by_the_file_size_limit_fails_alone_and_leaves_no_file() {
+    let mut workspace = Workspace::initialized();
+    let data = TreeBuilder::new(workspace.path("data"));
+    data.file("small.txt", b"fits anywhere\n");
+    let big = workspace.path("big.bin");
+    // Past 2048 blocks in either block size (1 MiB in dash, 2 MiB in bash).
+    fs::write(&big, random_bytes(77, 3 << 20)).expect("big stream");
+    let config = workspace.path("cairn.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = {state:?}\n\n[repository]\nurl = {repo:?}\n\n\
+             [sources.small]\npaths = [{data:?}]\n\n\
+             [sources.big]\ncommand = \"cat {big}\"\nstream_name = \"big.bin\"\n",
+            state = workspace.path("state").display().to_string(),
+            repo = workspace.repo.display().to_string(),
+            data = data.root().display().to_string(),
+            big = big.display(),
+        ),
+    )
+    .expect("config");
+    bare_cairn(
+        &workspace,
+        &["--config", config.to_str().expect("utf-8"), "run", "-q"],
+        &[],
+    )
+    .ok();
+
+    let streams = workspace.path("streams");
+    let target = workspace.path("target");
+    let args = [
+        "--no-cache",
+        "recover",
+        "--streams-to",
+        streams.to_str().expect("utf-8"),
+        "--target",
+        target.to_str().expect("utf-8"),
+    ];
+    workspace.prefix = ["sh", "-c", "ulimit -f 2048 && exec \"$0\" \"$@\""]
+        .into_iter()
+        .map(std::ffi::OsString::from)
+        .collect();
+    let limited = bare_cairn(&workspace, &args, &[]).code(EXIT_RECOVER_FAILED);
+    assert!(
+        limited.stderr.contains("big: FAILED") && limited.stderr.contains("File too large"),
+        "{}",
+        limited.stderr
+    );
+    assert!(
+        limited.text().contains("recovered 1 of 2 sources"),
+        "{}",
+        limited.text()
+    );
+    let left: Vec<_> = fs::read_dir(&streams)
+        .map(|listing| {
+            listing
+                .map(|entry| entry.expect("entry").file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing of the stream is left: {left:?}");
+    assert_same_tree(
+        data.root(),
+        &crate::support::restored_path(&target, data.root()),
+    );
+
+    workspace.prefix.clear();
+    bare_cairn(&workspace, &args, &[]).ok();
+    assert_eq!(
+        fs::read(streams.join("big.bin")).expect("the stream, whole"),
+        fs::read(&big).expect("the original")
+    );
+}
