@@ -7,6 +7,9 @@
 //! cache, the state and the config are deleted, and `cairn recover` from the URL and the password
 //! alone brings everything back: the databases compared by their own dumps, the files byte for
 //! byte. A failing restore command fails its source (exit 19) and the others are recovered.
+//! Also what a careless recovery meets (no stored config, a wrong password, two hosts' configs, a
+//! source never backed up, a stream with nowhere to go) and a stream cut short by the file-size
+//! limit (no part of it left under its name).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
