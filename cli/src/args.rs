@@ -32,6 +32,8 @@ Exit codes:
        warning each and exit 3)
   19   recover: a source could not be recovered (no snapshot, nowhere to put its stream, its
        restore command failed, or it did not verify); the others were
+  20   no snapshot matches the id, `latest` or the selection (--host, --tag, --path,
+       --source) given, or the snapshot does not hold the named path or stream
   130  interrupted (Ctrl-C); no snapshot is written
 
 Environment:
@@ -173,7 +175,7 @@ pub enum Command {
     /// Back up files, directories, a stream from standard input, or a command's output
     Backup(BackupArgs),
     /// List snapshots
-    Snapshots,
+    Snapshots(SnapshotsArgs),
     /// List the contents of a snapshot
     Ls(LsArgs),
     /// Restore a snapshot (or a path in it) into a directory, verifying every byte
@@ -227,6 +229,35 @@ pub enum Command {
     Metrics(MetricsArgs),
 }
 
+/// Which snapshots a command looks at, and which of them `latest` is (README, "Choosing
+/// snapshots"). Flattened into every command that takes snapshots.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectionArgs {
+    /// Only snapshots of this host, repeatable (any of them)
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with all of these tags, repeatable (any of the lists); `--tag ''` selects
+    /// untagged snapshots, `--tag cairn:config` the stored configs
+    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
+    pub tags: Vec<TagSet>,
+    /// Only snapshots that include this path or stream name among their backed-up paths,
+    /// repeatable (all of them)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Only snapshots of this source of the config (its tag `source:NAME` and the config's
+    /// host), repeatable (any of them)
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
+}
+
+/// `cairn snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Which snapshots to list.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+}
+
 /// `cairn diff`.
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -237,6 +268,9 @@ pub struct DiffArgs {
     /// Also list metadata-only changes (mode, owner, mtime) of directories
     #[arg(long)]
     pub metadata: bool,
+    /// Which snapshots `latest` and the ids may be.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 }
 
 /// `cairn find`.
@@ -249,19 +283,19 @@ pub struct FindArgs {
     /// Search only this snapshot (ID, unique ID prefix, or `latest`), repeatable
     #[arg(long = "snapshot", short = 's', value_name = "ID")]
     pub snapshots: Vec<String>,
-    /// Only snapshots of this host, repeatable
-    #[arg(long = "host", value_name = "HOST")]
-    pub hosts: Vec<String>,
-    /// Only snapshots that include this path (or stream name), repeatable (all of them)
-    #[arg(long = "path", value_name = "PATH")]
-    pub paths: Vec<String>,
+    /// Which snapshots to search.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 }
 
 /// `cairn stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Snapshots to count (ID, unique ID prefix, or `latest`); default: every snapshot
+    /// Snapshots to count (ID, unique ID prefix, or `latest`); default: every snapshot selected
     pub snapshots: Vec<String>,
+    /// Which snapshots to count.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 }
 
 /// `cairn completions`.
@@ -303,9 +337,10 @@ pub struct RunArgs {
 /// `cairn recover`.
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
-    /// Recover only this source of the config (repeat for several; default: all)
-    #[arg(long = "source", value_name = "NAME")]
-    pub sources: Vec<String>,
+    /// `--source`: recover only these sources (default: all); `--host`: as --from-host;
+    /// `--tag`, `--path`: each source's newest snapshot that also has them
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// Restore files below this directory instead of their recorded paths (streams without a
     /// restore command go here too, unless --streams-to is given)
     #[arg(long, value_name = "DIR")]
@@ -322,8 +357,8 @@ pub struct RecoverArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// The host whose config and snapshots to recover (default: the config's `host`, else the
-    /// host that stored the config)
-    #[arg(long, value_name = "HOST")]
+    /// host that stored the config); `--host` says the same
+    #[arg(long, value_name = "HOST", conflicts_with = "hosts")]
     pub from_host: Option<String>,
     /// Also write the stored config the recovery used to this file
     #[arg(long, value_name = "PATH")]
@@ -553,6 +588,10 @@ pub struct LsArgs {
     /// Show type, mode, size and modification time
     #[arg(short, long)]
     pub long: bool,
+    /// Which snapshots `latest` and the id may be; with a path, `latest` is the newest of
+    /// them that holds it.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 }
 
 /// `cairn restore`.
@@ -588,6 +627,10 @@ pub struct RestoreArgs {
     /// Show what the restore would create, replace, keep and delete, and write nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Which snapshots `latest` and the id may be; with `:PATH`, `latest` is the newest of
+    /// them that holds it.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 }
 
 /// `restore --overwrite` values.
@@ -610,6 +653,10 @@ pub struct DumpArgs {
     pub snapshot: String,
     /// The stream name or the file's path in the snapshot
     pub name: String,
+    /// Which snapshots `latest` and the id may be; `latest` is the newest of them that holds
+    /// the name.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 }
 
 /// `cairn check`: the structure always; at most one of the data levels.
@@ -637,12 +684,9 @@ pub struct DrillArgs {
     /// Snapshot ID, unique ID prefix, or `latest`
     #[arg(default_value = "latest")]
     pub snapshot: String,
-    /// With `latest`: the latest snapshot of this host
-    #[arg(long = "host", value_name = "HOST")]
-    pub hosts: Vec<String>,
-    /// With `latest`: the latest snapshot that includes this path (or stream name), repeatable
-    #[arg(long = "path", value_name = "PATH")]
-    pub paths: Vec<String>,
+    /// Which snapshots `latest` and the id may be.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// Restore only this share of the files (at least one), chosen by --seed
     #[arg(long, value_name = "N%", value_parser = parse_sample)]
     pub sample: Option<f64>,
@@ -671,8 +715,9 @@ fn parse_sample(text: &str) -> Result<f64, String> {
 ])))]
 pub struct ForgetArgs {
     /// Snapshots to remove (ID, unique ID prefix, or `latest`), instead of a policy; works on
-    /// snapshot objects that cannot be read or decrypted
-    #[arg(value_name = "ID", conflicts_with_all = ["policy", "hosts", "tags", "paths", "allow_empty_group"])]
+    /// snapshot objects that cannot be read or decrypted (unless a selection flag is given,
+    /// which the snapshot must then match)
+    #[arg(value_name = "ID", conflicts_with_all = ["policy", "allow_empty_group"])]
     pub snapshots: Vec<String>,
     /// Remove every snapshot of a group when the policy keeps none of them (refused otherwise,
     /// so that a misspelled rule cannot empty a group)
@@ -703,15 +748,10 @@ pub struct ForgetArgs {
     /// Keep snapshots that have every one of these tags, repeatable
     #[arg(long = "keep-tag", value_name = "TAG[,TAG...]")]
     pub keep_tags: Vec<TagSet>,
-    /// Only consider snapshots of this host, repeatable
-    #[arg(long = "host", value_name = "HOST")]
-    pub hosts: Vec<String>,
-    /// Only consider snapshots that have every one of these tags, repeatable (any of the lists)
-    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
-    pub tags: Vec<TagSet>,
-    /// Only consider snapshots that include this path (or stream name), repeatable (all of them)
-    #[arg(long = "path", value_name = "PATH")]
-    pub paths: Vec<String>,
+    /// Which snapshots the policy considers (the others are left alone), or which snapshots
+    /// `latest` and the ids may be.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// Apply the policy separately to each group of snapshots sharing these fields: a
     /// comma-separated list of host, paths, tags; '' puts all snapshots in one group
     #[arg(long, value_name = "FIELDS", default_value = "host,paths")]

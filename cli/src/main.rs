@@ -64,6 +64,9 @@ const EXIT_RUN_FAILED: u8 = 17;
 const EXIT_NO_SOURCE: u8 = 18;
 /// Exit code of `recover` when a source could not be recovered (the others were).
 const EXIT_RECOVER_FAILED: u8 = 19;
+/// Exit code when no snapshot matches the id, `latest` or selection given, or the snapshot does
+/// not hold the named path.
+const EXIT_NO_MATCH: u8 = 20;
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     if error
@@ -74,6 +77,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     }
     if error.downcast_ref::<config::ConfigError>().is_some() {
         return EXIT_USAGE;
+    }
+    if error.downcast_ref::<commands::NoMatch>().is_some() {
+        return EXIT_NO_MATCH;
     }
     if let Some(cairn_store::Error::Backend(cairn_store::backend::BackendError::InvalidOption {
         ..
@@ -96,6 +102,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         Some(ErrorKind::AppendOnly) => EXIT_APPEND_ONLY,
         Some(ErrorKind::Unsupported) => EXIT_UNSUPPORTED,
         Some(ErrorKind::NoSource) => EXIT_NO_SOURCE,
+        Some(ErrorKind::NoMatch) => EXIT_NO_MATCH,
         _ => EXIT_FATAL,
     }
 }
@@ -128,26 +135,32 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
     match &cli.command {
         Command::Init(args) => commands::init::run(global, args).map(|()| Completion::Done),
         Command::Backup(args) => commands::backup::run(global, args),
-        Command::Snapshots => commands::snapshots::run(global).map(|()| Completion::Done),
-        Command::Ls(args) => commands::ls::run(global, args).map(|()| Completion::Done),
-        Command::Restore(args) => commands::restore::run(global, args),
-        Command::Dump(args) => commands::dump::run(global, args).map(|()| Completion::Done),
+        Command::Snapshots(args) => {
+            commands::snapshots::run(global, config, args).map(|()| Completion::Done)
+        }
+        Command::Ls(args) => commands::ls::run(global, config, args).map(|()| Completion::Done),
+        Command::Restore(args) => commands::restore::run(global, config, args),
+        Command::Dump(args) => commands::dump::run(global, config, args).map(|()| Completion::Done),
         Command::Check(args) => {
             commands::check::run(global, config, args).map(|()| Completion::Done)
         }
         Command::Drill(args) => {
             commands::drill::run(global, config, args).map(|()| Completion::Done)
         }
-        Command::Forget(args) => commands::forget::run(global, args).map(|()| Completion::Done),
+        Command::Forget(args) => {
+            commands::forget::run(global, config, args).map(|()| Completion::Done)
+        }
         Command::Index(command) => commands::index::run(global, command).map(|()| Completion::Done),
         Command::Prune(args) => commands::prune::run(global, args).map(|()| Completion::Done),
         Command::Key(command) => commands::key::run(global, command).map(|()| Completion::Done),
         Command::Repair(command) => {
             commands::repair::run(global, command).map(|()| Completion::Done)
         }
-        Command::Diff(args) => commands::diff::run(global, args).map(|()| Completion::Done),
-        Command::Find(args) => commands::find::run(global, args).map(|()| Completion::Done),
-        Command::Stats(args) => commands::stats::run(global, args).map(|()| Completion::Done),
+        Command::Diff(args) => commands::diff::run(global, config, args).map(|()| Completion::Done),
+        Command::Find(args) => commands::find::run(global, config, args).map(|()| Completion::Done),
+        Command::Stats(args) => {
+            commands::stats::run(global, config, args).map(|()| Completion::Done)
+        }
         Command::Completions(args) => {
             commands::completions::completions(args).map(|()| Completion::Done)
         }

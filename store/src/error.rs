@@ -30,6 +30,9 @@ pub enum ErrorKind {
     AppendOnly,
     /// None of the paths given to a backup exists: fix the command.
     NoSource,
+    /// No snapshot matches the id, `latest` or selection given, or the snapshot does not hold
+    /// the named path: fix the command.
+    NoMatch,
 }
 
 /// Everything that can go wrong in the library.
@@ -177,6 +180,7 @@ impl Error {
             Self::PruneLeaseHeld(_) => ErrorKind::Busy,
             Self::AppendOnly(..) => ErrorKind::AppendOnly,
             Self::NoSourcePath(_) => ErrorKind::NoSource,
+            Self::SnapshotNotFound(_) | Self::PathNotFound(_) => ErrorKind::NoMatch,
             _ => ErrorKind::User,
         }
     }
@@ -240,5 +244,15 @@ mod tests {
     fn retention_errors_are_user_errors() {
         let error = Error::from(RetentionError::EmptyPolicy);
         assert_eq!(error.kind(), ErrorKind::User);
+    }
+
+    #[test]
+    fn an_unknown_snapshot_or_path_is_no_match_and_ambiguity_a_user_error() {
+        assert_eq!(
+            Error::SnapshotNotFound("ab".into()).kind(),
+            ErrorKind::NoMatch
+        );
+        assert_eq!(Error::PathNotFound("/x".into()).kind(), ErrorKind::NoMatch);
+        assert_eq!(Error::AmbiguousSnapshot("a".into()).kind(), ErrorKind::User);
     }
 }

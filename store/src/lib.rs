@@ -26,7 +26,7 @@ pub use ops::{
     backup, check, drill, forget, fsmeta, prune, repair, repair_config, restore, sessions, stats,
 };
 pub use policy::{
-    dedup_hostile, diff, exclude, find, overwrite, pathmatch, retention, size_drop, sweep,
+    dedup_hostile, diff, exclude, find, overwrite, pathmatch, retention, select, size_drop, sweep,
     time_sanity,
 };
 pub use repo::{fetch, keyring, lifecycle, repository, saver};

@@ -146,17 +146,22 @@ fn forget_by_id_prefix_and_latest_removes_exactly_those() {
     }
     assert_eq!(snapshot_ids(&workspace), [fourth.clone(), second.clone()]);
 
-    // Ids and a policy (or filters) do not mix: a usage error before anything is touched.
+    // Ids and a policy do not mix: a usage error before anything is touched.
     for extra in [
         &["--keep-last", "1"][..],
         &["--keep-tag", "x"],
-        &["--host", "h"],
         &["--allow-empty-group"],
     ] {
         let mut args = vec!["forget", second.as_str()];
         args.extend_from_slice(extra);
         workspace.cairn(&args).code(EXIT_USAGE);
     }
+    // With a selection, an id must be among the snapshots it selects.
+    workspace
+        .cairn(&["forget", second.as_str(), "--host", "h"])
+        .code(20)
+        .stderr_contains("is not among --host h");
+    assert_eq!(snapshot_ids(&workspace), [fourth.clone(), second.clone()]);
     workspace.cairn(&["forget", &second[..10]]).ok();
     assert_eq!(snapshot_ids(&workspace), [fourth]);
 }

@@ -29,6 +29,7 @@ mod repair;
 mod restore_mechanics;
 mod saver;
 mod schedules;
+mod select;
 mod signals;
 mod sources;
 mod speed_options;

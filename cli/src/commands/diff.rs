@@ -4,15 +4,18 @@ use anyhow::Result;
 use cairn_store::diff::{self, DiffOptions};
 
 use crate::args::{DiffArgs, GlobalArgs};
+use crate::config::Config;
 use crate::render;
 use crate::settings;
 
 /// Lists the entries that differ between two snapshots, then the totals.
-pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<()> {
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &DiffArgs) -> Result<()> {
+    let selection = super::selection(&args.selection, config)?;
     let repository = settings::open_repository(global)?;
     repository.sync_index()?;
-    let (old_id, old) = repository.resolve_snapshot(&args.old)?;
-    let (new_id, new) = repository.resolve_snapshot(&args.new)?;
+    let chooser = super::Chooser::new(&repository, selection);
+    let (old_id, old) = chooser.one(&args.old)?;
+    let (new_id, new) = chooser.one(&args.new)?;
     let options = DiffOptions {
         directory_metadata: args.metadata,
     };

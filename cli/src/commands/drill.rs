@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result, bail};
 use cairn_store::drill::{self, DrillOptions, DrillReport, Sample};
-use cairn_store::retention::SnapshotFilter;
 
 use crate::args::{DrillArgs, GlobalArgs};
 use crate::config::{Config, source_tag};
@@ -164,13 +163,10 @@ pub fn print(global: &GlobalArgs, report: &DrillReport) {
 
 /// Restores a snapshot (or a sample) into a scratch directory, verifies it and reports.
 pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &DrillArgs) -> Result<()> {
+    let selection = super::selection(&args.selection, config)?;
     let repository = settings::open_repository(global)?;
-    let filter = SnapshotFilter {
-        hosts: args.hosts.clone(),
-        tags: Vec::new(),
-        paths: args.paths.clone(),
-    };
-    let (snapshot_id, snapshot) = drill::choose_snapshot(&repository, &args.snapshot, &filter)?;
+    let (snapshot_id, snapshot) =
+        super::Chooser::new(&repository, selection).one(&args.snapshot)?;
     let options = DrillOptions {
         scratch_parent: args.scratch.clone().unwrap_or_else(std::env::temp_dir),
         sample: args.sample.map(|fraction| Sample {

@@ -4,24 +4,20 @@ use anyhow::Result;
 use cairn_store::find::Finder;
 use cairn_store::format::tree::{Node, NodeKind};
 use cairn_store::pathmatch::PathMatcher;
-use cairn_store::retention::{SnapshotFilter, SnapshotInfo};
 
 use crate::args::{FindArgs, GlobalArgs};
+use crate::config::Config;
 use crate::render;
 use crate::settings;
 
 /// Prints every matching entry of the chosen snapshots, oldest snapshot first.
-pub fn run(global: &GlobalArgs, args: &FindArgs) -> Result<()> {
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &FindArgs) -> Result<()> {
     let matcher = PathMatcher::new(&args.patterns)?;
+    let selection = super::selection(&args.selection, config)?;
     let repository = settings::open_repository(global)?;
     repository.sync_index()?;
-    let mut snapshots = super::chosen_snapshots(&repository, &args.snapshots)?;
-    let filter = SnapshotFilter {
-        hosts: args.hosts.clone(),
-        tags: Vec::new(),
-        paths: args.paths.clone(),
-    };
-    snapshots.retain(|(id, snapshot)| filter.matches(&SnapshotInfo::from_snapshot(*id, snapshot)));
+    let snapshots =
+        super::Chooser::new(&repository, selection).named_or_selected(&args.snapshots)?;
     let mut finder = Finder::new(matcher);
     let mut load = |id: &cairn_store::Id| repository.load_tree(id);
     let mut total = 0;

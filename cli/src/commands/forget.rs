@@ -4,10 +4,12 @@
 
 use anyhow::{Context, Result, bail};
 use cairn_store::forget::{ForgetOptions, ForgetPlan, plan_forget, resolve_named};
-use cairn_store::retention::{Decision, GroupKey, RetentionPolicy, SnapshotFilter};
+use cairn_store::retention::{Decision, GroupKey, RetentionPolicy};
+use cairn_store::select::Selection;
 use jiff::tz::TimeZone;
 
 use crate::args::{ForgetArgs, GlobalArgs};
+use crate::config::Config;
 use crate::render;
 use crate::settings;
 
@@ -140,14 +142,27 @@ fn print_plan(global: &GlobalArgs, plan: &ForgetPlan, zone: &TimeZone) {
     }
 }
 
-/// Removes the snapshots named by id (unless `--dry-run`), readable or not.
+/// Removes the snapshots named by id (unless `--dry-run`), readable or not. `latest`, and
+/// every id when a selection is given, is resolved within the selection first (so it must be
+/// readable).
 fn forget_named(
     global: &GlobalArgs,
     args: &ForgetArgs,
     zone: &TimeZone,
     repository: &cairn_store::Repository,
+    selection: Selection,
 ) -> Result<()> {
-    let named = resolve_named(repository, &args.snapshots)?;
+    let selected = !selection.is_empty();
+    let chooser = super::Chooser::new(repository, selection);
+    let mut specs = Vec::new();
+    for spec in &args.snapshots {
+        specs.push(if selected || spec == "latest" {
+            chooser.one(spec)?.0.to_hex()
+        } else {
+            spec.clone()
+        });
+    }
+    let named = resolve_named(repository, &specs)?;
     for entry in &named {
         if global.json {
             let mut line = serde_json::json!({
@@ -245,11 +260,12 @@ fn report_outcome(
 
 /// Applies the policy; prints the decisions; deletes the removed snapshots unless `--dry-run`.
 /// With snapshot ids instead of a policy, removes those snapshots.
-pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &ForgetArgs) -> Result<()> {
     let zone = time_zone(args)?;
+    let selection = super::selection(&args.selection, config)?;
     if !args.snapshots.is_empty() {
         let repository = settings::open_repository(global)?;
-        forget_named(global, args, &zone, &repository)?;
+        forget_named(global, args, &zone, &repository, selection)?;
         if args.prune {
             crate::commands::prune::run_on(global, &args.prune_options, args.dry_run, &repository)?;
         }
@@ -265,11 +281,7 @@ pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     let repository = settings::open_repository(global)?;
     let options = ForgetOptions {
         policy,
-        filter: SnapshotFilter {
-            hosts: args.hosts.clone(),
-            tags: args.tags.clone(),
-            paths: args.paths.clone(),
-        },
+        filter: selection,
         group_by: args.group_by,
         time_zone: zone.clone(),
         now: Some(jiff::Timestamp::now() + cairn_store::time_sanity::FUTURE_TOLERANCE),

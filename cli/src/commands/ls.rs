@@ -5,6 +5,7 @@ use cairn_store::Repository;
 use cairn_store::format::tree::{Node, NodeKind};
 
 use crate::args::{GlobalArgs, LsArgs};
+use crate::config::Config;
 use crate::render;
 use crate::settings;
 
@@ -54,11 +55,14 @@ fn walk(
     Ok(())
 }
 
-/// Lists the snapshot's entries recursively, below `path` if given.
-pub fn run(global: &GlobalArgs, args: &LsArgs) -> Result<()> {
+/// Lists the snapshot's entries recursively, below `path` if given (`latest`: the newest
+/// selected snapshot that holds it).
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &LsArgs) -> Result<()> {
+    let selection = super::selection(&args.selection, config)?;
     let repository = settings::open_repository(global)?;
     repository.sync_index()?;
-    let (_, snapshot) = repository.resolve_snapshot(&args.snapshot)?;
+    let chooser = super::Chooser::new(&repository, selection);
+    let (_, snapshot) = chooser.holding(&args.snapshot, args.path.as_deref())?;
     let path = args.path.as_deref().unwrap_or("");
     match repository.find_node(&snapshot.root, path)? {
         None => walk(&repository, global, args.long, &snapshot.root, ""),

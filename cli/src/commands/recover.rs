@@ -20,7 +20,8 @@ use cairn_store::fsmeta::OwnerMapping;
 use cairn_store::overwrite::Overwrite;
 use cairn_store::pathmatch::PathMatcher;
 use cairn_store::restore::{self, NoRestoreProgress, RestoreFilter, RestoreOptions};
-use cairn_store::retention::{SnapshotFilter, TagSet};
+use cairn_store::retention::{SnapshotFilter, SnapshotInfo};
+use cairn_store::select::{Selection, SourceSelector};
 use cairn_store::{Id, Repository};
 
 use super::Completion;
@@ -180,6 +181,26 @@ fn destination(source: &SourceConfig, args: &RecoverArgs) -> Result<Destination>
     }
 }
 
+/// The host named by `--from-host` or `--host` (one at most).
+///
+/// # Errors
+/// Several `--host` (a usage error).
+fn from_host(args: &RecoverArgs) -> Result<Option<String>> {
+    match args.selection.hosts.as_slice() {
+        [] => Ok(args.from_host.clone()),
+        [host] => Ok(Some(host.clone())),
+        several => Err(crate::config::ConfigError::usage(
+            Path::new(""),
+            "--host",
+            format!(
+                "recover takes the snapshots of one host, not {}",
+                several.join(", ")
+            ),
+        )
+        .into()),
+    }
+}
+
 /// The config to recover from: `--config`, else the newest one stored in the repository. Also
 /// the host whose snapshots to take and where the config came from.
 fn recovery_config(
@@ -188,9 +209,9 @@ fn recovery_config(
     config: Option<&Config>,
     args: &RecoverArgs,
 ) -> Result<(Config, String, String)> {
+    let from_host = from_host(args)?;
     if let (Some(path), Some(config)) = (global.config.as_deref(), config) {
-        let host = args
-            .from_host
+        let host = from_host
             .clone()
             .or_else(|| config.defaults.host.clone())
             .or_else(|| {
@@ -202,11 +223,11 @@ fn recovery_config(
             .unwrap_or_else(settings::host_name);
         return Ok((config.clone(), host, path.display().to_string()));
     }
-    let (id, snapshot, bytes) = newest_stored_config(repository, args.from_host.as_deref())?
+    let (id, snapshot, bytes) = newest_stored_config(repository, from_host.as_deref())?
         .ok_or_else(|| {
             anyhow!(
                 "no config stored in the repository{}: give --config FILE (`cairn run` stores its config unless store_config = false)",
-                args.from_host
+                from_host
                     .as_ref()
                     .map(|host| format!(" for host {host}"))
                     .unwrap_or_default()
@@ -224,9 +245,7 @@ fn recovery_config(
         save_private(path, text.as_bytes())
             .with_context(|| format!("cannot write the config to {}", path.display()))?;
     }
-    let host = args
-        .from_host
-        .clone()
+    let host = from_host
         .or_else(|| parsed.defaults.host.clone())
         .unwrap_or(snapshot.host);
     Ok((
@@ -494,7 +513,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
     let clock = Instant::now();
     let repository = settings::open_repository(global)?;
     let (config, host, origin) = recovery_config(&repository, global, config, args)?;
-    let sources = config.select(&args.sources).map_err(|message| {
+    let sources = config.select(&args.selection.sources).map_err(|message| {
         crate::config::ConfigError::usage(Path::new(&origin), "sources", message)
     })?;
     if !global.json && !global.quiet {
@@ -512,18 +531,23 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
     let mut plan: Vec<Planned<'_>> = sources
         .iter()
         .map(|(name, source)| {
-            let filter = SnapshotFilter {
-                hosts: vec![host.clone()],
-                tags: vec![TagSet(vec![source_tag(name)])],
-                paths: Vec::new(),
+            let selection = Selection {
+                filter: SnapshotFilter {
+                    hosts: Vec::new(),
+                    tags: args.selection.tags.clone(),
+                    paths: args.selection.paths.clone(),
+                },
+                sources: vec![SourceSelector {
+                    name: (*name).to_owned(),
+                    host: host.clone(),
+                    tag: source_tag(name),
+                }],
             };
             let latest = snapshots.iter().rev().find(|(id, snapshot)| {
-                filter.matches(&cairn_store::retention::SnapshotInfo::from_snapshot(
-                    *id, snapshot,
-                ))
+                selection.may_be_latest(&SnapshotInfo::from_snapshot(*id, snapshot))
             });
             let chosen = latest
-                .ok_or_else(|| anyhow!("no snapshot tagged {} of host {host}", source_tag(name)))
+                .ok_or_else(|| anyhow!("latest: no snapshot among {}", selection.describe()))
                 .and_then(|(id, snapshot)| {
                     destination(source, args)
                         .map(|destination| (*id, snapshot.clone(), destination))
@@ -636,7 +660,7 @@ mod tests {
         no_restore_commands: bool,
     ) -> RecoverArgs {
         RecoverArgs {
-            sources: Vec::new(),
+            selection: crate::args::SelectionArgs::default(),
             target: target.map(PathBuf::from),
             streams_to: streams_to.map(PathBuf::from),
             no_restore_commands,

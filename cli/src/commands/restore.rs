@@ -9,6 +9,7 @@ use cairn_store::restore::{self, EntryAction, RestoreFilter, RestoreOptions, Res
 use super::Completion;
 
 use crate::args::{GlobalArgs, OverwriteArg, RestoreArgs};
+use crate::config::Config;
 use crate::progress::{Meter, Total};
 use crate::render;
 use crate::settings;
@@ -56,7 +57,8 @@ impl RestoreProgress for RestoreMeter {
 
 /// Restores `SNAPSHOT[:PATH]` into the target directory. Partial when every file was restored
 /// but some metadata, special file or hard link could not be recreated (warnings listed).
-pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<Completion> {
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RestoreArgs) -> Result<Completion> {
+    let selection = super::selection(&args.selection, config)?;
     let filter = RestoreFilter {
         includes: PathMatcher::new(&args.includes)?,
         excludes: PathMatcher::new(&args.excludes)?,
@@ -66,7 +68,8 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<Completion> {
         .snapshot
         .split_once(':')
         .unwrap_or((args.snapshot.as_str(), ""));
-    let (snapshot_id, snapshot) = repository.resolve_snapshot(spec)?;
+    let chooser = super::Chooser::new(&repository, selection);
+    let (snapshot_id, snapshot) = chooser.holding(spec, Some(path))?;
     let options = RestoreOptions {
         filter,
         overwrite: match args.overwrite {

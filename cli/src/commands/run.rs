@@ -229,7 +229,8 @@ fn apply_retention(
             hosts: vec![host.to_owned()],
             tags: vec![TagSet(vec![source_tag(name)])],
             paths: Vec::new(),
-        },
+        }
+        .into(),
         group_by: GroupBy {
             host: true,
             paths: false,

@@ -4,20 +4,16 @@ use anyhow::Result;
 
 use cairn_store::time_sanity;
 
-use crate::args::GlobalArgs;
+use crate::args::{GlobalArgs, SnapshotsArgs};
+use crate::config::Config;
 use crate::render;
 use crate::settings;
 
-/// Lists snapshots, oldest first.
-pub fn run(global: &GlobalArgs) -> Result<()> {
+/// Lists the selected snapshots, oldest first.
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &SnapshotsArgs) -> Result<()> {
+    let selection = super::selection(&args.selection, config)?;
     let repository = settings::open_repository(global)?;
-    let (snapshots, errors) = repository.list_snapshots()?;
-    for error in &errors {
-        eprintln!(
-            "warning: {error} (`cairn forget {}` removes it)",
-            super::forget::unreadable_id(error)
-        );
-    }
+    let snapshots = super::Chooser::new(&repository, selection).selected()?;
     let now = jiff::Timestamp::now();
     let future = |snapshot: &cairn_store::format::snapshot::Snapshot| {
         time_sanity::is_future(render::jiff_time(snapshot.time), now)

@@ -4,13 +4,16 @@ use anyhow::Result;
 use cairn_store::stats;
 
 use crate::args::{GlobalArgs, StatsArgs};
+use crate::config::Config;
 use crate::render;
 use crate::settings;
 
-/// Prints the sizes of the chosen snapshots (default: all) and of the repository.
-pub fn run(global: &GlobalArgs, args: &StatsArgs) -> Result<()> {
+/// Prints the sizes of the chosen snapshots (default: all selected) and of the repository.
+pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &StatsArgs) -> Result<()> {
+    let selection = super::selection(&args.selection, config)?;
     let repository = settings::open_repository(global)?;
-    let snapshots = super::chosen_snapshots(&repository, &args.snapshots)?;
+    let snapshots =
+        super::Chooser::new(&repository, selection).named_or_selected(&args.snapshots)?;
     let stats = stats::stats(&repository, &snapshots)?;
     if stats.blobs_not_indexed > 0 {
         eprintln!(

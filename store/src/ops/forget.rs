@@ -10,8 +10,9 @@ use crate::crypto::id::Id;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::Snapshot;
 use crate::policy::retention::{
-    self, GroupBy, GroupDecisions, RetentionError, RetentionPolicy, SnapshotFilter, SnapshotInfo,
+    self, GroupBy, GroupDecisions, RetentionError, RetentionPolicy, SnapshotInfo,
 };
+use crate::policy::select::Selection;
 use crate::repo::repository::{Repository, SNAPSHOTS_PREFIX, id_from_name, object_name};
 
 /// What `forget` applies, and to which snapshots.
@@ -19,8 +20,8 @@ use crate::repo::repository::{Repository, SNAPSHOTS_PREFIX, id_from_name, object
 pub struct ForgetOptions {
     /// The rules that keep snapshots; must not be empty.
     pub policy: RetentionPolicy,
-    /// Only snapshots that pass this filter are considered (the others are left alone).
-    pub filter: SnapshotFilter,
+    /// Only the snapshots of this selection are considered (the others are left alone).
+    pub filter: Selection,
     /// How snapshots are split into groups that the policy treats separately.
     pub group_by: GroupBy,
     /// The calendar that hourly, daily, weekly, monthly and yearly buckets are taken in.
@@ -286,7 +287,7 @@ mod tests {
                 keep_last,
                 ..RetentionPolicy::default()
             },
-            filter: SnapshotFilter::default(),
+            filter: Selection::default(),
             group_by: GroupBy::default(),
             time_zone: TimeZone::UTC,
             now: None,
@@ -425,12 +426,12 @@ mod tests {
         let (backend, ids) = repository_with_snapshots(3);
         let repository = open(&backend);
         let mut only_other_host = options(1);
-        only_other_host.filter.hosts = vec!["elsewhere".into()];
+        only_other_host.filter.filter.hosts = vec!["elsewhere".into()];
         let plan = plan_forget(&repository, &only_other_host).unwrap();
         assert!(plan.groups.is_empty());
         assert!(plan.removals().is_empty());
         let mut this_host = options(2);
-        this_host.filter.hosts = vec!["host".into()];
+        this_host.filter.filter.hosts = vec!["host".into()];
         assert_eq!(
             plan_forget(&repository, &this_host).unwrap().removals(),
             [ids[0]]

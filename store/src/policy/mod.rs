@@ -2,7 +2,8 @@
 //! (`sweep`), which entries a backup leaves out or warns about (`exclude`, `dedup_hostile`,
 //! `size_drop`), which snapshot times cannot be right (`time_sanity`), which snapshot
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
-//! `find`), when another client's session is proven gone (`liveness`), and what a restore does with what
+//! `find`), which snapshots a command chooses and which of them is `latest` (`select`),
+//! when another client's session is proven gone (`liveness`), and what a restore does with what
 //! already stands in its target (`overwrite`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
@@ -19,6 +20,7 @@ pub mod liveness;
 pub mod overwrite;
 pub mod pathmatch;
 pub mod retention;
+pub mod select;
 pub mod size_drop;
 pub mod sweep;
 pub mod time_sanity;
