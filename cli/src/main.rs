@@ -222,16 +222,7 @@ fn main() -> ExitCode {
         Ok(Completion::RunFailed) => ExitCode::from(EXIT_RUN_FAILED),
         Ok(Completion::RecoverFailed) => ExitCode::from(EXIT_RECOVER_FAILED),
         Err(error) => {
-            let mut message = error.to_string();
-            let mut source = error.source();
-            while let Some(cause) = source {
-                let text = cause.to_string();
-                if !message.contains(&text) {
-                    message.push_str(": ");
-                    message.push_str(&text);
-                }
-                source = cause.source();
-            }
+            let mut message = render::error_line(&error);
             if !message.contains("`cairn ")
                 && let Some(advice) = advice(&error)
             {

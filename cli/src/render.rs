@@ -237,3 +237,121 @@ pub fn waiting_session_json(session: &cairn_store::sessions::WaitingSession) -> 
         "end_command": format!("cairn prune --end-session {}", session.session),
     })
 }
+
+/// Rows of cells as aligned lines: each column padded to its widest cell (counted in
+/// characters) and two spaces apart, the last column unpadded, trailing spaces trimmed. The
+/// first row is usually the header. Long hosts, tags or paths widen their column; they never
+/// push the columns after them out of line.
+pub fn aligned_rows<Row: AsRef<[String]>>(rows: &[Row]) -> Vec<String> {
+    let columns = rows.iter().map(|row| row.as_ref().len()).max().unwrap_or(0);
+    let mut widths = vec![0_usize; columns];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row.as_ref()) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let row = row.as_ref();
+            let mut line = String::new();
+            for (column, cell) in row.iter().enumerate() {
+                line.push_str(cell);
+                if column + 1 < row.len() {
+                    let padding = widths[column] - cell.chars().count() + 2;
+                    line.extend(std::iter::repeat_n(' ', padding));
+                }
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// An error on one line: its message and each cause, joined by `: `, leaving out a cause whose
+/// text the line already holds (an object store's error repeats its inner errors' text at every
+/// level), and the lines of a multi-line cause (a command's stderr) joined by ` | `.
+pub fn error_line(error: &anyhow::Error) -> String {
+    chain_line(error.chain().map(ToString::to_string))
+}
+
+/// [`error_line`] over the texts of an error and its causes, outermost first.
+pub fn chain_line(causes: impl IntoIterator<Item = String>) -> String {
+    let mut line = String::new();
+    for cause in causes {
+        let text = cause
+            .lines()
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod error_line_tests {
+    use super::{aligned_rows, chain_line};
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell_whatever_its_length() {
+        let long_host = "a-very-long-host-name.example.internal".to_owned();
+        let rows = [
+            ["ID", "host", "tags", "paths"].map(str::to_owned),
+            ["1a2b3c4d", &long_host, "nightly", "/srv"].map(str::to_owned),
+            [
+                "5e6f7a8b",
+                "db1",
+                "source:postgres-main,nightly,äöü",
+                "app.archive",
+            ]
+            .map(str::to_owned),
+        ];
+        let lines = aligned_rows(&rows);
+        let column =
+            |line: &str, text: &str| line.find(text).map(|byte| line[..byte].chars().count());
+        let paths_at = column(&lines[0], "paths");
+        assert_eq!(column(&lines[1], "/srv"), paths_at, "{lines:#?}");
+        assert_eq!(column(&lines[2], "app.archive"), paths_at, "{lines:#?}");
+        assert_eq!(column(&lines[2], "source:"), column(&lines[0], "tags"));
+        assert_eq!(lines[0].chars().count(), paths_at.unwrap() + "paths".len());
+        assert!(lines.iter().all(|line| !line.ends_with(' ')));
+        assert!(aligned_rows::<[String; 0]>(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_cause_already_said_is_left_out_and_lines_are_joined() {
+        let store = "Generic S3 error: Error performing PUT http://127.0.0.1:9/b/x in 1.2s - \
+                     Error after 4 retries: error sending request: tcp connect error: Connection \
+                     refused (os error 111)";
+        let chain = [
+            "while writing pack 1a2b".to_owned(),
+            format!("store request failed: {store}"),
+            store.to_owned(),
+            "error sending request".to_owned(),
+            "tcp connect error: Connection refused (os error 111)".to_owned(),
+            "Connection refused (os error 111)".to_owned(),
+        ];
+        assert_eq!(
+            chain_line(chain),
+            format!("while writing pack 1a2b: store request failed: {store}")
+        );
+        assert_eq!(
+            chain_line([
+                "hook failed".to_owned(),
+                "line one\n  line two\n\n".to_owned()
+            ]),
+            "hook failed: line one | line two"
+        );
+        assert_eq!(
+            chain_line(["a".to_owned(), "b".to_owned(), "c".to_owned()]),
+            "a: b: c"
+        );
+        assert_eq!(chain_line(Vec::<String>::new()), "");
+    }
+}

@@ -81,6 +81,26 @@ pub struct SourceState {
     /// parent snapshot, as `path: now, before` (an empty dump that exited 0).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub size_drops: Vec<String>,
+    /// Source entries the last run could not read (its snapshot was written without them: a
+    /// partial backup, exit 3); 0 when it read everything or wrote no snapshot.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_unreadable: u64,
+    /// Files that changed while the last run read them (held as read: also partial).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_changed: u64,
+}
+
+impl SourceState {
+    /// Whether the last run wrote a snapshot that misses or holds torn entries (backup exit 3).
+    pub fn last_partial(&self) -> bool {
+        self.last_ok && (self.last_unreadable > 0 || self.last_changed > 0)
+    }
+}
+
+/// For `skip_serializing_if`: a count of zero is left out of the state file.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde hands a reference
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// The last check or drill.
@@ -240,6 +260,8 @@ mod tests {
             bytes_processed: 10,
             bytes_added: 2,
             size_drops: Vec::new(),
+            last_unreadable: 0,
+            last_changed: 0,
         }
     }
 

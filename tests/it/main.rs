@@ -37,3 +37,4 @@ mod staging;
 mod stuck_store;
 mod support;
 mod sweeps;
+mod truthful_status;

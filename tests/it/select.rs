@@ -349,7 +349,7 @@ fn unknown_ids_and_paths_not_held_are_exit_20_naming_the_snapshot() {
     workspace
         .cairn(&["dump", "ffffffffff", STREAM])
         .code(EXIT_NO_MATCH)
-        .stderr_contains("no snapshot has the id \"ffffffffff\"");
+        .stderr_contains("no snapshot matches \"ffffffffff\"");
     workspace
         .cairn(&["dump", &stream_snapshot.id, "nothing.here"])
         .code(EXIT_NO_MATCH)
@@ -495,9 +495,7 @@ fn dump_latest_app_archive_works_with_the_readme_config_when_another_source_ran_
         &["recover", "--dry-run", "--source", "db", "--tag", "weekly"],
     )
     .code(19)
-    .stderr_contains(
-        "latest: no snapshot among --tag weekly --source db (host web1, tag source:db)",
-    );
+    .stderr_contains("no snapshot tagged source:db of host web1 with --tag weekly");
     with_config(
         &workspace,
         &config,

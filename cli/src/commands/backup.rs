@@ -111,6 +111,10 @@ pub struct BackupReport {
     pub duration: Duration,
     /// Done, or written with unreadable or changing entries (exit 3).
     pub completion: Completion,
+    /// Source entries that could not be read (missing from the snapshot).
+    pub unreadable: u64,
+    /// Files that changed while being read (held as read).
+    pub changed: u64,
     /// Entries left out by excludes, marker files or `--one-file-system`.
     pub entries_excluded: u64,
     /// Files and streams that look compressed or encrypted and shared almost nothing with their
@@ -440,6 +444,8 @@ pub fn perform(
         files: summary.files,
         duration: started.elapsed(),
         completion,
+        unreadable: outcome.warnings.len() as u64,
+        changed: outcome.changed.len() as u64,
         entries_excluded: outcome.entries_excluded,
         dedup_hostile: outcome
             .dedup_hostile

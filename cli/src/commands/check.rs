@@ -262,11 +262,14 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &CheckArgs) -> Re
             ok: false,
             duration_seconds: clock.elapsed().as_secs_f64(),
             detail: "by hand, not completed".into(),
-            error: Some(format!("{error:#}")),
+            error: Some(render::error_line(&error)),
         },
     };
     if let Err(error) = record(global, config, step) {
-        eprintln!("warning: the check is not recorded in the run state: {error:#}");
+        eprintln!(
+            "warning: the check is not recorded in the run state: {}",
+            render::error_line(&error)
+        );
     }
     let (report, _) = outcome?;
     if !report.is_ok() {

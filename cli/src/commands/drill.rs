@@ -179,7 +179,10 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &DrillArgs) -> Re
         .with_context(|| format!("while drilling snapshot {}", snapshot_id.short()))?;
     print(global, &report);
     if let Err(error) = record(global, config, &snapshot, &report, started) {
-        eprintln!("warning: the drill is not recorded in the run state: {error:#}");
+        eprintln!(
+            "warning: the drill is not recorded in the run state: {}",
+            render::error_line(&error)
+        );
     }
     if !report.is_ok() {
         bail!(

@@ -89,26 +89,21 @@ fn print_table(heading: &str, decisions: &[&Decision], zone: &TimeZone) {
         return;
     }
     outln!("{heading} {}:", count_of_snapshots(decisions.len()));
-    outln!(
-        "{:<10} {:<19} {:<16} {:<16} {:<24} paths",
-        "ID",
-        "time",
-        "host",
-        "tags",
-        "reasons"
-    );
+    let mut rows = vec![["ID", "time", "host", "tags", "reasons", "paths"].map(str::to_owned)];
     for decision in decisions {
         let snapshot = &decision.snapshot;
         let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
-        outln!(
-            "{:<10} {:<19} {:<16} {:<16} {:<24} {}",
+        rows.push([
             snapshot.id.short(),
             zoned_time(snapshot.time, zone),
-            snapshot.host,
+            snapshot.host.clone(),
             snapshot.tags.join(","),
             reasons.join(", "),
-            snapshot.paths.join(" ")
-        );
+            snapshot.paths.join(" "),
+        ]);
+    }
+    for line in render::aligned_rows(&rows) {
+        outln!("{line}");
     }
 }
 

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use crate::args::{GlobalArgs, MetricsArgs};
 use crate::config::{Config, source_tag};
 use crate::metrics::{Family, encode};
+use crate::render;
 use crate::settings;
 use crate::state::{RunState, StepState, write_atomically};
 
@@ -332,11 +333,19 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &MetricsArgs) -> 
     let config = &super::status::with_stale_session_age(config, args.stale_session_age);
     let state = RunState::load(&config.state_file(path, settings::running_as_root()))?;
     let repository = settings::open_repository(global)
-        .inspect_err(|error| eprintln!("warning: cannot open the repository: {error:#}"))
+        .inspect_err(|error| {
+            eprintln!(
+                "warning: cannot open the repository: {}",
+                render::error_line(&error)
+            )
+        })
         .ok();
     let (text, problem) = render(config, &state, repository.as_ref());
     if let Some(error) = problem {
-        eprintln!("warning: cannot list the repository: {error:#}");
+        eprintln!(
+            "warning: cannot list the repository: {}",
+            render::error_line(&error)
+        );
     }
     if let Some(file) = &args.metrics_file {
         return write_file(file, &text);
@@ -374,6 +383,8 @@ mod tests {
                 bytes_processed: 1000,
                 bytes_added: 100,
                 size_drops: vec!["/db.sql: 52 B now, 28.6 MiB before".into()],
+                last_unreadable: 0,
+                last_changed: 0,
             },
         );
         state.sources.insert(
@@ -388,6 +399,8 @@ mod tests {
                 bytes_processed: 0,
                 bytes_added: 0,
                 size_drops: Vec::new(),
+                last_unreadable: 0,
+                last_changed: 0,
             },
         );
         state

@@ -199,7 +199,7 @@ impl<'repo> Chooser<'repo> {
                 .resolve_snapshot(spec)
                 .map_err(|error| match error {
                     cairn_store::Error::SnapshotNotFound(_) => {
-                        anyhow::Error::new(NoMatch(format!("no snapshot has the id {spec:?}")))
+                        anyhow::Error::new(NoMatch(format!("no snapshot matches {spec:?}")))
                     }
                     other => other.into(),
                 })?;

@@ -494,10 +494,14 @@ fn print_plan_line(global: &GlobalArgs, planned: &Planned<'_>, host: &str) {
         Err(error) => {
             if global.json {
                 render::json_line(&serde_json::json!({
-                    "message_type": "plan", "source": planned.name, "host": host, "error": format!("{error:#}"),
+                    "message_type": "plan", "source": planned.name, "host": host, "error": render::error_line(&error),
                 }));
             } else {
-                eprintln!("{}: CANNOT RECOVER: {error:#}", planned.name);
+                eprintln!(
+                    "{}: CANNOT RECOVER: {}",
+                    planned.name,
+                    render::error_line(error)
+                );
             }
         }
     }
@@ -531,12 +535,13 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
     let mut plan: Vec<Planned<'_>> = sources
         .iter()
         .map(|(name, source)| {
+            let narrowing = Selection::from(SnapshotFilter {
+                hosts: Vec::new(),
+                tags: args.selection.tags.clone(),
+                paths: args.selection.paths.clone(),
+            });
             let selection = Selection {
-                filter: SnapshotFilter {
-                    hosts: Vec::new(),
-                    tags: args.selection.tags.clone(),
-                    paths: args.selection.paths.clone(),
-                },
+                filter: narrowing.filter.clone(),
                 sources: vec![SourceSelector {
                     name: (*name).to_owned(),
                     host: host.clone(),
@@ -547,7 +552,17 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
                 selection.may_be_latest(&SnapshotInfo::from_snapshot(*id, snapshot))
             });
             let chosen = latest
-                .ok_or_else(|| anyhow!("latest: no snapshot among {}", selection.describe()))
+                .ok_or_else(|| {
+                    let also = if narrowing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with {}", narrowing.describe())
+                    };
+                    anyhow!(
+                        "no snapshot tagged {} of host {host}{also}",
+                        source_tag(name)
+                    )
+                })
                 .and_then(|(id, snapshot)| {
                     destination(source, args)
                         .map(|destination| (*id, snapshot.clone(), destination))
@@ -617,10 +632,10 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
                     render::json_line(&serde_json::json!({
                         "message_type": "source", "source": planned.name, "ok": false,
                         "snapshot_id": id.to_hex(), "destination": destination.describe(),
-                        "seconds": seconds, "error": format!("{error:#}"),
+                        "seconds": seconds, "error": render::error_line(&error),
                     }));
                 } else {
-                    eprintln!("{}: FAILED: {error:#}", planned.name);
+                    eprintln!("{}: FAILED: {}", planned.name, render::error_line(&error));
                 }
             }
         }

@@ -48,7 +48,7 @@ fn run_hooks(commands: &[String], hook: &str, environment: &[(&str, String)]) ->
 /// Runs the `on_failure` hooks; their own failure is only reported.
 fn run_failure_hooks(commands: &[String], environment: &[(&str, String)]) {
     if let Err(error) = run_hooks(commands, "on_failure", environment) {
-        eprintln!("warning: {error:#}");
+        eprintln!("warning: {}", render::error_line(&error));
     }
 }
 
@@ -138,6 +138,8 @@ impl SourceRun {
                 || previous.map_or(0, |previous| previous.bytes_added),
                 |report| report.bytes_added,
             ),
+            last_unreadable: succeeded.map_or(0, |report| report.unreadable),
+            last_changed: succeeded.map_or(0, |report| report.changed),
             size_drops: succeeded.map_or_else(
                 || previous.map_or_else(Vec::new, |previous| previous.size_drops.clone()),
                 |report| {
@@ -190,7 +192,7 @@ fn run_source(
             report = Some(backup_report);
             run_hooks(&source.hooks.after, "after", &after_environment)
         });
-    let error = outcome.err().map(|error| format!("{error:#}"));
+    let error = outcome.err().map(|error| render::error_line(&error));
     if let Some(error) = &error {
         let mut failure_environment = environment;
         failure_environment.push(("CAIRN_ERROR", error.clone()));
@@ -301,7 +303,11 @@ fn run_check(
                 )
             }),
         ),
-        Err(error) => (false, "not completed".into(), Some(format!("{error:#}"))),
+        Err(error) => (
+            false,
+            "not completed".into(),
+            Some(render::error_line(&error)),
+        ),
     };
     Some(StepState {
         time: started,
@@ -371,7 +377,8 @@ fn run_drill(
                 record
             }
             Err(error) => {
-                errors.push(format!("{name}: {error:#}"));
+                let error = anyhow::Error::from(error);
+                errors.push(format!("{name}: {}", render::error_line(&error)));
                 state::SourceDrill {
                     time: started,
                     ok: false,
@@ -379,7 +386,7 @@ fn run_drill(
                     rto_seconds: 0.0,
                     bytes_restored: 0,
                     sample_percent: None,
-                    error: Some(format!("{error:#}")),
+                    error: Some(render::error_line(&error)),
                 }
             }
         };
@@ -599,7 +606,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
             .join(" "),
     )];
     let failed_start = |error: &anyhow::Error| {
-        let message = format!("{error:#}");
+        let message = render::error_line(&error);
         let runs: Vec<SourceRun> = sources
             .iter()
             .map(|(name, _)| failed_before_start(name, &message, now))
@@ -613,7 +620,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         );
     };
     if let Err(error) = run_hooks(&config.hooks.before, "before", &global_environment) {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", render::error_line(&error));
         failed_start(&error);
         return Ok(Completion::RunFailed);
     }
@@ -621,7 +628,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
     if config.stores_config()
         && let Err(error) = super::recover::store_config(&repository, &nested, config_path, &host)
     {
-        steps.push(("config".into(), Some(format!("{error:#}"))));
+        steps.push(("config".into(), Some(render::error_line(&error))));
     }
 
     let mut runs = Vec::new();
@@ -634,7 +641,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
             eprintln!("error: source {name}: {error}");
         }
         if let Err(error) = record_sources(&state_path, std::slice::from_ref(&source_run)) {
-            steps.push(("state".into(), Some(format!("{error:#}"))));
+            steps.push(("state".into(), Some(render::error_line(&error))));
         }
         runs.push(source_run);
     }
@@ -674,7 +681,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         run_state.drill = Some(drill);
     }
     if let Err(error) = run_state.store(&state_path) {
-        steps.push(("state".into(), Some(format!("{error:#}"))));
+        steps.push(("state".into(), Some(render::error_line(&error))));
     }
 
     let failed: Vec<&SourceRun> = runs.iter().filter(|source_run| !source_run.ok()).collect();
@@ -710,17 +717,20 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         None
     };
     if let Some(error) = global_hook {
-        steps.push(("after hooks".into(), Some(format!("{error:#}"))));
+        steps.push(("after hooks".into(), Some(render::error_line(&error))));
     }
 
     if let Some(path) = &metrics_path {
         let state_now = RunState::load(&state_path).unwrap_or(run_state);
         let (text, problem) = super::metrics::render(config, &state_now, Some(&repository));
         if let Some(error) = problem {
-            eprintln!("warning: metrics without repository figures: {error:#}");
+            eprintln!(
+                "warning: metrics without repository figures: {}",
+                render::error_line(&error)
+            );
         }
         if let Err(error) = super::metrics::write_file(path, &text) {
-            steps.push(("metrics".into(), Some(format!("{error:#}"))));
+            steps.push(("metrics".into(), Some(render::error_line(&error))));
         }
     }
 
@@ -787,7 +797,7 @@ fn retention_and_prune(
                 }
                 steps.push((step, None));
             }
-            Err(error) => steps.push((step, Some(format!("{error:#}")))),
+            Err(error) => steps.push((step, Some(render::error_line(&error)))),
         }
     }
     if removed_total > 0 {
@@ -798,7 +808,7 @@ fn retention_and_prune(
         let outcome = super::prune::run_on(nested, &options, false, repository);
         steps.push((
             "prune".into(),
-            outcome.err().map(|error| format!("{error:#}")),
+            outcome.err().map(|error| render::error_line(&error)),
         ));
     }
 }
@@ -813,7 +823,7 @@ fn finish_failed_start(
     message: &str,
 ) {
     if let Err(error) = record_sources(state_path, runs) {
-        eprintln!("warning: {error:#}");
+        eprintln!("warning: {}", render::error_line(&error));
     }
     let names: Vec<&str> = runs
         .iter()
@@ -831,7 +841,7 @@ fn finish_failed_start(
         let run_state = RunState::load(state_path).unwrap_or_default();
         let (text, _) = super::metrics::render(config, &run_state, None);
         if let Err(error) = super::metrics::write_file(path, &text) {
-            eprintln!("warning: {error:#}");
+            eprintln!("warning: {}", render::error_line(&error));
         }
     }
 }
@@ -901,6 +911,8 @@ mod tests {
             bytes_processed: 7,
             bytes_added: 3,
             size_drops: Vec::new(),
+            last_unreadable: 0,
+            last_changed: 0,
         };
         let failed = SourceRun {
             name: "db".into(),

@@ -42,27 +42,26 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &SnapshotsArgs) -
         }
         return Ok(());
     }
-    outln!(
-        "{:<10} {:<19} {:<16} {:<16} paths",
-        "ID",
-        "time",
-        "host",
-        "tags"
-    );
+    let mut rows = vec![["ID", "time", "host", "tags", "paths"].map(str::to_owned)];
     for (id, snapshot) in &snapshots {
-        outln!(
-            "{:<10} {:<19} {:<16} {:<16} {}{}",
+        rows.push([
             id.short(),
             render::local_time(snapshot.time),
-            snapshot.host,
+            snapshot.host.clone(),
             snapshot.tags.join(","),
-            snapshot.source.names().join(" "),
-            if future(snapshot) {
-                "  (dated in the future)"
-            } else {
-                ""
-            }
-        );
+            format!(
+                "{}{}",
+                snapshot.source.names().join(" "),
+                if future(snapshot) {
+                    "  (dated in the future)"
+                } else {
+                    ""
+                }
+            ),
+        ]);
+    }
+    for line in render::aligned_rows(&rows) {
+        outln!("{line}");
     }
     if !global.quiet {
         outln!("{} snapshots", snapshots.len());

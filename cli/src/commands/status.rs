@@ -16,7 +16,7 @@ use crate::args::{GlobalArgs, StatusArgs};
 use crate::config::{Age, Config, ConfigError};
 use crate::render;
 use crate::settings;
-use crate::state::{self, Health, RunState, SourceDrill, StepState};
+use crate::state::{self, Health, RunState, SourceDrill, SourceState, StepState};
 
 /// The config file's path and contents, which `run`, `status` and `metrics` need.
 ///
@@ -157,6 +157,29 @@ fn step_json(step: Option<&StepState>) -> serde_json::Value {
     })
 }
 
+/// What made a run partial: `2 entries unreadable, 1 file changed while read`.
+fn partial_detail(source_state: &SourceState) -> String {
+    let mut parts = Vec::new();
+    if source_state.last_unreadable > 0 {
+        parts.push(format!(
+            "{} unreadable",
+            count(source_state.last_unreadable, "entry", "entries")
+        ));
+    }
+    if source_state.last_changed > 0 {
+        parts.push(format!(
+            "{} changed while read",
+            count(source_state.last_changed, "file", "files")
+        ));
+    }
+    parts.join(", ")
+}
+
+/// `1 entry`, `2 entries`.
+fn count(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
 /// Prints the status of every source and returns whether all are healthy.
 fn report(
     global: &GlobalArgs,
@@ -188,16 +211,26 @@ fn report(
                 "last_error": source_state.and_then(|source_state| source_state.last_error.clone()),
                 "last_snapshot": source_state.and_then(|source_state| source_state.last_snapshot.clone()),
                 "size_drops": source_state.map(|source_state| source_state.size_drops.clone()).unwrap_or_default(),
+                "last_partial": source_state.map(SourceState::last_partial),
+                "last_unreadable": source_state.map(|source_state| source_state.last_unreadable),
+                "last_changed": source_state.map(|source_state| source_state.last_changed),
                 "snapshots": snapshots,
             }));
             continue;
         }
         let last_run = match source_state {
             None => "never run".to_owned(),
-            Some(source_state) if source_state.last_ok && !source_state.size_drops.is_empty() => {
-                format!("ok, SIZE DROP: {}", source_state.size_drops.join(" | "))
+            Some(source_state) if source_state.last_ok => {
+                let mut text = if source_state.last_partial() {
+                    format!("PARTIAL: {} (backup exit 3)", partial_detail(source_state))
+                } else {
+                    "ok".to_owned()
+                };
+                if !source_state.size_drops.is_empty() {
+                    let _ = write!(text, ", SIZE DROP: {}", source_state.size_drops.join(" | "));
+                }
+                text
             }
-            Some(source_state) if source_state.last_ok => "ok".to_owned(),
             Some(source_state) => format!(
                 "FAILED: {}",
                 // One row per source: a command's stderr lines are joined.
@@ -300,22 +333,11 @@ fn print_table(rows: &[[String; 7]]) {
         "last run",
     ]
     .map(str::to_owned);
-    let mut widths = [0_usize; 7];
-    for row in std::iter::once(&header).chain(rows) {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (column, cell) in row.iter().enumerate() {
-            if column + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<width$}  ", width = widths[column]);
-            }
-        }
-        outln!("{}", line.trim_end());
+    let table: Vec<[String; 7]> = std::iter::once(header)
+        .chain(rows.iter().cloned())
+        .collect();
+    for line in render::aligned_rows(&table) {
+        outln!("{line}");
     }
 }
 
@@ -333,7 +355,10 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &StatusArgs) -> R
     {
         Ok(stats) => Some(stats),
         Err(error) => {
-            eprintln!("warning: cannot read the repository (snapshot counts unknown): {error:#}");
+            eprintln!(
+                "warning: cannot read the repository (snapshot counts unknown): {}",
+                render::error_line(&error)
+            );
             None
         }
     };
