@@ -7,6 +7,7 @@ mod comforts;
 mod corruption;
 mod crash;
 mod deadends;
+mod doc_pipes;
 mod drill;
 mod environment;
 mod faults;
