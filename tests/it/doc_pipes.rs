@@ -125,10 +125,7 @@ fn unsafe_pipes(text: &str, kind: Kind, first_line: usize) -> Vec<Unsafe> {
 
 /// Whether a one-line command sets pipefail before its pipe (`set -o pipefail; a | b`).
 fn sets_pipefail_inline(command: &str) -> bool {
-    command
-        .split(';')
-        .next()
-        .is_some_and(|first| sets_pipefail(first))
+    command.split(';').next().is_some_and(sets_pipefail)
 }
 
 /// The shell and TOML blocks of a Markdown text: kind, first line number, text.

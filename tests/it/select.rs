@@ -218,25 +218,22 @@ fn every_command_takes_the_selection_and_latest_is_the_newest_selected_snapshot_
         );
         let diffed = cairn_with(&workspace, &["diff", "--json", "latest", "latest"], &flags);
         let counted = cairn_with(&workspace, &["stats", "--json", "latest"], &flags);
-        match newest {
-            Some(newest) => {
-                assert_eq!(
-                    drilled.ok().summary()["snapshot_id"],
-                    *newest.id,
-                    "{context}"
-                );
-                assert_eq!(
-                    diffed.ok().summary()["new_snapshot"],
-                    *newest.id,
-                    "{context}"
-                );
-                assert_eq!(counted.ok().summary()["snapshots"], 1, "{context}");
-            }
-            None => {
-                let wanted = format!("latest: no snapshot among {}", flags.join(" "));
-                for run in [drilled, diffed, counted] {
-                    run.code(EXIT_NO_MATCH).stderr_contains(&wanted);
-                }
+        if let Some(newest) = newest {
+            assert_eq!(
+                drilled.ok().summary()["snapshot_id"],
+                *newest.id,
+                "{context}"
+            );
+            assert_eq!(
+                diffed.ok().summary()["new_snapshot"],
+                *newest.id,
+                "{context}"
+            );
+            assert_eq!(counted.ok().summary()["snapshots"], 1, "{context}");
+        } else {
+            let wanted = format!("latest: no snapshot among {}", flags.join(" "));
+            for run in [drilled, diffed, counted] {
+                run.code(EXIT_NO_MATCH).stderr_contains(&wanted);
             }
         }
 

@@ -1,6 +1,6 @@
 //! `cairn status` tells what happened: a source whose last run wrote a snapshot without some
 //! entries (backup exit 3) shows "PARTIAL" with the count, not "ok"; an object-store failure
-//! takes one line with each cause once (object_store repeats its inner errors' text at every
+//! takes one line with each cause once (`object_store` repeats its inner errors' text at every
 //! level of the chain); and the tables of `status` and `snapshots` stay aligned whatever the
 //! length of hosts, tags, paths and source names.
 

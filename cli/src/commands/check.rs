@@ -262,7 +262,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &CheckArgs) -> Re
             ok: false,
             duration_seconds: clock.elapsed().as_secs_f64(),
             detail: "by hand, not completed".into(),
-            error: Some(render::error_line(&error)),
+            error: Some(render::error_line(error)),
         },
     };
     if let Err(error) = record(global, config, step) {

@@ -336,8 +336,8 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &MetricsArgs) -> 
         .inspect_err(|error| {
             eprintln!(
                 "warning: cannot open the repository: {}",
-                render::error_line(&error)
-            )
+                render::error_line(error)
+            );
         })
         .ok();
     let (text, problem) = render(config, &state, repository.as_ref());

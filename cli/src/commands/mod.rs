@@ -23,6 +23,7 @@ pub mod stats;
 pub mod status;
 
 use std::cell::OnceCell;
+use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::Result;
@@ -262,10 +263,11 @@ impl<'repo> Chooser<'repo> {
                     && path.is_none_or(|path| select::may_hold(&info.paths, path))
             });
         if config_would_do {
-            message.push_str(&format!(
+            let _ = write!(
+                message,
                 "; `latest` passes stored configs over: add --tag {} to choose them",
                 select::CONFIG_TAG
-            ));
+            );
         }
         Err(NoMatch(message).into())
     }

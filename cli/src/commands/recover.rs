@@ -494,7 +494,7 @@ fn print_plan_line(global: &GlobalArgs, planned: &Planned<'_>, host: &str) {
         Err(error) => {
             if global.json {
                 render::json_line(&serde_json::json!({
-                    "message_type": "plan", "source": planned.name, "host": host, "error": render::error_line(&error),
+                    "message_type": "plan", "source": planned.name, "host": host, "error": render::error_line(error),
                 }));
             } else {
                 eprintln!(
@@ -632,10 +632,10 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
                     render::json_line(&serde_json::json!({
                         "message_type": "source", "source": planned.name, "ok": false,
                         "snapshot_id": id.to_hex(), "destination": destination.describe(),
-                        "seconds": seconds, "error": render::error_line(&error),
+                        "seconds": seconds, "error": render::error_line(error),
                     }));
                 } else {
-                    eprintln!("{}: FAILED: {}", planned.name, render::error_line(&error));
+                    eprintln!("{}: FAILED: {}", planned.name, render::error_line(error));
                 }
             }
         }

@@ -606,7 +606,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
             .join(" "),
     )];
     let failed_start = |error: &anyhow::Error| {
-        let message = render::error_line(&error);
+        let message = render::error_line(error);
         let runs: Vec<SourceRun> = sources
             .iter()
             .map(|(name, _)| failed_before_start(name, &message, now))
