@@ -1,0 +1,496 @@
+//! File-system calls on paths of any length. The kernel takes at most `PATH_MAX` (4096) bytes
+//! of path in one call; a path that fits goes to the ordinary call unchanged, so short paths
+//! cost nothing more. A longer one is resolved piece by piece: each piece of at most
+//! [`PIECE`] bytes, cut at a `/`, is opened (`O_PATH | O_DIRECTORY`) relative to the handle of
+//! the one before, and the call is made with the `*at` form relative to the last handle.
+//! Symlinks on the way are followed as the kernel follows them in a whole path; a final
+//! symlink is followed or not as the ordinary call does.
+//!
+//! Extended attributes have no `*at` call before Linux 6.13: for them a long path becomes
+//! `/proc/self/fd/N/rest`, a short path naming the same entry through the handle.
+//!
+//! Owns only the resolution and these calls; never walks trees, never prints. The splitting of
+//! a path into pieces is pure ([`pieces`]) and tested here.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::io::Errno;
+
+/// The longest path (in bytes, without the terminating NUL) one system call takes.
+pub const PATH_MAX: usize = 4095;
+
+/// The longest piece a long path is cut into: short enough that `/proc/self/fd/N/` before it
+/// still fits in [`PATH_MAX`].
+pub const PIECE: usize = 4000;
+
+/// Whether `path` is too long for one system call.
+pub fn is_long(path: &Path) -> bool {
+    path.as_os_str().len() > PATH_MAX
+}
+
+/// Cuts `path` at `/` boundaries into pieces of at most `limit` bytes each, to be resolved one
+/// after the other; the first keeps a leading `/`, the others are relative. `None` when a single
+/// name is longer than `limit` (no file system holds such a name).
+pub fn pieces(path: &[u8], limit: usize) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut rest = path;
+    while rest.len() > limit {
+        let cut = rest[..=limit].iter().rposition(|byte| *byte == b'/')?;
+        let end = rest[..cut]
+            .iter()
+            .rposition(|byte| *byte != b'/')
+            .map_or(0, |last| last + 1);
+        if end == 0 {
+            return None;
+        }
+        out.push(&rest[..end]);
+        rest = &rest[cut..];
+        while let [b'/', tail @ ..] = rest {
+            rest = tail;
+        }
+    }
+    out.push(if rest.is_empty() { b"." } else { rest });
+    Some(out)
+}
+
+/// A path made ready for an `*at` call: a directory handle (none: the current directory) and a
+/// path of at most [`PIECE`] bytes relative to it.
+pub struct At {
+    directory: Option<OwnedFd>,
+    rest: PathBuf,
+}
+
+impl At {
+    /// Resolves every piece of `path` but the last; a short path is kept whole.
+    ///
+    /// # Errors
+    /// A directory on the way cannot be opened, or a name is longer than any file system allows.
+    pub fn new(path: &Path) -> io::Result<Self> {
+        if !is_long(path) {
+            return Ok(Self {
+                directory: None,
+                rest: path.to_owned(),
+            });
+        }
+        let parts = pieces(path.as_os_str().as_bytes(), PIECE)
+            .ok_or_else(|| io::Error::from(Errno::NAMETOOLONG))?;
+        let (last, leading) = parts.split_last().expect("pieces are never empty");
+        let mut directory: Option<OwnedFd> = None;
+        for piece in leading {
+            let base = directory.as_ref().map_or(CWD, AsFd::as_fd);
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            directory = Some(rustix::fs::openat(
+                base,
+                OsStr::from_bytes(piece),
+                flags,
+                Mode::empty(),
+            )?);
+        }
+        Ok(Self {
+            directory,
+            rest: PathBuf::from(OsStr::from_bytes(last)),
+        })
+    }
+
+    /// The directory handle the rest is relative to.
+    pub fn directory(&self) -> BorrowedFd<'_> {
+        self.directory.as_ref().map_or(CWD, AsFd::as_fd)
+    }
+
+    /// The path relative to [`At::directory`].
+    pub fn rest(&self) -> &Path {
+        &self.rest
+    }
+
+    /// A path of at most [`PATH_MAX`] bytes naming the same entry, for calls that have no `*at`
+    /// form (a final symlink is then followed or not as the call does). Valid while `self` lives.
+    pub fn short_path(&self) -> PathBuf {
+        match &self.directory {
+            None => self.rest.clone(),
+            Some(directory) => {
+                use std::os::fd::AsRawFd;
+                Path::new(&format!("/proc/self/fd/{}", directory.as_raw_fd())).join(&self.rest)
+            }
+        }
+    }
+
+    fn open(&self, flags: OFlags, mode: Mode) -> io::Result<File> {
+        let fd = rustix::fs::openat(self.directory(), &self.rest, flags | OFlags::CLOEXEC, mode)?;
+        Ok(File::from(fd))
+    }
+}
+
+/// Runs `call` with a path naming the same entry as `path` that one system call takes: `path`
+/// itself when it is short, else a `/proc/self/fd/N/...` path through a handle (see
+/// [`At::short_path`]).
+///
+/// # Errors
+/// The resolution fails, or `call` does.
+pub fn with_short_path<T>(path: &Path, call: impl FnOnce(&Path) -> io::Result<T>) -> io::Result<T> {
+    if !is_long(path) {
+        return call(path);
+    }
+    let at = At::new(path)?;
+    call(&at.short_path())
+}
+
+/// As [`std::fs::symlink_metadata`] (a final symlink is not followed).
+///
+/// # Errors
+/// The entry cannot be found or read.
+pub fn symlink_metadata(path: &Path) -> io::Result<Metadata> {
+    if !is_long(path) {
+        return std::fs::symlink_metadata(path);
+    }
+    At::new(path)?
+        .open(OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())?
+        .metadata()
+}
+
+/// As [`std::fs::metadata`] (a final symlink is followed).
+///
+/// # Errors
+/// The entry cannot be found or read.
+pub fn metadata(path: &Path) -> io::Result<Metadata> {
+    if !is_long(path) {
+        return std::fs::metadata(path);
+    }
+    At::new(path)?.open(OFlags::PATH, Mode::empty())?.metadata()
+}
+
+/// As [`File::open`]: read-only, a final symlink followed.
+///
+/// # Errors
+/// The file cannot be opened.
+pub fn open(path: &Path) -> io::Result<File> {
+    if !is_long(path) {
+        return File::open(path);
+    }
+    At::new(path)?.open(OFlags::RDONLY, Mode::empty())
+}
+
+/// Creates a new file for writing with permission bits `mode` (narrowed by the umask); fails
+/// when anything stands at `path`.
+///
+/// # Errors
+/// Something stands there, or the file cannot be created.
+pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    if !is_long(path) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path);
+    }
+    At::new(path)?.open(
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+        Mode::from_bits_truncate(mode),
+    )
+}
+
+/// The names in the directory at `path` (without `.` and `..`), in no particular order.
+///
+/// # Errors
+/// The directory cannot be opened or listed.
+pub fn list_names(path: &Path) -> io::Result<Vec<OsString>> {
+    if !is_long(path) {
+        return std::fs::read_dir(path)?
+            .map(|entry| entry.map(|entry| entry.file_name()))
+            .collect();
+    }
+    list_directory(path, OFlags::empty())
+}
+
+/// The names in the directory at `path`, opened with `extra` flags.
+fn list_directory(path: &Path, extra: OFlags) -> io::Result<Vec<OsString>> {
+    let directory =
+        At::new(path)?.open(OFlags::RDONLY | OFlags::DIRECTORY | extra, Mode::empty())?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::new(directory)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name));
+        }
+    }
+    Ok(names)
+}
+
+/// As [`std::fs::read_link`].
+///
+/// # Errors
+/// `path` is not a symlink or cannot be read.
+pub fn read_link(path: &Path) -> io::Result<PathBuf> {
+    if !is_long(path) {
+        return std::fs::read_link(path);
+    }
+    let at = At::new(path)?;
+    let target = rustix::fs::readlinkat(at.directory(), at.rest(), Vec::new())?;
+    Ok(PathBuf::from(OsString::from_vec(target.into_bytes())))
+}
+
+/// Creates the directory `path` with permission bits `mode` (narrowed by the umask).
+///
+/// # Errors
+/// Something stands there, or the directory cannot be created.
+pub fn create_dir(path: &Path, mode: u32) -> io::Result<()> {
+    if !is_long(path) {
+        return std::fs::DirBuilder::new().mode(mode).create(path);
+    }
+    let at = At::new(path)?;
+    rustix::fs::mkdirat(at.directory(), at.rest(), Mode::from_bits_truncate(mode))?;
+    Ok(())
+}
+
+/// Creates `path` and every missing directory above it with permission bits `mode`; a
+/// directory already there is fine.
+///
+/// # Errors
+/// A directory cannot be created, or a non-directory stands on the way.
+pub fn create_dir_all(path: &Path, mode: u32) -> io::Result<()> {
+    if !is_long(path) {
+        return std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path);
+    }
+    if metadata(path).is_ok_and(|metadata| metadata.is_dir()) {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        create_dir_all(parent, mode)?;
+    }
+    match create_dir(path, mode) {
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists && metadata(path)?.is_dir() => {
+            Ok(())
+        }
+        created => created,
+    }
+}
+
+/// As [`std::fs::remove_file`] (also removes a symlink, FIFO or device node).
+///
+/// # Errors
+/// Nothing to remove, or the removal failed.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    if !is_long(path) {
+        return std::fs::remove_file(path);
+    }
+    let at = At::new(path)?;
+    rustix::fs::unlinkat(at.directory(), at.rest(), AtFlags::empty())?;
+    Ok(())
+}
+
+/// Removes the directory at `path` and everything below it, whatever the depth, never following
+/// a symlink. Holds no handle across levels, so the depth of the tree is not bounded by the
+/// number of open files.
+///
+/// # Errors
+/// An entry cannot be removed (the removal stops there).
+pub fn remove_dir_all(path: &Path) -> io::Result<()> {
+    if !symlink_metadata(path)?.is_dir() {
+        return remove_file(path);
+    }
+    // O_NOFOLLOW: a symlink swapped in for the directory is not listed through.
+    let listing = list_directory(path, OFlags::NOFOLLOW)?;
+    for name in listing {
+        remove_dir_all(&path.join(name))?;
+    }
+    if !is_long(path) {
+        return std::fs::remove_dir(path);
+    }
+    let at = At::new(path)?;
+    rustix::fs::unlinkat(at.directory(), at.rest(), AtFlags::REMOVEDIR)?;
+    Ok(())
+}
+
+/// As [`std::fs::rename`].
+///
+/// # Errors
+/// The rename failed.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    if !is_long(from) && !is_long(to) {
+        return std::fs::rename(from, to);
+    }
+    let (from, to) = (At::new(from)?, At::new(to)?);
+    rustix::fs::renameat(from.directory(), from.rest(), to.directory(), to.rest())?;
+    Ok(())
+}
+
+/// As [`std::fs::hard_link`]: `link` becomes another name of the file at `original` (a symlink
+/// there is not followed).
+///
+/// # Errors
+/// The link cannot be made.
+pub fn hard_link(original: &Path, link: &Path) -> io::Result<()> {
+    if !is_long(original) && !is_long(link) {
+        return std::fs::hard_link(original, link);
+    }
+    let (original, link) = (At::new(original)?, At::new(link)?);
+    rustix::fs::linkat(
+        original.directory(),
+        original.rest(),
+        link.directory(),
+        link.rest(),
+        AtFlags::empty(),
+    )?;
+    Ok(())
+}
+
+/// As [`std::os::unix::fs::symlink`]: a symlink at `link` pointing to `target`.
+///
+/// # Errors
+/// The symlink cannot be made.
+pub fn symlink(target: &Path, link: &Path) -> io::Result<()> {
+    if !is_long(link) {
+        return std::os::unix::fs::symlink(target, link);
+    }
+    let at = At::new(link)?;
+    rustix::fs::symlinkat(target, at.directory(), at.rest())?;
+    Ok(())
+}
+
+/// Sets the permission bits of `path` (a final symlink followed, as `chmod` does).
+///
+/// # Errors
+/// The permissions cannot be set.
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    if !is_long(path) {
+        return std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    }
+    let at = At::new(path)?;
+    rustix::fs::chmodat(
+        at.directory(),
+        at.rest(),
+        Mode::from_bits_truncate(mode),
+        AtFlags::empty(),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_are_cut_at_slashes_into_pieces_that_fit() {
+        assert_eq!(pieces(b"/a/b", 10), Some(vec![&b"/a/b"[..]]));
+        assert_eq!(
+            pieces(b"/aaa/bbb/ccc", 8),
+            Some(vec![&b"/aaa/bbb"[..], b"ccc"])
+        );
+        // Doubled slashes at a cut do not make an absolute piece; a trailing one names the
+        // directory itself.
+        assert_eq!(pieces(b"aaa//bbb", 4), Some(vec![&b"aaa"[..], b"bbb"]));
+        assert_eq!(pieces(b"aaa/bbb/", 4), Some(vec![&b"aaa"[..], b"bbb/"]));
+        assert_eq!(pieces(b"aaaa/", 4), Some(vec![&b"aaaa"[..], b"."]));
+        // A name longer than a piece cannot be cut.
+        assert_eq!(pieces(b"/aaaaaaaa/b", 4), None);
+        assert_eq!(pieces(b"aaaaaaaa", 4), None);
+    }
+
+    #[test]
+    fn every_piece_fits_and_the_pieces_join_back_to_the_path() {
+        for name_length in [1usize, 7, 200, 255] {
+            for depth in [1usize, 15, 16, 17, 60, 6000 / name_length.max(1)] {
+                let name = "n".repeat(name_length);
+                let path = format!("/{}", vec![name; depth].join("/"));
+                let parts = pieces(path.as_bytes(), PIECE).unwrap();
+                assert!(
+                    parts
+                        .iter()
+                        .all(|piece| piece.len() <= PIECE && !piece.is_empty())
+                );
+                assert!(parts.iter().skip(1).all(|piece| piece[0] != b'/'));
+                let joined: Vec<u8> = parts.join(&b'/');
+                assert_eq!(joined, path.as_bytes());
+                // Each piece but the last is at least a name shorter than PIECE.
+                assert!(parts.len() <= path.len().div_ceil(PIECE - 256).max(1));
+            }
+        }
+    }
+
+    /// Builds a directory chain of `depth` names of `name_length` bytes below `root` through
+    /// `*at` calls (std's path calls cannot reach it), and returns its path.
+    fn deep_chain(root: &Path, name_length: usize, depth: usize) -> PathBuf {
+        let name = "d".repeat(name_length);
+        let mut directory = File::open(root).unwrap();
+        let mut path = root.to_owned();
+        for _ in 0..depth {
+            rustix::fs::mkdirat(&directory, name.as_str(), Mode::from_bits_truncate(0o700))
+                .unwrap();
+            let next = rustix::fs::openat(
+                &directory,
+                name.as_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap();
+            directory = File::from(next);
+            path.push(&name);
+        }
+        path
+    }
+
+    #[test]
+    fn every_call_works_beyond_path_max_and_removal_clears_the_chain() {
+        let scratch = tempfile::tempdir().unwrap();
+        let deep = deep_chain(scratch.path(), 255, 40);
+        assert!(is_long(&deep), "{} bytes", deep.as_os_str().len());
+        assert!(std::fs::symlink_metadata(&deep).is_err(), "std reaches it");
+        assert!(symlink_metadata(&deep).unwrap().is_dir());
+        let file = deep.join("f");
+        create_new(&file, 0o600).unwrap();
+        assert_eq!(
+            create_new(&file, 0o600).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        std::io::Write::write_all(&mut { open_for_append(&file) }, b"content").unwrap();
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut open(&file).unwrap(), &mut read).unwrap();
+        assert_eq!(read, "content");
+        symlink(Path::new("f"), &deep.join("s")).unwrap();
+        assert_eq!(read_link(&deep.join("s")).unwrap(), PathBuf::from("f"));
+        assert!(symlink_metadata(&deep.join("s")).unwrap().is_symlink());
+        assert!(metadata(&deep.join("s")).unwrap().is_file());
+        hard_link(&file, &deep.join("h")).unwrap();
+        rename(&deep.join("h"), &deep.join("h2")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::nlink(&symlink_metadata(&file).unwrap()),
+            2
+        );
+        set_mode(&file, 0o640).unwrap();
+        assert_eq!(
+            symlink_metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        create_dir_all(&deep.join("x/y/z"), 0o700).unwrap();
+        create_dir_all(&deep.join("x/y/z"), 0o700).unwrap();
+        let mut names = list_names(&deep).unwrap();
+        names.sort();
+        assert_eq!(names, ["f", "h2", "s", "x"]);
+        with_short_path(&file, |short| {
+            assert!(short.as_os_str().len() <= PATH_MAX);
+            assert!(std::fs::symlink_metadata(short)?.is_file());
+            Ok(())
+        })
+        .unwrap();
+        remove_file(&deep.join("h2")).unwrap();
+        let top = scratch.path().join("d".repeat(255));
+        remove_dir_all(&top).unwrap();
+        assert!(list_names(scratch.path()).unwrap().is_empty());
+    }
+
+    fn open_for_append(path: &Path) -> File {
+        At::new(path)
+            .unwrap()
+            .open(OFlags::WRONLY | OFlags::APPEND, Mode::empty())
+            .unwrap()
+    }
+}
