@@ -12,6 +12,7 @@
 //! Owns only the resolution and these calls; never walks trees, never prints. The splitting of
 //! a path into pieces is pure ([`pieces`]) and tested here.
 
+use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io;
@@ -19,6 +20,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
@@ -63,12 +66,113 @@ pub fn pieces(path: &[u8], limit: usize) -> Option<Vec<&[u8]>> {
 /// A path made ready for an `*at` call: a directory handle (none: the current directory) and a
 /// path of at most [`PIECE`] bytes relative to it.
 pub struct At {
-    directory: Option<OwnedFd>,
+    directory: Option<Rc<OwnedFd>>,
     rest: PathBuf,
 }
 
+/// Directory handles at spaced points along the last long path resolved on this thread
+/// (each key an ancestor of the next; the last is the directory resolved last, the others at
+/// least [`ANCHOR_SPACING`] bytes apart). A walk that goes down a deep tree then opens one name
+/// per level instead of every level from the root, and one that comes back up opens at most
+/// [`ANCHOR_SPACING`] bytes of path: the whole walk costs time linear in its depth. Keeps a
+/// handful of handles, whatever the depth.
+struct Chain {
+    generation: u64,
+    links: Vec<(Vec<u8>, Rc<OwnedFd>)>,
+}
+
+/// The spacing of the handles a [`Chain`] keeps.
+const ANCHOR_SPACING: usize = 1024;
+
+thread_local! {
+    static CHAIN: RefCell<Chain> = const {
+        RefCell::new(Chain {
+            generation: 0,
+            links: Vec::new(),
+        })
+    };
+}
+
+/// Bumped whenever this process removes or renames something that may be a directory or a
+/// symlink on the way to one: every thread's [`Chain`] is then dropped, so a handle never
+/// stands for a path that now names something else.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Whether any thread resolved a long path (before that, nothing needs invalidating).
+static CHAINS_USED: AtomicBool = AtomicBool::new(false);
+
+/// Drops every thread's cached handles (see [`GENERATION`]).
+fn invalidate_chains() {
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Whether `ancestor` names a directory above `path` (lexically).
+fn is_ancestor(ancestor: &[u8], path: &[u8]) -> bool {
+    path.len() > ancestor.len()
+        && path.starts_with(ancestor)
+        && (path[ancestor.len()] == b'/' || ancestor.ends_with(b"/"))
+}
+
+/// Opens `path` relative to `base` piece by piece (`O_PATH | O_DIRECTORY`).
+fn open_pieces(base: BorrowedFd<'_>, path: &[u8]) -> io::Result<OwnedFd> {
+    let parts = pieces(path, PIECE).ok_or_else(|| io::Error::from(Errno::NAMETOOLONG))?;
+    let mut directory: Option<OwnedFd> = None;
+    for piece in parts {
+        let from = directory.as_ref().map_or(base, AsFd::as_fd);
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        directory = Some(rustix::fs::openat(
+            from,
+            OsStr::from_bytes(piece),
+            flags,
+            Mode::empty(),
+        )?);
+    }
+    Ok(directory.expect("pieces are never empty"))
+}
+
+/// A handle on the directory at `path` (a long path), from this thread's [`Chain`].
+fn directory_handle(path: &[u8]) -> io::Result<Rc<OwnedFd>> {
+    CHAINS_USED.store(true, Ordering::SeqCst);
+    CHAIN.with(|chain| {
+        let mut chain = chain.borrow_mut();
+        let generation = GENERATION.load(Ordering::SeqCst);
+        if chain.generation != generation {
+            chain.links.clear();
+            chain.generation = generation;
+        }
+        while chain
+            .links
+            .last()
+            .is_some_and(|(key, _)| key.as_slice() != path && !is_ancestor(key, path))
+        {
+            chain.links.pop();
+        }
+        if let Some((key, handle)) = chain.links.last()
+            && key.as_slice() == path
+        {
+            return Ok(Rc::clone(handle));
+        }
+        let handle = Rc::new(match chain.links.last() {
+            Some((key, handle)) => {
+                let rest = &path[key.len()..];
+                let rest = rest.strip_prefix(b"/").unwrap_or(rest);
+                open_pieces(handle.as_fd(), rest)?
+            }
+            None => open_pieces(CWD, path)?,
+        });
+        let length = chain.links.len();
+        if length >= 2
+            && chain.links[length - 1].0.len() - chain.links[length - 2].0.len() < ANCHOR_SPACING
+        {
+            chain.links.pop();
+        }
+        chain.links.push((path.to_vec(), Rc::clone(&handle)));
+        Ok(handle)
+    })
+}
+
 impl At {
-    /// Resolves every piece of `path` but the last; a short path is kept whole.
+    /// Resolves the directory `path` is in; a short path is kept whole.
     ///
     /// # Errors
     /// A directory on the way cannot be opened, or a name is longer than any file system allows.
@@ -79,29 +183,26 @@ impl At {
                 rest: path.to_owned(),
             });
         }
-        let parts = pieces(path.as_os_str().as_bytes(), PIECE)
-            .ok_or_else(|| io::Error::from(Errno::NAMETOOLONG))?;
-        let (last, leading) = parts.split_last().expect("pieces are never empty");
-        let mut directory: Option<OwnedFd> = None;
-        for piece in leading {
-            let base = directory.as_ref().map_or(CWD, AsFd::as_fd);
-            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            directory = Some(rustix::fs::openat(
-                base,
-                OsStr::from_bytes(piece),
-                flags,
-                Mode::empty(),
-            )?);
-        }
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            // Ends in `..` or `.`: resolved whole, piece by piece.
+            let bytes = path.as_os_str().as_bytes();
+            let parts = pieces(bytes, PIECE).ok_or_else(|| io::Error::from(Errno::NAMETOOLONG))?;
+            let last = parts.last().expect("pieces are never empty");
+            let directory = open_pieces(CWD, &bytes[..bytes.len() - last.len()])?;
+            return Ok(Self {
+                directory: Some(Rc::new(directory)),
+                rest: PathBuf::from(OsStr::from_bytes(last)),
+            });
+        };
         Ok(Self {
-            directory,
-            rest: PathBuf::from(OsStr::from_bytes(last)),
+            directory: Some(directory_handle(parent.as_os_str().as_bytes())?),
+            rest: PathBuf::from(name),
         })
     }
 
     /// The directory handle the rest is relative to.
     pub fn directory(&self) -> BorrowedFd<'_> {
-        self.directory.as_ref().map_or(CWD, AsFd::as_fd)
+        self.directory.as_deref().map_or(CWD, AsFd::as_fd)
     }
 
     /// The path relative to [`At::directory`].
@@ -279,6 +380,12 @@ pub fn create_dir_all(path: &Path, mode: u32) -> io::Result<()> {
 /// # Errors
 /// Nothing to remove, or the removal failed.
 pub fn remove_file(path: &Path) -> io::Result<()> {
+    // A symlink on the way to a cached directory may go.
+    if CHAINS_USED.load(Ordering::SeqCst)
+        && symlink_metadata(path).is_ok_and(|metadata| !metadata.is_file())
+    {
+        invalidate_chains();
+    }
     if !is_long(path) {
         return std::fs::remove_file(path);
     }
@@ -294,6 +401,7 @@ pub fn remove_file(path: &Path) -> io::Result<()> {
 /// # Errors
 /// An entry cannot be removed (the removal stops there).
 pub fn remove_dir_all(path: &Path) -> io::Result<()> {
+    invalidate_chains();
     if !symlink_metadata(path)?.is_dir() {
         return remove_file(path);
     }
@@ -315,6 +423,13 @@ pub fn remove_dir_all(path: &Path) -> io::Result<()> {
 /// # Errors
 /// The rename failed.
 pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    // A file put in place (what restore renames) changes no directory; anything else may.
+    if CHAINS_USED.load(Ordering::SeqCst)
+        && (!symlink_metadata(from).is_ok_and(|metadata| metadata.is_file())
+            || symlink_metadata(to).is_ok_and(|metadata| !metadata.is_file()))
+    {
+        invalidate_chains();
+    }
     if !is_long(from) && !is_long(to) {
         return std::fs::rename(from, to);
     }
