@@ -553,7 +553,14 @@ impl<'repo> Planner<'repo> {
     /// Creates the directories still waiting above the next restored entry; `false` when one
     /// cannot be created (already reported), so the entry is skipped.
     fn create_pending(&mut self) -> bool {
-        for index in 0..self.pending.len() {
+        // Directories are created top-down, so the created ones are the bottom of the stack:
+        // start above them (a deep chain of waiting directories is not walked per entry).
+        let first = self
+            .pending
+            .iter()
+            .rposition(|pending| pending.state == PendingState::Created)
+            .map_or(0, |created| created + 1);
+        for index in first..self.pending.len() {
             let pending = &self.pending[index];
             match pending.state {
                 PendingState::Created => {}
@@ -564,10 +571,7 @@ impl<'repo> Planner<'repo> {
                     let made = self
                         .clear_the_way(&path, &node)
                         .is_some_and(|decision| self.make_directory(&path, &node, decision));
-                    let pending = self.pending.iter_mut().find(|pending| pending.path == path);
-                    let Some(pending) = pending else {
-                        return false;
-                    };
+                    let pending = &mut self.pending[index];
                     if !made {
                         pending.state = PendingState::Failed;
                         return false;
