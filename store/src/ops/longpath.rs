@@ -602,6 +602,52 @@ mod tests {
         assert!(list_names(scratch.path()).unwrap().is_empty());
     }
 
+    #[test]
+    fn cached_handles_never_outlive_a_removed_or_renamed_directory() {
+        let scratch = tempfile::tempdir().unwrap();
+        let deep = deep_chain(scratch.path(), 200, 25);
+        let inner = deep.join("inner");
+        let names = |path: &Path| {
+            let mut names = list_names(path).unwrap();
+            names.sort();
+            names
+        };
+        create_dir(&inner, 0o700).unwrap();
+        create_new(&inner.join("old"), 0o600).unwrap();
+        assert_eq!(names(&inner), ["old"]);
+        // This thread now holds a handle on `inner` (the parent of what it created last).
+        create_new(&inner.join("older"), 0o600).unwrap();
+        // Removed and made again (by another thread, whose removal drops this one's handles).
+        let again = inner.clone();
+        std::thread::spawn(move || {
+            remove_dir_all(&again).unwrap();
+            create_dir(&again, 0o700).unwrap();
+        })
+        .join()
+        .unwrap();
+        create_new(&inner.join("new"), 0o600).unwrap();
+        assert_eq!(names(&inner), ["new"]);
+        // Renamed away, and a new directory in its place.
+        create_new(&inner.join("newer"), 0o600).unwrap();
+        remove_file(&inner.join("newer")).unwrap();
+        rename(&inner, &deep.join("moved")).unwrap();
+        create_dir(&inner, 0o700).unwrap();
+        create_new(&inner.join("fresh"), 0o600).unwrap();
+        assert_eq!(names(&inner), ["fresh"]);
+        assert_eq!(names(&deep.join("moved")), ["new"]);
+        // Replaced by a symlink to another directory: its content shows through it.
+        remove_dir_all(&inner).unwrap();
+        symlink(Path::new("moved"), &inner).unwrap();
+        // Names below the symlink resolve through it (and leave a handle on `moved`).
+        create_new(&inner.join("through"), 0o600).unwrap();
+        assert_eq!(names(&deep.join("moved")), ["new", "through"]);
+        remove_file(&inner).unwrap();
+        create_dir(&inner, 0o700).unwrap();
+        create_new(&inner.join("last"), 0o600).unwrap();
+        assert_eq!(names(&inner), ["last"]);
+        assert_eq!(names(&deep.join("moved")), ["new", "through"]);
+    }
+
     fn open_for_append(path: &Path) -> File {
         At::new(path)
             .unwrap()
