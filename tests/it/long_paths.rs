@@ -1,14 +1,14 @@
-//! Any legal name at any depth (issue 13): trees whose paths pass PATH_MAX (4096 bytes with the
+//! Any legal name at any depth (issue 13): trees whose paths pass `PATH_MAX` (4096 bytes with the
 //! NUL, so 4095 is the longest path one system call takes) back up completely with exit 0 and
 //! restore completely, for every kind of entry (files, empty files, directories, symlinks, a
 //! hard link pair split across deep directories, FIFOs, extended attributes and an ACL), at
-//! total lengths just below, at, above and about three times PATH_MAX, with names of 1, 200 and
+//! total lengths just below, at, above and about three times `PATH_MAX`, with names of 1, 200 and
 //! 255 bytes. Restoring into a non-empty deep target follows `--overwrite` and `--delete`; a
 //! restore killed mid-write leaves nothing private readable (checked as the user `nobody`, who
 //! walks down with `cd -P` one name at a time); `ls`, `find`, `dump`, `diff`, `drill` and
 //! restore's `--include`/`--exclude` work on deep paths.
 //!
-//! std's path calls fail beyond PATH_MAX, so trees are built and read back here through
+//! std's path calls fail beyond `PATH_MAX`, so trees are built and read back here through
 //! directory handles (`openat`, `mkdirat`, `fstatat`, ...), independently of cairn's code.
 
 use std::collections::BTreeMap;

@@ -481,7 +481,7 @@ pub fn apply_path_metadata(path: &Path, node: &Node) -> Vec<MetadataWarning> {
     }
     let mut xattr_warnings = apply_xattrs(Target::Path(&short), node);
     for warning in &mut xattr_warnings {
-        warning.path = path.to_owned();
+        path.clone_into(&mut warning.path);
     }
     warnings.extend(xattr_warnings);
     let times = Timestamps {
