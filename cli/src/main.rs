@@ -185,8 +185,30 @@ fn block_file_size_signal() {
     let _ = signals.thread_block();
 }
 
+/// The stack of the thread that runs a command. Walking a snapshot's trees and the file system
+/// recurses once per directory level, and a legal tree can be thousands of levels deep (a path
+/// of 12 KiB of one-byte names is 6,000); the main thread's 8 MiB overflow at about 5,000
+/// levels. Only the pages a walk touches are ever used.
+const COMMAND_STACK: usize = 256 << 20;
+
 fn main() -> ExitCode {
     block_file_size_signal();
+    // The thread inherits the signal mask set above.
+    match std::thread::Builder::new()
+        .name("cairn".into())
+        .stack_size(COMMAND_STACK)
+        .spawn(run_command)
+    {
+        Ok(thread) => thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        // No room for a stack that large: run on this one (deep trees may not fit).
+        Err(_) => run_command(),
+    }
+}
+
+/// Parses the command line, runs the command and maps its outcome to the exit code.
+fn run_command() -> ExitCode {
     let mut cli = Cli::parse();
     if let Some(threads) = cli.global.threads {
         // Fails only if a pool already exists, which nothing before this line starts.

@@ -256,3 +256,25 @@ fn drill_host_filter_picks_the_latest_snapshot_of_that_host() {
         .stderr_contains("is not among --host beta");
     assert!(leftovers(&scratch).is_empty(), "scratch directory left");
 }
+
+/// Regression: a snapshot holding a hard-linked file failed every drill ("1 of 2 files restored
+/// and verified, 0 damaged"): the second link was made, not written, and was not counted.
+#[test]
+fn drill_counts_hard_links_as_restored() {
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    let tree = TreeBuilder::new(&source);
+    tree.file("a/first", &random_bytes(832, 10_000));
+    fs::create_dir_all(source.join("b")).unwrap();
+    fs::hard_link(source.join("a/first"), source.join("b/second")).unwrap();
+    workspace.backup(&[&source]);
+    let scratch = scratch_parent(&workspace);
+    let summary = workspace
+        .cairn(&["drill", "--json", "--scratch", &scratch.to_string_lossy()])
+        .ok()
+        .summary();
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(json_u64(&summary, "files_selected"), 2);
+    assert_eq!(json_u64(&summary, "files_restored"), 2);
+    assert!(leftovers(&scratch).is_empty());
+}

@@ -21,6 +21,7 @@ mod incremental;
 mod keys;
 mod layers;
 mod liveness;
+mod long_paths;
 mod netfaults;
 mod operations;
 mod pipes;

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, Source, Summary};
 use crate::format::tree::{DeviceKind, EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
 use crate::ops::fsmeta::{self, OwnerNameCache};
+use crate::ops::longpath;
 use crate::policy::dedup_hostile::{self, ContentCounts, DedupHostile};
 use crate::policy::exclude::{ExcludeRules, FileSystemBoundary, file_system_boundary};
 use crate::policy::size_drop::{self, SizeDrop};
@@ -617,7 +618,7 @@ impl Walker<'_, '_, '_> {
             self.excludes
                 .markers()
                 .iter()
-                .any(|marker| std::fs::symlink_metadata(path.join(marker)).is_ok())
+                .any(|marker| longpath::symlink_metadata(&path.join(marker)).is_ok())
         };
         if self.excludes.excludes(path, is_directory) || (is_directory && marked()) {
             self.entries_excluded += 1;
@@ -680,7 +681,7 @@ impl Walker<'_, '_, '_> {
         };
         let file_type = metadata.file_type();
         if file_type.is_symlink() {
-            return match std::fs::read_link(path) {
+            return match longpath::read_link(path) {
                 Ok(target) => Ok(Some(node_from_metadata(
                     name,
                     NodeKind::Symlink {
@@ -752,7 +753,7 @@ impl Walker<'_, '_, '_> {
         repeat: bool,
         previous_size: Option<u64>,
     ) -> Result<Option<Node>> {
-        let mut file = match File::open(path) {
+        let mut file = match longpath::open(path) {
             Ok(file) => file,
             Err(error) => {
                 self.warn(path, format!("cannot open: {error}"));
@@ -801,23 +802,13 @@ impl Walker<'_, '_, '_> {
 
     /// Backs up a directory's entries; `Ok(None)` when it cannot be listed.
     fn save_directory(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<Id>> {
-        let listing = match std::fs::read_dir(path) {
-            Ok(listing) => listing,
+        let mut names: Vec<OsString> = match longpath::list_names(path) {
+            Ok(names) => names,
             Err(error) => {
                 self.warn(path, format!("cannot list directory: {error}"));
                 return Ok(None);
             }
         };
-        let mut names: Vec<OsString> = Vec::new();
-        for entry in listing {
-            match entry {
-                Ok(entry) => names.push(entry.file_name()),
-                Err(error) => {
-                    self.warn(path, format!("cannot list directory: {error}"));
-                    return Ok(None);
-                }
-            }
-        }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut slots: Vec<Option<Node>> = vec![None; names.len()];
         let mut group: Vec<SmallFile> = Vec::new();
@@ -830,7 +821,7 @@ impl Walker<'_, '_, '_> {
             let child = path.join(&name);
             let name = name.into_vec();
             let previous = parent.and_then(|tree| tree.find(&name));
-            let metadata = std::fs::symlink_metadata(&child);
+            let metadata = longpath::symlink_metadata(&child);
             match self.admit(&child, &name, metadata.as_ref().ok())? {
                 Admission::Walk => {}
                 Admission::Leave => continue,
@@ -916,7 +907,7 @@ impl Walker<'_, '_, '_> {
         let read: Vec<std::io::Result<ReadSmallFile>> = group
             .par_iter()
             .map(|file| {
-                let mut handle = File::open(&file.path)?;
+                let mut handle = longpath::open(&file.path)?;
                 let metadata = handle.metadata()?;
                 let mut data = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
                 (&mut handle).take(SMALL_FILE + 1).read_to_end(&mut data)?;
@@ -984,7 +975,7 @@ impl Walker<'_, '_, '_> {
     ) -> Result<Option<Node>> {
         match selection {
             Selection::Whole(path) => {
-                let metadata = std::fs::symlink_metadata(path);
+                let metadata = longpath::symlink_metadata(path);
                 if let Err(error) = &metadata
                     && error.kind() == std::io::ErrorKind::NotFound
                 {
@@ -1003,7 +994,7 @@ impl Walker<'_, '_, '_> {
                 Ok(node)
             }
             Selection::Parent(path, children) => {
-                let metadata = match std::fs::metadata(path) {
+                let metadata = match longpath::metadata(path) {
                     Ok(metadata) => metadata,
                     Err(error) => {
                         self.warn(path, format!("cannot read metadata: {error}"));
@@ -1070,7 +1061,7 @@ pub fn backup(
             }
             // As restic: a missing path is a warning (see save_selection), unless none exists.
             if absolute.iter().all(|path| {
-                std::fs::symlink_metadata(path)
+                longpath::symlink_metadata(path)
                     .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
             }) {
                 return Err(Error::NoSourcePath(
@@ -1177,7 +1168,7 @@ fn backup_in_session(
                 .collect::<Result<_>>()?;
             match build_selection(&absolute) {
                 Selection::Whole(path) => {
-                    walker.enter_given_path(std::fs::symlink_metadata(&path).ok().as_ref());
+                    walker.enter_given_path(longpath::symlink_metadata(&path).ok().as_ref());
                     walker
                         .save_directory(&path, parent_root.as_ref())?
                         .ok_or_else(|| Error::Usage(format!("cannot read {}", path.display())))?

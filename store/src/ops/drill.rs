@@ -17,6 +17,7 @@ use crate::crypto::id::Id;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Timestamp};
+use crate::ops::longpath;
 use crate::ops::restore::{self, NoRestoreProgress};
 use crate::policy::retention::{SnapshotFilter, SnapshotInfo};
 use crate::policy::sweep;
@@ -262,7 +263,8 @@ pub fn drill(
         bytes_in_snapshot,
         files_selected,
         bytes_selected,
-        files_restored: outcome.files,
+        // A later hard link holds the content verified at its first link.
+        files_restored: outcome.files + outcome.hard_links,
         bytes_restored: outcome.bytes,
         elapsed,
         damaged,
@@ -332,11 +334,12 @@ impl Drop for Scratch {
 /// write permission on directories restored read-only (which would otherwise stop the removal).
 fn remove_tree(path: &Path) -> Result<()> {
     make_directories_writable(path);
-    fs::remove_dir_all(path).map_err(|error| Error::local("remove scratch directory", path, error))
+    longpath::remove_dir_all(path)
+        .map_err(|error| Error::local("remove scratch directory", path, error))
 }
 
 fn make_directories_writable(path: &Path) {
-    let Ok(metadata) = fs::symlink_metadata(path) else {
+    let Ok(metadata) = longpath::symlink_metadata(path) else {
         return;
     };
     if !metadata.is_dir() {
@@ -344,11 +347,11 @@ fn make_directories_writable(path: &Path) {
     }
     let mode = metadata.permissions().mode();
     if mode & 0o700 != 0o700 {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700));
+        let _ = longpath::set_mode(path, mode | 0o700);
     }
-    if let Ok(entries) = fs::read_dir(path) {
-        for entry in entries.flatten() {
-            make_directories_writable(&entry.path());
+    if let Ok(names) = longpath::list_names(path) {
+        for name in names {
+            make_directories_writable(&path.join(name));
         }
     }
 }

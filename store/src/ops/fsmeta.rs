@@ -18,6 +18,7 @@ use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
 use crate::format::tree::{DeviceKind, Node, NodeKind, OwnerNames, Timestamp, Xattr};
+use crate::ops::longpath::{self, At};
 
 /// The extended attribute that holds a file's access ACL.
 pub const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
@@ -152,6 +153,11 @@ fn is_unsupported(errno: Errno) -> bool {
 /// # Errors
 /// The file-system error of listing or reading.
 pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
+    longpath::with_short_path(path, read_xattrs_short)
+}
+
+/// [`read_xattrs`] of a path one system call takes.
+fn read_xattrs_short(path: &Path) -> std::io::Result<Vec<Xattr>> {
     let names = match list_xattrs(path) {
         Ok(names) => names,
         Err(errno) if is_unsupported(errno) => return Ok(Vec::new()),
@@ -215,8 +221,8 @@ fn get_xattr(path: &Path, name: &[u8]) -> rustix::io::Result<Vec<u8>> {
     )
 }
 
-/// Where extended attributes are applied: an open file or directory, or a path whose last
-/// component is not followed (symlinks, FIFOs, device nodes: opening those could block or
+/// Where extended attributes are applied: an open file or directory, or a path (one system
+/// call takes: see [`longpath::At::short_path`]) whose last component is not followed (symlinks, FIFOs, device nodes: opening those could block or
 /// touch a device).
 #[derive(Clone, Copy)]
 pub enum Target<'a> {
@@ -409,14 +415,16 @@ pub fn create_special(path: &Path, node: &Node) -> Result<(), MetadataWarning> {
             ));
         }
     };
-    if let Ok(metadata) = std::fs::symlink_metadata(path)
+    if let Ok(metadata) = longpath::symlink_metadata(path)
         && !metadata.is_dir()
     {
-        let _ = std::fs::remove_file(path);
+        let _ = longpath::remove_file(path);
     }
+    let at = At::new(path)
+        .map_err(|error| MetadataWarning::new(path, format!("cannot create {what}: {error}")))?;
     rustix::fs::mknodat(
-        CWD,
-        path,
+        at.directory(),
+        at.rest(),
         file_type,
         Mode::from_bits_truncate(0o600),
         device,
@@ -444,28 +452,45 @@ fn timespec(timestamp: Timestamp) -> Timespec {
 /// Applies owner (when permitted), mode (not for symlinks), extended attributes and times to
 /// the symlink, FIFO or device node at `path` without opening or following it.
 pub fn apply_path_metadata(path: &Path, node: &Node) -> Vec<MetadataWarning> {
+    let at = match At::new(path) {
+        Ok(at) => at,
+        Err(error) => {
+            return vec![MetadataWarning::new(
+                path,
+                format!("metadata not restored: {error}"),
+            )];
+        }
+    };
+    // Calls without an `*at` form (extended attributes) take this path to the same entry.
+    let short = at.short_path();
     let is_symlink = matches!(node.kind, NodeKind::Symlink { .. });
     // Only root may give entries away; for everyone else keeping their own ownership is right.
     let _ = rustix::fs::chownat(
-        CWD,
-        path,
+        at.directory(),
+        at.rest(),
         Some(Uid::from_raw(node.uid)),
         Some(Gid::from_raw(node.gid)),
         AtFlags::SYMLINK_NOFOLLOW,
     );
     let mut warnings = Vec::new();
-    if !is_symlink && let Err(errno) = Target::Path(path).chmod(node.mode) {
+    if !is_symlink && let Err(errno) = Target::Path(&short).chmod(node.mode) {
         warnings.push(MetadataWarning::new(
             path,
             format!("cannot set permissions: {}", describe(errno)),
         ));
     }
-    warnings.extend(apply_xattrs(Target::Path(path), node));
+    let mut xattr_warnings = apply_xattrs(Target::Path(&short), node);
+    for warning in &mut xattr_warnings {
+        path.clone_into(&mut warning.path);
+    }
+    warnings.extend(xattr_warnings);
     let times = Timestamps {
         last_access: timespec(node.mtime),
         last_modification: timespec(node.mtime),
     };
-    if let Err(errno) = rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW) {
+    if let Err(errno) =
+        rustix::fs::utimensat(at.directory(), at.rest(), &times, AtFlags::SYMLINK_NOFOLLOW)
+    {
         warnings.push(MetadataWarning::new(
             path,
             format!("cannot set times: {}", describe(errno)),

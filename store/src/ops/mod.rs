@@ -11,6 +11,7 @@ pub mod check;
 pub mod drill;
 pub mod forget;
 pub mod fsmeta;
+pub mod longpath;
 pub mod prune;
 pub mod repair;
 pub mod repair_config;

@@ -13,10 +13,10 @@
 //! [`crate::policy::overwrite`]), `delete` and `dry_run` of [`RestoreOptions`].
 
 use std::collections::HashSet;
-use std::fs::{self, File, FileTimes, OpenOptions};
+use std::fs::{self, File, FileTimes};
 use std::io::{Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -27,6 +27,7 @@ use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::ops::fsmeta::{self, MetadataWarning, OwnerMap, OwnerMapping};
+use crate::ops::longpath;
 use crate::policy::overwrite::{self, Decision, EntryKind, Existing, Overwrite};
 use crate::policy::pathmatch::PathMatcher;
 use crate::repo::fetch::{self, FetchedBlob};
@@ -151,10 +152,7 @@ fn system_time(timestamp: Timestamp) -> SystemTime {
 /// Creates a directory 0700 (whatever the umask): its recorded mode is applied only after
 /// everything below it is restored.
 fn create_private_directory(path: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .map_err(|error| Error::local("create directory", path, error))
+    longpath::create_dir(path, 0o700).map_err(|error| Error::local("create directory", path, error))
 }
 
 /// A directory of the target restored into: while the restore runs, it grants group and others
@@ -162,7 +160,7 @@ fn create_private_directory(path: &Path) -> Result<()> {
 /// 0700 becomes 0700 at once, not at the end), and its owner full access. Its recorded mode is
 /// applied at the end, as for created directories.
 fn narrow_existing_directory(path: &Path, recorded_mode: u32) -> Result<()> {
-    let present = fs::symlink_metadata(path)
+    let present = longpath::symlink_metadata(path)
         .map_err(|error| Error::local("read metadata of", path, error))?
         .mode()
         & 0o7777;
@@ -170,7 +168,7 @@ fn narrow_existing_directory(path: &Path, recorded_mode: u32) -> Result<()> {
     if narrowed == present {
         return Ok(());
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(narrowed))
+    longpath::set_mode(path, narrowed)
         .map_err(|error| Error::local("set permissions of", path, error))
 }
 
@@ -186,7 +184,7 @@ fn node_kind(node: &Node) -> EntryKind {
 
 /// What stands at `path` (not following a symlink there).
 fn existing_at(path: &Path) -> Option<Existing> {
-    let metadata = fs::symlink_metadata(path).ok()?;
+    let metadata = longpath::symlink_metadata(path).ok()?;
     let file_type = metadata.file_type();
     let kind = if file_type.is_file() {
         EntryKind::File
@@ -211,7 +209,7 @@ fn existing_at(path: &Path) -> Option<Existing> {
 fn holds_content(repository: &Repository, path: &Path, node: &Node) -> bool {
     match &node.kind {
         NodeKind::File { content_hash, .. } => {
-            let Ok(mut file) = File::open(path) else {
+            let Ok(mut file) = longpath::open(path) else {
                 return false;
             };
             if file.metadata().map(|metadata| metadata.len()).ok() != Some(node.size) {
@@ -231,9 +229,8 @@ fn holds_content(repository: &Repository, path: &Path, node: &Node) -> bool {
             }
             Id(*hasher.finalize().as_bytes()) == *content_hash
         }
-        NodeKind::Symlink { target } => {
-            fs::read_link(path).is_ok_and(|found| found.as_os_str().as_bytes() == target.as_slice())
-        }
+        NodeKind::Symlink { target } => longpath::read_link(path)
+            .is_ok_and(|found| found.as_os_str().as_bytes() == target.as_slice()),
         // Recreated rather than compared (opening a FIFO to read it would block).
         NodeKind::Fifo | NodeKind::Device { .. } | NodeKind::Directory { .. } => false,
     }
@@ -243,9 +240,9 @@ fn holds_content(repository: &Repository, path: &Path, node: &Node) -> bool {
 /// symlink).
 fn remove_entry(path: &Path, existing: Existing) -> Result<()> {
     let removed = if existing.kind == EntryKind::Directory {
-        fs::remove_dir_all(path)
+        longpath::remove_dir_all(path)
     } else {
-        fs::remove_file(path)
+        longpath::remove_file(path)
     };
     removed.map_err(|error| Error::local("remove", path, error))
 }
@@ -480,16 +477,15 @@ impl<'repo> Planner<'repo> {
     /// interrupted restore left, and with `delete` every entry the snapshot's directory does
     /// not have (`names`) and the filter would take.
     fn tidy_directory(&mut self, path: &Path, names: &HashSet<Vec<u8>>, position: &Position) {
-        let Ok(listing) = fs::read_dir(path) else {
+        let Ok(listing) = longpath::list_names(path) else {
             return;
         };
-        for entry in listing.flatten() {
-            let name = entry.file_name();
+        for name in listing {
+            let entry_path = path.join(&name);
             let name = name.as_bytes();
-            let entry_path = entry.path();
             if name.starts_with(TEMPORARY_PREFIX.as_bytes()) {
                 if !self.dry_run {
-                    let _ = fs::remove_file(&entry_path);
+                    let _ = longpath::remove_file(&entry_path);
                 }
                 continue;
             }
@@ -557,7 +553,14 @@ impl<'repo> Planner<'repo> {
     /// Creates the directories still waiting above the next restored entry; `false` when one
     /// cannot be created (already reported), so the entry is skipped.
     fn create_pending(&mut self) -> bool {
-        for index in 0..self.pending.len() {
+        // Directories are created top-down, so the created ones are the bottom of the stack:
+        // start above them (a deep chain of waiting directories is not walked per entry).
+        let first = self
+            .pending
+            .iter()
+            .rposition(|pending| pending.state == PendingState::Created)
+            .map_or(0, |created| created + 1);
+        for index in first..self.pending.len() {
             let pending = &self.pending[index];
             match pending.state {
                 PendingState::Created => {}
@@ -568,10 +571,7 @@ impl<'repo> Planner<'repo> {
                     let made = self
                         .clear_the_way(&path, &node)
                         .is_some_and(|decision| self.make_directory(&path, &node, decision));
-                    let pending = self.pending.iter_mut().find(|pending| pending.path == path);
-                    let Some(pending) = pending else {
-                        return false;
-                    };
+                    let pending = &mut self.pending[index];
                     if !made {
                         pending.state = PendingState::Failed;
                         return false;
@@ -658,14 +658,14 @@ impl<'repo> Planner<'repo> {
                 // A symlink replacing a file: the file is still there (see clear_the_way).
                 if decision == Decision::Replace
                     && existing_at(&path).is_some()
-                    && let Err(error) = fs::remove_file(&path)
+                    && let Err(error) = longpath::remove_file(&path)
                 {
                     self.outcome
                         .failed
                         .push((path.clone(), Error::local("replace", &path, error)));
                     return;
                 }
-                match std::os::unix::fs::symlink(&target, &path) {
+                match longpath::symlink(&target, &path) {
                     Ok(()) => {
                         self.outcome.symlinks += 1;
                         let warnings = fsmeta::apply_path_metadata(&path, &node);
@@ -689,7 +689,7 @@ impl<'repo> Planner<'repo> {
             }
             (NodeKind::File { .. }, Decision::Reuse) => {
                 // Same content: only the recorded metadata is set again.
-                let applied = File::open(&path)
+                let applied = longpath::open(&path)
                     .map_err(|error| Error::local("open", &path, error))
                     .and_then(|file| apply_final_metadata(&file, &path, &node));
                 match applied {
@@ -712,7 +712,7 @@ impl<'repo> Planner<'repo> {
 /// Applies a directory's recorded metadata once everything below it is restored; returns what
 /// the target could not hold.
 fn apply_metadata(path: &Path, node: &Node) -> Result<Vec<MetadataWarning>> {
-    let file = File::open(path).map_err(|error| Error::local("open", path, error))?;
+    let file = longpath::open(path).map_err(|error| Error::local("open", path, error))?;
     apply_final_metadata(&file, path, node)
 }
 
@@ -795,12 +795,8 @@ fn temporary_path(path: &Path) -> PathBuf {
 fn open_file(repository: &Repository, path: &Path, sparse: bool) -> Result<OpenFile> {
     let temporary = temporary_path(path);
     // A leftover of a killed restore that had the same process id.
-    let _ = fs::remove_file(&temporary);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
+    let _ = longpath::remove_file(&temporary);
+    let file = longpath::create_new(&temporary, 0o600)
         .map_err(|error| Error::local("create", &temporary, error))?;
     let block = if sparse {
         let size = file.metadata().map_or(4096, |metadata| metadata.blksize());
@@ -904,7 +900,7 @@ fn finish_file(open: OpenFile, job: &FileJob) -> Result<(u64, Vec<MetadataWarnin
     let temporary = open.temporary.clone();
     let finished = verify_and_rename(open, job);
     if finished.is_err() {
-        let _ = fs::remove_file(&temporary);
+        let _ = longpath::remove_file(&temporary);
     }
     finished
 }
@@ -940,12 +936,12 @@ fn verify_and_rename(open: OpenFile, job: &FileJob) -> Result<(u64, Vec<Metadata
     let mut warnings = match apply_final_metadata(&file, &temporary, &job.node) {
         Ok(warnings) => warnings,
         Err(error) => {
-            let _ = fs::remove_file(&temporary);
+            let _ = longpath::remove_file(&temporary);
             return Err(error);
         }
     };
     drop(file);
-    fs::rename(&temporary, &job.path)
+    longpath::rename(&temporary, &job.path)
         .map_err(|error| Error::local("rename into place", &job.path, error))?;
     // Warnings name the final path, not the temporary one.
     for warning in &mut warnings {
@@ -1087,7 +1083,7 @@ fn write_batch(
                             let chunks = &file_chunks(&job.node)[segment.chunks.clone()];
                             let before = open.written;
                             if let Err(error) = write_chunks(&mut open, chunks, blobs, &job.path) {
-                                let _ = fs::remove_file(&open.temporary);
+                                let _ = longpath::remove_file(&open.temporary);
                                 return Err(error);
                             }
                             progress.bytes_written(open.written - before);
@@ -1192,12 +1188,9 @@ pub fn restore_with(
 ) -> Result<RestoreOutcome> {
     repository.sync_index()?;
     let start = repository.find_node(root, path)?;
-    let target_existed = target.is_dir();
+    let target_existed = longpath::metadata(target).is_ok_and(|metadata| metadata.is_dir());
     if !options.dry_run {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(target)
+        longpath::create_dir_all(target, 0o700)
             .map_err(|error| Error::local("create target", target, error))?;
     }
     let mut planner = Planner::new(repository, options, progress);
@@ -1301,12 +1294,12 @@ fn make_links(links: Vec<LinkJob>, outcome: &mut RestoreOutcome) -> Vec<FileJob>
         let linked = if failed.contains(&link.first) {
             Err("its first link was not restored".to_owned())
         } else {
-            if let Ok(metadata) = fs::symlink_metadata(&link.path)
+            if let Ok(metadata) = longpath::symlink_metadata(&link.path)
                 && !metadata.is_dir()
             {
-                let _ = fs::remove_file(&link.path);
+                let _ = longpath::remove_file(&link.path);
             }
-            fs::hard_link(&link.first, &link.path).map_err(|error| error.to_string())
+            longpath::hard_link(&link.first, &link.path).map_err(|error| error.to_string())
         };
         match linked {
             Ok(()) => {
@@ -1347,10 +1340,7 @@ pub fn restore_nodes(
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     repository.sync_index()?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(target)
+    longpath::create_dir_all(target, 0o700)
         .map_err(|error| Error::local("create target", target, error))?;
     let options = RestoreOptions::default();
     let mut planner = Planner::new(repository, &options, progress);
@@ -1366,10 +1356,7 @@ pub fn restore_nodes(
             continue;
         }
         if let Some(parent) = path.parent()
-            && let Err(error) = fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
+            && let Err(error) = longpath::create_dir_all(parent, 0o700)
         {
             planner.outcome.failed.push((
                 path.clone(),
