@@ -3,7 +3,7 @@
 //! `size_drop`), which snapshot times cannot be right (`time_sanity`), which snapshot
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
 //! `find`), when another client's session is proven gone (`liveness`), and what a restore does with what
-//! already stands in its target (`overwrite`).
+//! already stands in its target (`overwrite`), and sizes and rates as users write them (`units`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
 //! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
@@ -22,3 +22,4 @@ pub mod retention;
 pub mod size_drop;
 pub mod sweep;
 pub mod time_sanity;
+pub mod units;
