@@ -208,9 +208,22 @@ pub fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// The user running cairn.
+/// The user running cairn: `$USER`, else `$LOGNAME`, else the name of the process's user id
+/// in the password database (cron and systemd units may set neither variable), else empty.
 pub fn user_name() -> String {
     std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::var("LOGNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|user| user.name)
+        })
         .unwrap_or_default()
 }
