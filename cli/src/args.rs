@@ -37,7 +37,8 @@ Exit codes:
 Environment:
   CAIRN_CONFIG, CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR,
   CAIRN_NEW_PASSWORD_FILE, CAIRN_NEW_PASSWORD_COMMAND (new password of `key add` and `key passwd`),
-  CAIRN_SCHEDULE_NOW (tests: the RFC 3339 time schedules and the run state go by)";
+  CAIRN_SCHEDULE_NOW (tests: the RFC 3339 time schedules and the run state go by),
+  CAIRN_LIMIT_UPLOAD, CAIRN_LIMIT_DOWNLOAD (as --limit-upload, --limit-download)";
 
 /// cairn: encrypted, deduplicating backups of files, trees and streams to any object store.
 #[derive(Debug, Parser)]
@@ -132,6 +133,14 @@ pub struct GlobalArgs {
         global = true
     )]
     pub cache_memory_mib: u32,
+    /// Limit uploads to the object store to RATE, shared by all concurrent uploads: KiB/s as a
+    /// bare number (as restic: 512), or a size per second (2M, 800KiB/s)
+    #[arg(long, env = "CAIRN_LIMIT_UPLOAD", value_name = "RATE", value_parser = cairn_store::units::parse_rate, global = true)]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads from the object store to RATE, shared by all concurrent downloads:
+    /// KiB/s as a bare number, or a size per second (2M, 800KiB/s)
+    #[arg(long, env = "CAIRN_LIMIT_DOWNLOAD", value_name = "RATE", value_parser = cairn_store::units::parse_rate, global = true)]
+    pub limit_download: Option<u64>,
 }
 
 /// A `--compression` choice.

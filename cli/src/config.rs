@@ -95,6 +95,19 @@ impl FromStr for Size {
     }
 }
 
+/// A transfer rate in bytes per second, written like `"512"` (KiB/s) or `"2M"`
+/// ([`cairn_store::units::parse_rate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate(pub u64);
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        cairn_store::units::parse_rate(text).map(Self)
+    }
+}
+
 /// Default age past which an unended backup session is stale: a nightly backup that has not
 /// ended after a whole day crashed, stalls, or runs on a machine that has not run cairn since.
 pub const DEFAULT_STALE_SESSION_AGE: Duration = Duration::from_hours(24);
@@ -201,6 +214,10 @@ pub struct RepositoryConfig {
     /// Whether `cairn run` stores this config file in the repository (default true), so
     /// `cairn recover` can start from the URL and the password alone.
     pub store_config: Option<bool>,
+    /// Upload limit, as `--limit-upload` (`"512"` KiB/s, `"2M"`).
+    pub limit_upload: Option<Parsed<Rate>>,
+    /// Download limit, as `--limit-download`.
+    pub limit_download: Option<Parsed<Rate>>,
 }
 
 /// `[defaults]`: what a source does not set itself.
@@ -708,12 +725,19 @@ impl Config {
             .options
             .iter()
             .filter_map(|option| option.split_once('='))
-            .map(|(key, _)| key.trim().to_ascii_lowercase())
+            .map(|(key, _)| key.trim().to_ascii_lowercase().replace('-', "_"))
             .collect();
+        // A limit given on the command line (flag, environment or `-o`) beats the file's.
+        if global.limit_upload.is_none() && !given.contains("limit_upload") {
+            global.limit_upload = repository.limit_upload.map(|rate| rate.0.0);
+        }
+        if global.limit_download.is_none() && !given.contains("limit_download") {
+            global.limit_download = repository.limit_download.map(|rate| rate.0.0);
+        }
         let from_file = repository
             .options
             .iter()
-            .filter(|(key, _)| !given.contains(&key.to_ascii_lowercase()))
+            .filter(|(key, _)| !given.contains(&key.to_ascii_lowercase().replace('-', "_")))
             .map(|(key, value)| format!("{key}={value}"));
         global.options.splice(0..0, from_file);
     }

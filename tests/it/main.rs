@@ -3,6 +3,7 @@
 
 mod backends;
 mod backup_options;
+mod bandwidth;
 mod cli_e2e;
 mod comforts;
 mod corruption;
