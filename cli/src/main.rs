@@ -149,7 +149,8 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
         Command::Find(args) => commands::find::run(global, args).map(|()| Completion::Done),
         Command::Stats(args) => commands::stats::run(global, args).map(|()| Completion::Done),
         Command::Completions(args) => {
-            commands::completions::completions(args).map(|()| Completion::Done)
+            commands::completions::completions(args);
+            Ok(Completion::Done)
         }
         Command::Man(args) => commands::completions::man(args).map(|()| Completion::Done),
         Command::Run(args) => commands::run::run(global, config, args),

@@ -25,7 +25,30 @@ fn listing_commands() -> Vec<Vec<&'static str>> {
         vec!["stats"],
         vec!["check"],
         vec!["diff", "latest", "latest"],
+        vec!["diff", "--json", "latest", "latest"],
+        vec!["stats", "--json"],
+        vec!["check", "--json"],
+        vec!["key", "list", "--json"],
+        vec!["prune", "--dry-run"],
+        vec!["prune", "--dry-run", "--json"],
+        vec!["drill"],
+        vec!["drill", "--json"],
+        vec!["completions", "bash"],
+        vec!["man"],
     ]
+}
+
+/// The listing commands that name the backed-up tree: a backup's dry run lists every file it
+/// would read. (`dump` is no listing: a reader that goes away before the end of a dump means
+/// the stream was not delivered, which it reports with exit 1.)
+fn commands_on(source: &str) -> Vec<Vec<String>> {
+    [
+        vec!["backup", "--dry-run", "--force", source],
+        vec!["backup", "--dry-run", "--force", "--json", source],
+    ]
+    .iter()
+    .map(|args| args.iter().map(|arg| (*arg).to_owned()).collect())
+    .collect()
 }
 
 /// A repository with two snapshots of a tree of 300 files.
@@ -45,7 +68,12 @@ fn workspace_with_snapshots() -> Workspace {
 #[test]
 fn a_closed_pipe_ends_no_command_with_a_panic() {
     let workspace = workspace_with_snapshots();
-    for args in listing_commands() {
+    let source = workspace.path("source").to_string_lossy().into_owned();
+    let named = commands_on(&source);
+    let named = named
+        .iter()
+        .map(|args| args.iter().map(String::as_str).collect::<Vec<&str>>());
+    for args in listing_commands().into_iter().chain(named) {
         // The reader goes away before cairn writes its first line: every write gets EPIPE.
         let mut child = workspace
             .command(&args, &[])
@@ -73,7 +101,7 @@ fn a_closed_pipe_ends_no_command_with_a_panic() {
             "cairn {args:?} into a closed pipe: {stderr}"
         );
     }
-    // The dry runs removed nothing.
+    // The dry runs removed and added nothing.
     assert_eq!(workspace.snapshots().len(), 2);
 }
 
