@@ -493,6 +493,7 @@ pub struct RepairConfigArgs {
 }
 
 /// `cairn backup`.
+#[allow(clippy::struct_excessive_bools)] // independent command-line switches
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("stream").args(["stdin", "command"])))]
 pub struct BackupArgs {

@@ -65,7 +65,8 @@ impl TokenBucket {
     /// as the last one) and returns how long the caller must wait before moving them.
     pub fn reserve(&mut self, now: Duration, bytes: u64) -> Duration {
         let now = now.max(self.updated);
-        let elapsed = i128::try_from((now - self.updated).as_nanos()).unwrap_or(i128::MAX / 4);
+        let elapsed = now.saturating_sub(self.updated).as_nanos();
+        let elapsed = i128::try_from(elapsed).unwrap_or(i128::MAX / 4);
         self.credit = self
             .credit
             .saturating_add(elapsed.saturating_mul(self.rate))
@@ -305,7 +306,7 @@ mod tests {
         let mut bucket = TokenBucket::new(4000);
         assert_eq!(bucket.reserve(Duration::ZERO, 1000), Duration::ZERO);
         // An hour idle still leaves one quarter second's worth (1000 bytes).
-        let later = Duration::from_secs(3600);
+        let later = Duration::from_hours(1);
         assert_eq!(bucket.reserve(later, 1000), Duration::ZERO);
         assert_eq!(bucket.reserve(later, 2000), 500 * MS);
     }
