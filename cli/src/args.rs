@@ -862,3 +862,51 @@ pub struct KeyRemoveArgs {
     #[arg(long)]
     pub force: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> jiff::Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn snapshot_times_take_rfc3339_or_local_time_across_daylight_saving() {
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        for (text, expected) in [
+            ("2026-12-01 03:00:00", "2026-12-01T02:00:00Z"),
+            ("2026-07-01 03:00:00", "2026-07-01T01:00:00Z"),
+            // 02:30 does not exist on 29 March (clocks jump 02:00 -> 03:00): the later side.
+            ("2026-03-29 02:30:00", "2026-03-29T01:30:00Z"),
+            // 02:30 happens twice on 25 October: the first (summer time).
+            ("2026-10-25 02:30:00", "2026-10-25T00:30:00Z"),
+            ("2026-12-01T03:00:00Z", "2026-12-01T03:00:00Z"),
+            (" 2026-12-01T03:00:00-01:00 ", "2026-12-01T04:00:00Z"),
+        ] {
+            assert_eq!(snapshot_time_in(text, &berlin), Ok(utc(expected)), "{text}");
+        }
+        for bad in [
+            "",
+            "2026-12-01",
+            "2026-12-01 03:00",
+            "2026-12-01T03:00:00",
+            "2026-02-30 03:00:00",
+            "01.12.2026 03:00:00",
+        ] {
+            let error = snapshot_time_in(bad, &berlin).unwrap_err();
+            assert!(
+                error.contains("not a time") && !error.contains('\n'),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_cannot_be_empty() {
+        assert_eq!(parse_tag("web"), Ok("web".to_owned()));
+        for bad in ["", " ", "\t"] {
+            assert!(parse_tag(bad).is_err(), "{bad:?}");
+        }
+    }
+}
