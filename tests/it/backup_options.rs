@@ -302,7 +302,7 @@ fn dry_run_writes_nothing_and_predicts_the_backup() {
         let snapshots = workspace.snapshots().len();
         let dry = backup(
             &workspace,
-            &[&source_arg, "--dry-run", "--exclude", "*.log"],
+            &[&source_arg, "--dry-run", "--exclude", "*.log", "--verbose"],
         )
         .ok();
         assert_eq!(
@@ -327,6 +327,17 @@ fn dry_run_writes_nothing_and_predicts_the_backup() {
             .expect("a dry_run_summary line")
             .clone();
         assert!(!lines.iter().any(|line| line["message_type"] == "summary"));
+        let requests = lines
+            .iter()
+            .find(|line| line["message_type"] == "requests")
+            .expect("a requests line with --verbose");
+        assert_eq!(json_u64(requests, "put"), 0, "round {round}: {requests}");
+        assert_eq!(json_u64(requests, "delete"), 0, "round {round}: {requests}");
+        assert_eq!(
+            json_u64(requests, "bytes_sent"),
+            0,
+            "round {round}: {requests}"
+        );
         assert_eq!(json_u64(&prediction, "entries_excluded"), 1);
         if round == 0 {
             assert_eq!(
