@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Read;
 use std::process::Stdio;
 
-use crate::support::{TreeBuilder, Workspace};
+use crate::support::{TreeBuilder, Workspace, run_command};
 
 /// Every command that writes lines to standard output, human and `--json`.
 fn listing_commands() -> Vec<Vec<&'static str>> {
@@ -38,13 +38,26 @@ fn listing_commands() -> Vec<Vec<&'static str>> {
     ]
 }
 
-/// The listing commands that name the backed-up tree: a backup's dry run lists every file it
-/// would read. (`dump` is no listing: a reader that goes away before the end of a dump means
-/// the stream was not delivered, which it reports with exit 1.)
-fn commands_on(source: &str) -> Vec<Vec<String>> {
+/// The listing commands that name files of the workspace: a backup's dry run lists every file
+/// it would read, a restore's what it would create; status and metrics read a config. (`dump`
+/// is no listing: a reader that goes away before the end of a dump means the stream was not
+/// delivered, which it reports with exit 1.)
+fn commands_on(source: &str, target: &str, config: &str) -> Vec<Vec<String>> {
     [
         vec!["backup", "--dry-run", "--force", source],
         vec!["backup", "--dry-run", "--force", "--json", source],
+        vec!["restore", "--dry-run", "latest", "--target", target],
+        vec![
+            "restore",
+            "--dry-run",
+            "--json",
+            "latest",
+            "--target",
+            target,
+        ],
+        vec!["--config", config, "status"],
+        vec!["--config", config, "status", "--json"],
+        vec!["--config", config, "metrics"],
     ]
     .iter()
     .map(|args| args.iter().map(|arg| (*arg).to_owned()).collect())
@@ -69,7 +82,18 @@ fn workspace_with_snapshots() -> Workspace {
 fn a_closed_pipe_ends_no_command_with_a_panic() {
     let workspace = workspace_with_snapshots();
     let source = workspace.path("source").to_string_lossy().into_owned();
-    let named = commands_on(&source);
+    let target = workspace.path("target").to_string_lossy().into_owned();
+    let config = workspace.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[repository]\nurl = {:?}\n\n[sources.tree]\npaths = [{source:?}]\n",
+            workspace.path("state"),
+            workspace.repo,
+        ),
+    )
+    .unwrap();
+    let named = commands_on(&source, &target, &config.to_string_lossy());
     let named = named
         .iter()
         .map(|args| args.iter().map(String::as_str).collect::<Vec<&str>>());
@@ -95,9 +119,18 @@ fn a_closed_pipe_ends_no_command_with_a_panic() {
             !stderr.contains("panicked"),
             "cairn {args:?} panicked on a closed pipe: {stderr}"
         );
+        // It ends as it would have with a reader (0, or status's 16 for a source never
+        // backed up), and with output to read.
+        let read = run_command(workspace.command(&args, &[]), None);
+        assert!(!read.stdout.is_empty(), "cairn {args:?} printed nothing");
+        assert!(
+            matches!(read.code, Some(0 | 16)),
+            "cairn {args:?}: {}",
+            read.stderr
+        );
         assert_eq!(
             status.code(),
-            Some(0),
+            read.code,
             "cairn {args:?} into a closed pipe: {stderr}"
         );
     }
