@@ -442,18 +442,11 @@ fn dry_run(
             "parent": outcome.parent.map(|id| id.to_hex()),
         }));
     } else if !global.quiet {
-        outln!(
-            "would process {} files ({} unchanged since the parent snapshot, not read), {} directories, {}",
-            summary.files,
+        print_amounts(
+            ["would process", "would add about"],
+            summary,
             outcome.files_unchanged,
-            summary.directories,
-            render::bytes(summary.bytes_processed)
-        );
-        outln!(
-            "would add about {} to the repository ({} new blobs, {} of new data before compression)",
-            render::bytes(would_add.bytes_added),
-            would_add.blobs_added,
-            render::bytes(would_add.raw_bytes_added)
+            would_add.raw_bytes_added,
         );
         if outcome.entries_excluded > 0 {
             outln!("would exclude {} entries", outcome.entries_excluded);
@@ -473,6 +466,29 @@ fn dry_run(
             Completion::Partial
         },
     )
+}
+
+/// The two lines of what a backup processed and added (`verbs`: "processed", "added"; a dry
+/// run's "would process", "would add about").
+fn print_amounts(
+    verbs: [&str; 2],
+    summary: &cairn_store::format::snapshot::Summary,
+    files_unchanged: u64,
+    raw_bytes_added: u64,
+) {
+    let [processed, added] = verbs;
+    outln!(
+        "{processed} {} files ({files_unchanged} unchanged since the parent snapshot, not read), {} directories, {}",
+        summary.files,
+        summary.directories,
+        render::bytes(summary.bytes_processed)
+    );
+    outln!(
+        "{added} {} to the repository ({} new blobs, {} of new data before compression)",
+        render::bytes(summary.bytes_added),
+        summary.blobs_added,
+        render::bytes(raw_bytes_added)
+    );
 }
 
 /// The library's source for a paths or standard-input request (`None` for a command, which
@@ -570,18 +586,11 @@ pub fn perform(
             },
         }));
     } else if !global.quiet {
-        outln!(
-            "processed {} files ({} unchanged since the parent snapshot, not read), {} directories, {}",
-            summary.files,
+        print_amounts(
+            ["processed", "added"],
+            summary,
             outcome.files_unchanged,
-            summary.directories,
-            render::bytes(summary.bytes_processed)
-        );
-        outln!(
-            "added {} to the repository ({} new blobs, {} of new data before compression)",
-            render::bytes(summary.bytes_added),
-            summary.blobs_added,
-            render::bytes(outcome.saver.raw_bytes_added)
+            outcome.saver.raw_bytes_added,
         );
         if outcome.entries_excluded > 0 {
             outln!("excluded {} entries", outcome.entries_excluded);
