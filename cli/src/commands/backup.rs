@@ -345,7 +345,7 @@ fn exclude_rules(request: &BackupRequest) -> Result<ExcludeRules> {
 }
 
 /// The paths of a paths backup: those given, then those of each path list in order.
-/// Standard input (`-`) is read once, however many lists name it.
+/// Standard input (`-`) may be named by one list only (a second is refused).
 fn source_paths(request: &BackupRequest, given: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut paths = given.to_vec();
     let lists = request
