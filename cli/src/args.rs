@@ -39,7 +39,8 @@ Exit codes:
 Environment:
   CAIRN_CONFIG, CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR,
   CAIRN_NEW_PASSWORD_FILE, CAIRN_NEW_PASSWORD_COMMAND (new password of `key add` and `key passwd`),
-  CAIRN_SCHEDULE_NOW (tests: the RFC 3339 time schedules and the run state go by)";
+  CAIRN_SCHEDULE_NOW (tests: the RFC 3339 time schedules and the run state go by),
+  CAIRN_LIMIT_UPLOAD, CAIRN_LIMIT_DOWNLOAD (as --limit-upload, --limit-download)";
 
 /// cairn: encrypted, deduplicating backups of files, trees and streams to any object store.
 #[derive(Debug, Parser)]
@@ -134,6 +135,14 @@ pub struct GlobalArgs {
         global = true
     )]
     pub cache_memory_mib: u32,
+    /// Limit uploads to the object store to RATE, shared by all concurrent uploads: KiB/s as a
+    /// bare number (as restic: 512), or a size per second (2M, 800KiB/s)
+    #[arg(long, env = "CAIRN_LIMIT_UPLOAD", value_name = "RATE", value_parser = cairn_store::units::parse_rate, global = true)]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads from the object store to RATE, shared by all concurrent downloads:
+    /// KiB/s as a bare number, or a size per second (2M, 800KiB/s)
+    #[arg(long, env = "CAIRN_LIMIT_DOWNLOAD", value_name = "RATE", value_parser = cairn_store::units::parse_rate, global = true)]
+    pub limit_download: Option<u64>,
 }
 
 /// A `--compression` choice.
@@ -519,11 +528,15 @@ pub struct RepairConfigArgs {
 }
 
 /// `cairn backup`.
+#[allow(clippy::struct_excessive_bools)] // independent command-line switches
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("stream").args(["stdin", "command"])))]
 pub struct BackupArgs {
     /// Files and directories to back up (stored under their absolute paths)
-    #[arg(required_unless_present = "stream", conflicts_with = "stream")]
+    #[arg(
+        required_unless_present_any = ["stream", "files_from", "files_from_raw"],
+        conflicts_with = "stream"
+    )]
     pub paths: Vec<PathBuf>,
     /// Read the data to back up from standard input (name it with --name)
     #[arg(long, requires = "name")]
@@ -541,8 +554,8 @@ pub struct BackupArgs {
         requires = "stream"
     )]
     pub name: Option<String>,
-    /// Tag the snapshot, repeatable
-    #[arg(long = "tag")]
+    /// Tag the snapshot; `--tag a,b` gives two tags, repeatable
+    #[arg(long = "tag", value_name = "TAG[,TAG...]", value_delimiter = ',', value_parser = parse_tag)]
     pub tags: Vec<String>,
     /// Host name to record (default: this machine's)
     #[arg(long)]
@@ -553,9 +566,10 @@ pub struct BackupArgs {
     /// Compare against this snapshot instead of the latest one of the same host and paths
     #[arg(long, conflicts_with = "force")]
     pub parent: Option<String>,
-    /// Record this time as the snapshot's, RFC 3339 (for example 2024-06-01T03:00:00Z or
-    /// 2024-06-01T05:00:00+02:00; default: now)
-    #[arg(long, value_name = "TIME")]
+    /// Record this time as the snapshot's: RFC 3339 (2024-06-01T03:00:00Z,
+    /// 2024-06-01T05:00:00+02:00) or local time as restic writes it ("2024-06-01 05:00:00", in
+    /// TZ or the system's zone); default: now
+    #[arg(long, value_name = "TIME", value_parser = parse_snapshot_time)]
     pub time: Option<jiff::Timestamp>,
     /// Leave out paths matching this glob, repeatable: `*.log` and `node_modules` match at any
     /// depth, `/srv/app/tmp` is anchored at the root, a trailing `/` matches directories only
@@ -576,6 +590,70 @@ pub struct BackupArgs {
     /// points are recorded as empty directories)
     #[arg(short = 'x', long, conflicts_with = "stream")]
     pub one_file_system: bool,
+    /// Like --exclude, ignoring case (`*.jpg` also leaves out `IMG.JPG`), repeatable
+    #[arg(long = "iexclude", value_name = "PATTERN", conflicts_with = "stream")]
+    pub iexcludes: Vec<String>,
+    /// Like --exclude-file, its patterns ignoring case, repeatable
+    #[arg(long = "iexclude-file", value_name = "FILE", conflicts_with = "stream")]
+    pub iexclude_files: Vec<PathBuf>,
+    /// Leave out directories tagged as caches: those holding a CACHEDIR.TAG file that starts
+    /// with the standard signature (bford.info/cachedir)
+    #[arg(long, conflicts_with = "stream")]
+    pub exclude_caches: bool,
+    /// Leave out files larger than SIZE (bytes, or with a binary unit: 500K, 20M, 1.5G, 1T)
+    #[arg(long, value_name = "SIZE", value_parser = cairn_store::units::parse_size, conflicts_with = "stream")]
+    pub exclude_larger_than: Option<u64>,
+    /// Also back up the paths listed in FILE, one per line (`#` starts a comment line, blank
+    /// lines are skipped; `-` reads standard input), repeatable
+    #[arg(long = "files-from", value_name = "FILE", conflicts_with = "stream")]
+    pub files_from: Vec<PathBuf>,
+    /// Also back up the paths listed in FILE, each ended by a NUL byte (`find -print0`; `-`
+    /// reads standard input), repeatable
+    #[arg(
+        long = "files-from-raw",
+        value_name = "FILE",
+        conflicts_with = "stream"
+    )]
+    pub files_from_raw: Vec<PathBuf>,
+    /// Show what would be read and how much would be added, and write nothing to the repository
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+/// A backup tag: not empty (so `--tag a,,b` and a trailing comma are mistakes, not tags).
+fn parse_tag(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("a tag cannot be empty: write --tag a,b".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// The format of restic's `--time`: local time without a zone.
+const LOCAL_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// A snapshot time: RFC 3339, or local wall-clock time `YYYY-MM-DD HH:MM:SS` in `zone` (a time
+/// a daylight-saving change skips or repeats is taken as the zone's rules make it: the earlier
+/// of a repeated hour, the later side of a skipped one).
+pub fn snapshot_time_in(text: &str, zone: &jiff::tz::TimeZone) -> Result<jiff::Timestamp, String> {
+    let text = text.trim();
+    if let Ok(time) = text.parse::<jiff::Timestamp>() {
+        return Ok(time);
+    }
+    jiff::civil::DateTime::strptime(LOCAL_TIME_FORMAT, text)
+        .ok()
+        .and_then(|local| local.to_zoned(zone.clone()).ok())
+        .map(|zoned| zoned.timestamp())
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not a time: give RFC 3339 (2026-12-01T03:00:00Z) or local time \
+                 (\"2026-12-01 03:00:00\")"
+            )
+        })
+}
+
+/// `--time`: [`snapshot_time_in`] the zone of `TZ`, else the system's.
+fn parse_snapshot_time(text: &str) -> Result<jiff::Timestamp, String> {
+    snapshot_time_in(text, &jiff::tz::TimeZone::system())
 }
 
 /// `cairn ls`.
@@ -823,4 +901,52 @@ pub struct KeyRemoveArgs {
     /// Also remove the key the current password opened (another key object must decode)
     #[arg(long)]
     pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> jiff::Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn snapshot_times_take_rfc3339_or_local_time_across_daylight_saving() {
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        for (text, expected) in [
+            ("2026-12-01 03:00:00", "2026-12-01T02:00:00Z"),
+            ("2026-07-01 03:00:00", "2026-07-01T01:00:00Z"),
+            // 02:30 does not exist on 29 March (clocks jump 02:00 -> 03:00): the later side.
+            ("2026-03-29 02:30:00", "2026-03-29T01:30:00Z"),
+            // 02:30 happens twice on 25 October: the first (summer time).
+            ("2026-10-25 02:30:00", "2026-10-25T00:30:00Z"),
+            ("2026-12-01T03:00:00Z", "2026-12-01T03:00:00Z"),
+            (" 2026-12-01T03:00:00-01:00 ", "2026-12-01T04:00:00Z"),
+        ] {
+            assert_eq!(snapshot_time_in(text, &berlin), Ok(utc(expected)), "{text}");
+        }
+        for bad in [
+            "",
+            "2026-12-01",
+            "2026-12-01 03:00",
+            "2026-12-01T03:00:00",
+            "2026-02-30 03:00:00",
+            "01.12.2026 03:00:00",
+        ] {
+            let error = snapshot_time_in(bad, &berlin).unwrap_err();
+            assert!(
+                error.contains("not a time") && !error.contains('\n'),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_cannot_be_empty() {
+        assert_eq!(parse_tag("web"), Ok("web".to_owned()));
+        for bad in ["", " ", "\t"] {
+            assert!(parse_tag(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -83,6 +83,31 @@ where
     }
 }
 
+/// A size written like `"500K"`, `"20M"` or `"1.5G"` ([`cairn_store::units::parse_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        cairn_store::units::parse_size(text).map(Self)
+    }
+}
+
+/// A transfer rate in bytes per second, written like `"512"` (KiB/s) or `"2M"`
+/// ([`cairn_store::units::parse_rate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate(pub u64);
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        cairn_store::units::parse_rate(text).map(Self)
+    }
+}
+
 /// Default age past which an unended backup session is stale: a nightly backup that has not
 /// ended after a whole day crashed, stalls, or runs on a machine that has not run cairn since.
 pub const DEFAULT_STALE_SESSION_AGE: Duration = Duration::from_hours(24);
@@ -189,6 +214,10 @@ pub struct RepositoryConfig {
     /// Whether `cairn run` stores this config file in the repository (default true), so
     /// `cairn recover` can start from the URL and the password alone.
     pub store_config: Option<bool>,
+    /// Upload limit, as `--limit-upload` (`"512"` KiB/s, `"2M"`).
+    pub limit_upload: Option<Parsed<Rate>>,
+    /// Download limit, as `--limit-download`.
+    pub limit_download: Option<Parsed<Rate>>,
 }
 
 /// `[defaults]`: what a source does not set itself.
@@ -236,6 +265,18 @@ pub enum SourceKind {
         exclude_if_present: Vec<String>,
         /// Stay on the file system of each path.
         one_file_system: bool,
+        /// Glob patterns to leave out, whatever their case.
+        iexclude: Vec<String>,
+        /// Files of such patterns, one per line.
+        iexclude_file: Vec<PathBuf>,
+        /// Leave out directories tagged as caches by a `CACHEDIR.TAG`.
+        exclude_caches: bool,
+        /// Leave out files larger than this many bytes.
+        exclude_larger_than: Option<u64>,
+        /// Files listing more paths, one per line.
+        files_from: Vec<PathBuf>,
+        /// Files listing more paths, NUL-separated.
+        files_from_raw: Vec<PathBuf>,
     },
     /// A shell command's standard output, stored as one stream.
     Command {
@@ -280,6 +321,17 @@ struct RawSource {
     exclude_if_present: Vec<String>,
     #[serde(default)]
     one_file_system: bool,
+    #[serde(default)]
+    iexclude: Vec<String>,
+    #[serde(default)]
+    iexclude_file: Vec<PathBuf>,
+    #[serde(default)]
+    exclude_caches: bool,
+    exclude_larger_than: Option<Parsed<Size>>,
+    #[serde(default)]
+    files_from: Vec<PathBuf>,
+    #[serde(default)]
+    files_from_raw: Vec<PathBuf>,
     command: Option<String>,
     stream_name: Option<String>,
     #[serde(default)]
@@ -321,11 +373,20 @@ impl TryFrom<RawSource> for SourceConfig {
                 "restore is for command sources (a paths source is restored to its paths)".into(),
             );
         }
-        let kind = match (raw.paths.is_empty(), raw.command) {
+        let listed = !raw.files_from.is_empty() || !raw.files_from_raw.is_empty();
+        let kind = match (raw.paths.is_empty() && !listed, raw.command) {
             (false, Some(_)) => return Err("give either paths or command, not both".into()),
-            (true, None) => return Err("give paths = [...] or command = \"...\"".into()),
+            (true, None) => {
+                return Err("give paths = [...] (or files_from) or command = \"...\"".into());
+            }
             (false, None) => {
-                if let Some(relative) = raw.paths.iter().find(|path| !path.is_absolute()) {
+                if let Some(relative) = raw
+                    .paths
+                    .iter()
+                    .chain(&raw.files_from)
+                    .chain(&raw.files_from_raw)
+                    .find(|path| !path.is_absolute())
+                {
                     return Err(format!(
                         "path {} is relative: give absolute paths (a timer's working directory is /)",
                         relative.display()
@@ -340,6 +401,12 @@ impl TryFrom<RawSource> for SourceConfig {
                     exclude_file: raw.exclude_file,
                     exclude_if_present: raw.exclude_if_present,
                     one_file_system: raw.one_file_system,
+                    iexclude: raw.iexclude,
+                    iexclude_file: raw.iexclude_file,
+                    exclude_caches: raw.exclude_caches,
+                    exclude_larger_than: raw.exclude_larger_than.map(|size| size.0.0),
+                    files_from: raw.files_from,
+                    files_from_raw: raw.files_from_raw,
                 }
             }
             (true, Some(command)) => {
@@ -347,9 +414,15 @@ impl TryFrom<RawSource> for SourceConfig {
                     || !raw.exclude_file.is_empty()
                     || !raw.exclude_if_present.is_empty()
                     || raw.one_file_system
+                    || !raw.iexclude.is_empty()
+                    || !raw.iexclude_file.is_empty()
+                    || raw.exclude_caches
+                    || raw.exclude_larger_than.is_some()
+                    || !raw.files_from.is_empty()
+                    || !raw.files_from_raw.is_empty()
                 {
                     return Err(
-                        "exclude, exclude_file, exclude_if_present and one_file_system are for paths sources".into(),
+                        "exclude, exclude_file, exclude_if_present, one_file_system, iexclude, iexclude_file, exclude_caches, exclude_larger_than, files_from and files_from_raw are for paths sources".into(),
                     );
                 }
                 if command.trim().is_empty() {
@@ -652,12 +725,19 @@ impl Config {
             .options
             .iter()
             .filter_map(|option| option.split_once('='))
-            .map(|(key, _)| key.trim().to_ascii_lowercase())
+            .map(|(key, _)| key.trim().to_ascii_lowercase().replace('-', "_"))
             .collect();
+        // A limit given on the command line (flag, environment or `-o`) beats the file's.
+        if global.limit_upload.is_none() && !given.contains("limit_upload") {
+            global.limit_upload = repository.limit_upload.map(|rate| rate.0.0);
+        }
+        if global.limit_download.is_none() && !given.contains("limit_download") {
+            global.limit_download = repository.limit_download.map(|rate| rate.0.0);
+        }
         let from_file = repository
             .options
             .iter()
-            .filter(|(key, _)| !given.contains(&key.to_ascii_lowercase()))
+            .filter(|(key, _)| !given.contains(&key.to_ascii_lowercase().replace('-', "_")))
             .map(|(key, value)| format!("{key}={value}"));
         global.options.splice(0..0, from_file);
     }

@@ -162,7 +162,8 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
             commands::stats::run(global, config, args).map(|()| Completion::Done)
         }
         Command::Completions(args) => {
-            commands::completions::completions(args).map(|()| Completion::Done)
+            commands::completions::completions(args);
+            Ok(Completion::Done)
         }
         Command::Man(args) => commands::completions::man(args).map(|()| Completion::Done),
         Command::Run(args) => commands::run::run(global, config, args),

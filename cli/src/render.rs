@@ -17,11 +17,21 @@ static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
 /// dropped quietly. Any other failure is said once on stderr and makes the exit code 1 (see
 /// [`stdout_failed`]). Used through the `outln!` and `out!` macros.
 pub fn print_out(text: std::fmt::Arguments<'_>) {
+    write_out_with(|stdout| stdout.write_fmt(text));
+}
+
+/// Writes bytes of command output (a generated completion script or man page) the way
+/// [`print_out`] writes text.
+pub fn write_out(bytes: &[u8]) {
+    write_out_with(|stdout| stdout.write_all(bytes).and_then(|()| stdout.flush()));
+}
+
+fn write_out_with(write: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>) {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return;
     }
     let mut stdout = std::io::stdout().lock();
-    if let Err(error) = stdout.write_fmt(text) {
+    if let Err(error) = write(&mut stdout) {
         STDOUT_CLOSED.store(true, Ordering::Relaxed);
         if error.kind() != std::io::ErrorKind::BrokenPipe {
             STDOUT_FAILED.store(true, Ordering::Relaxed);

@@ -21,7 +21,7 @@ pub fn repository_location(global: &GlobalArgs) -> Result<&str> {
 
 /// `-o key=value` pairs.
 pub fn backend_options(global: &GlobalArgs) -> Result<Vec<(String, String)>> {
-    global
+    let mut options: Vec<(String, String)> = global
         .options
         .iter()
         .map(|option| {
@@ -30,7 +30,18 @@ pub fn backend_options(global: &GlobalArgs) -> Result<Vec<(String, String)>> {
                 .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.to_owned()))
                 .ok_or_else(|| anyhow!("option {option:?} is not key=value"))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    // The flags come last, so they beat `-o limit_upload=` (the store reads the last value).
+    let limits = [
+        ("limit_upload", global.limit_upload),
+        ("limit_download", global.limit_download),
+    ];
+    for (key, rate) in limits {
+        if let Some(rate) = rate {
+            options.push((key.to_owned(), format!("{rate}B")));
+        }
+    }
+    Ok(options)
 }
 
 /// The backend this run opened, so its request counts can be reported when the command ends,
@@ -208,9 +219,22 @@ pub fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// The user running cairn.
+/// The user running cairn: `$USER`, else `$LOGNAME`, else the name of the process's user id
+/// in the password database (cron and systemd units may set neither variable), else empty.
 pub fn user_name() -> String {
     std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::var("LOGNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|user| user.name)
+        })
         .unwrap_or_default()
 }

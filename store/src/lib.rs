@@ -27,7 +27,7 @@ pub use ops::{
 };
 pub use policy::{
     dedup_hostile, diff, exclude, find, overwrite, pathmatch, retention, select, size_drop, sweep,
-    time_sanity,
+    time_sanity, units,
 };
 pub use repo::{fetch, keyring, lifecycle, repository, saver};
 

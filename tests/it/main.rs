@@ -2,6 +2,8 @@
 //! processes, fault injection through the library, and the format's test vectors and fixtures.
 
 mod backends;
+mod backup_options;
+mod bandwidth;
 mod cli_e2e;
 mod comforts;
 mod corruption;

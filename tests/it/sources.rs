@@ -15,7 +15,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    MongoArchive, Run, Tmpfs, TreeBuilder, Workspace, compressible_text, json_u64, random_bytes,
+    MongoArchive, Run, Tmpfs, TreeBuilder, Workspace, compressible_text, json_u64, listed_below,
+    random_bytes,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -395,23 +396,6 @@ fn uncompressed_input_with_small_edits_is_not_warned_about() {
         .cairn_stdin(&["backup", "--json", "--stdin", "--name", "vm.img"], &blob)
         .ok();
     assert!(dedup_warnings(&changed).is_empty(), "{}", changed.text());
-}
-
-/// The paths of the latest snapshot below `root`, relative to it.
-fn listed_below(workspace: &Workspace, root: &Path) -> BTreeSet<String> {
-    let prefix = format!("{}/", root.display());
-    workspace
-        .cairn(&["ls", "--json", "latest"])
-        .ok()
-        .json_lines()
-        .iter()
-        .filter_map(|entry| {
-            entry["path"]
-                .as_str()?
-                .strip_prefix(&prefix)
-                .map(str::to_owned)
-        })
-        .collect()
 }
 
 #[test]

@@ -1329,3 +1329,20 @@ pub fn object_id(path: &Path) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// The paths of the latest snapshot below `root`, relative to it.
+pub fn listed_below(workspace: &Workspace, root: &Path) -> std::collections::BTreeSet<String> {
+    let prefix = format!("{}/", root.display());
+    workspace
+        .cairn(&["ls", "--json", "latest"])
+        .ok()
+        .json_lines()
+        .iter()
+        .filter_map(|entry| {
+            entry["path"]
+                .as_str()?
+                .strip_prefix(&prefix)
+                .map(str::to_owned)
+        })
+        .collect()
+}

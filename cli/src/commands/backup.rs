@@ -8,7 +8,7 @@ use cairn_store::backup::{
     self, BackupOptions, BackupOutcome, BackupProgress, BackupSource, ParentChoice, SourceWarning,
 };
 use cairn_store::dedup_hostile::DedupHostile;
-use cairn_store::exclude::{self, ExcludeRules};
+use cairn_store::exclude::{self, ExcludeRules, ExcludeSpec, PathListFormat};
 use cairn_store::format::tree::Timestamp;
 use cairn_store::id::Id;
 use cairn_store::repository::Repository;
@@ -64,6 +64,18 @@ pub struct BackupRequest {
     pub exclude_if_present: Vec<String>,
     /// Do not cross file-system boundaries below the given paths.
     pub one_file_system: bool,
+    /// Glob patterns of paths to leave out, whatever their case.
+    pub iexcludes: Vec<String>,
+    /// Files with one such pattern per line.
+    pub iexclude_files: Vec<PathBuf>,
+    /// Leave out directories tagged as caches by a `CACHEDIR.TAG`.
+    pub exclude_caches: bool,
+    /// Leave out files larger than this many bytes.
+    pub exclude_larger_than: Option<u64>,
+    /// Files listing more paths to back up, one per line (`-`: standard input).
+    pub files_from: Vec<PathBuf>,
+    /// Files listing more paths to back up, NUL-separated (`-`: standard input).
+    pub files_from_raw: Vec<PathBuf>,
 }
 
 impl BackupRequest {
@@ -91,7 +103,27 @@ impl BackupRequest {
             exclude_files: args.exclude_files.clone(),
             exclude_if_present: args.exclude_if_present.clone(),
             one_file_system: args.one_file_system,
+            iexcludes: args.iexcludes.clone(),
+            iexclude_files: args.iexclude_files.clone(),
+            exclude_caches: args.exclude_caches,
+            exclude_larger_than: args.exclude_larger_than,
+            files_from: args.files_from.clone(),
+            files_from_raw: args.files_from_raw.clone(),
         }
+    }
+
+    /// Whether anything is left out of a paths backup, or read from a path list.
+    fn has_path_options(&self) -> bool {
+        !self.excludes.is_empty()
+            || !self.exclude_files.is_empty()
+            || !self.exclude_if_present.is_empty()
+            || self.one_file_system
+            || !self.iexcludes.is_empty()
+            || !self.iexclude_files.is_empty()
+            || self.exclude_caches
+            || self.exclude_larger_than.is_some()
+            || !self.files_from.is_empty()
+            || !self.files_from_raw.is_empty()
     }
 }
 
@@ -128,11 +160,30 @@ pub struct BackupReport {
 struct Reporter {
     json: bool,
     meter: Meter,
+    /// A dry run lists every file and stream it would read (not with `--quiet`).
+    list_reads: bool,
 }
 
 impl BackupProgress for Reporter {
     fn warning(&self, warning: &SourceWarning) {
         self.meter.suspend(|| self.print_warning(warning));
+    }
+
+    fn file_read(&self, path: &Path, bytes: u64) {
+        if !self.list_reads {
+            return;
+        }
+        self.meter.suspend(|| {
+            if self.json {
+                render::json_line(&serde_json::json!({
+                    "message_type": "would_read",
+                    "path": path.to_string_lossy(),
+                    "bytes": bytes,
+                }));
+            } else {
+                outln!("would read {} ({})", path.display(), render::bytes(bytes));
+            }
+        });
     }
 
     fn file_done(&self, _path: &Path, _bytes: u64) {
@@ -274,15 +325,62 @@ fn percent(fraction: f64) -> String {
     format!("{}%", (fraction * 1000.0).round() / 10.0)
 }
 
-/// The exclude rules of a request: its patterns, those of its exclude files, its markers.
-fn exclude_rules(request: &BackupRequest) -> Result<ExcludeRules> {
-    let mut patterns = request.excludes.clone();
-    for file in &request.exclude_files {
+/// The patterns of `patterns` and of the exclude files `files`.
+fn patterns_with_files(patterns: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut patterns = patterns.to_vec();
+    for file in files {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read exclude file {}", file.display()))?;
         patterns.extend(exclude::patterns_from_file_text(&text));
     }
-    Ok(ExcludeRules::new(&patterns, &request.exclude_if_present)?)
+    Ok(patterns)
+}
+
+/// The exclude rules of a request: its patterns, those of its exclude files (both cases), its
+/// markers, cache tags and size limit.
+fn exclude_rules(request: &BackupRequest) -> Result<ExcludeRules> {
+    Ok(ExcludeRules::from_spec(&ExcludeSpec {
+        patterns: patterns_with_files(&request.excludes, &request.exclude_files)?,
+        patterns_ignoring_case: patterns_with_files(&request.iexcludes, &request.iexclude_files)?,
+        markers: request.exclude_if_present.clone(),
+        caches: request.exclude_caches,
+        larger_than: request.exclude_larger_than,
+    })?)
+}
+
+/// The paths of a paths backup: those given, then those of each path list in order.
+/// Standard input (`-`) may be named by one list only (a second is refused).
+fn source_paths(request: &BackupRequest, given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut paths = given.to_vec();
+    let lists = request
+        .files_from
+        .iter()
+        .map(|file| (file, PathListFormat::Lines, "--files-from"))
+        .chain(
+            request
+                .files_from_raw
+                .iter()
+                .map(|file| (file, PathListFormat::Nul, "--files-from-raw")),
+        );
+    let mut stdin_read = false;
+    for (file, format, flag) in lists {
+        let bytes = if file.as_os_str() == "-" {
+            if std::mem::replace(&mut stdin_read, true) {
+                anyhow::bail!("{flag} -: standard input can be read only once");
+            }
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .with_context(|| format!("cannot read {flag} - (standard input)"))?;
+            bytes
+        } else {
+            std::fs::read(file).with_context(|| format!("cannot read {flag} {}", file.display()))?
+        };
+        paths.extend(exclude::paths_from_list(&bytes, format));
+    }
+    if paths.is_empty() {
+        anyhow::bail!("no paths to back up: the --files-from lists are empty");
+    }
+    Ok(paths)
 }
 
 /// A time as stored in a snapshot: whole seconds (floored) and the non-negative nanoseconds after.
@@ -304,17 +402,117 @@ pub fn stored_time(time: jiff::Timestamp) -> Timestamp {
 /// Runs `cairn backup`.
 pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<Completion> {
     let repository = settings::open_repository(global)?;
-    perform(&repository, global, &BackupRequest::from_args(args)).map(|report| report.completion)
+    let request = BackupRequest::from_args(args);
+    if args.dry_run {
+        return dry_run(&repository, global, &request);
+    }
+    perform(&repository, global, &request).map(|report| report.completion)
 }
 
-/// Runs one backup into an open repository and prints its summary (per `--json` and
-/// `--quiet`). No snapshot is written when this returns an error.
-pub fn perform(
+/// Runs `cairn backup --dry-run`: lists what would be read and prints what would be added;
+/// writes nothing to the repository.
+fn dry_run(
     repository: &Repository,
     global: &GlobalArgs,
     request: &BackupRequest,
-) -> Result<BackupReport> {
-    let started = Instant::now();
+) -> Result<Completion> {
+    let options = backup_options(repository, request)?;
+    let reporter = Reporter {
+        json: global.json,
+        meter: Meter::new(global, "files", "processed"),
+        list_reads: global.json || !global.quiet,
+    };
+    let mut stdin = std::io::stdin();
+    let Some(source) = paths_or_stdin(request, &mut stdin)? else {
+        anyhow::bail!("--dry-run does not run a --command: pipe its output into --stdin");
+    };
+    let outcome = backup::dry_run(repository, source, &options, &reporter)?;
+    reporter.meter.finish();
+    let summary = &outcome.snapshot.summary;
+    let would_add = outcome.would_add;
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "dry_run_summary",
+            "files_processed": summary.files,
+            "directories_processed": summary.directories,
+            "bytes_processed": summary.bytes_processed,
+            "files_unchanged": outcome.files_unchanged,
+            "bytes_added": would_add.bytes_added,
+            "blobs_added": would_add.blobs_added,
+            "data_added": would_add.raw_bytes_added,
+            "entries_unreadable": summary.entries_unreadable,
+            "entries_excluded": outcome.entries_excluded,
+            "mount_points_not_crossed": outcome.mount_points,
+            "parent": outcome.parent.map(|id| id.to_hex()),
+        }));
+    } else if !global.quiet {
+        print_amounts(
+            ["would process", "would add about"],
+            summary,
+            outcome.files_unchanged,
+            would_add.raw_bytes_added,
+        );
+        if outcome.entries_excluded > 0 {
+            outln!("would exclude {} entries", outcome.entries_excluded);
+        }
+        outln!("dry run: nothing was written to the repository");
+    }
+    if !outcome.warnings.is_empty() {
+        eprintln!(
+            "warning: {} source entries could not be read and would be missing from the snapshot",
+            outcome.warnings.len()
+        );
+    }
+    Ok(
+        if outcome.warnings.is_empty() && outcome.changed.is_empty() {
+            Completion::Done
+        } else {
+            Completion::Partial
+        },
+    )
+}
+
+/// The two lines of what a backup processed and added (`verbs`: "processed", "added"; a dry
+/// run's "would process", "would add about").
+fn print_amounts(
+    verbs: [&str; 2],
+    summary: &cairn_store::format::snapshot::Summary,
+    files_unchanged: u64,
+    raw_bytes_added: u64,
+) {
+    let [processed, added] = verbs;
+    outln!(
+        "{processed} {} files ({files_unchanged} unchanged since the parent snapshot, not read), {} directories, {}",
+        summary.files,
+        summary.directories,
+        render::bytes(summary.bytes_processed)
+    );
+    outln!(
+        "{added} {} to the repository ({} new blobs, {} of new data before compression)",
+        render::bytes(summary.bytes_added),
+        summary.blobs_added,
+        render::bytes(raw_bytes_added)
+    );
+}
+
+/// The library's source for a paths or standard-input request (`None` for a command, which
+/// needs a child process around the backup).
+fn paths_or_stdin<'a>(
+    request: &BackupRequest,
+    stdin: &'a mut std::io::Stdin,
+) -> Result<Option<BackupSource<'a>>> {
+    Ok(match &request.source {
+        RequestSource::Paths(paths) => Some(BackupSource::Paths(source_paths(request, paths)?)),
+        RequestSource::Stdin { name } => Some(BackupSource::Stream {
+            name: name.clone(),
+            reader: stdin,
+        }),
+        RequestSource::Command { .. } => None,
+    })
+}
+
+/// The library's options for a request: who, when, which parent, what to leave out.
+fn backup_options(repository: &Repository, request: &BackupRequest) -> Result<BackupOptions> {
     let time = request.time.unwrap_or_else(jiff::Timestamp::now);
     let options = BackupOptions {
         host: request.host.clone().unwrap_or_else(settings::host_name),
@@ -332,34 +530,33 @@ pub fn perform(
         excludes: exclude_rules(request)?,
         one_file_system: request.one_file_system,
     };
-    if !matches!(request.source, RequestSource::Paths(_))
-        && (!options.excludes.is_empty() || options.one_file_system)
-    {
-        anyhow::bail!("excludes and --one-file-system apply to paths, not to a stream");
+    if !matches!(request.source, RequestSource::Paths(_)) && request.has_path_options() {
+        anyhow::bail!("excludes, path lists and --one-file-system apply to paths, not to a stream");
     }
+    Ok(options)
+}
+
+/// Runs one backup into an open repository and prints its summary (per `--json` and
+/// `--quiet`). No snapshot is written when this returns an error.
+pub fn perform(
+    repository: &Repository,
+    global: &GlobalArgs,
+    request: &BackupRequest,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    let options = backup_options(repository, request)?;
     let reporter = Reporter {
         json: global.json,
         meter: Meter::new(global, "files", "processed"),
+        list_reads: false,
     };
-    let outcome = match &request.source {
-        RequestSource::Paths(paths) => backup::backup(
-            repository,
-            BackupSource::Paths(paths.clone()),
-            &options,
-            &reporter,
-        )?,
-        RequestSource::Stdin { name } => backup::backup(
-            repository,
-            BackupSource::Stream {
-                name: name.clone(),
-                reader: &mut std::io::stdin(),
-            },
-            &options,
-            &reporter,
-        )?,
-        RequestSource::Command { command, name } => {
+    let mut stdin = std::io::stdin();
+    let outcome = match (&request.source, paths_or_stdin(request, &mut stdin)?) {
+        (_, Some(source)) => backup::backup(repository, source, &options, &reporter)?,
+        (RequestSource::Command { command, name }, None) => {
             back_up_command(repository, command, name, &options, &reporter)?
         }
+        (_, None) => unreachable!("only a command source has no reader here"),
     };
     reporter.meter.finish();
     let summary = &outcome.snapshot.summary;
@@ -393,18 +590,11 @@ pub fn perform(
             },
         }));
     } else if !global.quiet {
-        outln!(
-            "processed {} files ({} unchanged since the parent snapshot, not read), {} directories, {}",
-            summary.files,
+        print_amounts(
+            ["processed", "added"],
+            summary,
             outcome.files_unchanged,
-            summary.directories,
-            render::bytes(summary.bytes_processed)
-        );
-        outln!(
-            "added {} to the repository ({} new blobs, {} of new data before compression)",
-            render::bytes(summary.bytes_added),
-            summary.blobs_added,
-            render::bytes(outcome.saver.raw_bytes_added)
+            outcome.saver.raw_bytes_added,
         );
         if outcome.entries_excluded > 0 {
             outln!("excluded {} entries", outcome.entries_excluded);

@@ -9,19 +9,14 @@ use clap::CommandFactory;
 
 use crate::args::{Cli, CompletionsArgs, ManArgs};
 
-/// Prints the completion script for the chosen shell on stdout.
-///
-/// # Errors
-/// Failure to write standard output.
-pub fn completions(args: &CompletionsArgs) -> Result<()> {
+/// Prints the completion script for the chosen shell on stdout (a reader that goes away, as
+/// `| head`, is no error: [`crate::render::write_out`]).
+pub fn completions(args: &CompletionsArgs) {
     let mut command = Cli::command();
     // Generated into memory first: clap_complete panics on a failed write.
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "cairn", &mut script);
-    let mut out = std::io::stdout().lock();
-    out.write_all(&script)
-        .and_then(|()| out.flush())
-        .context("while writing the completion script")
+    crate::render::write_out(&script);
 }
 
 /// Prints the main man page on stdout, or writes every page into `--dir`.
@@ -32,9 +27,10 @@ pub fn man(args: &ManArgs) -> Result<()> {
     let command = Cli::command();
     match &args.dir {
         None => {
-            let mut out = std::io::stdout().lock();
-            render_page(&command, &mut out).context("while writing the man page")?;
-            out.flush().context("while writing the man page")
+            let mut page = Vec::new();
+            render_page(&command, &mut page).context("while rendering the man page")?;
+            crate::render::write_out(&page);
+            Ok(())
         }
         Some(directory) => {
             std::fs::create_dir_all(directory)

@@ -54,47 +54,61 @@ fn run_failure_hooks(commands: &[String], environment: &[(&str, String)]) {
 
 /// The backup a source asks for.
 fn request(config: &Config, name: &str, source: &SourceConfig) -> BackupRequest {
-    let (source_kind, excludes, exclude_files, exclude_if_present, one_file_system) =
-        match &source.kind {
-            SourceKind::Paths {
-                paths,
-                exclude,
-                exclude_file,
-                exclude_if_present,
-                one_file_system,
-            } => (
-                RequestSource::Paths(paths.clone()),
-                exclude.clone(),
-                exclude_file.clone(),
-                exclude_if_present.clone(),
-                *one_file_system,
-            ),
-            SourceKind::Command {
-                command,
-                stream_name,
-            } => (
-                RequestSource::Command {
-                    command: command.clone(),
-                    name: stream_name.clone(),
-                },
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                false,
-            ),
-        };
-    BackupRequest {
-        source: source_kind,
+    let mut request = BackupRequest {
+        source: RequestSource::Paths(Vec::new()),
         tags: config.tags_of(name, source),
         host: config.defaults.host.clone(),
         force: false,
         parent: None,
         time: None,
-        excludes,
-        exclude_files,
-        exclude_if_present,
-        one_file_system,
+        excludes: Vec::new(),
+        exclude_files: Vec::new(),
+        exclude_if_present: Vec::new(),
+        one_file_system: false,
+        iexcludes: Vec::new(),
+        iexclude_files: Vec::new(),
+        exclude_caches: false,
+        exclude_larger_than: None,
+        files_from: Vec::new(),
+        files_from_raw: Vec::new(),
+    };
+    match &source.kind {
+        SourceKind::Paths {
+            paths,
+            exclude,
+            exclude_file,
+            exclude_if_present,
+            one_file_system,
+            iexclude,
+            iexclude_file,
+            exclude_caches,
+            exclude_larger_than,
+            files_from,
+            files_from_raw,
+        } => {
+            request.source = RequestSource::Paths(paths.clone());
+            request.excludes.clone_from(exclude);
+            request.exclude_files.clone_from(exclude_file);
+            request.exclude_if_present.clone_from(exclude_if_present);
+            request.one_file_system = *one_file_system;
+            request.iexcludes.clone_from(iexclude);
+            request.iexclude_files.clone_from(iexclude_file);
+            request.exclude_caches = *exclude_caches;
+            request.exclude_larger_than = *exclude_larger_than;
+            request.files_from.clone_from(files_from);
+            request.files_from_raw.clone_from(files_from_raw);
+        }
+        SourceKind::Command {
+            command,
+            stream_name,
+        } => {
+            request.source = RequestSource::Command {
+                command: command.clone(),
+                name: stream_name.clone(),
+            };
+        }
     }
+    request
 }
 
 /// What happened to one source in this run.

@@ -2,8 +2,10 @@
 //! request accounting.
 //!
 //! `object_store` (and so tokio) lives only in [`object_store`]; everything above talks to this
-//! trait. [`faulty`] wraps any backend to inject failures in tests.
+//! trait. [`faulty`] wraps any backend to inject failures in tests. [`bandwidth`] keeps uploads
+//! and downloads to `--limit-upload` and `--limit-download`.
 
+pub mod bandwidth;
 pub mod faulty;
 pub mod object_store;
 pub mod staging;

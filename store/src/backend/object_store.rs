@@ -17,6 +17,7 @@ use object_store::{
 };
 use rand::Rng;
 
+use super::bandwidth::{RateLimitedStore, Rates};
 use super::stall::{StallConnector, UPLOAD_SLICE};
 use super::{
     Backend, BackendError, ObjectInfo, Operation, PutMode, RequestCounters, RequestStats,
@@ -241,7 +242,7 @@ impl ObjectStoreBackend {
                 let store = LocalFileSystem::new_with_prefix(&path)
                     .map_err(|error| invalid(error.to_string()))?;
                 let mut backend = Self::new(
-                    Arc::new(store),
+                    RateLimitedStore::wrap(Arc::new(store), limits.rates),
                     StorePath::default(),
                     path.display().to_string(),
                 )?
@@ -249,9 +250,14 @@ impl ObjectStoreBackend {
                 backend.local_root = Some(path);
                 Ok(backend)
             }
-            Some("memory") => Ok(Self::in_memory()),
+            Some("memory") => Self::new(
+                RateLimitedStore::wrap(Arc::new(InMemory::new()), limits.rates),
+                StorePath::default(),
+                "memory://".into(),
+            ),
             Some(scheme @ ("s3" | "az" | "azure" | "abfs" | "abfss" | "gs")) => {
                 let (store, prefix) = cloud_store(scheme, location, &limits, &builder_options)?;
+                let store = RateLimitedStore::wrap(store, limits.rates);
                 Ok(Self::new(store, prefix, location.to_owned())?.with_retry_policy(limits.retry))
             }
             Some(other) => Err(invalid(format!(
@@ -510,6 +516,10 @@ const OPTION_STALL_TIMEOUT: &str = "stall_timeout";
 const OPTION_TIMEOUT: &str = "timeout";
 /// The store builder's connect limit; cairn sets its default.
 const OPTION_CONNECT_TIMEOUT: &str = "connect_timeout";
+/// The upload limit, which cairn applies itself ([`super::bandwidth`]).
+const OPTION_LIMIT_UPLOAD: &str = "limit_upload";
+/// The download limit, which cairn applies itself ([`super::bandwidth`]).
+const OPTION_LIMIT_DOWNLOAD: &str = "limit_download";
 /// Builder options whose values are durations, checked before the builder sees them.
 const DURATION_OPTIONS: [&str; 6] = [
     OPTION_STALL_TIMEOUT,
@@ -544,6 +554,8 @@ pub struct StoreLimits {
     pub overall: Option<Duration>,
     /// How long connecting may take (`-o connect_timeout=5s`).
     pub connect: Duration,
+    /// Bandwidth limits (`-o limit_upload=2M`, `--limit-upload`): see [`super::bandwidth`].
+    pub rates: Rates,
 }
 
 impl Default for StoreLimits {
@@ -553,6 +565,7 @@ impl Default for StoreLimits {
             stall: DEFAULT_STALL_TIMEOUT,
             overall: None,
             connect: DEFAULT_CONNECT_TIMEOUT,
+            rates: Rates::default(),
         }
     }
 }
@@ -569,6 +582,15 @@ fn duration_option(key: &str, value: &str) -> Result<Duration, BackendError> {
         Ok(duration) => Ok(duration),
         Err(_) => Err(invalid("not a duration: write it like 30s, 2m or 1m30s")),
     }
+}
+
+/// A rate option: KiB/s, or a size per second ([`crate::policy::units::parse_rate`]).
+fn rate_option(key: &str, value: &str) -> Result<u64, BackendError> {
+    crate::policy::units::parse_rate(value).map_err(|reason| BackendError::InvalidOption {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason,
+    })
 }
 
 impl StoreLimits {
@@ -604,6 +626,8 @@ impl StoreLimits {
                 OPTION_STALL_TIMEOUT => limits.stall = duration_option(&key, value)?,
                 OPTION_TIMEOUT => limits.overall = Some(duration_option(&key, value)?),
                 OPTION_CONNECT_TIMEOUT => limits.connect = duration_option(&key, value)?,
+                OPTION_LIMIT_UPLOAD => limits.rates.upload = Some(rate_option(&key, value)?),
+                OPTION_LIMIT_DOWNLOAD => limits.rates.download = Some(rate_option(&key, value)?),
                 _ => builder_options.push((key, value.clone())),
             }
         }
@@ -758,6 +782,15 @@ mod tests {
         assert_eq!(limits.connect, Duration::from_secs(90));
         assert_eq!(limits.overall, Some(Duration::from_mins(10)));
         assert_eq!(limits.retry.retries, 0);
+        assert_eq!(limits.rates, Rates::default());
+        let (limited, none_left) = StoreLimits::from_options(&options(&[
+            ("limit-upload", "512"),
+            ("LIMIT_DOWNLOAD", "2MiB/s"),
+        ]))
+        .unwrap();
+        assert!(none_left.is_empty());
+        assert_eq!(limited.rates.upload, Some(512 * 1024));
+        assert_eq!(limited.rates.download, Some(2 << 20));
         assert_eq!(
             rest,
             options(&[("region", "eu-west-1"), ("allow_http", "true")])
@@ -778,6 +811,9 @@ mod tests {
             ("retries", "-1"),
             ("retries", "many"),
             ("retries", "101"),
+            ("limit_upload", "0"),
+            ("limit-download", "fast"),
+            ("limit_upload", "-1"),
         ] {
             let error = StoreLimits::from_options(&options(&[(key, value)])).unwrap_err();
             assert!(

@@ -29,7 +29,10 @@ use crate::format::tree::{DeviceKind, EXTENSION_SPARSE, Node, NodeKind, Timestam
 use crate::ops::fsmeta::{self, OwnerNameCache};
 use crate::ops::longpath;
 use crate::policy::dedup_hostile::{self, ContentCounts, DedupHostile};
-use crate::policy::exclude::{ExcludeRules, FileSystemBoundary, file_system_boundary};
+use crate::policy::exclude::{
+    CACHEDIR_TAG, CACHEDIR_TAG_SIGNATURE, ExcludeRules, FileSystemBoundary, file_system_boundary,
+    is_cache_directory_tag,
+};
 use crate::policy::size_drop::{self, SizeDrop};
 use crate::repo::repository::Repository;
 use crate::repo::saver::{BlobSaver, SaverStats};
@@ -142,6 +145,9 @@ pub trait BackupProgress {
     fn warning(&self, _warning: &SourceWarning) {}
     /// A file or stream was completely read.
     fn file_done(&self, _path: &Path, _bytes: u64) {}
+    /// A file or stream of `bytes` bytes was read because the parent snapshot does not prove
+    /// it unchanged (called before [`BackupProgress::file_done`]): what a dry run lists.
+    fn file_read(&self, _path: &Path, _bytes: u64) {}
     /// Content bytes were processed: read and chunked, or proven unchanged by the parent. Called
     /// often (per read batch); the sum at the end is the summary's `bytes_processed`.
     fn bytes_processed(&self, _bytes: u64) {}
@@ -370,6 +376,18 @@ enum Admission {
     Leave,
     /// Record this node instead of walking the entry (an empty mount point).
     Record(Node),
+}
+
+/// Whether the directory at `path` holds a `CACHEDIR.TAG` with the standard signature (an
+/// unreadable tag tags nothing: the directory is backed up).
+fn tagged_as_cache(path: &Path) -> bool {
+    let mut start = Vec::with_capacity(CACHEDIR_TAG_SIGNATURE.len());
+    longpath::open(&path.join(CACHEDIR_TAG))
+        .and_then(|file| {
+            file.take(CACHEDIR_TAG_SIGNATURE.len() as u64)
+                .read_to_end(&mut start)
+        })
+        .is_ok_and(|_| is_cache_directory_tag(&start))
 }
 
 /// Whether a file's current metadata proves it unchanged since `previous` was recorded:
@@ -619,8 +637,12 @@ impl Walker<'_, '_, '_> {
                 .markers()
                 .iter()
                 .any(|marker| longpath::symlink_metadata(&path.join(marker)).is_ok())
+                || (self.excludes.excludes_caches() && tagged_as_cache(path))
         };
-        if self.excludes.excludes(path, is_directory) || (is_directory && marked()) {
+        let too_large = metadata.is_some_and(|metadata| {
+            metadata.is_file() && self.excludes.excludes_size(metadata.len())
+        });
+        if self.excludes.excludes(path, is_directory) || too_large || (is_directory && marked()) {
             self.entries_excluded += 1;
             return Ok(Admission::Leave);
         }
@@ -796,6 +818,7 @@ impl Walker<'_, '_, '_> {
         node.size = length;
         self.summary.files += 1;
         self.summary.bytes_processed += length;
+        self.progress.file_read(path, length);
         self.progress.file_done(path, length);
         Ok(Some(node))
     }
@@ -958,6 +981,7 @@ impl Walker<'_, '_, '_> {
                     self.summary.files += 1;
                     self.summary.bytes_processed += node.size;
                     self.progress.bytes_processed(node.size);
+                    self.progress.file_read(&file.path, node.size);
                     self.progress.file_done(&file.path, node.size);
                     slots[file.slot] = Some(node);
                 }
@@ -1039,18 +1063,13 @@ fn validate_stream_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs a backup and commits its snapshot.
+/// The snapshot's record of what a source reads: absolute paths, or a stream's name.
 ///
 /// # Errors
-/// [`Error::Usage`] for invalid sources, backend, cache or local failures that stop the run. No
-/// snapshot is written when this returns an error.
-pub fn backup(
-    repository: &Repository,
-    source: BackupSource<'_>,
-    options: &BackupOptions,
-    progress: &dyn BackupProgress,
-) -> Result<BackupOutcome> {
-    let snapshot_source = match &source {
+/// [`Error::Usage`] for no paths or an invalid stream name, [`Error::NoSourcePath`] when none of
+/// the paths exists.
+fn snapshot_source(source: &BackupSource<'_>) -> Result<Source> {
+    match source {
         BackupSource::Paths(paths) => {
             if paths.is_empty() {
                 return Err(Error::Usage("no paths to back up".into()));
@@ -1071,18 +1090,32 @@ pub fn backup(
                         .collect(),
                 ));
             }
-            Source::Paths(
+            Ok(Source::Paths(
                 absolute
                     .iter()
                     .map(|path| path.to_string_lossy().into_owned())
                     .collect(),
-            )
+            ))
         }
         BackupSource::Stream { name, .. } => {
             validate_stream_name(name)?;
-            Source::Stdin(name.clone())
+            Ok(Source::Stdin(name.clone()))
         }
-    };
+    }
+}
+
+/// Runs a backup and commits its snapshot.
+///
+/// # Errors
+/// [`Error::Usage`] for invalid sources, backend, cache or local failures that stop the run. No
+/// snapshot is written when this returns an error.
+pub fn backup(
+    repository: &Repository,
+    source: BackupSource<'_>,
+    options: &BackupOptions,
+    progress: &dyn BackupProgress,
+) -> Result<BackupOutcome> {
+    let snapshot_source = snapshot_source(&source)?;
     // Each machine cleans up after itself: its own sessions whose process is proven gone end
     // now, so their condemned packs can go (best effort; FORMAT.md section 21.3).
     crate::ops::sessions::end_dead_sessions_best_effort(repository);
@@ -1110,6 +1143,104 @@ pub fn backup(
     }
 }
 
+/// What a dry run found: the backup it would have made, written nowhere.
+#[derive(Debug, Clone)]
+pub struct DryRunOutcome {
+    /// The snapshot that would be committed (its summary's `bytes_added` counts the sealed
+    /// blobs, without pack headers and index objects).
+    pub snapshot: Snapshot,
+    /// Entries that could not be read.
+    pub warnings: Vec<SourceWarning>,
+    /// Special files left out by design.
+    pub skipped: Vec<SourceWarning>,
+    /// Files whose size or times changed while they were read.
+    pub changed: Vec<SourceWarning>,
+    /// Files the parent snapshot proves unchanged: they would not be read.
+    pub files_unchanged: u64,
+    /// Entries left out by excludes, marker files, cache tags, size or `one_file_system`.
+    pub entries_excluded: u64,
+    /// Mount points that would be recorded empty.
+    pub mount_points: u64,
+    /// The snapshot compared against.
+    pub parent: Option<Id>,
+    /// What would be added: new blobs, their plaintext and compressed bytes, and (in
+    /// `bytes_added`) their sealed bytes; no packs are built.
+    pub would_add: SaverStats,
+    /// Backend requests of the dry run (reads and listings only).
+    pub requests: RequestStats,
+}
+
+/// Reads the sources as [`backup`] would, deduplicates against the index and compresses and
+/// seals what is new to measure it, but writes nothing to the repository: no session marker,
+/// pack, index object nor snapshot (the local index cache is brought up to date, as by any
+/// command that reads the repository). Packs an interrupted run left unindexed are not
+/// adopted, so their blobs count as new.
+///
+/// # Errors
+/// As [`backup`].
+pub fn dry_run(
+    repository: &Repository,
+    source: BackupSource<'_>,
+    options: &BackupOptions,
+    progress: &dyn BackupProgress,
+) -> Result<DryRunOutcome> {
+    let snapshot_source = snapshot_source(&source)?;
+    repository.sync_index_with(&repository.load_prune_state()?)?;
+    let walked = walk(
+        repository,
+        BlobSaver::dry_run(repository),
+        source,
+        snapshot_source,
+        options,
+        progress,
+    )?;
+    let mut summary = walked.summary;
+    summary.bytes_added = walked.saver.bytes_added;
+    summary.blobs_added = walked.saver.blobs_added;
+    Ok(DryRunOutcome {
+        snapshot: Snapshot {
+            time: options.time,
+            host: options.host.clone(),
+            username: options.username.clone(),
+            tags: options.tags.clone(),
+            source: walked.source,
+            root: walked.root,
+            parent: walked.parent.as_ref().map(|(id, _)| *id),
+            summary,
+            program_version: options.program_version.clone(),
+        },
+        warnings: walked.warnings,
+        skipped: walked.skipped,
+        changed: walked.changed,
+        files_unchanged: walked.files_unchanged,
+        entries_excluded: walked.entries_excluded,
+        mount_points: walked.mount_points,
+        parent: walked.parent.map(|(id, _)| id),
+        would_add: walked.saver,
+        requests: repository.backend().stats(),
+    })
+}
+
+/// What walking the sources produced, before a snapshot is committed.
+struct Walked {
+    source: Source,
+    root: Id,
+    warnings: Vec<SourceWarning>,
+    skipped: Vec<SourceWarning>,
+    changed: Vec<SourceWarning>,
+    summary: Summary,
+    files_unchanged: u64,
+    entries_excluded: u64,
+    mount_points: u64,
+    dedup_hostile: Vec<DedupHostile>,
+    size_drops: Vec<SizeDrop>,
+    parent: Option<(Id, Snapshot)>,
+    latest_same_time: Option<Timestamp>,
+    newest_time: Option<Timestamp>,
+    saver: SaverStats,
+    relied: std::collections::HashSet<Id>,
+}
+
 /// The backup proper, inside its session (which it ends after committing the snapshot).
 fn backup_in_session(
     repository: &Repository,
@@ -1122,6 +1253,83 @@ fn backup_in_session(
 ) -> Result<BackupOutcome> {
     repository.sync_index_with(prune_state)?;
     let recovered_packs = repository.index_orphan_packs()?;
+    let Walked {
+        source: snapshot_source,
+        root,
+        warnings,
+        skipped,
+        changed,
+        mut summary,
+        files_unchanged,
+        entries_excluded,
+        mount_points,
+        dedup_hostile,
+        size_drops,
+        parent,
+        latest_same_time,
+        newest_time,
+        saver: saver_stats,
+        mut relied,
+    } = walk(
+        repository,
+        BlobSaver::new(repository),
+        source,
+        snapshot_source,
+        options,
+        progress,
+    )?;
+    // A prune that ran meanwhile may have condemned packs this snapshot relies on: copy what
+    // it needs out of them before committing, so the prune can free them. (Safety does not
+    // depend on this: a prune deletes condemned packs only after this session has ended, and
+    // takes back any that a snapshot listed by then still needs; FORMAT.md section 21.)
+    let rescued = repository.rescue_relied_packs(session, &mut relied)?;
+    summary.bytes_added = saver_stats.bytes_added + rescued.bytes_written;
+    summary.blobs_added = saver_stats.blobs_added;
+    let snapshot = Snapshot {
+        time: options.time,
+        host: options.host.clone(),
+        username: options.username.clone(),
+        tags: options.tags.clone(),
+        source: snapshot_source,
+        root,
+        parent: parent.as_ref().map(|(id, _)| *id),
+        summary,
+        program_version: options.program_version.clone(),
+    };
+    let snapshot_id = repository.save_snapshot(&snapshot)?;
+    // Best effort: the snapshot is committed; a session left unended only delays deletions
+    // until a prune on this host sees its process gone (or an operator ends it).
+    let _ = session.end(Some(snapshot_id));
+    Ok(BackupOutcome {
+        snapshot_id,
+        snapshot,
+        warnings,
+        skipped,
+        changed,
+        files_unchanged,
+        entries_excluded,
+        mount_points,
+        dedup_hostile,
+        size_drops,
+        parent: parent.map(|(id, _)| id),
+        latest_same_time,
+        newest_time,
+        saver: saver_stats,
+        recovered_packs,
+        blobs_rescued: rescued.blobs_copied,
+        requests: repository.backend().stats(),
+    })
+}
+
+/// Finds the parent, walks the sources into trees through `saver` and finishes it.
+fn walk<'repo>(
+    repository: &'repo Repository,
+    mut saver: BlobSaver<'repo>,
+    source: BackupSource<'_>,
+    snapshot_source: Source,
+    options: &BackupOptions,
+    progress: &dyn BackupProgress,
+) -> Result<Walked> {
     let ParentFound {
         parent,
         newest_time,
@@ -1136,7 +1344,6 @@ fn backup_in_session(
     }
     let chunker = Chunker::new(repository.config().chunker, repository.keys().chunker_seed)
         .map_err(|error| Error::Usage(error.to_string()))?;
-    let mut saver = BlobSaver::new(repository);
     let mut walker = Walker {
         saver: &mut saver,
         repository,
@@ -1190,6 +1397,7 @@ fn backup_in_session(
             walker.judge_size(Path::new(&name), file_size(previous), length);
             walker.summary.files = 1;
             walker.summary.bytes_processed = length;
+            progress.file_read(Path::new(&name), length);
             progress.file_done(Path::new(&name), length);
             let node = Node {
                 name: name.into_bytes(),
@@ -1214,7 +1422,7 @@ fn backup_in_session(
         warnings,
         skipped,
         changed,
-        mut summary,
+        summary,
         files_unchanged,
         entries_excluded,
         mount_points,
@@ -1222,47 +1430,24 @@ fn backup_in_session(
         size_drops,
         ..
     } = walker;
-    let (saver_stats, mut relied) = saver.finish_relied()?;
-    // A prune that ran meanwhile may have condemned packs this snapshot relies on: copy what
-    // it needs out of them before committing, so the prune can free them. (Safety does not
-    // depend on this: a prune deletes condemned packs only after this session has ended, and
-    // takes back any that a snapshot listed by then still needs; FORMAT.md section 21.)
-    let rescued = repository.rescue_relied_packs(session, &mut relied)?;
-    summary.bytes_added = saver_stats.bytes_added + rescued.bytes_written;
-    summary.blobs_added = saver_stats.blobs_added;
-    let snapshot = Snapshot {
-        time: options.time,
-        host: options.host.clone(),
-        username: options.username.clone(),
-        tags: options.tags.clone(),
+    let (saver_stats, relied) = saver.finish_relied()?;
+    Ok(Walked {
         source: snapshot_source,
         root,
-        parent: parent.as_ref().map(|(id, _)| *id),
-        summary,
-        program_version: options.program_version.clone(),
-    };
-    let snapshot_id = repository.save_snapshot(&snapshot)?;
-    // Best effort: the snapshot is committed; a session left unended only delays deletions
-    // until a prune on this host sees its process gone (or an operator ends it).
-    let _ = session.end(Some(snapshot_id));
-    Ok(BackupOutcome {
-        snapshot_id,
-        snapshot,
         warnings,
         skipped,
         changed,
+        summary,
         files_unchanged,
         entries_excluded,
         mount_points,
         dedup_hostile,
         size_drops,
-        parent: parent.map(|(id, _)| id),
+        parent,
         latest_same_time,
         newest_time,
         saver: saver_stats,
-        recovered_packs,
-        blobs_rescued: rescued.blobs_copied,
-        requests: repository.backend().stats(),
+        relied,
     })
 }
 

@@ -1,8 +1,11 @@
-//! Which source entries a backup leaves out: exclude patterns (`--exclude`, `--exclude-file`),
-//! marker files (`--exclude-if-present`) and the file-system boundary (`--one-file-system`).
+//! Which source entries a backup takes and leaves out: path lists (`--files-from`,
+//! `--files-from-raw`), exclude patterns (`--exclude`, `--exclude-file`, and `--iexclude`,
+//! `--iexclude-file` ignoring case), marker files (`--exclude-if-present`), tagged cache
+//! directories (`--exclude-caches`), large files (`--exclude-larger-than`) and the file-system
+//! boundary (`--one-file-system`).
 //!
-//! Pure: the rules decide from a path, whether it is a directory and device numbers that the
-//! caller read; nothing here touches the file system.
+//! Pure: the rules decide from a path, whether it is a directory, sizes, device numbers and the
+//! first bytes of a `CACHEDIR.TAG` that the caller read; nothing here touches the file system.
 //!
 //! Pattern rules (README "Leaving things out"):
 //! - Patterns match absolute paths, component by component: `*`, `?` and `[...]` never match a
@@ -13,7 +16,9 @@
 //! - A matched directory is left out with everything below it.
 //! - `!` negation is not supported (a leading `!` is refused, `\!` matches a literal `!`).
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -44,6 +49,62 @@ pub fn patterns_from_file_text(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// How a path list separates its paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathListFormat {
+    /// One path per line (`--files-from`): blank lines and lines starting with `#` are skipped,
+    /// a trailing `\r` is dropped, other whitespace is part of the name.
+    Lines,
+    /// Paths ended by NUL bytes (`--files-from-raw`, as `find -print0` writes them): every
+    /// byte but NUL is part of a name, empty entries are skipped.
+    Nul,
+}
+
+/// The paths of a path list (see [`PathListFormat`]); names need not be UTF-8.
+pub fn paths_from_list(bytes: &[u8], format: PathListFormat) -> Vec<PathBuf> {
+    let entries: Vec<&[u8]> = match format {
+        PathListFormat::Lines => bytes
+            .split(|byte| *byte == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.starts_with(b"#"))
+            .collect(),
+        PathListFormat::Nul => bytes.split(|byte| *byte == 0).collect(),
+    };
+    entries
+        .into_iter()
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| PathBuf::from(OsStr::from_bytes(entry)))
+        .collect()
+}
+
+/// The file that tags a cache directory (<https://bford.info/cachedir/>).
+pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+
+/// The bytes a [`CACHEDIR_TAG`] file must start with to tag its directory.
+pub const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Whether `start`, the first bytes of a [`CACHEDIR_TAG`] file (at least
+/// [`CACHEDIR_TAG_SIGNATURE`]'s length when the file is that long), carries the standard
+/// signature: a file of that name without it tags nothing.
+pub fn is_cache_directory_tag(start: &[u8]) -> bool {
+    start.starts_with(CACHEDIR_TAG_SIGNATURE)
+}
+
+/// Everything a backup is told to leave out, as given (compiled by [`ExcludeRules::from_spec`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExcludeSpec {
+    /// Patterns (see the module documentation), case-sensitive.
+    pub patterns: Vec<String>,
+    /// Patterns that match whatever the case of the path (`--iexclude`).
+    pub patterns_ignoring_case: Vec<String>,
+    /// Names whose presence in a directory leaves the directory out.
+    pub markers: Vec<String>,
+    /// Leave out directories tagged by a [`CACHEDIR_TAG`] with the standard signature.
+    pub caches: bool,
+    /// Leave out files larger than this many bytes.
+    pub larger_than: Option<u64>,
+}
+
 /// Exclude patterns and marker names, compiled once per backup.
 #[derive(Debug, Clone)]
 pub struct ExcludeRules {
@@ -56,8 +117,12 @@ pub struct ExcludeRules {
     below_directories: GlobSet,
     /// Names whose presence in a directory leaves the directory out.
     markers: Vec<String>,
-    /// The patterns as given, for reports.
+    /// The patterns as given (both cases), for reports.
     patterns: Vec<String>,
+    /// Leave out tagged cache directories.
+    caches: bool,
+    /// Leave out files larger than this.
+    larger_than: Option<u64>,
 }
 
 impl Default for ExcludeRules {
@@ -68,6 +133,8 @@ impl Default for ExcludeRules {
             below_directories: GlobSet::empty(),
             markers: Vec::new(),
             patterns: Vec::new(),
+            caches: false,
+            larger_than: None,
         }
     }
 }
@@ -97,10 +164,15 @@ fn normalise_pattern(pattern: &str) -> Result<(String, bool), ExcludeError> {
     Ok((glob, directories_only))
 }
 
-fn compile(pattern: &str, glob: &str) -> Result<globset::Glob, ExcludeError> {
+fn compile(
+    pattern: &str,
+    glob: &str,
+    case_insensitive: bool,
+) -> Result<globset::Glob, ExcludeError> {
     GlobBuilder::new(glob)
         .literal_separator(true)
         .backslash_escape(true)
+        .case_insensitive(case_insensitive)
         .build()
         .map_err(|error| ExcludeError::Pattern {
             pattern: pattern.to_owned(),
@@ -116,26 +188,50 @@ impl ExcludeRules {
     /// [`ExcludeError::Pattern`] for an invalid or unsupported pattern, [`ExcludeError::Marker`]
     /// for a marker that is not a plain file name.
     pub fn new(patterns: &[String], markers: &[String]) -> Result<Self, ExcludeError> {
+        Self::from_spec(&ExcludeSpec {
+            patterns: patterns.to_vec(),
+            markers: markers.to_vec(),
+            ..ExcludeSpec::default()
+        })
+    }
+
+    /// Compiles everything a backup is told to leave out.
+    ///
+    /// # Errors
+    /// [`ExcludeError::Pattern`] for an invalid or unsupported pattern, [`ExcludeError::Marker`]
+    /// for a marker that is not a plain file name.
+    pub fn from_spec(spec: &ExcludeSpec) -> Result<Self, ExcludeError> {
         let mut any_entry = GlobSetBuilder::new();
         let mut directories = GlobSetBuilder::new();
         let mut below_directories = GlobSetBuilder::new();
-        for pattern in patterns {
+        let all_patterns = spec.patterns.iter().map(|pattern| (pattern, false)).chain(
+            spec.patterns_ignoring_case
+                .iter()
+                .map(|pattern| (pattern, true)),
+        );
+        for (pattern, case_insensitive) in all_patterns {
             let (glob, directories_only) = normalise_pattern(pattern)?;
             let below = format!("{glob}/**");
             if directories_only {
-                directories.add(compile(pattern, &glob)?);
-                below_directories.add(compile(pattern, &below)?);
+                directories.add(compile(pattern, &glob, case_insensitive)?);
+                below_directories.add(compile(pattern, &below, case_insensitive)?);
             } else {
-                any_entry.add(compile(pattern, &glob)?);
-                any_entry.add(compile(pattern, &below)?);
+                any_entry.add(compile(pattern, &glob, case_insensitive)?);
+                any_entry.add(compile(pattern, &below, case_insensitive)?);
             }
         }
-        for marker in markers {
+        for marker in &spec.markers {
             if marker.is_empty() || marker == "." || marker == ".." || marker.contains(['/', '\0'])
             {
                 return Err(ExcludeError::Marker(marker.clone()));
             }
         }
+        let patterns: Vec<String> = spec
+            .patterns
+            .iter()
+            .chain(&spec.patterns_ignoring_case)
+            .cloned()
+            .collect();
         let build = |builder: GlobSetBuilder| {
             builder.build().map_err(|error| ExcludeError::Pattern {
                 pattern: patterns.join(" "),
@@ -146,14 +242,30 @@ impl ExcludeRules {
             any_entry: build(any_entry)?,
             directories: build(directories)?,
             below_directories: build(below_directories)?,
-            markers: markers.to_vec(),
-            patterns: patterns.to_vec(),
+            markers: spec.markers.clone(),
+            patterns,
+            caches: spec.caches,
+            larger_than: spec.larger_than,
         })
     }
 
-    /// Whether there is nothing to exclude (no patterns, no markers).
+    /// Whether there is nothing to exclude (no patterns, markers, cache tags or size limit).
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty() && self.markers.is_empty()
+        self.patterns.is_empty()
+            && self.markers.is_empty()
+            && !self.caches
+            && self.larger_than.is_none()
+    }
+
+    /// Whether directories tagged by a [`CACHEDIR_TAG`] are left out (the caller reads the tag
+    /// and asks [`is_cache_directory_tag`]).
+    pub fn excludes_caches(&self) -> bool {
+        self.caches
+    }
+
+    /// Whether a regular file of `size` bytes is left out for its size.
+    pub fn excludes_size(&self, size: u64) -> bool {
+        self.larger_than.is_some_and(|limit| size > limit)
     }
 
     /// Whether a pattern leaves out the entry at absolute `path` (a directory when
@@ -312,6 +424,106 @@ mod tests {
             patterns_from_file_text(text),
             ["*.tmp", "/srv/app/tmp", "node_modules/"]
         );
+    }
+
+    #[test]
+    fn ignoring_case_matches_every_spelling_and_leaves_case_sensitive_patterns_alone() {
+        let rules = ExcludeRules::from_spec(&ExcludeSpec {
+            patterns: vec!["*.log".into()],
+            patterns_ignoring_case: vec!["*.JPG".into(), "/Srv/Tmp".into(), "cache/".into()],
+            ..ExcludeSpec::default()
+        })
+        .unwrap();
+        for path in [
+            "/a/x.jpg",
+            "/a/x.JPG",
+            "/a/x.Jpg",
+            "/srv/tmp/f",
+            "/SRV/TMP/f",
+        ] {
+            assert!(file(&rules, path), "{path}");
+        }
+        assert!(directory(&rules, "/home/CACHE"));
+        assert!(
+            !file(&rules, "/home/CACHE"),
+            "trailing / still means directories"
+        );
+        assert!(file(&rules, "/x.log"));
+        assert!(!file(&rules, "/x.LOG"), "--exclude keeps its case");
+        assert!(!file(&rules, "/a/x.jpeg"));
+        assert!(!file(&rules, "/other/srv/tmp/f"), "anchored stays anchored");
+        let error = ExcludeRules::from_spec(&ExcludeSpec {
+            patterns_ignoring_case: vec!["a[b".into()],
+            ..ExcludeSpec::default()
+        })
+        .unwrap_err();
+        assert!(matches!(error, ExcludeError::Pattern { pattern, .. } if pattern == "a[b"));
+    }
+
+    #[test]
+    fn cache_tags_need_the_standard_signature() {
+        assert!(is_cache_directory_tag(CACHEDIR_TAG_SIGNATURE));
+        let mut with_comment = CACHEDIR_TAG_SIGNATURE.to_vec();
+        with_comment.extend_from_slice(b"\n# This file is a cache directory tag.\n");
+        assert!(is_cache_directory_tag(&with_comment));
+        for start in [
+            &b""[..],
+            b"Signature: 8a477f597d28d172789f06886806bc5",
+            b"signature: 8a477f597d28d172789f06886806bc55",
+            b" Signature: 8a477f597d28d172789f06886806bc55",
+            b"Signature: 0000000000000000000000000000000",
+        ] {
+            assert!(!is_cache_directory_tag(start), "{start:?}");
+        }
+        let rules = ExcludeRules::from_spec(&ExcludeSpec {
+            caches: true,
+            ..ExcludeSpec::default()
+        })
+        .unwrap();
+        assert!(rules.excludes_caches() && !rules.is_empty());
+        assert!(!ExcludeRules::default().excludes_caches());
+    }
+
+    #[test]
+    fn size_limit_leaves_out_only_larger_files() {
+        let rules = ExcludeRules::from_spec(&ExcludeSpec {
+            larger_than: Some(1000),
+            ..ExcludeSpec::default()
+        })
+        .unwrap();
+        assert!(!rules.is_empty());
+        for (size, excluded) in [(0, false), (999, false), (1000, false), (1001, true)] {
+            assert_eq!(rules.excludes_size(size), excluded, "{size}");
+        }
+        assert!(!ExcludeRules::default().excludes_size(u64::MAX));
+    }
+
+    #[test]
+    fn path_lists_keep_names_whole() {
+        let lines = b"/etc/hosts\n# comment\n\n/srv/with space \r\nrelative/x\n\xff\xfe\n/last";
+        assert_eq!(
+            paths_from_list(lines, PathListFormat::Lines),
+            [
+                PathBuf::from("/etc/hosts"),
+                PathBuf::from("/srv/with space "),
+                PathBuf::from("relative/x"),
+                PathBuf::from(OsStr::from_bytes(b"\xff\xfe")),
+                PathBuf::from("/last"),
+            ]
+        );
+        let raw = b"/a\nb\0#not a comment\0\0/c\r\0";
+        assert_eq!(
+            paths_from_list(raw, PathListFormat::Nul),
+            [
+                PathBuf::from("/a\nb"),
+                PathBuf::from("#not a comment"),
+                PathBuf::from("/c\r"),
+            ]
+        );
+        for format in [PathListFormat::Lines, PathListFormat::Nul] {
+            assert!(paths_from_list(b"", format).is_empty());
+        }
+        assert!(paths_from_list(b"\n\n#x\n", PathListFormat::Lines).is_empty());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! `size_drop`), which snapshot times cannot be right (`time_sanity`), which snapshot
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
 //! `find`), which snapshots a command chooses and which of them is `latest` (`select`),
-//! when another client's session is proven gone (`liveness`), and what a restore does with what
-//! already stands in its target (`overwrite`).
+//! when another client's session is proven gone (`liveness`), what a restore does with what
+//! already stands in its target (`overwrite`), and sizes and rates as users write them (`units`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
 //! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
@@ -24,3 +24,4 @@ pub mod select;
 pub mod size_drop;
 pub mod sweep;
 pub mod time_sanity;
+pub mod units;

@@ -75,6 +75,18 @@ pub struct BlobSaver<'repo> {
     relied: HashSet<Id>,
     stats: SaverStats,
     rng: rand::rngs::StdRng,
+    /// Whether sealed blobs are packed and uploaded, or only counted (a dry run).
+    writing: Writing,
+}
+
+/// Whether a saver writes to the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writing {
+    /// Pack, upload and index new blobs.
+    Store,
+    /// Seal new blobs to measure them, then drop them: nothing reaches the repository or the
+    /// local tree cache.
+    Count,
 }
 
 impl<'repo> BlobSaver<'repo> {
@@ -132,6 +144,30 @@ impl<'repo> BlobSaver<'repo> {
             relied: HashSet::new(),
             stats: SaverStats::default(),
             rng: rand::SeedableRng::from_entropy(),
+            writing: Writing::Store,
+        }
+    }
+
+    /// A saver for a dry run: it deduplicates against the index and within the run, and
+    /// compresses and seals new blobs to count them ([`SaverStats::bytes_added`] is then their
+    /// sealed size, without pack headers or index objects), but writes nothing anywhere.
+    pub fn dry_run(repository: &'repo Repository) -> Self {
+        let target = repository.config().pack_target_size as usize;
+        let (_, results) = channel();
+        Self {
+            repository,
+            data_packer: Packer::new(BlobType::Data, target),
+            tree_packer: Packer::new(BlobType::Tree, target),
+            pending: HashSet::new(),
+            uploads: None,
+            results,
+            workers: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            uploaded: Vec::new(),
+            relied: HashSet::new(),
+            stats: SaverStats::default(),
+            rng: rand::SeedableRng::from_entropy(),
+            writing: Writing::Count,
         }
     }
 
@@ -200,16 +236,20 @@ impl<'repo> BlobSaver<'repo> {
             })
             .collect();
         for (blob, &position) in sealed.into_iter().zip(&fresh) {
+            self.stats.blobs_added += 1;
+            self.stats.raw_bytes_added += blobs[position].len() as u64;
+            self.stats.compressed_bytes_added +=
+                blob.sealed.len().saturating_sub(seal::SEAL_OVERHEAD) as u64;
+            if self.writing == Writing::Count {
+                self.stats.bytes_added += blob.sealed.len() as u64;
+                continue;
+            }
             if blob_type == BlobType::Tree {
                 // The next backup reads this tree as its parent: keep it locally. The cache is
                 // consulted only for blobs an index lists, so an upload that fails leaves an
                 // entry nobody reads.
                 self.repository.cache().cache_tree(&blob.id, &blob.sealed)?;
             }
-            self.stats.blobs_added += 1;
-            self.stats.raw_bytes_added += blobs[position].len() as u64;
-            self.stats.compressed_bytes_added +=
-                blob.sealed.len().saturating_sub(seal::SEAL_OVERHEAD) as u64;
             let packer = match blob_type {
                 BlobType::Data => &mut self.data_packer,
                 BlobType::Tree => &mut self.tree_packer,
