@@ -548,9 +548,14 @@ pub struct BackupArgs {
 pub struct LsArgs {
     /// Snapshot ID, unique ID prefix, or `latest`
     pub snapshot: String,
-    /// List only below this path
-    pub path: Option<String>,
-    /// Show type, mode, size and modification time
+    /// Paths in the snapshot to list: each one, and a directory's entries one level deep
+    /// (everything below with --recursive); none lists the whole snapshot, as restic does
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// List everything below the given directories, not only their entries
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Show mode, owner, size and modification time, below a header line
     #[arg(short, long)]
     pub long: bool,
 }

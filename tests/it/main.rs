@@ -19,6 +19,7 @@ mod fuzz_corpus;
 mod incremental;
 mod keys;
 mod layers;
+mod listing;
 mod liveness;
 mod netfaults;
 mod operations;

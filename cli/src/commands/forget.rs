@@ -52,11 +52,7 @@ fn zoned_time(time: jiff::Timestamp, zone: &TimeZone) -> String {
 
 /// `1 snapshot`, `2 snapshots`.
 fn count_of_snapshots(count: usize) -> String {
-    if count == 1 {
-        "1 snapshot".into()
-    } else {
-        format!("{count} snapshots")
-    }
+    render::count(count as u64, "snapshot", "snapshots")
 }
 
 fn group_title(key: &GroupKey) -> String {
