@@ -613,8 +613,22 @@ pub enum OverwriteArg {
 pub struct DumpArgs {
     /// Snapshot ID, unique ID prefix, or `latest`
     pub snapshot: String,
-    /// The stream name or the file's path in the snapshot
+    /// The stream name, or the path of a file or directory in the snapshot (`/` for all of it)
     pub name: String,
+    /// Write an archive of NAME and everything below it: tar (the default for a directory)
+    /// or zip. tar keeps modes, owners, times in seconds, symlinks, hard links, FIFOs and
+    /// devices; zip keeps modes, times in 2-second steps and symlinks
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub archive: Option<ArchiveArg>,
+}
+
+/// `dump --archive` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveArg {
+    /// A GNU tar stream
+    Tar,
+    /// A zip archive (streamed: sizes follow each entry's data)
+    Zip,
 }
 
 /// `cairn check`: the structure always; at most one of the data levels.

@@ -3,10 +3,14 @@
 //! tar and zip archives that the real `tar` and a zip reader unpack to the backed-up bytes,
 //! modes, times, symlinks and hard links.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{TreeBuilder, Workspace};
+use crate::support::{
+    Entry, TreeBuilder, Workspace, assert_same_entries, random_bytes, scan_tree, set_mtime,
+};
 
 /// A tree with nested directories, special mode bits, a FIFO and a symlink, backed up once.
 fn listed_tree(workspace: &Workspace) -> TreeBuilder {
@@ -146,4 +150,122 @@ fn ls_long_has_a_header_and_shows_special_bits_and_type_characters() {
             .iter()
             .all(|line| line["message_type"] == "node")
     );
+}
+
+/// A tree for the archive tests: files at block-boundary sizes, a long path, a long symlink
+/// target, a hard link pair, special mode bits, and whole-second mtimes (what tar keeps).
+fn archived_tree(workspace: &Workspace) -> TreeBuilder {
+    let tree = TreeBuilder::new(workspace.path("src/top"));
+    for (index, size) in [0usize, 1, 511, 512, 513, 70_000, 1_500_000]
+        .into_iter()
+        .enumerate()
+    {
+        tree.file(
+            &format!("sizes/file-{size}"),
+            &random_bytes(index as u64, size),
+        );
+    }
+    let long_dir = format!("{}/{}", "d".repeat(60), "e".repeat(60));
+    tree.file(&format!("{long_dir}/{}", "f".repeat(90)), b"long path");
+    tree.symlink("long-link", &"t".repeat(150));
+    tree.symlink("link", "sizes/file-1");
+    tree.file("linked/first", b"one inode, two names");
+    fs::hard_link(tree.path("linked/first"), tree.path("linked/second")).unwrap();
+    tree.file("setuid", b"#!/bin/sh\n");
+    tree.dir("private");
+    tree.mode("setuid", 0o4755).mode("private", 0o750);
+    // Deepest first, so that setting a directory's time comes after its entries are made.
+    let mut paths: Vec<PathBuf> = scan_tree(tree.root()).into_keys().collect();
+    paths.sort_by_key(|path| std::cmp::Reverse(path.components().count()));
+    for (index, path) in paths.iter().enumerate() {
+        if fs::symlink_metadata(tree.path(&path.to_string_lossy()))
+            .unwrap()
+            .is_symlink()
+        {
+            continue;
+        }
+        // Odd seconds: zip's 2-second steps must round them down.
+        tree.mtime(&path.to_string_lossy(), 1_700_000_001 + 2 * index as i64, 0);
+    }
+    tree
+}
+
+#[test]
+fn dump_of_a_directory_is_a_tar_that_tar_unpacks_to_the_same_tree() {
+    let workspace = Workspace::initialized();
+    let tree = archived_tree(&workspace);
+    // A FIFO in its own directory, taken out of both trees before comparing them.
+    tree.dir("special");
+    let mkfifo = Command::new("mkfifo")
+        .arg(tree.path("special/pipe"))
+        .status();
+    assert!(mkfifo.unwrap().success());
+    tree.mtime("special", 1_600_000_000, 0)
+        .mtime("", 1_600_000_002, 0);
+    workspace.backup(&[tree.root()]);
+    let top = tree.root().to_string_lossy().into_owned();
+    let expected = scan_tree_without(tree.root(), "special/pipe");
+
+    for args in [
+        vec!["dump", "latest", top.as_str()],
+        vec!["dump", "--archive", "tar", "latest", top.as_str()],
+    ] {
+        let run = workspace.cairn(&args).ok();
+        assert!(
+            run.stderr.contains(
+                "archived 10 files, 7 directories, 2 symlinks, 1 hard link, 1 special file ("
+            ),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("1 hard link"), "{}", run.stderr);
+        let archive = workspace.path("top.tar");
+        fs::write(&archive, &run.stdout).unwrap();
+        let extracted = workspace.path("extracted");
+        let _ = fs::remove_dir_all(&extracted);
+        fs::create_dir(&extracted).unwrap();
+        let tar = Command::new("tar")
+            .arg("-xpf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&extracted)
+            .output()
+            .unwrap();
+        assert!(
+            tar.status.success(),
+            "tar: {}",
+            String::from_utf8_lossy(&tar.stderr)
+        );
+        let unpacked = extracted.join("top");
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        assert!(
+            fs::symlink_metadata(unpacked.join("special/pipe"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        let inode = |path: &Path| fs::metadata(path).unwrap().ino();
+        assert_eq!(
+            inode(&unpacked.join("linked/first")),
+            inode(&unpacked.join("linked/second"))
+        );
+        // Leave the FIFO out of the comparison, as scan_tree reads only files, directories
+        // and symlinks.
+        assert_same_entries(&expected, &scan_tree_without(&unpacked, "special/pipe"));
+    }
+}
+
+/// `scan_tree` of a root that holds a FIFO at `fifo` (relative): the FIFO is moved out of
+/// the tree first and its directory's mtime put back.
+fn scan_tree_without(root: &Path, fifo: &str) -> BTreeMap<PathBuf, Entry> {
+    let fifo = root.join(fifo);
+    let parent = fifo.parent().unwrap().to_owned();
+    let (seconds, nanos) = {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = fs::metadata(&parent).unwrap();
+        (metadata.mtime(), metadata.mtime_nsec())
+    };
+    fs::remove_file(&fifo).unwrap();
+    set_mtime(&parent, seconds, u32::try_from(nanos).unwrap());
+    scan_tree(root)
 }
