@@ -269,3 +269,148 @@ fn scan_tree_without(root: &Path, fifo: &str) -> BTreeMap<PathBuf, Entry> {
     set_mtime(&parent, seconds, u32::try_from(nanos).unwrap());
     scan_tree(root)
 }
+
+/// Reads a zip with Python's `zipfile` (which checks every CRC): one JSON line per entry with
+/// its name, Unix mode, DOS time and content as hex.
+const ZIP_READER: &str = r#"
+import json, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as archive:
+    bad = archive.testzip()
+    assert bad is None, "CRC failed: " + bad
+    for info in archive.infolist():
+        print(json.dumps({"name": info.filename, "mode": info.external_attr >> 16,
+                          "time": list(info.date_time), "data": archive.read(info).hex()}))
+"#;
+
+#[test]
+fn dump_archive_zip_streams_a_zip_that_a_reader_checks_with_modes_times_and_symlinks() {
+    let workspace = Workspace::initialized();
+    let tree = archived_tree(&workspace);
+    tree.dir("special");
+    let mkfifo = Command::new("mkfifo")
+        .arg(tree.path("special/pipe"))
+        .status();
+    assert!(mkfifo.unwrap().success());
+    workspace.backup(&[tree.root()]);
+    let top = tree.root().to_string_lossy().into_owned();
+    let mut command = workspace.command(&["dump", "--archive", "zip", "latest", &top], &[]);
+    command.env("TZ", "UTC");
+    // A pipe, not a file: the zip is written without seeking.
+    let run = crate::support::run_command(command, None).ok();
+    assert!(
+        run.stderr
+            .contains("top/special/pipe left out: a zip archive cannot hold FIFOs"),
+        "{}",
+        run.stderr
+    );
+    let archive = workspace.path("top.zip");
+    fs::write(&archive, &run.stdout).unwrap();
+    let reader = Command::new("python3")
+        .args(["-c", ZIP_READER])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        reader.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reader.stderr)
+    );
+    let entries: BTreeMap<String, serde_json::Value> = String::from_utf8(reader.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            (entry["name"].as_str().unwrap().to_owned(), entry)
+        })
+        .collect();
+    let source = scan_tree_without(tree.root(), "special/pipe");
+    use std::os::unix::fs::MetadataExt;
+    let mut expected_names = BTreeSet::new();
+    for (relative, entry) in &source {
+        let on_disk = tree.root().join(relative);
+        let metadata = fs::symlink_metadata(&on_disk).unwrap();
+        let mut name = Path::new("top")
+            .join(relative)
+            .to_string_lossy()
+            .into_owned();
+        if metadata.is_dir() && !name.ends_with('/') {
+            name.push('/');
+        }
+        let Some(zipped) = entries.get(&name) else {
+            panic!("{name} missing from {:?}", entries.keys());
+        };
+        expected_names.insert(name.clone());
+        assert_eq!(zipped["mode"], metadata.mode(), "{name}: mode and type");
+        let data = hex::decode(zipped["data"].as_str().unwrap()).unwrap();
+        match &entry.kind {
+            crate::support::EntryKind::File { .. } => {
+                assert_eq!(data, fs::read(&on_disk).unwrap(), "{name}: content");
+            }
+            crate::support::EntryKind::Symlink(target) => {
+                assert_eq!(
+                    data,
+                    target.as_os_str().as_encoded_bytes(),
+                    "{name}: target"
+                );
+            }
+            crate::support::EntryKind::Directory => assert!(data.is_empty()),
+        }
+        if !metadata.is_symlink() {
+            // DOS times: civil time (TZ=UTC here) in 2-second steps.
+            let time = jiff::Timestamp::from_second(metadata.mtime() / 2 * 2)
+                .unwrap()
+                .to_zoned(jiff::tz::TimeZone::UTC);
+            let expected = serde_json::json!([
+                time.year(),
+                time.month(),
+                time.day(),
+                time.hour(),
+                time.minute(),
+                time.second()
+            ]);
+            assert_eq!(zipped["time"], expected, "{name}: time");
+        }
+    }
+    // The FIFO is the one entry left out; the hard link pair is two full copies.
+    let names: BTreeSet<String> = entries.keys().cloned().collect();
+    assert_eq!(names, expected_names);
+    assert!(!names.contains("top/special/pipe"));
+}
+
+#[test]
+fn an_archive_of_damaged_data_fails_and_is_never_finished() {
+    let workspace = Workspace::initialized();
+    let tree = TreeBuilder::new(workspace.path("damaged"));
+    tree.file("big.bin", &random_bytes(9, 3_000_000));
+    workspace.backup(&[tree.root()]);
+    let largest = crate::support::objects(&workspace.repo, "data")
+        .into_iter()
+        .max_by_key(|path| fs::metadata(path).unwrap().len())
+        .unwrap();
+    let length = i64::try_from(fs::metadata(&largest).unwrap().len()).unwrap();
+    crate::support::flip_byte(&largest, length / 2);
+    let top = tree.root().to_string_lossy().into_owned();
+    for format in ["tar", "zip"] {
+        let run = workspace
+            .cairn(&["dump", "--archive", format, "latest", &top])
+            .code(1);
+        assert!(
+            run.stderr.contains("cairn check"),
+            "{format}: {}",
+            run.stderr
+        );
+        let output = &run.stdout;
+        match format {
+            // No end-of-archive blocks: the last 1024 bytes are not all zero.
+            "tar" => assert!(
+                output.len() < 1024 || output[output.len() - 1024..].iter().any(|byte| *byte != 0),
+                "a tar cut short must not end like a finished one"
+            ),
+            // No end of central directory record (signature PK\5\6).
+            _ => assert!(
+                !output.windows(4).any(|window| window == b"PK\x05\x06"),
+                "a zip cut short must have no central directory"
+            ),
+        }
+    }
+}
