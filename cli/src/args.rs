@@ -173,7 +173,7 @@ pub enum Command {
     /// Back up files, directories, a stream from standard input, or a command's output
     Backup(BackupArgs),
     /// List snapshots
-    Snapshots,
+    Snapshots(SnapshotsArgs),
     /// List the contents of a snapshot
     Ls(LsArgs),
     /// Restore a snapshot (or a path in it) into a directory, verifying every byte
@@ -225,6 +225,21 @@ pub enum Command {
     /// Write the config's run state and the repository's size as Prometheus text (for
     /// `node_exporter`'s textfile collector)
     Metrics(MetricsArgs),
+}
+
+/// `cairn snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only the N newest snapshots of each group (of host and paths, or of --group-by)
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+    /// Show the snapshots in groups sharing these fields, each under a heading: a
+    /// comma-separated list of host, paths, tags
+    #[arg(long, value_name = "FIELDS")]
+    pub group_by: Option<GroupBy>,
+    /// One short line per snapshot: ID, time, host and tags (no paths)
+    #[arg(long)]
+    pub compact: bool,
 }
 
 /// `cairn diff`.

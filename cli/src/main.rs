@@ -128,7 +128,9 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
     match &cli.command {
         Command::Init(args) => commands::init::run(global, args).map(|()| Completion::Done),
         Command::Backup(args) => commands::backup::run(global, args),
-        Command::Snapshots => commands::snapshots::run(global).map(|()| Completion::Done),
+        Command::Snapshots(args) => {
+            commands::snapshots::run(global, args).map(|()| Completion::Done)
+        }
         Command::Ls(args) => commands::ls::run(global, args).map(|()| Completion::Done),
         Command::Restore(args) => commands::restore::run(global, args),
         Command::Dump(args) => commands::dump::run(global, args).map(|()| Completion::Done),

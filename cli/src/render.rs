@@ -283,6 +283,26 @@ pub fn waiting_session_json(session: &cairn_store::sessions::WaitingSession) -> 
     })
 }
 
+/// Tags as one unambiguous field: comma-separated, and a tag that holds a comma, a space, a
+/// double quote or a backslash, or is empty, in double quotes with `"` and `\` escaped
+/// (`nightly,"db, main"`).
+pub fn tags(tags: &[String]) -> String {
+    tags.iter()
+        .map(|tag| {
+            let plain = !tag.is_empty()
+                && !tag.chars().any(|c| {
+                    c == ',' || c == '"' || c == '\\' || c.is_whitespace() || c.is_control()
+                });
+            if plain {
+                tag.clone()
+            } else {
+                format!("{tag:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +338,21 @@ mod tests {
         assert_eq!(count(1, "file", "files"), "1 file");
         assert_eq!(count(2, "file", "files"), "2 files");
         assert_eq!(count(1, "match", "matches"), "1 match");
+    }
+
+    #[test]
+    fn tags_are_unambiguous() {
+        let tags = |list: &[&str]| {
+            super::tags(&list.iter().map(|tag| (*tag).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(tags(&[]), "");
+        assert_eq!(tags(&["nightly", "db"]), "nightly,db");
+        assert_eq!(tags(&["a,b"]), "\"a,b\"");
+        assert_eq!(tags(&["two words", "x"]), "\"two words\",x");
+        assert_eq!(tags(&[""]), "\"\"");
+        assert_eq!(tags(&["say \"hi\""]), "\"say \\\"hi\\\"\"");
+        assert_eq!(tags(&["tab\there"]), "\"tab\\there\"");
+        // Different tag lists never print the same.
+        assert_ne!(tags(&["a,b"]), tags(&["a", "b"]));
     }
 }

@@ -414,3 +414,127 @@ fn an_archive_of_damaged_data_fails_and_is_never_finished() {
         }
     }
 }
+
+/// Snapshots of two hosts, two streams and several tags at fixed times, oldest first: returns
+/// their ids in the order made.
+fn grouped_snapshots(workspace: &Workspace) -> Vec<String> {
+    let made = [
+        ("a", "db", "2024-01-01T00:00:00Z", vec!["nightly"]),
+        ("a", "db", "2024-01-02T00:00:00Z", vec!["nightly"]),
+        ("a", "db", "2024-01-03T00:00:00Z", vec!["nightly"]),
+        ("a", "web", "2024-01-01T01:00:00Z", vec!["two words", "x,y"]),
+        ("a", "web", "2024-01-02T01:00:00Z", vec!["two words", "x,y"]),
+        ("b", "db", "2024-01-01T02:00:00Z", vec![]),
+    ];
+    made.iter()
+        .enumerate()
+        .map(|(index, (host, name, time, tags))| {
+            let mut extra = vec!["--host", host, "--time", time];
+            for tag in tags {
+                extra.extend(["--tag", tag]);
+            }
+            let summary = workspace.backup_stdin(name, &random_bytes(index as u64, 100), &extra);
+            summary["snapshot_id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn snapshots_latest_group_by_and_compact() {
+    let workspace = Workspace::initialized();
+    let ids = grouped_snapshots(&workspace);
+    let listed_ids = |args: &[&str]| -> Vec<String> {
+        let mut full: Vec<&str> = vec!["snapshots", "--json"];
+        full.extend_from_slice(args);
+        workspace
+            .cairn(&full)
+            .ok()
+            .json_lines()
+            .iter()
+            .map(|line| line["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // --latest counts per host and paths: the newest of each, oldest first overall.
+    assert_eq!(
+        listed_ids(&["--latest", "1"]),
+        [ids[5].as_str(), &ids[4], &ids[2]]
+    );
+    assert_eq!(
+        listed_ids(&["--latest", "2"]),
+        [ids[3].as_str(), &ids[5], &ids[1], &ids[4], &ids[2]]
+    );
+    assert_eq!(listed_ids(&["--latest", "9"]).len(), 6);
+    // With --group-by, group by group (in key order), each oldest first.
+    assert_eq!(
+        listed_ids(&["--group-by", "host", "--latest", "1"]),
+        [ids[2].as_str(), &ids[5]]
+    );
+    let by_tags = workspace
+        .cairn(&["snapshots", "--json", "--group-by", "tags"])
+        .ok()
+        .json_lines();
+    assert_eq!(by_tags.len(), 6);
+    assert_eq!(by_tags[0]["group"], serde_json::json!({"tags": []}));
+    assert!(
+        by_tags
+            .iter()
+            .any(|line| line["group"] == serde_json::json!({"tags": ["two words", "x,y"]}))
+    );
+
+    let grouped = workspace
+        .cairn(&["snapshots", "--group-by", "host"])
+        .ok()
+        .text();
+    let headings: Vec<&str> = grouped
+        .lines()
+        .filter(|line| line.starts_with("snapshots of"))
+        .collect();
+    assert_eq!(
+        headings,
+        ["snapshots of host a:", "snapshots of host b:"],
+        "{grouped}"
+    );
+    assert!(grouped.contains("\n5 snapshots\n"), "{grouped}");
+    assert!(grouped.ends_with("\n1 snapshot\n"), "{grouped}");
+
+    // Tags holding a comma or a space are quoted, so the list reads one way only.
+    let table = workspace.cairn(&["snapshots"]).ok().text();
+    assert!(table.contains(r#""two words","x,y""#), "{table}");
+    assert!(table.ends_with("\n6 snapshots\n"), "{table}");
+    let latest = workspace.cairn(&["snapshots", "--latest", "1"]).ok().text();
+    assert!(latest.ends_with("\n3 snapshots\n"), "{latest}");
+
+    let compact = workspace.cairn(&["snapshots", "--compact"]).ok().text();
+    let header = compact.lines().next().unwrap();
+    assert!(
+        header.ends_with("tags") && !header.contains("paths"),
+        "{compact}"
+    );
+    assert!(
+        !compact.contains(" web") && !compact.contains(" db"),
+        "{compact}"
+    );
+    assert_eq!(compact.lines().count(), 1 + 6 + 1, "{compact}");
+
+    workspace
+        .cairn(&["snapshots", "--group-by", "colour"])
+        .code(2);
+}
+
+#[test]
+fn snapshots_of_several_paths_take_one_line_per_path() {
+    let workspace = Workspace::initialized();
+    let one = TreeBuilder::new(workspace.path("one"));
+    let two = TreeBuilder::new(workspace.path("two"));
+    one.file("a", b"a");
+    two.file("b", b"b");
+    workspace.backup(&[one.root(), two.root()]);
+    let table = workspace.cairn(&["snapshots"]).ok().text();
+    let rows: Vec<&str> = table.lines().collect();
+    let paths_column = rows[0].find("paths").unwrap();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert_eq!(&rows[1][paths_column..], one.root().to_string_lossy());
+    assert_eq!(rows[2][..paths_column].trim(), "", "{table}");
+    assert_eq!(&rows[2][paths_column..], two.root().to_string_lossy());
+    assert_eq!(rows[3], "1 snapshot");
+}

@@ -55,7 +55,8 @@ fn count_of_snapshots(count: usize) -> String {
     render::count(count as u64, "snapshot", "snapshots")
 }
 
-fn group_title(key: &GroupKey) -> String {
+/// The heading of a group: `snapshots of host db1, paths /srv /etc`, or `all snapshots`.
+pub fn group_title(key: &GroupKey) -> String {
     if key.is_everything() {
         key.to_string()
     } else {
@@ -63,7 +64,8 @@ fn group_title(key: &GroupKey) -> String {
     }
 }
 
-fn group_json(key: &GroupKey) -> serde_json::Value {
+/// A group's shared fields as a JSON object (`group` of forget and snapshots lines).
+pub fn group_json(key: &GroupKey) -> serde_json::Value {
     let mut group = serde_json::Map::new();
     if let Some(host) = &key.host {
         group.insert("host".into(), host.clone().into());
