@@ -6,42 +6,9 @@ use cairn_store::retention::{GroupBy, KeepWithin, TagSet};
 use cairn_store::sweep::Subset;
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes, shown in `--help`.
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0    success
-  1    fatal error (including damage found by check, drill or restore, snapshots repair
-       could not salvage, and a store that stopped answering after its retries)
-  2    usage error: invalid command line, config file (named with line and key) or -o option
-  3    backup snapshot written, but some source files could not be read or changed while
-       being read (listed); restore: every file restored and verified, but some metadata
-       (extended attributes, ACLs), FIFOs, device nodes or hard links could not be
-       recreated on the target (warnings listed)
-  10   repository does not exist
-  11   another prune holds the repository's prune lease (try again later)
-  12   wrong password or no key matches
-  13   refused: the client or repository is append-only and the command would delete
-  14   the repository was written by a newer cairn (its format version is named): upgrade
-  15   backup --command: the source command failed (non-zero exit, killed by a signal, or its
-       output could not be read); no snapshot is written
-  16   status: a source is overdue (last success older than its max_age) or never succeeded,
-       or the last check or drill failed
-  17   run: a source, hook, retention, prune, check or drill failed (the others still ran;
-       listed in the summary)
-  18   backup: none of the source paths exists; no snapshot is written (some missing: a
-       warning each and exit 3)
-  19   recover: a source could not be recovered (no snapshot, nowhere to put its stream, its
-       restore command failed, or it did not verify); the others were
-  130  interrupted (Ctrl-C); no snapshot is written
-
-Environment:
-  CAIRN_CONFIG, CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR,
-  CAIRN_NEW_PASSWORD_FILE, CAIRN_NEW_PASSWORD_COMMAND (new password of `key add` and `key passwd`),
-  CAIRN_SCHEDULE_NOW (tests: the RFC 3339 time schedules and the run state go by)";
-
 /// cairn: encrypted, deduplicating backups of files, trees and streams to any object store.
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about, after_help = EXIT_CODES_HELP)]
+#[command(name = "cairn", version, about, after_help = crate::exit::after_help())]
 pub struct Cli {
     /// Global options.
     #[command(flatten)]
@@ -54,6 +21,7 @@ pub struct Cli {
 /// Options every command takes.
 #[allow(clippy::struct_excessive_bools)] // independent command-line switches
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Config file (cairn.toml): repository settings for every command, and the sources of
     /// `cairn run`, `status` and `metrics`; command-line options and environment variables beat it
@@ -212,6 +180,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into --dir
     Man(ManArgs),
+    /// List every exit code and what it means (also `cairn help exit-codes`)
+    #[command(after_help = crate::exit::table())]
+    ExitCodes,
     /// The nightly job of a config file: back up every source (or the named ones) with its
     /// hooks, apply retention and prune, run the check slice and drill when due, write metrics
     Run(RunArgs),

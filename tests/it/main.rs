@@ -16,6 +16,7 @@ mod fixture_v2;
 mod forget;
 mod format_vectors;
 mod fuzz_corpus;
+mod help;
 mod incremental;
 mod keys;
 mod layers;

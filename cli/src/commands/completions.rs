@@ -5,16 +5,15 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 
-use crate::args::{Cli, CompletionsArgs, ManArgs};
+use crate::args::{CompletionsArgs, ManArgs};
 
 /// Prints the completion script for the chosen shell on stdout.
 ///
 /// # Errors
 /// Failure to write standard output.
 pub fn completions(args: &CompletionsArgs) -> Result<()> {
-    let mut command = Cli::command();
+    let mut command = crate::help::command();
     // Generated into memory first: clap_complete panics on a failed write.
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "cairn", &mut script);
@@ -29,7 +28,7 @@ pub fn completions(args: &CompletionsArgs) -> Result<()> {
 /// # Errors
 /// Failure to create the directory or write a page.
 pub fn man(args: &ManArgs) -> Result<()> {
-    let command = Cli::command();
+    let command = crate::help::command();
     match &args.dir {
         None => {
             let mut out = std::io::stdout().lock();
