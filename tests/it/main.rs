@@ -18,6 +18,7 @@ mod format_vectors;
 mod fuzz_corpus;
 mod help;
 mod incremental;
+mod json_doc;
 mod keys;
 mod layers;
 mod listing;
