@@ -125,3 +125,62 @@ fn exit_codes_come_from_one_table_that_readme_matches() {
     let main_help = workspace.cairn(&["--help"]).ok().text();
     assert!(main_help.contains(&table), "{main_help}");
 }
+
+#[test]
+fn the_page_for_restic_users_names_every_command() {
+    let page = include_str!("../../docs/for-restic-users.md");
+    let workspace = Workspace::new();
+    for name in command_names(&workspace) {
+        assert!(
+            page.contains(&format!("`{name}")) || page.contains(&format!(" `{name} ")),
+            "docs/for-restic-users.md does not mention `{name}`"
+        );
+    }
+    // Every restic 0.14+ command has a row.
+    let restic_commands = [
+        "backup",
+        "cache",
+        "cat",
+        "check",
+        "copy",
+        "diff",
+        "dump",
+        "find",
+        "forget",
+        "generate",
+        "init",
+        "key",
+        "list",
+        "ls",
+        "migrate",
+        "mount",
+        "prune",
+        "rebuild-index",
+        "recover",
+        "repair",
+        "restore",
+        "rewrite",
+        "self-update",
+        "snapshots",
+        "stats",
+        "tag",
+        "unlock",
+        "version",
+    ];
+    let commands_table = page
+        .split("\n## Commands\n")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    for command in restic_commands {
+        assert!(
+            commands_table.lines().any(|row| row
+                .split('|')
+                .nth(1)
+                .is_some_and(|cell| cell.contains(&format!("`{command}")))),
+            "no row for restic's {command}"
+        );
+    }
+}
