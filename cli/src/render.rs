@@ -283,6 +283,41 @@ pub fn waiting_session_json(session: &cairn_store::sessions::WaitingSession) -> 
     })
 }
 
+/// `text` with every object id (a run of exactly 64 hex digits) cut to its first 8, as
+/// `short_id` shows it: damage reports name objects by what a reader can compare at a glance.
+pub fn shorten_ids(text: &str) -> String {
+    const ID_LEN: usize = 64;
+    const SHORT_LEN: usize = 8;
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut start = 0;
+    while start < bytes.len() {
+        let run = bytes[start..]
+            .iter()
+            .take_while(|byte| byte.is_ascii_hexdigit())
+            .count();
+        if run == 0 {
+            // Copy one character (not byte) and move on.
+            let character = text[start..].chars().next().unwrap_or_default();
+            out.push(character);
+            start += character.len_utf8();
+        } else {
+            let word = &text[start..start + run];
+            let before_is_word = out
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
+            if run == ID_LEN && !before_is_word {
+                out.push_str(&word[..SHORT_LEN]);
+            } else {
+                out.push_str(word);
+            }
+            start += run;
+        }
+    }
+    out
+}
+
 /// Tags as one unambiguous field: comma-separated, and a tag that holds a comma, a space, a
 /// double quote or a backslash, or is empty, in double quotes with `"` and `\` escaped
 /// (`nightly,"db, main"`).
@@ -354,5 +389,22 @@ mod tests {
         assert_eq!(tags(&["tab\there"]), "\"tab\\there\"");
         // Different tag lists never print the same.
         assert_ne!(tags(&["a,b"]), tags(&["a", "b"]));
+    }
+
+    #[test]
+    fn ids_are_shortened_and_nothing_else() {
+        let id = "ab".repeat(32);
+        assert_eq!(shorten_ids(&format!("data/ab/{id}")), "data/ab/abababab");
+        assert_eq!(
+            shorten_ids(&format!("tree blob {id} in pack {id}: bad")),
+            "tree blob abababab in pack abababab: bad"
+        );
+        // 63 or 65 hex digits are no id; neither is a hex run glued to a word.
+        let short = "c".repeat(63);
+        let long = "c".repeat(65);
+        assert_eq!(shorten_ids(&short), short);
+        assert_eq!(shorten_ids(&long), long);
+        assert_eq!(shorten_ids(&format!("x{id}")), format!("x{id}"));
+        assert_eq!(shorten_ids("keys/é: ok"), "keys/é: ok");
     }
 }

@@ -184,3 +184,58 @@ fn the_page_for_restic_users_names_every_command() {
         );
     }
 }
+
+/// Counts of one read in the singular, of several in the plural, and no `(s)`: backup,
+/// restore, check, find, prune, stats and snapshots with exactly one of everything, then two.
+#[test]
+fn counts_agree_with_their_nouns() {
+    let workspace = Workspace::initialized();
+    let tree = TreeBuilder::new(workspace.path("one"));
+    tree.file("only.txt", b"one file");
+    let root = tree.root().to_string_lossy().into_owned();
+    let target = workspace.path("target").to_string_lossy().into_owned();
+    let mut said = String::new();
+    let mut run = |args: &[&str]| {
+        let run = workspace.cairn(args).ok();
+        said.push_str(&run.text());
+        said.push_str(&run.stderr);
+        run.text()
+    };
+    let backup = run(&["backup", &root]);
+    assert!(backup.starts_with("processed 1 file ("), "{backup}");
+    assert!(backup.contains(", 1 directory, "), "{backup}");
+    let restore = run(&["restore", "latest", "--target", &target]);
+    // The directories on the way to the backed-up one are restored too.
+    assert!(
+        restore.starts_with("restored 1 file, 3 directories, 0 symlinks, "),
+        "{restore}"
+    );
+    let check = run(&["check"]);
+    assert!(check.starts_with("checked 1 snapshot, "), "{check}");
+    assert_eq!(
+        run(&["find", "only.txt"]).lines().last(),
+        Some("1 match in 1 snapshot")
+    );
+    assert!(run(&["snapshots"]).ends_with("\n1 snapshot\n"));
+    assert!(run(&["stats"]).contains(" in 1 file "));
+    run(&["prune", "--dry-run"]);
+    tree.file("second.txt", b"two files");
+    let second = run(&["backup", &root]);
+    assert!(second.starts_with("processed 2 files ("), "{second}");
+    assert!(run(&["check"]).starts_with("checked 2 snapshots, "));
+    assert_eq!(
+        run(&["find", "*.txt"]).lines().last(),
+        Some("3 matches in 2 snapshots")
+    );
+    for wrong in [
+        "(s)",
+        " 1 files",
+        " 1 snapshots",
+        " 1 packs",
+        " 1 matches",
+        " 1 directories",
+        " 1 blobs",
+    ] {
+        assert!(!said.contains(wrong), "{wrong:?} in:\n{said}");
+    }
+}

@@ -60,7 +60,11 @@ pub fn run(global: &GlobalArgs, args: &FindArgs) -> Result<()> {
             "snapshots_searched": snapshots.len(),
         }));
     } else if !global.quiet {
-        outln!("{total} matches in {} snapshots", snapshots.len());
+        outln!(
+            "{} in {}",
+            render::count(total as u64, "match", "matches"),
+            render::count(snapshots.len() as u64, "snapshot", "snapshots")
+        );
     }
     Ok(())
 }

@@ -44,9 +44,9 @@ pub fn run(global: &GlobalArgs, args: &StatsArgs) -> Result<()> {
         (
             "raw size",
             format!(
-                "{} in {} files (every snapshot counted)",
+                "{} in {} (every snapshot counted)",
                 render::bytes(stats.raw_bytes),
-                stats.files
+                render::count(stats.files as u64, "file", "files")
             ),
         ),
         (
@@ -84,10 +84,10 @@ pub fn run(global: &GlobalArgs, args: &StatsArgs) -> Result<()> {
         (
             "repository",
             format!(
-                "{} in {} objects, {} packs",
+                "{} in {}, {}",
                 render::bytes(stats.repository_bytes),
-                stats.repository_objects,
-                stats.packs
+                render::count(stats.repository_objects as u64, "object", "objects"),
+                render::count(stats.packs as u64, "pack", "packs")
             ),
         ),
     ];
