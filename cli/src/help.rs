@@ -235,7 +235,7 @@ mod tests {
                 "{name}: two examples or more"
             );
             for example in examples.lines() {
-                let words: Vec<&str> = example.trim().split_whitespace().collect();
+                let words: Vec<&str> = example.split_whitespace().collect();
                 assert!(words.contains(&"cairn"), "{name}: {example}");
             }
         }

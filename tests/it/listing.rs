@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -185,7 +186,8 @@ fn archived_tree(workspace: &Workspace) -> TreeBuilder {
             continue;
         }
         // Odd seconds: zip's 2-second steps must round them down.
-        tree.mtime(&path.to_string_lossy(), 1_700_000_001 + 2 * index as i64, 0);
+        let step = i64::try_from(2 * index).unwrap();
+        tree.mtime(&path.to_string_lossy(), 1_700_000_001 + step, 0);
     }
     tree
 }
@@ -237,7 +239,6 @@ fn dump_of_a_directory_is_a_tar_that_tar_unpacks_to_the_same_tree() {
             String::from_utf8_lossy(&tar.stderr)
         );
         let unpacked = extracted.join("top");
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         assert!(
             fs::symlink_metadata(unpacked.join("special/pipe"))
                 .unwrap()
@@ -261,7 +262,6 @@ fn scan_tree_without(root: &Path, fifo: &str) -> BTreeMap<PathBuf, Entry> {
     let fifo = root.join(fifo);
     let parent = fifo.parent().unwrap().to_owned();
     let (seconds, nanos) = {
-        use std::os::unix::fs::MetadataExt;
         let metadata = fs::metadata(&parent).unwrap();
         (metadata.mtime(), metadata.mtime_nsec())
     };
@@ -324,7 +324,6 @@ fn dump_archive_zip_streams_a_zip_that_a_reader_checks_with_modes_times_and_syml
         })
         .collect();
     let source = scan_tree_without(tree.root(), "special/pipe");
-    use std::os::unix::fs::MetadataExt;
     let mut expected_names = BTreeSet::new();
     for (relative, entry) in &source {
         let on_disk = tree.root().join(relative);

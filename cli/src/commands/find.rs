@@ -62,7 +62,7 @@ pub fn run(global: &GlobalArgs, args: &FindArgs) -> Result<()> {
     } else if !global.quiet {
         outln!(
             "{} in {}",
-            render::count(total as u64, "match", "matches"),
+            render::count(total, "match", "matches"),
             render::count(snapshots.len() as u64, "snapshot", "snapshots")
         );
     }

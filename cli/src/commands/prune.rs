@@ -91,13 +91,13 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
         } else {
             "reference"
         },
-        render::count(report.referenced_blobs as u64, "blob", "blobs"),
-        render::count(report.packs_before as u64, "pack", "packs"),
+        render::count(report.referenced_blobs, "blob", "blobs"),
+        render::count(report.packs_before, "pack", "packs"),
         render::bytes(report.bytes_before)
     );
     outln!(
         "{verb} condemn {} ({}), {} of them repacked",
-        render::count(report.packs_condemned as u64, "pack", "packs"),
+        render::count(report.packs_condemned, "pack", "packs"),
         render::bytes(report.bytes_condemned),
         report.packs_repacked
     );
@@ -105,7 +105,7 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
         outln!(
             "took back {} that a snapshot needs",
             render::count(
-                report.packs_resurrected as u64,
+                report.packs_resurrected,
                 "condemned pack",
                 "condemned packs"
             )
@@ -113,7 +113,7 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
     }
     outln!(
         "{verb} delete {}, freeing {}{}",
-        render::count(report.packs_deleted as u64, "pack", "packs"),
+        render::count(report.packs_deleted, "pack", "packs"),
         render::bytes(report.bytes_freed),
         if report.bytes_repacked > 0 {
             format!(" (repack wrote {})", render::bytes(report.bytes_repacked))

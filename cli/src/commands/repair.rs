@@ -133,11 +133,11 @@ fn print_index_report(global: &GlobalArgs, report: &RepairIndexReport) {
     }
     outln!(
         "read the trailers of {} ({} unreadable); indexed {} in {}",
-        render::count(report.packs_read as u64, "pack", "packs"),
+        render::count(report.packs_read, "pack", "packs"),
         report.packs_unreadable.len(),
-        render::count(report.blobs_indexed as u64, "blob", "blobs"),
+        render::count(report.blobs_indexed, "blob", "blobs"),
         render::count(
-            report.index_written as u64,
+            report.index_written,
             "new index object",
             "new index objects"
         )

@@ -83,7 +83,9 @@ pub fn write_archive(
     };
     let mut archive = match format {
         ArchiveFormat::Tar => Sink::Tar(ManuallyDrop::new(tar::Builder::new(out))),
-        ArchiveFormat::Zip => Sink::Zip(ManuallyDrop::new(zip::ZipWriter::new_stream(out))),
+        ArchiveFormat::Zip => {
+            Sink::Zip(ManuallyDrop::new(Box::new(zip::ZipWriter::new_stream(out))))
+        }
     };
     let mut writer = ArchiveWriter {
         repository,
@@ -104,7 +106,7 @@ pub fn write_archive(
 /// few hundred bytes at the end of a failing command.
 enum Sink<'out> {
     Tar(ManuallyDrop<tar::Builder<&'out mut dyn Write>>),
-    Zip(ManuallyDrop<zip::ZipWriter<zip::write::StreamWriter<&'out mut dyn Write>>>),
+    Zip(ManuallyDrop<Box<zip::ZipWriter<zip::write::StreamWriter<&'out mut dyn Write>>>>),
 }
 
 impl Sink<'_> {
