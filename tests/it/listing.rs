@@ -26,13 +26,17 @@ fn listed_tree(workspace: &Workspace) -> TreeBuilder {
         .mode("setgid-no-x", 0o2644)
         .mode("sticky", 0o1777);
     tree.symlink("link", "sub/b.txt");
-    let status = Command::new("mkfifo")
-        .arg(tree.path("pipe"))
-        .status()
-        .expect("mkfifo runs");
-    assert!(status.success());
+    make_fifo(&tree, "pipe");
     workspace.backup(&[tree.root()]);
     tree
+}
+
+/// Makes a FIFO at `relative` below the tree (and its parent directories).
+fn make_fifo(tree: &TreeBuilder, relative: &str) {
+    let path = tree.path(relative);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let status = Command::new("mkfifo").arg(&path).status();
+    assert!(status.expect("mkfifo runs").success(), "mkfifo {relative}");
 }
 
 fn lines(text: &str) -> BTreeSet<String> {
@@ -197,11 +201,7 @@ fn dump_of_a_directory_is_a_tar_that_tar_unpacks_to_the_same_tree() {
     let workspace = Workspace::initialized();
     let tree = archived_tree(&workspace);
     // A FIFO in its own directory, taken out of both trees before comparing them.
-    tree.dir("special");
-    let mkfifo = Command::new("mkfifo")
-        .arg(tree.path("special/pipe"))
-        .status();
-    assert!(mkfifo.unwrap().success());
+    make_fifo(&tree, "special/pipe");
     tree.mtime("special", 1_600_000_000, 0)
         .mtime("", 1_600_000_002, 0);
     workspace.backup(&[tree.root()]);
@@ -286,11 +286,7 @@ with zipfile.ZipFile(sys.argv[1]) as archive:
 fn dump_archive_zip_streams_a_zip_that_a_reader_checks_with_modes_times_and_symlinks() {
     let workspace = Workspace::initialized();
     let tree = archived_tree(&workspace);
-    tree.dir("special");
-    let mkfifo = Command::new("mkfifo")
-        .arg(tree.path("special/pipe"))
-        .status();
-    assert!(mkfifo.unwrap().success());
+    make_fifo(&tree, "special/pipe");
     workspace.backup(&[tree.root()]);
     let top = tree.root().to_string_lossy().into_owned();
     let mut command = workspace.command(&["dump", "--archive", "zip", "latest", &top], &[]);
