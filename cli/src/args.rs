@@ -6,45 +6,9 @@ use cairn_store::retention::{GroupBy, KeepWithin, TagSet};
 use cairn_store::sweep::Subset;
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes, shown in `--help`.
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0    success
-  1    fatal error (including damage found by check, drill or restore, snapshots repair
-       could not salvage, and a store that stopped answering after its retries)
-  2    usage error: invalid command line, config file (named with line and key) or -o option
-  3    backup snapshot written, but some source files could not be read or changed while
-       being read (listed); restore: every file restored and verified, but some metadata
-       (extended attributes, ACLs), FIFOs, device nodes or hard links could not be
-       recreated on the target (warnings listed)
-  10   repository does not exist
-  11   another prune holds the repository's prune lease (try again later)
-  12   wrong password or no key matches
-  13   refused: the client or repository is append-only and the command would delete
-  14   the repository was written by a newer cairn (its format version is named): upgrade
-  15   backup --command: the source command failed (non-zero exit, killed by a signal, or its
-       output could not be read); no snapshot is written
-  16   status: a source is overdue (last success older than its max_age) or never succeeded,
-       or the last check or drill failed
-  17   run: a source, hook, retention, prune, check or drill failed (the others still ran;
-       listed in the summary)
-  18   backup: none of the source paths exists; no snapshot is written (some missing: a
-       warning each and exit 3)
-  19   recover: a source could not be recovered (no snapshot, nowhere to put its stream, its
-       restore command failed, or it did not verify); the others were
-  20   no snapshot matches the id, `latest` or the selection (--host, --tag, --path,
-       --source) given, or the snapshot does not hold the named path or stream
-  130  interrupted (Ctrl-C); no snapshot is written
-
-Environment:
-  CAIRN_CONFIG, CAIRN_REPOSITORY, CAIRN_PASSWORD, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_CACHE_DIR,
-  CAIRN_NEW_PASSWORD_FILE, CAIRN_NEW_PASSWORD_COMMAND (new password of `key add` and `key passwd`),
-  CAIRN_SCHEDULE_NOW (tests: the RFC 3339 time schedules and the run state go by),
-  CAIRN_LIMIT_UPLOAD, CAIRN_LIMIT_DOWNLOAD (as --limit-upload, --limit-download)";
-
 /// cairn: encrypted, deduplicating backups of files, trees and streams to any object store.
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about, after_help = EXIT_CODES_HELP)]
+#[command(name = "cairn", version, about, after_help = crate::exit::after_help())]
 pub struct Cli {
     /// Global options.
     #[command(flatten)]
@@ -57,6 +21,7 @@ pub struct Cli {
 /// Options every command takes.
 #[allow(clippy::struct_excessive_bools)] // independent command-line switches
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Config file (cairn.toml): repository settings for every command, and the sources of
     /// `cairn run`, `status` and `metrics`; command-line options and environment variables beat it
@@ -223,6 +188,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into --dir
     Man(ManArgs),
+    /// List every exit code and what it means (also `cairn help exit-codes`)
+    #[command(after_help = crate::exit::table())]
+    ExitCodes,
     /// The nightly job of a config file: back up every source (or the named ones) with its
     /// hooks, apply retention and prune, run the check slice and drill when due, write metrics
     Run(RunArgs),
@@ -265,6 +233,16 @@ pub struct SnapshotsArgs {
     /// Which snapshots to list.
     #[command(flatten)]
     pub selection: SelectionArgs,
+    /// Only the N newest snapshots of each group (of host and paths, or of --group-by)
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+    /// Show the snapshots in groups sharing these fields, each under a heading: a
+    /// comma-separated list of host, paths, tags
+    #[arg(long, value_name = "FIELDS")]
+    pub group_by: Option<GroupBy>,
+    /// One short line per snapshot: ID, time, host and tags (no paths)
+    #[arg(long)]
+    pub compact: bool,
 }
 
 /// `cairn diff`.
@@ -661,9 +639,14 @@ fn parse_snapshot_time(text: &str) -> Result<jiff::Timestamp, String> {
 pub struct LsArgs {
     /// Snapshot ID, unique ID prefix, or `latest`
     pub snapshot: String,
-    /// List only below this path
-    pub path: Option<String>,
-    /// Show type, mode, size and modification time
+    /// Paths in the snapshot to list: each one, and a directory's entries one level deep
+    /// (everything below with --recursive); none lists the whole snapshot, as restic does
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// List everything below the given directories, not only their entries
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Show mode, owner, size and modification time, below a header line
     #[arg(short, long)]
     pub long: bool,
     /// Which snapshots `latest` and the id may be; with a path, `latest` is the newest of
@@ -729,12 +712,26 @@ pub enum OverwriteArg {
 pub struct DumpArgs {
     /// Snapshot ID, unique ID prefix, or `latest`
     pub snapshot: String,
-    /// The stream name or the file's path in the snapshot
+    /// The stream name, or the path of a file or directory in the snapshot (`/` for all of it)
     pub name: String,
     /// Which snapshots `latest` and the id may be; `latest` is the newest of them that holds
     /// the name.
     #[command(flatten)]
     pub selection: SelectionArgs,
+    /// Write an archive of NAME and everything below it: tar (the default for a directory)
+    /// or zip. tar keeps modes, owners, times in seconds, symlinks, hard links, FIFOs and
+    /// devices; zip keeps modes, times in 2-second steps and symlinks
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub archive: Option<ArchiveArg>,
+}
+
+/// `dump --archive` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveArg {
+    /// A GNU tar stream
+    Tar,
+    /// A zip archive (streamed: sizes follow each entry's data)
+    Zip,
 }
 
 /// `cairn check`: the structure always; at most one of the data levels.

@@ -20,6 +20,8 @@ macro_rules! out {
 mod args;
 mod commands;
 mod config;
+mod exit;
+mod help;
 mod metrics;
 mod progress;
 mod render;
@@ -30,43 +32,18 @@ mod state;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use nix::sys::signal::{SigSet, Signal};
 
 use args::{Cli, Command};
 use cairn_store::ErrorKind;
 use commands::Completion;
 
-/// Exit code for a fatal error.
-const EXIT_FATAL: u8 = 1;
-/// Exit code for an invalid command line (clap's) or config file.
-const EXIT_USAGE: u8 = 2;
-/// Exit code when a snapshot was written but some source entries were unreadable.
-const EXIT_PARTIAL: u8 = 3;
-/// Exit code when the repository does not exist.
-const EXIT_NO_REPOSITORY: u8 = 10;
-/// Exit code when another prune holds the lease.
-const EXIT_BUSY: u8 = 11;
-/// Exit code for a wrong password.
-const EXIT_WRONG_PASSWORD: u8 = 12;
-/// Exit code when deleting is refused because of append-only mode.
-const EXIT_APPEND_ONLY: u8 = 13;
-/// Exit code when the repository was written by a newer format version than this build reads.
-const EXIT_UNSUPPORTED: u8 = 14;
-/// Exit code when the source command of `backup --command` failed (no snapshot written).
-const EXIT_SOURCE_COMMAND: u8 = 15;
-
-/// Exit code of `status` when a source is overdue or failing.
-const EXIT_UNHEALTHY: u8 = 16;
-/// Exit code of `run` when a source or step failed.
-const EXIT_RUN_FAILED: u8 = 17;
-/// Exit code of `backup` when none of its source paths exists.
-const EXIT_NO_SOURCE: u8 = 18;
-/// Exit code of `recover` when a source could not be recovered (the others were).
-const EXIT_RECOVER_FAILED: u8 = 19;
-/// Exit code when no snapshot matches the id, `latest` or selection given, or the snapshot does
-/// not hold the named path.
-const EXIT_NO_MATCH: u8 = 20;
+use exit::{
+    EXIT_APPEND_ONLY, EXIT_BUSY, EXIT_FATAL, EXIT_NO_MATCH, EXIT_NO_REPOSITORY, EXIT_NO_SOURCE,
+    EXIT_PARTIAL, EXIT_RECOVER_FAILED, EXIT_RUN_FAILED, EXIT_SOURCE_COMMAND, EXIT_UNHEALTHY,
+    EXIT_UNSUPPORTED, EXIT_USAGE, EXIT_WRONG_PASSWORD,
+};
 
 fn exit_code(error: &anyhow::Error) -> u8 {
     if error
@@ -166,6 +143,10 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
             Ok(Completion::Done)
         }
         Command::Man(args) => commands::completions::man(args).map(|()| Completion::Done),
+        Command::ExitCodes => {
+            exit::print(global.json);
+            Ok(Completion::Done)
+        }
         Command::Run(args) => commands::run::run(global, config, args),
         Command::Recover(args) => commands::recover::run(global, config, args),
         Command::Status(args) => commands::status::run(global, config, args),
@@ -210,7 +191,10 @@ fn main() -> ExitCode {
 
 /// Parses the command line, runs the command and maps its outcome to the exit code.
 fn run_command() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = match Cli::from_arg_matches(&help::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.format(&mut help::command()).exit(),
+    };
     if let Some(threads) = cli.global.threads {
         // Fails only if a pool already exists, which nothing before this line starts.
         let _ = rayon::ThreadPoolBuilder::new()

@@ -109,25 +109,29 @@ impl Drop for Meter {
     }
 }
 
-/// A template key `{files}` that reads the shared file counter.
-fn with_files(style: ProgressStyle, files: &Arc<AtomicU64>) -> ProgressStyle {
+/// A template key `{files}` that reads the shared counter with its `unit` (a plural such as
+/// `files` or `packs`) in the right number: `1 file`, `2 files`.
+fn with_files(style: ProgressStyle, files: &Arc<AtomicU64>, unit: &str) -> ProgressStyle {
     let files = Arc::clone(files);
+    let plural = unit.to_owned();
+    let singular = unit.strip_suffix('s').unwrap_or(unit).to_owned();
     style.with_key(
         "files",
         move |_: &ProgressState, out: &mut dyn std::fmt::Write| {
-            let _ = write!(out, "{}", files.load(Ordering::Relaxed));
+            let count = files.load(Ordering::Relaxed);
+            let _ = write!(out, "{}", crate::render::count(count, &singular, &plural));
         },
     )
 }
 
 fn spinner_style(files: &Arc<AtomicU64>, unit: &str, verb: &str) -> ProgressStyle {
-    let template = format!(
-        "{{spinner}} {{files}} {unit}, {{bytes}} {verb}, {{binary_bytes_per_sec}}, {{elapsed}}"
-    );
+    let template =
+        format!("{{spinner}} {{files}}, {{bytes}} {verb}, {{binary_bytes_per_sec}}, {{elapsed}}");
     with_files(
         ProgressStyle::with_template(&template)
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         files,
+        unit,
     )
 }
 
@@ -143,12 +147,13 @@ pub enum Total {
 fn bar_style(files: &Arc<AtomicU64>, unit: &str, total: Total) -> ProgressStyle {
     let about = if total == Total::Estimate { "~" } else { "" };
     let template = format!(
-        "[{{bar:20}}] {{files}} {unit} {{bytes}}/{about}{{total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}}"
+        "[{{bar:20}}] {{files}} {{bytes}}/{about}{{total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}}"
     );
     with_files(
         ProgressStyle::with_template(&template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         files,
+        unit,
     )
 }

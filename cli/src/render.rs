@@ -174,24 +174,69 @@ pub fn node_type(node: &cairn_store::format::tree::Node) -> &'static str {
     }
 }
 
-/// `ls -l` style permission string for a `st_mode`.
+/// `ls -l` style mode string for a `st_mode`: the type character (`-`, `d`, `l`, `p` FIFO, `c`
+/// character device, `b` block device, `s` socket, `?` unknown), then `rwx` for user, group and
+/// others, with setuid and setgid shown as `s` (`S` when the execute bit is off) in the user's
+/// and group's execute place, and the sticky bit as `t` (`T`) in the others'.
 pub fn mode_string(mode: u32) -> String {
     let kind = match mode & 0o170_000 {
+        0o100_000 => '-',
         0o040_000 => 'd',
         0o120_000 => 'l',
         0o010_000 => 'p',
         0o020_000 => 'c',
         0o060_000 => 'b',
-        _ => '-',
+        0o140_000 => 's',
+        _ => '?',
     };
+    // (shift of the rwx triple, special bit shown in its execute place, its letter)
+    let triples = [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')];
     let mut out = String::from(kind);
-    for shift in [6, 3, 0] {
+    for (shift, special, letter) in triples {
         let bits = (mode >> shift) & 7;
         out.push(if bits & 4 != 0 { 'r' } else { '-' });
         out.push(if bits & 2 != 0 { 'w' } else { '-' });
-        out.push(if bits & 1 != 0 { 'x' } else { '-' });
+        let execute = bits & 1 != 0;
+        out.push(match (mode & special != 0, execute) {
+            (true, true) => letter,
+            (true, false) => letter.to_ascii_uppercase(),
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
     }
     out
+}
+
+/// The `st_mode` a listing shows for a snapshot entry: its stored permission bits under the
+/// file type its kind says (stored modes carry the type too, but the kind is what restore
+/// creates, so the two never disagree on screen).
+pub fn node_mode(node: &cairn_store::format::tree::Node) -> u32 {
+    use cairn_store::format::tree::{DeviceKind, NodeKind};
+    let file_type = match node.kind {
+        NodeKind::File { .. } => 0o100_000,
+        NodeKind::Directory { .. } => 0o040_000,
+        NodeKind::Symlink { .. } => 0o120_000,
+        NodeKind::Fifo => 0o010_000,
+        NodeKind::Device {
+            kind: DeviceKind::Character,
+            ..
+        } => 0o020_000,
+        NodeKind::Device {
+            kind: DeviceKind::Block,
+            ..
+        } => 0o060_000,
+    };
+    file_type | (node.mode & 0o7777)
+}
+
+/// `1 file`, `2 files`: a count with its noun in the right number (`noun` singular, `plural`
+/// its plural).
+pub fn count(number: u64, singular: &str, plural: &str) -> String {
+    if number == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{number} {plural}")
+    }
 }
 
 /// A client's Unix time in the local zone with how long ago it was: `2026-12-07 03:40:00 (2 h
@@ -363,5 +408,131 @@ mod error_line_tests {
             "a: b: c"
         );
         assert_eq!(chain_line(Vec::<String>::new()), "");
+    }
+}
+
+/// `text` with every object id (a run of exactly 64 hex digits) cut to its first 8, as
+/// `short_id` shows it: damage reports name objects by what a reader can compare at a glance.
+pub fn shorten_ids(text: &str) -> String {
+    const ID_LEN: usize = 64;
+    const SHORT_LEN: usize = 8;
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut start = 0;
+    while start < bytes.len() {
+        let run = bytes[start..]
+            .iter()
+            .take_while(|byte| byte.is_ascii_hexdigit())
+            .count();
+        if run == 0 {
+            // Copy one character (not byte) and move on.
+            let character = text[start..].chars().next().unwrap_or_default();
+            out.push(character);
+            start += character.len_utf8();
+        } else {
+            let word = &text[start..start + run];
+            let before_is_word = out
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
+            if run == ID_LEN && !before_is_word {
+                out.push_str(&word[..SHORT_LEN]);
+            } else {
+                out.push_str(word);
+            }
+            start += run;
+        }
+    }
+    out
+}
+
+/// Tags as one unambiguous field: comma-separated, and a tag that holds a comma, a space, a
+/// double quote or a backslash, or is empty, in double quotes with `"` and `\` escaped
+/// (`nightly,"db, main"`).
+pub fn tags(tags: &[String]) -> String {
+    tags.iter()
+        .map(|tag| {
+            let plain = !tag.is_empty()
+                && !tag.chars().any(|c| {
+                    c == ',' || c == '"' || c == '\\' || c.is_whitespace() || c.is_control()
+                });
+            if plain {
+                tag.clone()
+            } else {
+                format!("{tag:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_strings_show_types_and_special_bits() {
+        let cases = [
+            (0o100_644, "-rw-r--r--"),
+            (0o040_755, "drwxr-xr-x"),
+            (0o120_777, "lrwxrwxrwx"),
+            (0o010_600, "prw-------"),
+            (0o020_660, "crw-rw----"),
+            (0o060_660, "brw-rw----"),
+            (0o140_755, "srwxr-xr-x"),
+            (0o104_755, "-rwsr-xr-x"),
+            (0o104_644, "-rwSr--r--"),
+            (0o102_755, "-rwxr-sr-x"),
+            (0o102_745, "-rwxr-Sr-x"),
+            (0o041_777, "drwxrwxrwt"),
+            (0o041_776, "drwxrwxrwT"),
+            (0o107_777, "-rwsrwsrwt"),
+            (0o107_000, "---S--S--T"),
+            (0o000_644, "?rw-r--r--"),
+        ];
+        for (mode, expected) in cases {
+            assert_eq!(mode_string(mode), expected, "{mode:o}");
+        }
+    }
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(0, "file", "files"), "0 files");
+        assert_eq!(count(1, "file", "files"), "1 file");
+        assert_eq!(count(2, "file", "files"), "2 files");
+        assert_eq!(count(1, "match", "matches"), "1 match");
+    }
+
+    #[test]
+    fn tags_are_unambiguous() {
+        let tags = |list: &[&str]| {
+            super::tags(&list.iter().map(|tag| (*tag).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(tags(&[]), "");
+        assert_eq!(tags(&["nightly", "db"]), "nightly,db");
+        assert_eq!(tags(&["a,b"]), "\"a,b\"");
+        assert_eq!(tags(&["two words", "x"]), "\"two words\",x");
+        assert_eq!(tags(&[""]), "\"\"");
+        assert_eq!(tags(&["say \"hi\""]), "\"say \\\"hi\\\"\"");
+        assert_eq!(tags(&["tab\there"]), "\"tab\\there\"");
+        // Different tag lists never print the same.
+        assert_ne!(tags(&["a,b"]), tags(&["a", "b"]));
+    }
+
+    #[test]
+    fn ids_are_shortened_and_nothing_else() {
+        let id = "ab".repeat(32);
+        assert_eq!(shorten_ids(&format!("data/ab/{id}")), "data/ab/abababab");
+        assert_eq!(
+            shorten_ids(&format!("tree blob {id} in pack {id}: bad")),
+            "tree blob abababab in pack abababab: bad"
+        );
+        // 63 or 65 hex digits are no id; neither is a hex run glued to a word.
+        let short = "c".repeat(63);
+        let long = "c".repeat(65);
+        assert_eq!(shorten_ids(&short), short);
+        assert_eq!(shorten_ids(&long), long);
+        assert_eq!(shorten_ids(&format!("x{id}")), format!("x{id}"));
+        assert_eq!(shorten_ids("keys/é: ok"), "keys/é: ok");
     }
 }

@@ -23,7 +23,8 @@ pub mod sim;
 pub use crypto::{id, keys, seal};
 pub use format::packer;
 pub use ops::{
-    backup, check, drill, forget, fsmeta, prune, repair, repair_config, restore, sessions, stats,
+    archive, backup, check, drill, forget, fsmeta, prune, repair, repair_config, restore, sessions,
+    stats,
 };
 pub use policy::{
     dedup_hostile, diff, exclude, find, overwrite, pathmatch, retention, select, size_drop, sweep,

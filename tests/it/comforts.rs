@@ -604,7 +604,10 @@ fn progress_on_a_terminal() {
     let drawn = |text: &str| text.contains("B/s");
     let backup = on_terminal(&workspace, &["backup", &root]);
     assert!(drawn(&backup), "no progress line: {backup}");
-    assert!(backup.contains("1 files"), "{backup}");
+    assert!(
+        backup.contains("1 file") && !backup.contains("1 files"),
+        "{backup}"
+    );
     let target = workspace.path("target").to_string_lossy().into_owned();
     let restore = on_terminal(&workspace, &["restore", "latest", "--target", &target]);
     assert!(drawn(&restore) && restore.contains("4.00 MiB"), "{restore}");

@@ -534,7 +534,7 @@ fn damaged_key_objects_are_named_and_the_commands_advised_find_them() {
     workspace
         .cairn(&["check"])
         .failed()
-        .stderr_contains(&format!("damaged: keys/{}", "ef".repeat(32)));
+        .stderr_contains("damaged: keys/efefefef: ");
     // And the way out: remove it.
     workspace.cairn(&["key", "remove", "efef"]).ok();
     workspace.cairn(&["check"]).ok();

@@ -482,15 +482,15 @@ fn print_amounts(
 ) {
     let [processed, added] = verbs;
     outln!(
-        "{processed} {} files ({files_unchanged} unchanged since the parent snapshot, not read), {} directories, {}",
-        summary.files,
-        summary.directories,
+        "{processed} {} ({files_unchanged} unchanged since the parent snapshot, not read), {}, {}",
+        render::count(summary.files, "file", "files"),
+        render::count(summary.directories, "directory", "directories"),
         render::bytes(summary.bytes_processed)
     );
     outln!(
-        "{added} {} to the repository ({} new blobs, {} of new data before compression)",
+        "{added} {} to the repository ({}, {} of new data before compression)",
         render::bytes(summary.bytes_added),
-        summary.blobs_added,
+        render::count(summary.blobs_added, "new blob", "new blobs"),
         render::bytes(raw_bytes_added)
     );
 }
@@ -597,12 +597,15 @@ pub fn perform(
             outcome.saver.raw_bytes_added,
         );
         if outcome.entries_excluded > 0 {
-            outln!("excluded {} entries", outcome.entries_excluded);
+            outln!(
+                "excluded {}",
+                render::count(outcome.entries_excluded as u64, "entry", "entries")
+            );
         }
         if outcome.mount_points > 0 {
             outln!(
-                "did not descend into {} mount points (recorded empty)",
-                outcome.mount_points
+                "did not descend into {} (recorded empty)",
+                render::count(outcome.mount_points as u64, "mount point", "mount points")
             );
         }
         outln!("snapshot {} saved", outcome.snapshot_id.short());
@@ -610,16 +613,30 @@ pub fn perform(
     warn_about_time(global.json, &outcome);
     if !outcome.warnings.is_empty() {
         eprintln!(
-            "warning: {} source entries could not be read and are missing from snapshot {}",
-            outcome.warnings.len(),
+            "warning: {} could not be read and {} missing from snapshot {}",
+            render::count(
+                outcome.warnings.len() as u64,
+                "source entry",
+                "source entries"
+            ),
+            if outcome.warnings.len() == 1 {
+                "is"
+            } else {
+                "are"
+            },
             outcome.snapshot_id.short()
         );
     }
     if !outcome.changed.is_empty() {
         eprintln!(
-            "warning: {} files changed while being read; snapshot {} holds them as read",
-            outcome.changed.len(),
-            outcome.snapshot_id.short()
+            "warning: {} changed while being read; snapshot {} holds {} as read",
+            render::count(outcome.changed.len() as u64, "file", "files"),
+            outcome.snapshot_id.short(),
+            if outcome.changed.len() == 1 {
+                "it"
+            } else {
+                "them"
+            }
         );
     }
     let completion = if outcome.warnings.is_empty() && outcome.changed.is_empty() {

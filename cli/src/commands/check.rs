@@ -111,16 +111,40 @@ fn print_json(report: &CheckReport, selection: DataSelection) {
 }
 
 fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelection) {
+    // Each damaged object once, the snapshot paths that need it below it; then objects that
+    // paths need but that are only known as missing from the trees' point of view.
+    let affects = |object: &str| {
+        for affected in report
+            .affected
+            .iter()
+            .filter(|affected| affected.object == object)
+        {
+            eprintln!(
+                "  affects snapshot {} path {}",
+                affected.snapshot.short(),
+                affected.path
+            );
+        }
+    };
     for (object, reason) in &report.damaged {
-        eprintln!("damaged: {object}: {reason}");
-    }
-    for affected in &report.affected {
         eprintln!(
-            "  affects snapshot {} path {} (needs {})",
-            affected.snapshot.short(),
-            affected.path,
-            affected.object
+            "damaged: {}: {}",
+            render::shorten_ids(object),
+            render::shorten_ids(reason)
         );
+        affects(object);
+    }
+    let mut needed: Vec<&str> = report
+        .affected
+        .iter()
+        .map(|affected| affected.object.as_str())
+        .filter(|object| !report.damaged.contains_key(*object))
+        .collect();
+    needed.sort_unstable();
+    needed.dedup();
+    for object in needed {
+        eprintln!("unreadable: {}", render::shorten_ids(object));
+        affects(object);
     }
     if let Some(reason) = &report.history_not_saved {
         eprintln!(
@@ -172,10 +196,10 @@ fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelecti
         )
     };
     outln!(
-        "checked {} snapshots, {} trees, {} packs{data}",
-        report.snapshots,
-        report.trees,
-        report.packs,
+        "checked {}, {}, {}{data}",
+        render::count(report.snapshots as u64, "snapshot", "snapshots"),
+        render::count(report.trees as u64, "tree", "trees"),
+        render::count(report.packs as u64, "pack", "packs"),
     );
     if let Some(coverage) = report.coverage {
         outln!(

@@ -5,14 +5,13 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 
-use crate::args::{Cli, CompletionsArgs, ManArgs};
+use crate::args::{CompletionsArgs, ManArgs};
 
 /// Prints the completion script for the chosen shell on stdout (a reader that goes away, as
 /// `| head`, is no error: [`crate::render::write_out`]).
 pub fn completions(args: &CompletionsArgs) {
-    let mut command = Cli::command();
+    let mut command = crate::help::command();
     // Generated into memory first: clap_complete panics on a failed write.
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "cairn", &mut script);
@@ -24,7 +23,7 @@ pub fn completions(args: &CompletionsArgs) {
 /// # Errors
 /// Failure to create the directory or write a page.
 pub fn man(args: &ManArgs) -> Result<()> {
-    let command = Cli::command();
+    let command = crate::help::command();
     match &args.dir {
         None => {
             let mut page = Vec::new();

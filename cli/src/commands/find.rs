@@ -56,7 +56,11 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &FindArgs) -> Res
             "snapshots_searched": snapshots.len(),
         }));
     } else if !global.quiet {
-        outln!("{total} matches in {} snapshots", snapshots.len());
+        outln!(
+            "{} in {}",
+            render::count(total, "match", "matches"),
+            render::count(snapshots.len() as u64, "snapshot", "snapshots")
+        );
     }
     Ok(())
 }

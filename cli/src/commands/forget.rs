@@ -54,14 +54,11 @@ fn zoned_time(time: jiff::Timestamp, zone: &TimeZone) -> String {
 
 /// `1 snapshot`, `2 snapshots`.
 fn count_of_snapshots(count: usize) -> String {
-    if count == 1 {
-        "1 snapshot".into()
-    } else {
-        format!("{count} snapshots")
-    }
+    render::count(count as u64, "snapshot", "snapshots")
 }
 
-fn group_title(key: &GroupKey) -> String {
+/// The heading of a group: `snapshots of host db1, paths /srv /etc`, or `all snapshots`.
+pub fn group_title(key: &GroupKey) -> String {
     if key.is_everything() {
         key.to_string()
     } else {
@@ -69,7 +66,8 @@ fn group_title(key: &GroupKey) -> String {
     }
 }
 
-fn group_json(key: &GroupKey) -> serde_json::Value {
+/// A group's shared fields as a JSON object (`group` of forget and snapshots lines).
+pub fn group_json(key: &GroupKey) -> serde_json::Value {
     let mut group = serde_json::Map::new();
     if let Some(host) = &key.host {
         group.insert("host".into(), host.clone().into());

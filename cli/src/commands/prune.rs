@@ -84,27 +84,36 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
     }
     let verb = if dry_run { "would" } else { "did" };
     outln!(
-        "{} snapshots reference {} blobs in {} packs ({})",
-        report.snapshots,
-        report.referenced_blobs,
-        report.packs_before,
+        "{} {} {} in {} ({})",
+        render::count(report.snapshots as u64, "snapshot", "snapshots"),
+        if report.snapshots == 1 {
+            "references"
+        } else {
+            "reference"
+        },
+        render::count(report.referenced_blobs, "blob", "blobs"),
+        render::count(report.packs_before, "pack", "packs"),
         render::bytes(report.bytes_before)
     );
     outln!(
-        "{verb} condemn {} packs ({}), {} of them repacked",
-        report.packs_condemned,
+        "{verb} condemn {} ({}), {} of them repacked",
+        render::count(report.packs_condemned, "pack", "packs"),
         render::bytes(report.bytes_condemned),
         report.packs_repacked
     );
     if report.packs_resurrected > 0 {
         outln!(
-            "took back {} condemned packs that a snapshot needs",
-            report.packs_resurrected
+            "took back {} that a snapshot needs",
+            render::count(
+                report.packs_resurrected,
+                "condemned pack",
+                "condemned packs"
+            )
         );
     }
     outln!(
-        "{verb} delete {} packs, freeing {}{}",
-        report.packs_deleted,
+        "{verb} delete {}, freeing {}{}",
+        render::count(report.packs_deleted, "pack", "packs"),
         render::bytes(report.bytes_freed),
         if report.bytes_repacked > 0 {
             format!(" (repack wrote {})", render::bytes(report.bytes_repacked))

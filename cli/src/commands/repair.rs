@@ -132,11 +132,15 @@ fn print_index_report(global: &GlobalArgs, report: &RepairIndexReport) {
         return;
     }
     outln!(
-        "read the trailers of {} packs ({} unreadable); indexed {} blobs in {} new index objects",
-        report.packs_read,
+        "read the trailers of {} ({} unreadable); indexed {} in {}",
+        render::count(report.packs_read, "pack", "packs"),
         report.packs_unreadable.len(),
-        report.blobs_indexed,
-        report.index_written
+        render::count(report.blobs_indexed, "blob", "blobs"),
+        render::count(
+            report.index_written,
+            "new index object",
+            "new index objects"
+        )
     );
     if report.packs_condemned > 0 {
         outln!(

@@ -176,36 +176,51 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RestoreArgs) -> 
                 ""
             };
             outln!(
-                "restored {} files, {} directories, {} symlinks, {} from snapshot {} into {} ({changes}){verified}",
-                outcome.files,
-                outcome.directories,
-                outcome.symlinks,
+                "restored {}, {}, {}, {} from snapshot {} into {} ({changes}){verified}",
+                render::count(outcome.files as u64, "file", "files"),
+                render::count(outcome.directories as u64, "directory", "directories"),
+                render::count(outcome.symlinks as u64, "symlink", "symlinks"),
                 render::bytes(outcome.bytes),
                 snapshot_id.short(),
                 args.target.display()
             );
-            if outcome.specials + outcome.hard_links > 0 {
-                outln!(
-                    "also {} FIFOs and device nodes, {} hard links to restored files",
-                    outcome.specials,
-                    outcome.hard_links
-                );
+            let mut also = Vec::new();
+            if outcome.specials > 0 {
+                also.push(render::count(
+                    outcome.specials as u64,
+                    "FIFO or device node",
+                    "FIFOs and device nodes",
+                ));
+            }
+            if outcome.hard_links > 0 {
+                also.push(render::count(
+                    outcome.hard_links as u64,
+                    "hard link to a restored file",
+                    "hard links to restored files",
+                ));
+            }
+            if !also.is_empty() {
+                outln!("also {}", also.join(", "));
             }
         }
     }
     if !outcome.failed.is_empty() {
         bail!(
-            "{} entries could not be restored (listed above); the files that were restored were verified",
-            outcome.failed.len()
+            "{} not be restored (listed above); the files that were restored were verified",
+            if outcome.failed.len() == 1 {
+                "1 entry could".to_owned()
+            } else {
+                format!("{} entries could", outcome.failed.len())
+            }
         );
     }
     if outcome.warnings.is_empty() {
         Ok(Completion::Done)
     } else {
         eprintln!(
-            "{} warnings (listed above): every file was restored and verified, but the target \
+            "{} (listed above): every file was restored and verified, but the target \
              does not hold everything the snapshot recorded",
-            outcome.warnings.len()
+            render::count(outcome.warnings.len() as u64, "warning", "warnings")
         );
         Ok(Completion::Partial)
     }

@@ -47,9 +47,9 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &StatsArgs) -> Re
         (
             "raw size",
             format!(
-                "{} in {} files (every snapshot counted)",
+                "{} in {} (every snapshot counted)",
                 render::bytes(stats.raw_bytes),
-                stats.files
+                render::count(stats.files as u64, "file", "files")
             ),
         ),
         (
@@ -87,10 +87,10 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &StatsArgs) -> Re
         (
             "repository",
             format!(
-                "{} in {} objects, {} packs",
+                "{} in {}, {}",
                 render::bytes(stats.repository_bytes),
-                stats.repository_objects,
-                stats.packs
+                render::count(stats.repository_objects as u64, "object", "objects"),
+                render::count(stats.packs as u64, "pack", "packs")
             ),
         ),
     ];

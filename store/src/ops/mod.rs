@@ -6,6 +6,7 @@
 //! Must not print (no stdout or stderr) and must not depend on the command line. Nothing below
 //! `ops` imports it; `tests/it/layers.rs` checks that rule.
 
+pub mod archive;
 pub mod backup;
 pub mod check;
 pub mod drill;

@@ -1386,14 +1386,32 @@ pub fn dump(repository: &Repository, root: &Id, path: &str, out: &mut dyn Write)
         .find_node(root, path)?
         .filter(|node| matches!(node.kind, NodeKind::File { .. }))
         .ok_or_else(|| Error::PathNotFound(path.to_owned()))?;
+    let written = write_file_content(repository, &node, Path::new(path), out)?;
+    out.flush()
+        .map_err(|error| Error::local("write", Path::new(path), error))?;
+    Ok(written)
+}
+
+/// Writes the content of the file `node` to `out`, verifying every chunk and, at the end, the
+/// whole-file hash and size; `label` names it in errors. Not flushed. The index must be synced.
+///
+/// # Errors
+/// [`Error::PathNotFound`] when `node` is not a file, [`Error::ContentMismatch`] or
+/// [`Error::Damaged`] when content does not verify (bytes already written stay written), or
+/// write failures.
+pub(crate) fn write_file_content(
+    repository: &Repository,
+    node: &Node,
+    label: &Path,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let NodeKind::File {
         content_hash,
         chunks,
     } = &node.kind
     else {
-        return Err(Error::PathNotFound(path.to_owned()));
+        return Err(Error::PathNotFound(label.display().to_string()));
     };
-    let label = Path::new(path);
     let prefetch = fetch::Prefetch::new(PREFETCH_BYTES);
     let mut hasher = repository.keys().file_hasher();
     let mut written = 0u64;
@@ -1410,8 +1428,6 @@ pub fn dump(repository: &Repository, root: &Id, path: &str, out: &mut dyn Write)
     if Id(*hasher.finalize().as_bytes()) != *content_hash || written != node.size {
         return Err(Error::ContentMismatch(label.to_owned()));
     }
-    out.flush()
-        .map_err(|error| Error::local("write", Path::new(path), error))?;
     Ok(written)
 }
 

@@ -683,16 +683,10 @@ impl RetentionPolicy {
         if self.is_empty() {
             return Err(RetentionError::EmptyPolicy);
         }
-        let mut groups: BTreeMap<GroupKey, Vec<SnapshotInfo>> = BTreeMap::new();
-        for snapshot in snapshots {
-            groups
-                .entry(group_by.key(snapshot))
-                .or_default()
-                .push(snapshot.clone());
-        }
-        groups
+        group_snapshots(snapshots, group_by, None)
             .into_iter()
             .map(|(key, members)| {
+                let members = members.into_iter().map(|index| snapshots[index].clone());
                 let (mut future, present): (Vec<SnapshotInfo>, Vec<SnapshotInfo>) = members
                     .into_iter()
                     .partition(|snapshot| now.is_some_and(|now| snapshot.time > now));
@@ -709,6 +703,36 @@ impl RetentionPolicy {
             })
             .collect()
     }
+}
+
+/// The snapshots grouped by `group_by`: groups in key order, each a list of indices into
+/// `snapshots`, oldest first (ties by id). With `latest`, each group keeps only its newest
+/// `latest` snapshots (`snapshots --latest N`).
+pub fn group_snapshots(
+    snapshots: &[SnapshotInfo],
+    group_by: GroupBy,
+    latest: Option<usize>,
+) -> Vec<(GroupKey, Vec<usize>)> {
+    let mut groups: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
+    for (index, snapshot) in snapshots.iter().enumerate() {
+        groups
+            .entry(group_by.key(snapshot))
+            .or_default()
+            .push(index);
+    }
+    groups
+        .into_iter()
+        .map(|(key, mut members)| {
+            members.sort_by(|a, b| {
+                let (a, b) = (&snapshots[*a], &snapshots[*b]);
+                a.time.cmp(&b.time).then(a.id.cmp(&b.id))
+            });
+            if let Some(latest) = latest {
+                members.drain(..members.len().saturating_sub(latest));
+            }
+            (key, members)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1098,6 +1122,51 @@ mod tests {
         assert_eq!(reasons(&decisions, 2), ["daily 2"]);
         assert_eq!(reasons(&decisions, 1), ["tag prod"]);
         assert_eq!(reasons(&decisions, 4), ["monthly 2", "tag db"]);
+    }
+
+    #[test]
+    fn groups_are_oldest_first_and_latest_keeps_the_newest_of_each() {
+        let mut snapshots = vec![
+            tagged(1, "2024-01-03T00:00:00Z", &["b"]),
+            tagged(2, "2024-01-01T00:00:00Z", &["a"]),
+            tagged(3, "2024-01-02T00:00:00Z", &["b"]),
+            tagged(4, "2024-01-04T00:00:00Z", &["a"]),
+            tagged(5, "2024-01-05T00:00:00Z", &["a"]),
+        ];
+        snapshots[0].host = "other".into();
+        let by_tags: GroupBy = "tags".parse().unwrap();
+        let names = |groups: Vec<(GroupKey, Vec<usize>)>| -> Vec<Vec<u8>> {
+            groups
+                .into_iter()
+                .map(|(_, members)| {
+                    members
+                        .iter()
+                        .map(|&index| snapshots[index].id.0[0])
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(
+            names(group_snapshots(&snapshots, by_tags, None)),
+            [vec![2, 4, 5], vec![3, 1]]
+        );
+        assert_eq!(
+            names(group_snapshots(&snapshots, by_tags, Some(2))),
+            [vec![4, 5], vec![3, 1]]
+        );
+        assert_eq!(
+            names(group_snapshots(&snapshots, by_tags, Some(0))),
+            [Vec::<u8>::new(), Vec::new()]
+        );
+        let everything: GroupBy = "".parse().unwrap();
+        assert_eq!(
+            names(group_snapshots(&snapshots, everything, Some(1))),
+            [vec![5]]
+        );
+        let by_host: GroupBy = "host".parse().unwrap();
+        let groups = group_snapshots(&snapshots, by_host, Some(1));
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[1].0.host.as_deref(), Some("other"));
     }
 
     #[test]
