@@ -533,3 +533,41 @@ fn snapshots_of_several_paths_take_one_line_per_path() {
     assert_eq!(&rows[2][paths_column..], two.root().to_string_lossy());
     assert_eq!(rows[3], "1 snapshot");
 }
+
+#[test]
+fn tar_names_keep_their_bytes_and_zip_names_are_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let workspace = Workspace::initialized();
+    let tree = TreeBuilder::new(workspace.path("names"));
+    let latin1 = OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(tree.root().join(latin1), b"not UTF-8").unwrap();
+    workspace.backup(&[tree.root()]);
+    let top = tree.root().to_string_lossy().into_owned();
+    let tar = workspace.cairn(&["dump", "latest", &top]).ok();
+    let archive = workspace.path("names.tar");
+    fs::write(&archive, &tar.stdout).unwrap();
+    let extracted = workspace.path("extracted");
+    fs::create_dir(&extracted).unwrap();
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&extracted)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        fs::read(extracted.join("names").join(latin1)).unwrap(),
+        b"not UTF-8"
+    );
+    let zip = workspace
+        .cairn(&["dump", "--archive", "zip", "latest", &top])
+        .ok();
+    let replaced = "caf\u{fffd}.txt".as_bytes();
+    assert!(
+        zip.stdout
+            .windows(replaced.len())
+            .any(|window| window == replaced)
+    );
+}

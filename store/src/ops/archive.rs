@@ -94,7 +94,7 @@ pub fn write_archive(
         first_links: HashMap::new(),
     };
     for node in start {
-        writer.add(&mut archive, "", &node)?;
+        writer.add(&mut archive, Path::new(""), &node)?;
     }
     archive.finish()?;
     Ok(writer.summary)
@@ -139,16 +139,13 @@ struct ArchiveWriter<'repo> {
 }
 
 impl ArchiveWriter<'_> {
-    fn add(&mut self, archive: &mut Sink<'_>, prefix: &str, node: &Node) -> Result<()> {
-        let name = String::from_utf8_lossy(&node.name);
-        let archive_path = if prefix.is_empty() {
-            name.into_owned()
-        } else {
-            format!("{prefix}/{name}")
-        };
+    /// Adds `node` below the archive directory `prefix` (empty at the top), then its children.
+    /// Names keep their bytes in tar; zip names are UTF-8, so others are converted lossily.
+    fn add(&mut self, archive: &mut Sink<'_>, prefix: &Path, node: &Node) -> Result<()> {
+        let archive_path = prefix.join(std::ffi::OsStr::from_bytes(&node.name));
         match archive {
             Sink::Tar(builder) => self.add_tar(builder, &archive_path, node)?,
-            Sink::Zip(zip) => self.add_zip(zip, &archive_path, node)?,
+            Sink::Zip(zip) => self.add_zip(zip, &archive_path.to_string_lossy(), node)?,
         }
         if let NodeKind::Directory { subtree } = &node.kind {
             for child in self.repository.load_tree(subtree)?.nodes {
@@ -161,11 +158,10 @@ impl ArchiveWriter<'_> {
     fn add_tar(
         &mut self,
         builder: &mut tar::Builder<&mut dyn Write>,
-        archive_path: &str,
+        path: &Path,
         node: &Node,
     ) -> Result<()> {
         let mut header = tar_header(node);
-        let path = Path::new(archive_path);
         match &node.kind {
             NodeKind::Directory { .. } => {
                 header.set_entry_type(tar::EntryType::Directory);
