@@ -394,27 +394,37 @@ pub fn remove_file(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Removes the directory at `path` and everything below it, whatever the depth, never following
-/// a symlink. Holds no handle across levels, so the depth of the tree is not bounded by the
-/// number of open files.
+/// Removes the directory at `path` and everything below it (or what else stands there),
+/// whatever the depth, never following a symlink. Holds a few handles whatever the depth (std's
+/// removal holds one per level), so the depth is not bounded by the number of open files.
 ///
 /// # Errors
 /// An entry cannot be removed (the removal stops there).
 pub fn remove_dir_all(path: &Path) -> io::Result<()> {
     invalidate_chains();
+    let removed = remove_tree(path);
+    // Handles taken on the way down name removed directories now.
+    invalidate_chains();
+    removed
+}
+
+/// [`remove_dir_all`] without dropping handles at every level (the caller does, before and
+/// after), so a deep tree is removed in time linear in its depth.
+fn remove_tree(path: &Path) -> io::Result<()> {
     if !symlink_metadata(path)?.is_dir() {
-        return remove_file(path);
+        return unlink(path, AtFlags::empty());
     }
     // O_NOFOLLOW: a symlink swapped in for the directory is not listed through.
-    let listing = list_directory(path, OFlags::NOFOLLOW)?;
-    for name in listing {
-        remove_dir_all(&path.join(name))?;
+    for name in list_directory(path, OFlags::NOFOLLOW)? {
+        remove_tree(&path.join(name))?;
     }
-    if !is_long(path) {
-        return std::fs::remove_dir(path);
-    }
+    unlink(path, AtFlags::REMOVEDIR)
+}
+
+/// `unlinkat` of `path`: a non-directory, or with `REMOVEDIR` an empty directory.
+fn unlink(path: &Path, flags: AtFlags) -> io::Result<()> {
     let at = At::new(path)?;
-    rustix::fs::unlinkat(at.directory(), at.rest(), AtFlags::REMOVEDIR)?;
+    rustix::fs::unlinkat(at.directory(), at.rest(), flags)?;
     Ok(())
 }
 
