@@ -354,6 +354,16 @@ fn unknown_ids_and_paths_not_held_are_exit_20_naming_the_snapshot() {
             "snapshot {} holds no nothing.here (its paths: {STREAM})",
             &stream_snapshot.id[..8]
         ));
+    // Regression: with no cache (or a fresh one), proving a path is held reads trees, which
+    // needs the index synced first; `restore latest:PATH --no-cache` failed with a missing blob.
+    let stream_holder = made.iter().rev().find(|made| made.stream).unwrap();
+    assert_eq!(
+        workspace
+            .cairn(&["--no-cache", "dump", "latest", STREAM])
+            .ok()
+            .stdout,
+        stream_holder.content
+    );
     workspace
         .cairn(&["ls", "latest", "/no/such/dir"])
         .code(EXIT_NO_MATCH)

@@ -110,6 +110,9 @@ pub struct Chooser<'repo> {
     repository: &'repo Repository,
     selection: Selection,
     listing: OnceCell<(Vec<ChosenSnapshot>, Vec<SnapshotInfo>)>,
+    /// Set once the index is synced: reading a tree needs it (a fresh or absent cache knows no
+    /// blob until then).
+    index_synced: OnceCell<()>,
 }
 
 impl<'repo> Chooser<'repo> {
@@ -119,6 +122,7 @@ impl<'repo> Chooser<'repo> {
             repository,
             selection,
             listing: OnceCell::new(),
+            index_synced: OnceCell::new(),
         }
     }
 
@@ -276,6 +280,10 @@ impl<'repo> Chooser<'repo> {
     fn holds(&self, snapshot: &Snapshot, path: &str) -> Result<bool> {
         if !select::may_hold(&snapshot.source.names(), path) {
             return Ok(false);
+        }
+        if self.index_synced.get().is_none() {
+            self.repository.sync_index()?;
+            let _ = self.index_synced.set(());
         }
         match self.repository.find_node(&snapshot.root, path) {
             Ok(_) => Ok(true),
