@@ -271,7 +271,7 @@ pub fn aligned_rows<Row: AsRef<[String]>>(rows: &[Row]) -> Vec<String> {
 /// level), and the lines of a multi-line cause (a command's stderr) joined by ` | `. For the
 /// run state, status and warnings.
 pub fn error_line(error: &anyhow::Error) -> String {
-    joined_lines(&error_text(error))
+    chain_line(error.chain().map(ToString::to_string))
 }
 
 /// [`error_line`] keeping the lines of a multi-line cause (the last error a command prints,
