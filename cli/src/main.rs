@@ -229,7 +229,7 @@ fn run_command() -> ExitCode {
         Ok(Completion::RunFailed) => ExitCode::from(EXIT_RUN_FAILED),
         Ok(Completion::RecoverFailed) => ExitCode::from(EXIT_RECOVER_FAILED),
         Err(error) => {
-            let mut message = render::error_line(&error);
+            let mut message = render::error_text(&error);
             if !message.contains("`cairn ")
                 && let Some(advice) = advice(&error)
             {

@@ -323,30 +323,47 @@ pub fn aligned_rows<Row: AsRef<[String]>>(rows: &[Row]) -> Vec<String> {
 
 /// An error on one line: its message and each cause, joined by `: `, leaving out a cause whose
 /// text the line already holds (an object store's error repeats its inner errors' text at every
-/// level), and the lines of a multi-line cause (a command's stderr) joined by ` | `.
+/// level), and the lines of a multi-line cause (a command's stderr) joined by ` | `. For the
+/// run state, status and warnings.
 pub fn error_line(error: &anyhow::Error) -> String {
     chain_line(error.chain().map(ToString::to_string))
 }
 
-/// [`error_line`] over the texts of an error and its causes, outermost first.
-pub fn chain_line(causes: impl IntoIterator<Item = String>) -> String {
-    let mut line = String::new();
+/// [`error_line`] keeping the lines of a multi-line cause (the last error a command prints,
+/// where a failed source command's stderr follows, indented).
+pub fn error_text(error: &anyhow::Error) -> String {
+    chain_text(error.chain().map(ToString::to_string))
+}
+
+/// The texts of an error and its causes (outermost first) joined by `: `, leaving out a cause
+/// whose text is already there.
+pub fn chain_text(causes: impl IntoIterator<Item = String>) -> String {
+    let mut text = String::new();
     for cause in causes {
-        let text = cause
-            .lines()
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-            .collect::<Vec<_>>()
-            .join(" | ");
-        if text.is_empty() || line.contains(&text) {
+        let cause = cause.trim();
+        if cause.is_empty() || text.contains(cause) {
             continue;
         }
-        if !line.is_empty() {
-            line.push_str(": ");
+        if !text.is_empty() {
+            text.push_str(": ");
         }
-        line.push_str(&text);
+        text.push_str(cause);
     }
-    line
+    text
+}
+
+/// The non-empty lines of `text`, trimmed, joined by ` | `.
+fn joined_lines(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// [`error_line`] over the texts of an error and its causes, outermost first.
+pub fn chain_line(causes: impl IntoIterator<Item = String>) -> String {
+    joined_lines(&chain_text(causes))
 }
 
 #[cfg(test)]
