@@ -641,7 +641,7 @@ pub struct LsArgs {
     pub snapshot: String,
     /// Paths in the snapshot to list: each one, and a directory's entries one level deep
     /// (everything below with --recursive); none lists the whole snapshot, as restic does
-    #[arg(value_name = "PATH")]
+    #[arg(id = "entries", value_name = "PATH")]
     pub paths: Vec<String>,
     /// List everything below the given directories, not only their entries
     #[arg(short = 'R', long)]

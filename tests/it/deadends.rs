@@ -1096,7 +1096,7 @@ fn unindexed_packs_are_described_by_what_is_known() {
     let run = workspace.cairn(&["check"]).ok();
     let out = run.text();
     assert!(
-        out.contains("1 packs are in no index and were not read")
+        out.contains("1 pack is in no index and not read")
             && out.contains("cairn repair index")
             && !out.contains("left by an interrupted backup"),
         "{out}"

@@ -145,7 +145,11 @@ fn drill_sample_restores_half_the_files_the_same_ones_for_the_same_seed() {
         ])
         .ok();
     assert!(run.text().contains("--seed"), "{}", run.text());
-    assert!(run.text().contains("1 of 1 files"), "{}", run.text());
+    assert!(
+        run.text().contains("1 of 1 file") && !run.text().contains("1 of 1 files"),
+        "{}",
+        run.text()
+    );
 }
 
 #[test]

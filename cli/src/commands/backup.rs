@@ -453,7 +453,10 @@ fn dry_run(
             would_add.raw_bytes_added,
         );
         if outcome.entries_excluded > 0 {
-            outln!("would exclude {} entries", outcome.entries_excluded);
+            outln!(
+                "would exclude {}",
+                render::count(outcome.entries_excluded as u64, "entry", "entries")
+            );
         }
         outln!("dry run: nothing was written to the repository");
     }

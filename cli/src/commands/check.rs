@@ -156,10 +156,10 @@ fn print_human(global: &GlobalArgs, report: &CheckReport, selection: DataSelecti
     }
     if !report.unindexed_packs.is_empty() {
         outln!(
-            "{} packs are in no index and were not read: an interrupted backup leaves such packs, \
+            "{} in no index and not read: an interrupted backup leaves such packs, \
              and the next backup indexes the ones whose trailer reads; `cairn repair index` reads \
              them all now and names those that do not",
-            report.unindexed_packs.len()
+            render::count(report.unindexed_packs.len() as u64, "pack is", "packs are")
         );
     }
     if !report.staging_files.is_empty() {

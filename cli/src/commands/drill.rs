@@ -67,10 +67,10 @@ fn print_human(global: &GlobalArgs, report: &DrillReport) {
     let what = match report.sample {
         None => "the whole snapshot".to_owned(),
         Some(sample) => format!(
-            "a {}% sample (--seed {}) of {} files",
+            "a {}% sample (--seed {}) of {}",
             render::percent(sample.fraction),
             sample.seed,
-            report.files_in_snapshot
+            render::count(report.files_in_snapshot, "file", "files")
         ),
     };
     outln!(
@@ -79,9 +79,9 @@ fn print_human(global: &GlobalArgs, report: &DrillReport) {
         render::local_time(report.snapshot_time)
     );
     outln!(
-        "  restored and verified {} of {} files, {}",
+        "  restored and verified {} of {}, {}",
         report.files_restored,
-        report.files_selected,
+        render::count(report.files_selected, "file", "files"),
         render::bytes(report.bytes_restored)
     );
     outln!(
@@ -109,8 +109,9 @@ pub fn source_drill(report: &DrillReport, started: jiff::Timestamp) -> SourceDri
         sample_percent: report.sample.map(|sample| render::percent(sample.fraction)),
         error: (!report.is_ok()).then(|| {
             format!(
-                "{} of {} files restored and verified",
-                report.files_restored, report.files_selected
+                "{} of {} restored and verified",
+                report.files_restored,
+                render::count(report.files_selected, "file", "files")
             )
         }),
     }
@@ -186,9 +187,9 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &DrillArgs) -> Re
     }
     if !report.is_ok() {
         bail!(
-            "drill failed: {} of {} files restored and verified, {} damaged{}",
+            "drill failed: {} of {} restored and verified, {} damaged{}",
             report.files_restored,
-            report.files_selected,
+            render::count(report.files_selected as u64, "file", "files"),
             report.damaged.len(),
             if report.cleanup_failed.is_some() {
                 ", scratch directory left behind"

@@ -243,9 +243,9 @@ fn report_outcome(
     }
     if !outcome.failed.is_empty() {
         bail!(
-            "{} of {} snapshots could not be removed (listed above); run forget again",
+            "{} of {} could not be removed (listed above); run forget again",
             outcome.failed.len(),
-            remove
+            render::count(remove as u64, "snapshot", "snapshots")
         );
     }
     Ok(())

@@ -150,9 +150,9 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &PruneReport) {
         );
         for blocking in &report.blocking_sessions {
             outln!(
-                "  {}; holds {} packs ({})",
+                "  {}; holds {} ({})",
                 render::waiting_session(&blocking.waiting, now),
-                blocking.packs_held,
+                render::count(blocking.packs_held, "pack", "packs"),
                 render::bytes(blocking.bytes_held)
             );
         }

@@ -414,8 +414,8 @@ fn recover_source(
             )?;
             if let Some((path, error)) = outcome.failed.first() {
                 bail!(
-                    "{} entries could not be restored (first: {}: {error})",
-                    outcome.failed.len(),
+                    "{} not be restored (first: {}: {error})",
+                    render::count(outcome.failed.len() as u64, "entry could", "entries could"),
                     path.display()
                 );
             }
@@ -522,8 +522,8 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
     })?;
     if !global.json && !global.quiet {
         outln!(
-            "recovering from {origin}: {} sources of host {host}{}",
-            sources.len(),
+            "recovering from {origin}: {} of host {host}{}",
+            render::count(sources.len() as u64, "source", "sources"),
             if args.dry_run {
                 " (dry run: nothing is written)"
             } else {
@@ -649,9 +649,9 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RecoverArgs) -> 
         }));
     } else if !global.quiet || failed > 0 {
         outln!(
-            "recovered {} of {} sources, {}, in {} (RTO, from opening the repository to the last source verified)",
+            "recovered {} of {}, {}, in {} (RTO, from opening the repository to the last source verified)",
             plan.len() - failed,
-            plan.len(),
+            render::count(plan.len() as u64, "source", "sources"),
             render::bytes(total_bytes),
             render::span(rto)
         );

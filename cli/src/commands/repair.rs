@@ -271,12 +271,12 @@ fn print_snapshots_report(
     }
     for entry in &report.damaged {
         outln!(
-            "snapshot {} of {} on {} ({}): {} entries lost",
+            "snapshot {} of {} on {} ({}): {} lost",
             entry.original.short(),
             render::local_time(entry.snapshot.time),
             entry.snapshot.host,
             entry.snapshot.source.names().join(", "),
-            entry.dropped.len()
+            render::count(entry.dropped.len() as u64, "entry", "entries")
         );
         for dropped in &entry.dropped {
             outln!(

@@ -271,9 +271,9 @@ fn apply_retention(
     let outcome = repository.forget_snapshots(&removals)?;
     if let Some((id, error)) = outcome.failed.first() {
         bail!(
-            "{} of {} snapshots could not be removed (first: {}: {error})",
+            "{} of {} could not be removed (first: {}: {error})",
             outcome.failed.len(),
-            removals.len(),
+            render::count(removals.len() as u64, "snapshot", "snapshots"),
             id.short()
         );
     }

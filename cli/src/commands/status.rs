@@ -296,8 +296,8 @@ fn report(
     }
     if let Some(stats) = stats {
         outln!(
-            "repository: {} snapshots, {} stored, dedup ratio {:.2}",
-            stats.snapshots,
+            "repository: {}, {} stored, dedup ratio {:.2}",
+            render::count(stats.snapshots, "snapshot", "snapshots"),
             render::bytes(stats.stored_bytes),
             stats.dedup_ratio()
         );
