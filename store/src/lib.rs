@@ -19,6 +19,7 @@ pub mod ops;
 pub mod policy;
 pub mod repo;
 pub mod sim;
+pub mod units;
 
 pub use crypto::{id, keys, seal};
 pub use format::packer;
@@ -28,7 +29,7 @@ pub use ops::{
 };
 pub use policy::{
     dedup_hostile, diff, exclude, find, overwrite, pathmatch, retention, select, size_drop, sweep,
-    time_sanity, units,
+    time_sanity,
 };
 pub use repo::{fetch, keyring, lifecycle, repository, saver};
 

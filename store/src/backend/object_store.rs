@@ -584,9 +584,9 @@ fn duration_option(key: &str, value: &str) -> Result<Duration, BackendError> {
     }
 }
 
-/// A rate option: KiB/s, or a size per second ([`crate::policy::units::parse_rate`]).
+/// A rate option: KiB/s, or a size per second ([`crate::units::parse_rate`]).
 fn rate_option(key: &str, value: &str) -> Result<u64, BackendError> {
-    crate::policy::units::parse_rate(value).map_err(|reason| BackendError::InvalidOption {
+    crate::units::parse_rate(value).map_err(|reason| BackendError::InvalidOption {
         key: key.to_owned(),
         value: value.to_owned(),
         reason,

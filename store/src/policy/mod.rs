@@ -4,7 +4,7 @@
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
 //! `find`), which snapshots a command chooses and which of them is `latest` (`select`),
 //! when another client's session is proven gone (`liveness`), what a restore does with what
-//! already stands in its target (`overwrite`), and sizes and rates as users write them (`units`).
+//! already stands in its target (`overwrite`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
 //! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
@@ -24,4 +24,3 @@ pub mod select;
 pub mod size_drop;
 pub mod sweep;
 pub mod time_sanity;
-pub mod units;

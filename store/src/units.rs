@@ -2,7 +2,8 @@
 //! (KiB/s, as restic) or `--limit-upload 2MiB`. Units are binary (K = KiB = 1024 bytes), written
 //! in either case, with an optional `B` and, for rates, an optional `/s`.
 //!
-//! Pure: strings in, byte counts out.
+//! Pure: strings in, byte counts out. It sits at the crate root, beside `error`, because both the
+//! backend (rate options) and the command line use it, and the backend may not import `policy`.
 
 /// The multiplier of a unit suffix (`""`, `B`, `K`, `KB`, `KiB`, `M`, ... up to `T`), any case;
 /// `None` for anything else.
