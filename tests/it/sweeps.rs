@@ -239,7 +239,8 @@ fn a_flipped_byte_is_found_by_its_slice_and_by_the_rotation() {
         .expect("snapshot id")
         .to_owned();
     let assert_names_everything = |run: &crate::support::Run, how: &str| {
-        for needle in [&pack, &snapshot_id[..8], &victim.to_string_lossy()] {
+        // check names objects by their short id (the first 8 hex digits).
+        for needle in [&pack[..8], &snapshot_id[..8], &victim.to_string_lossy()] {
             assert!(
                 run.stderr.contains(needle),
                 "{how}: check did not name {needle}:\n{}",

@@ -275,9 +275,13 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &CheckArgs) -> Re
             detail: format!("by hand, {}", level_phrase(*selection)),
             error: (!report.is_ok()).then(|| {
                 format!(
-                    "repository damaged: {} objects, {} snapshot paths affected",
-                    report.damaged.len(),
-                    report.affected.len()
+                    "repository damaged: {}, {} affected",
+                    render::count(report.damaged.len() as u64, "object", "objects"),
+                    render::count(
+                        report.affected.len() as u64,
+                        "snapshot path",
+                        "snapshot paths"
+                    )
                 )
             }),
         },
@@ -298,9 +302,13 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &CheckArgs) -> Re
     let (report, _) = outcome?;
     if !report.is_ok() {
         bail!(
-            "repository damaged: {} objects, {} snapshot paths affected",
-            report.damaged.len(),
-            report.affected.len()
+            "repository damaged: {}, {} affected",
+            render::count(report.damaged.len() as u64, "object", "objects"),
+            render::count(
+                report.affected.len() as u64,
+                "snapshot path",
+                "snapshot paths"
+            )
         );
     }
     if !global.quiet && !global.json {

@@ -311,9 +311,13 @@ fn run_check(
             super::check::level_phrase(selection),
             (!report.is_ok()).then(|| {
                 format!(
-                    "repository damaged: {} objects, {} snapshot paths affected",
-                    report.damaged.len(),
-                    report.affected.len()
+                    "repository damaged: {}, {} affected",
+                    render::count(report.damaged.len() as u64, "object", "objects"),
+                    render::count(
+                        report.affected.len() as u64,
+                        "snapshot path",
+                        "snapshot paths"
+                    )
                 )
             }),
         ),
