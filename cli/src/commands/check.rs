@@ -273,17 +273,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &CheckArgs) -> Re
             ok: report.is_ok(),
             duration_seconds: clock.elapsed().as_secs_f64(),
             detail: format!("by hand, {}", level_phrase(*selection)),
-            error: (!report.is_ok()).then(|| {
-                format!(
-                    "repository damaged: {}, {} affected",
-                    render::count(report.damaged.len() as u64, "object", "objects"),
-                    render::count(
-                        report.affected.len() as u64,
-                        "snapshot path",
-                        "snapshot paths"
-                    )
-                )
-            }),
+            error: (!report.is_ok()).then(|| damage_summary(report)),
         },
         Err(error) => StepState {
             time: started,
@@ -301,18 +291,24 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &CheckArgs) -> Re
     }
     let (report, _) = outcome?;
     if !report.is_ok() {
-        bail!(
-            "repository damaged: {}, {} affected",
-            render::count(report.damaged.len() as u64, "object", "objects"),
-            render::count(
-                report.affected.len() as u64,
-                "snapshot path",
-                "snapshot paths"
-            )
-        );
+        bail!("{}", damage_summary(&report));
     }
     if !global.quiet && !global.json {
         outln!("no errors found");
     }
     Ok(())
+}
+
+/// The one-line verdict of a check that found damage: how many objects, and how many snapshot
+/// paths they affect (the final error, and the run state of `check` and `cairn run`).
+pub fn damage_summary(report: &cairn_store::check::CheckReport) -> String {
+    format!(
+        "repository damaged: {}, {} affected",
+        render::count(report.damaged.len() as u64, "object", "objects"),
+        render::count(
+            report.affected.len() as u64,
+            "snapshot path",
+            "snapshot paths"
+        )
+    )
 }

@@ -309,17 +309,7 @@ fn run_check(
         Ok((report, selection)) => (
             report.is_ok(),
             super::check::level_phrase(selection),
-            (!report.is_ok()).then(|| {
-                format!(
-                    "repository damaged: {}, {} affected",
-                    render::count(report.damaged.len() as u64, "object", "objects"),
-                    render::count(
-                        report.affected.len() as u64,
-                        "snapshot path",
-                        "snapshot paths"
-                    )
-                )
-            }),
+            (!report.is_ok()).then(|| super::check::damage_summary(&report)),
         ),
         Err(error) => (
             false,
