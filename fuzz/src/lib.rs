@@ -643,6 +643,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 entries_unreadable: 0,
             },
             program_version: "0.1.0".into(),
+            rewritten_from: None,
         };
         let stored = snapshot.encode(data_key(), None, [17; 24]);
         add(

@@ -1,5 +1,6 @@
 //! One backend conformance suite, run on every backend cairn ships: in-memory, local directory,
-//! and the real S3 (moto) and Azure (Azurite) servers that `tests/servers.sh` starts on loopback.
+//! and the real S3 (moto), Azure (Azurite) and GCS (fake-gcs-server) servers that
+//! `tests/servers.sh` starts on loopback.
 //! Plus the CLI's main commands end to end against each remote store.
 
 use std::path::Path;
@@ -55,6 +56,9 @@ fn every_backend(test: &str) -> (tempfile::TempDir, NamedBackends) {
     }
     if let Some(url) = remote_url("CAIRN_TEST_AZURE_URL", test) {
         backends.push(("azure", open(&url)));
+    }
+    if let Some(url) = remote_url("CAIRN_TEST_GCS_URL", test) {
+        backends.push(("gcs", open(&url)));
     }
     (directory, backends)
 }
@@ -315,6 +319,13 @@ fn cli_round_trip_on_s3() {
 #[test]
 fn cli_round_trip_on_azure() {
     if let Some(url) = remote_url("CAIRN_TEST_AZURE_URL", "cli") {
+        cli_round_trip(&Workspace::new(), &url);
+    }
+}
+
+#[test]
+fn cli_round_trip_on_gcs() {
+    if let Some(url) = remote_url("CAIRN_TEST_GCS_URL", "cli") {
         cli_round_trip(&Workspace::new(), &url);
     }
 }

@@ -930,6 +930,10 @@ fn snapshot(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
             entries_unreadable: parse_u64(pair(&summary, "entries_unreadable")?)?,
         },
         program_version: parse_quoted(vector.one("program_version")?)?,
+        rewritten_from: vector
+            .optional("rewritten_from")
+            .map(|text| parse_id(context, text))
+            .transpose()?,
     };
     let bytes = snapshot.encode(
         &keys.data_key,

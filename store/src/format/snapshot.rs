@@ -2,6 +2,9 @@
 //!
 //! Body: `time || host || username || tags || source kind u8 || source names || root tree id ||
 //! parent flag u8 (+ id) || summary (6 × u64) || program version || extensions`. Pure: no I/O.
+//!
+//! Extensions (FORMAT.md section 12) are `tag u16 || bytes`; this build knows tag
+//! [`EXTENSION_REWRITTEN_FROM`] and skips the others.
 
 use crate::crypto::id::Id;
 use crate::crypto::seal::{NONCE_LEN, SealKey};
@@ -15,6 +18,9 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CRNS";
 pub const SNAPSHOT_VERSION: u16 = 1;
 /// Largest snapshot body accepted.
 const MAX_SNAPSHOT_BODY: usize = 16 * 1024 * 1024;
+/// Extension tag: the id (32 bytes) of the snapshot this one replaces with changed tags or
+/// removed paths (`cairn tag`, `cairn rewrite`).
+pub const EXTENSION_REWRITTEN_FROM: u16 = 2;
 
 /// What was backed up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +79,9 @@ pub struct Snapshot {
     pub summary: Summary,
     /// The cairn version that wrote it.
     pub program_version: String,
+    /// The snapshot this one was written from by `cairn tag` or `cairn rewrite` (extension
+    /// [`EXTENSION_REWRITTEN_FROM`]); `None` for a backup.
+    pub rewritten_from: Option<Id>,
 }
 
 fn write_strings(writer: &mut Writer, strings: &[String]) {
@@ -119,7 +128,17 @@ impl Snapshot {
             .u64(summary.bytes_added)
             .u64(summary.blobs_added)
             .u64(summary.entries_unreadable);
-        writer.bytes(self.program_version.as_bytes()).u16(0);
+        writer.bytes(self.program_version.as_bytes());
+        // Extensions in ascending tag order, each at most once.
+        let extensions: Vec<(u16, &[u8])> = self
+            .rewritten_from
+            .iter()
+            .map(|original| (EXTENSION_REWRITTEN_FROM, original.0.as_slice()))
+            .collect();
+        writer.u16(u16::try_from(extensions.len()).expect("few extensions"));
+        for (tag, bytes) in extensions {
+            writer.u16(tag).bytes(bytes);
+        }
         envelope::seal_object(
             key,
             ObjectHeader {
@@ -202,9 +221,22 @@ impl Snapshot {
         };
         let program_version = reader.string("program version")?;
         let extension_count = reader.u16("extensions")?;
+        let mut rewritten_from = None;
         for _ in 0..extension_count {
-            reader.u16("extension tag")?;
-            reader.bytes("extension")?;
+            let tag = reader.u16("extension tag")?;
+            let bytes = reader.bytes("extension")?;
+            if tag == EXTENSION_REWRITTEN_FROM {
+                let original: [u8; 32] = bytes.try_into().map_err(|_| DecodeError::Invalid {
+                    field: "rewritten from",
+                    reason: "not a 32-byte id",
+                })?;
+                if rewritten_from.replace(Id(original)).is_some() {
+                    return Err(DecodeError::Invalid {
+                        field: "rewritten from",
+                        reason: "given twice",
+                    });
+                }
+            }
         }
         reader.finish()?;
         Ok(Self {
@@ -217,6 +249,7 @@ impl Snapshot {
             parent,
             summary,
             program_version,
+            rewritten_from,
         })
     }
 }
@@ -252,9 +285,78 @@ mod tests {
                     entries_unreadable: 6,
                 },
                 program_version: "0.1.0".into(),
+                rewritten_from: None,
             };
             let bytes = snapshot.encode(&key, Some(3), [1; 24]);
             assert_eq!(Snapshot::decode(&key, &bytes).unwrap(), snapshot);
+            let rewritten = Snapshot {
+                rewritten_from: Some(Id([9; 32])),
+                ..snapshot
+            };
+            let bytes = rewritten.encode(&key, None, [2; 24]);
+            assert_eq!(Snapshot::decode(&key, &bytes).unwrap(), rewritten);
+        }
+    }
+
+    /// The body of `snapshot` with its extensions replaced by `extensions` (tag, bytes).
+    fn body_with_extensions(extensions: &[(u16, &[u8])]) -> Vec<u8> {
+        let key = SealKey::new(&[6; 32]);
+        let snapshot = Snapshot {
+            time: Timestamp {
+                seconds: 1,
+                nanos: 0,
+            },
+            host: "h".into(),
+            username: "u".into(),
+            tags: Vec::new(),
+            source: Source::Stdin("s".into()),
+            root: Id([1; 32]),
+            parent: None,
+            summary: Summary::default(),
+            program_version: "v".into(),
+            rewritten_from: None,
+        };
+        let opened = envelope::open_object(
+            &key,
+            &snapshot.encode(&key, None, [0; 24]),
+            SNAPSHOT_MAGIC,
+            SNAPSHOT_VERSION,
+            "snapshot",
+            0,
+            MAX_SNAPSHOT_BODY,
+        )
+        .unwrap();
+        let mut body = opened.body[..opened.body.len() - 2].to_vec();
+        let mut writer = Writer::new();
+        writer.u16(u16::try_from(extensions.len()).unwrap());
+        for (tag, bytes) in extensions {
+            writer.u16(*tag).bytes(bytes);
+        }
+        body.extend_from_slice(writer.as_slice());
+        body
+    }
+
+    #[test]
+    fn unknown_extensions_are_skipped_and_rewritten_from_is_checked() {
+        let body = body_with_extensions(&[(1, &[7; 32]), (EXTENSION_REWRITTEN_FROM, &[5; 32])]);
+        let decoded = Snapshot::decode_body(&body).unwrap();
+        assert_eq!(decoded.rewritten_from, Some(Id([5; 32])));
+        let body = body_with_extensions(&[(77, b"later")]);
+        assert_eq!(Snapshot::decode_body(&body).unwrap().rewritten_from, None);
+        for bad in [
+            body_with_extensions(&[(EXTENSION_REWRITTEN_FROM, &[5; 31])]),
+            body_with_extensions(&[
+                (EXTENSION_REWRITTEN_FROM, &[5; 32]),
+                (EXTENSION_REWRITTEN_FROM, &[6; 32]),
+            ]),
+        ] {
+            assert!(matches!(
+                Snapshot::decode_body(&bad),
+                Err(DecodeError::Invalid {
+                    field: "rewritten from",
+                    ..
+                })
+            ));
         }
     }
 }

@@ -1208,6 +1208,7 @@ pub fn dry_run(
             parent: walked.parent.as_ref().map(|(id, _)| *id),
             summary,
             program_version: options.program_version.clone(),
+            rewritten_from: None,
         },
         warnings: walked.warnings,
         skipped: walked.skipped,
@@ -1295,6 +1296,7 @@ fn backup_in_session(
         parent: parent.as_ref().map(|(id, _)| *id),
         summary,
         program_version: options.program_version.clone(),
+        rewritten_from: None,
     };
     let snapshot_id = repository.save_snapshot(&snapshot)?;
     // Best effort: the snapshot is committed; a session left unended only delays deletions

@@ -1,4 +1,5 @@
-//! The use cases: backup, restore and dump, check, drill, forget, prune, repair and stats, and
+//! The use cases: backup, restore and dump, check, drill, forget, prune, repair, rewrite, stats
+//! and tag, and
 //! the backup sessions this machine can prove ended (`sessions`). Each
 //! orchestrates the repository machinery (`repo`) and the pure policies (`policy`), and reports
 //! through callback traits and returned outcomes.
@@ -17,5 +18,7 @@ pub mod prune;
 pub mod repair;
 pub mod repair_config;
 pub mod restore;
+pub mod rewrite;
 pub mod sessions;
 pub mod stats;
+pub mod tag;

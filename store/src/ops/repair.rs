@@ -856,6 +856,7 @@ fn repaired_snapshot(
             entries_unreadable: original.summary.entries_unreadable + dropped.len() as u64,
         },
         program_version: program_version.to_owned(),
+        rewritten_from: None,
     }
 }
 
@@ -881,18 +882,9 @@ pub fn repair_snapshots(
         return run_repair(repository, options, None);
     }
     // The session marker first, as a backup's (FORMAT.md section 21.2).
-    let (mut session, _) = repository.begin_session(&options.host)?;
-    match run_repair(repository, options, Some(&mut session)) {
-        Ok(report) => Ok(report),
-        Err(error) => {
-            if error.kind() == ErrorKind::Transient {
-                session.leave_unended();
-            } else {
-                let _ = session.end(None);
-            }
-            Err(error)
-        }
-    }
+    repository.with_session(&options.host, |session, _| {
+        run_repair(repository, options, Some(session))
+    })
 }
 
 #[allow(clippy::too_many_lines)] // one procedure in the order FORMAT.md section 14 gives
@@ -1242,6 +1234,7 @@ mod tests {
                 entries_unreadable: 1,
             },
             program_version: "0.1.0".into(),
+            rewritten_from: None,
         };
         let dropped = vec![
             DroppedEntry {

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::backend::{BackendError, PutMode};
 use crate::crypto::id::Id;
 use crate::crypto::seal;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::lifecycle::{
     self, InflightList, LEASE_NAME, ProcessPlace, PruneLease, PruneRecord, SessionEnd, SessionId,
     SessionMarker,
@@ -281,6 +281,33 @@ impl Repository {
         let state = self.load_prune_state()?;
         session.generation_seen = state.latest_generation;
         Ok((session, state))
+    }
+
+    /// Runs `work` inside a backup session registered for `host` (FORMAT.md section 21.2):
+    /// the marker is written and the prune records read before `work` starts, and `work` ends
+    /// the session itself when it commits. When `work` fails, the session is ended without a
+    /// snapshot, or left unended when the store is unreachable (writing the end marker would
+    /// only add another round of retries; an unended session merely delays deletions).
+    ///
+    /// # Errors
+    /// Failures registering the session, or what `work` fails with.
+    pub fn with_session<T>(
+        &self,
+        host: &str,
+        work: impl FnOnce(&mut BackupSession<'_>, &PruneState) -> Result<T>,
+    ) -> Result<T> {
+        let (mut session, state) = self.begin_session(host)?;
+        match work(&mut session, &state) {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                if error.kind() == ErrorKind::Transient {
+                    session.leave_unended();
+                } else {
+                    let _ = session.end(None);
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Makes sure every blob the backup relies on survives prunes that ran since the session
