@@ -204,6 +204,66 @@ pub enum Command {
     /// Write the config's run state and the repository's size as Prometheus text (for
     /// `node_exporter`'s textfile collector)
     Metrics(MetricsArgs),
+    /// Add, remove or set tags of existing snapshots (each changed snapshot is written anew and
+    /// the old one removed; its data stays)
+    Tag(TagArgs),
+    /// Remove paths (--exclude PATTERN) from existing snapshots, for example a secret backed up
+    /// by mistake; the originals stay unless --forget, then prune reclaims the space
+    Rewrite(RewriteArgs),
+}
+
+/// `cairn tag`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("change").required(true).multiple(true).args(["add", "remove", "set"]))]
+pub struct TagArgs {
+    /// Snapshots to change (ID, unique ID prefix, or `latest`); default: every selected snapshot
+    pub snapshots: Vec<String>,
+    /// Which snapshots to change.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Add these tags; `--add a,b` gives two tags, repeatable
+    #[arg(long, value_name = "TAG[,TAG...]", value_delimiter = ',', value_parser = parse_tag)]
+    pub add: Vec<String>,
+    /// Remove these tags, repeatable
+    #[arg(long, value_name = "TAG[,TAG...]", value_delimiter = ',', value_parser = parse_tag)]
+    pub remove: Vec<String>,
+    /// Replace all tags by these (`--set ''` removes every tag), repeatable
+    #[arg(long, value_name = "TAG[,TAG...]", value_delimiter = ',', conflicts_with_all = ["add", "remove"])]
+    pub set: Vec<String>,
+    /// Show what would change; write and delete nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+/// `cairn rewrite`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("patterns").required(true).multiple(true).args(["excludes", "exclude_files", "iexcludes", "iexclude_files"]))]
+pub struct RewriteArgs {
+    /// Snapshots to rewrite (ID, unique ID prefix, or `latest`); default: every selected
+    /// snapshot
+    pub snapshots: Vec<String>,
+    /// Which snapshots to rewrite.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Remove what this pattern matches (the syntax of `backup --exclude`), repeatable
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Read patterns from this file, one per line (`#` starts a comment), repeatable
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Like --exclude, ignoring case, repeatable
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    pub iexcludes: Vec<String>,
+    /// Like --exclude-file, its patterns ignoring case, repeatable
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    pub iexclude_files: Vec<PathBuf>,
+    /// Delete each original snapshot once its rewritten snapshot is written (then `cairn
+    /// prune` frees the space only the originals used)
+    #[arg(long)]
+    pub forget: bool,
+    /// Show what would be removed; write and delete nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 /// Which snapshots a command looks at, and which of them `latest` is (README, "Choosing

@@ -135,6 +135,14 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     ("stats", "cairn stats\n  cairn stats latest"),
     (
+        "tag",
+        "cairn tag latest --add keep\n  cairn tag --tag nightly --remove nightly --add weekly\n  cairn tag 1a2b3c4d --set prod,db --dry-run",
+    ),
+    (
+        "rewrite",
+        "cairn rewrite --exclude /srv/app/.env --dry-run\n  cairn rewrite --host db1 --exclude '*.key' --forget && cairn prune\n  cairn rewrite latest --exclude-file secrets.txt --json",
+    ),
+    (
         "completions",
         "cairn completions bash > /etc/bash_completion.d/cairn\n  cairn completions zsh > ~/.zfunc/_cairn",
     ),

@@ -138,6 +138,10 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
         Command::Stats(args) => {
             commands::stats::run(global, config, args).map(|()| Completion::Done)
         }
+        Command::Tag(args) => commands::tag::run(global, config, args).map(|()| Completion::Done),
+        Command::Rewrite(args) => {
+            commands::rewrite::run(global, config, args).map(|()| Completion::Done)
+        }
         Command::Completions(args) => {
             commands::completions::completions(args);
             Ok(Completion::Done)

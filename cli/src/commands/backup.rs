@@ -326,7 +326,7 @@ fn percent(fraction: f64) -> String {
 }
 
 /// The patterns of `patterns` and of the exclude files `files`.
-fn patterns_with_files(patterns: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
+pub fn patterns_with_files(patterns: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
     let mut patterns = patterns.to_vec();
     for file in files {
         let text = std::fs::read_to_string(file)

@@ -17,10 +17,12 @@ pub mod prune;
 pub mod recover;
 pub mod repair;
 pub mod restore;
+pub mod rewrite;
 pub mod run;
 pub mod snapshots;
 pub mod stats;
 pub mod status;
+pub mod tag;
 
 use std::cell::OnceCell;
 use std::fmt::Write;

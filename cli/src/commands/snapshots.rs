@@ -162,6 +162,7 @@ fn snapshot_json(id: &Id, snapshot: &Snapshot, future: bool) -> serde_json::Valu
         "paths": snapshot.source.names(),
         "stdin": matches!(snapshot.source, cairn_store::format::snapshot::Source::Stdin(_)),
         "root": snapshot.root.to_hex(),
+        "rewritten_from": snapshot.rewritten_from.map(|original| original.to_hex()),
         "future": future,
         "summary": {
             "files": snapshot.summary.files,

@@ -215,8 +215,7 @@ pub fn refusal(snapshot: &Snapshot, pruned: &PrunedTree) -> Option<String> {
     pruned.rewritten?;
     match &snapshot.source {
         Source::Stdin(name) => Some(format!(
-            "it is the stream {name:?} and the patterns would remove the stream itself: \
-             `cairn forget ID` removes the whole snapshot"
+            "it is the stream {name:?} and the patterns would remove the stream itself"
         )),
         Source::Paths(paths) => {
             let gone = |source: &String| {
@@ -231,8 +230,7 @@ pub fn refusal(snapshot: &Snapshot, pruned: &PrunedTree) -> Option<String> {
                 paths.iter().all(gone)
             };
             empty.then(|| {
-                "the patterns remove everything it holds and cairn writes no empty snapshot: \
-                 `cairn forget ID` removes the whole snapshot"
+                "the patterns remove everything it holds and cairn writes no empty snapshot"
                     .to_owned()
             })
         }
@@ -442,7 +440,11 @@ fn plan(
     for (original, snapshot) in chosen {
         let pruned = pruner.prune(&mut trees, &snapshot.root, Path::new("/"))?;
         if let Some(reason) = refusal(snapshot, &pruned) {
-            refused.push(format!("snapshot {}: {reason}", original.short()));
+            refused.push(format!(
+                "snapshot {}: {reason} (`cairn forget {}` removes it whole)",
+                original.short(),
+                original.short()
+            ));
         }
         report.snapshots.push(SnapshotRewrite {
             original: *original,
