@@ -8,7 +8,7 @@
 //! The tree walk ([`TreePruner`]) does no I/O: trees come from, and new trees go to, a
 //! [`PrunerTrees`]. [`rewrite_snapshots`] runs it inside a backup session. Never prints.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -90,7 +90,12 @@ pub struct TreePruner<'rules> {
     rules: &'rules ExcludeRules,
     memo: HashMap<(Id, PathBuf), Arc<PrunedTree>>,
     totals: HashMap<Id, Totals>,
+    links_held: HashMap<Id, Arc<LinksHeld>>,
 }
+
+/// Hard-linked files (recorded link count above 1) a tree holds: (device, inode) → the number of
+/// its links below the tree.
+type LinksHeld = HashMap<(u64, u64), u64>;
 
 impl<'rules> TreePruner<'rules> {
     /// A pruner applying `rules` (see [`ExcludeRules::excludes`]; markers, cache tags and
@@ -100,6 +105,7 @@ impl<'rules> TreePruner<'rules> {
             rules,
             memo: HashMap::new(),
             totals: HashMap::new(),
+            links_held: HashMap::new(),
         }
     }
 
@@ -184,6 +190,58 @@ impl<'rules> TreePruner<'rules> {
         Ok(pruned)
     }
 
+    /// The rewritten root `new_root` (of the original `original_root`) with the recorded link
+    /// count of each hard-linked file lowered by the links the rewrite removed, so a restore
+    /// finds every link the snapshot records (and does not warn of links left outside). Returns
+    /// `new_root` itself when no link was removed.
+    ///
+    /// # Errors
+    /// The source's failures.
+    pub fn fix_link_counts(
+        &mut self,
+        trees: &mut dyn PrunerTrees,
+        original_root: &Id,
+        new_root: &Id,
+    ) -> Result<Id> {
+        let before = self.links_held_by(trees, original_root)?;
+        let after = self.links_held_by(trees, new_root)?;
+        let lost: LinksHeld = before
+            .iter()
+            .filter_map(|(key, count)| {
+                let left = after.get(key).copied().unwrap_or(0);
+                (left < *count).then_some((*key, count - left))
+            })
+            .collect();
+        if lost.is_empty() {
+            return Ok(*new_root);
+        }
+        let mut relinked = HashMap::new();
+        Ok(relink(trees, new_root, &lost, &mut relinked)?.unwrap_or(*new_root))
+    }
+
+    fn links_held_by(&mut self, trees: &mut dyn PrunerTrees, id: &Id) -> Result<Arc<LinksHeld>> {
+        if let Some(known) = self.links_held.get(id) {
+            return Ok(Arc::clone(known));
+        }
+        let mut held = LinksHeld::new();
+        for node in trees.tree(id)?.nodes {
+            match &node.kind {
+                NodeKind::File { .. } if node.link_count().unwrap_or(1) > 1 => {
+                    *held.entry((node.device, node.inode)).or_default() += 1;
+                }
+                NodeKind::Directory { subtree } => {
+                    for (key, count) in self.links_held_by(trees, subtree)?.iter() {
+                        *held.entry(*key).or_default() += count;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let held = Arc::new(held);
+        self.links_held.insert(*id, Arc::clone(&held));
+        Ok(held)
+    }
+
     /// Files, directories and bytes below tree `id` (the directory itself not counted).
     fn totals_of(&mut self, trees: &mut dyn PrunerTrees, id: &Id) -> Result<Totals> {
         if let Some(known) = self.totals.get(id) {
@@ -208,6 +266,50 @@ impl<'rules> TreePruner<'rules> {
         self.totals.insert(*id, totals);
         Ok(totals)
     }
+}
+
+/// Tree `id` with the link counts of the files in `lost` lowered (`None`: nothing below it
+/// changes). Memoised by tree id in `relinked`.
+fn relink(
+    trees: &mut dyn PrunerTrees,
+    id: &Id,
+    lost: &LinksHeld,
+    relinked: &mut HashMap<Id, Option<Id>>,
+) -> Result<Option<Id>> {
+    if let Some(known) = relinked.get(id) {
+        return Ok(*known);
+    }
+    let mut tree = trees.tree(id)?;
+    let mut changed = false;
+    for node in &mut tree.nodes {
+        match &node.kind {
+            NodeKind::File { .. } => {
+                if let Some(removed) = lost.get(&(node.device, node.inode)) {
+                    let links = node.link_count().unwrap_or(1);
+                    if links > 1 {
+                        node.set_link_count(links.saturating_sub(*removed).max(1));
+                        changed = true;
+                    }
+                }
+            }
+            NodeKind::Directory { subtree } => {
+                if let Some(new_subtree) = relink(trees, subtree, lost, relinked)? {
+                    node.kind = NodeKind::Directory {
+                        subtree: new_subtree,
+                    };
+                    changed = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    let outcome = if changed {
+        Some(trees.save_tree(&tree)?)
+    } else {
+        None
+    };
+    relinked.insert(*id, outcome);
+    Ok(outcome)
 }
 
 /// Why a snapshot that patterns match is not rewritten.
@@ -321,18 +423,28 @@ type NewTrees = Vec<(Id, Vec<u8>)>;
 struct PlannedTrees<'repo> {
     repository: &'repo Repository,
     new_trees: NewTrees,
-    named: HashSet<Id>,
+    /// Position of each new tree in `new_trees`.
+    named: HashMap<Id, usize>,
 }
 
 impl PrunerTrees for PlannedTrees<'_> {
     fn tree(&mut self, id: &Id) -> Result<Tree> {
-        self.repository.load_tree(id)
+        match self.named.get(id) {
+            Some(&position) => {
+                Tree::decode(&self.new_trees[position].1).map_err(|error| Error::Damaged {
+                    object: format!("new tree blob {id}"),
+                    reason: error.to_string(),
+                })
+            }
+            None => self.repository.load_tree(id),
+        }
     }
 
     fn save_tree(&mut self, tree: &Tree) -> Result<Id> {
         let encoded = tree.encode();
         let id = self.repository.keys().blob_id(BlobType::Tree, &encoded);
-        if self.named.insert(id) {
+        if !self.named.contains_key(&id) {
+            self.named.insert(id, self.new_trees.len());
             self.new_trees.push((id, encoded));
         }
         Ok(id)
@@ -432,13 +544,19 @@ fn plan(
     let mut trees = PlannedTrees {
         repository,
         new_trees: Vec::new(),
-        named: HashSet::new(),
+        named: HashMap::new(),
     };
     let mut pruner = TreePruner::new(rules);
     let mut report = RewriteReport::default();
     let mut refused = Vec::new();
     for (original, snapshot) in chosen {
         let pruned = pruner.prune(&mut trees, &snapshot.root, Path::new("/"))?;
+        let new_root = match pruned.rewritten {
+            Some(new_root) => {
+                Some(pruner.fix_link_counts(&mut trees, &snapshot.root, &new_root)?)
+            }
+            None => None,
+        };
         if let Some(reason) = refusal(snapshot, &pruned) {
             refused.push(format!(
                 "snapshot {}: {reason} (`cairn forget {}` removes it whole)",
@@ -451,7 +569,7 @@ fn plan(
             snapshot: snapshot.clone(),
             removed: pruned.removed.clone(),
             summary: rewritten_summary(&snapshot.summary, &pruned.removed),
-            new_root: pruned.rewritten,
+            new_root,
             outcome: if pruned.rewritten.is_some() {
                 RewriteOutcome::WouldRewrite
             } else {
@@ -709,6 +827,68 @@ mod tests {
         // Of `/`, the root still holds srv.
         assert!(refusal(&snapshot(Source::Paths(vec!["/".into()])), &pruned).is_none());
         assert!(refusal(&snapshot(Source::Stdin("s".into())), &pruned).is_some());
+    }
+
+    #[test]
+    fn removing_one_link_of_a_hard_linked_file_lowers_the_others_count() {
+        let mut trees = MemoryTrees::default();
+        let linked = |name: &str| {
+            let mut node = file(name, 3);
+            node.set_link_count(3);
+            node
+        };
+        trees.trees.insert(
+            Id([5; 32]),
+            Tree {
+                nodes: vec![linked("h1"), file("plain", 1)],
+            },
+        );
+        trees.trees.insert(
+            Id([6; 32]),
+            Tree {
+                nodes: vec![linked("h2"), linked("h3")],
+            },
+        );
+        trees.trees.insert(
+            Id([1; 32]),
+            Tree {
+                nodes: vec![directory("a", 5), directory("b", 6)],
+            },
+        );
+        let rules = rules(&["/a/h1"]);
+        let mut pruner = TreePruner::new(&rules);
+        let pruned = pruner
+            .prune(&mut trees, &Id([1; 32]), Path::new("/"))
+            .unwrap();
+        let new_root = pruned.rewritten.unwrap();
+        let fixed = pruner
+            .fix_link_counts(&mut trees, &Id([1; 32]), &new_root)
+            .unwrap();
+        assert_ne!(fixed, new_root);
+        let root = trees.tree(&fixed).unwrap();
+        let NodeKind::Directory { subtree } = root.nodes[1].kind else {
+            panic!("b is a directory");
+        };
+        let b = trees.tree(&subtree).unwrap();
+        let counts: Vec<u64> = b
+            .nodes
+            .iter()
+            .map(|node| node.link_count().unwrap())
+            .collect();
+        assert_eq!(counts, [2, 2]);
+        // Nothing linked removed: the root stays.
+        let rules = self::rules(&["plain"]);
+        let mut pruner = TreePruner::new(&rules);
+        let pruned = pruner
+            .prune(&mut trees, &Id([1; 32]), Path::new("/"))
+            .unwrap();
+        let new_root = pruned.rewritten.unwrap();
+        assert_eq!(
+            pruner
+                .fix_link_counts(&mut trees, &Id([1; 32]), &new_root)
+                .unwrap(),
+            new_root
+        );
     }
 
     #[test]
