@@ -5,7 +5,8 @@
 #   CAIRN_TEST_S3_URL      s3://cairn-test           (with AWS_* pointing at moto)
 #   CAIRN_TEST_AZURE_URL   az://cairn-test           (with AZURE_STORAGE_USE_EMULATOR, AZURITE_BLOB_STORAGE_URL)
 #   CAIRN_TEST_GCS_URL     gs://cairn-test           (with GOOGLE_SERVICE_ACCOUNT: a JSON file whose
-#                                                     gcs_base_url is fake-gcs-server, disable_oauth)
+#                                                     gcs_base_url is fake-gcs-server, disable_oauth;
+#                                                     CAIRN_TEST_GCS_ENDPOINT for its JSON upload API)
 #   CAIRN_TEST_REQUIRE_SERVERS=1                     (tests fail instead of skipping without servers)
 # Each test uses its own prefix inside the bucket/container.
 
@@ -123,6 +124,7 @@ start_test_servers() {
   printf '{"private_key":"private_key","private_key_id":"private_key_id","client_email":"client_email","gcs_base_url":"http://127.0.0.1:%s","disable_oauth":true}\n' \
     "$gcs_port" >"$_gcs_account"
   export GOOGLE_SERVICE_ACCOUNT="$_gcs_account" CAIRN_TEST_GCS_URL=gs://cairn-test
+  export CAIRN_TEST_GCS_ENDPOINT="http://127.0.0.1:$gcs_port"
   curl -sf -X PUT "http://127.0.0.1:$moto_port/cairn-test" >/dev/null
   _azurite_create_container "http://127.0.0.1:$azurite_port" cairn-test
   export AWS_ACCESS_KEY_ID=cairn-test AWS_SECRET_ACCESS_KEY=cairn-test-secret AWS_REGION=us-east-1

@@ -1,6 +1,6 @@
 //! One backend conformance suite, run on every backend cairn ships: in-memory, local directory,
-//! and the real S3 (moto), Azure (Azurite) and GCS (fake-gcs-server) servers that
-//! `tests/servers.sh` starts on loopback.
+//! and the real S3 (moto) and Azure (Azurite) servers that `tests/servers.sh` starts on
+//! loopback; on GCS (fake-gcs-server) every read, and the clean failure of writes it cannot take.
 //! Plus the CLI's main commands end to end against each remote store.
 
 use std::path::Path;
@@ -57,9 +57,8 @@ fn every_backend(test: &str) -> (tempfile::TempDir, NamedBackends) {
     if let Some(url) = remote_url("CAIRN_TEST_AZURE_URL", test) {
         backends.push(("azure", open(&url)));
     }
-    if let Some(url) = remote_url("CAIRN_TEST_GCS_URL", test) {
-        backends.push(("gcs", open(&url)));
-    }
+    // GCS is not here: fake-gcs-server cannot take object_store's uploads (see
+    // `gcs_reads_a_repository_uploaded_through_the_json_api`).
     (directory, backends)
 }
 
@@ -323,11 +322,124 @@ fn cli_round_trip_on_azure() {
     }
 }
 
+/// Stores `bytes` as object `name` of bucket `cairn-test` through fake-gcs-server's JSON upload
+/// API (`uploadType=media`), which it supports, unlike the XML API's `PUT`.
+fn gcs_json_upload(endpoint: &str, name: &str, file: &Path) {
+    let status = std::process::Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-X", "POST", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!(
+            "{endpoint}/upload/storage/v1/b/cairn-test/o?uploadType=media&name={name}"
+        ))
+        .status()
+        .expect("curl runs");
+    assert!(status.success(), "upload of {name} failed");
+}
+
+/// GCS through fake-gcs-server, the emulator `tests/servers.sh` installs from PyPI. Upstream
+/// fake-gcs-server has no XML API upload (fsouza/fake-gcs-server#331; object_store's own CI
+/// runs a fork with it), and object_store's GCS client writes every object with an XML API
+/// `PUT` (create-only through `x-goog-if-generation-match: 0`): so cairn cannot write there, and
+/// that failure must be clean. Everything else is tested: a repository written locally is
+/// uploaded through the JSON API, then cairn lists, reads ranges, restores, dumps and checks
+/// every byte on GCS, and the backend deletes.
 #[test]
-fn cli_round_trip_on_gcs() {
-    if let Some(url) = remote_url("CAIRN_TEST_GCS_URL", "cli") {
-        cli_round_trip(&Workspace::new(), &url);
+fn gcs_reads_a_repository_uploaded_through_the_json_api() {
+    let Some(url) = remote_url("CAIRN_TEST_GCS_URL", "gcs-read") else {
+        return;
+    };
+    let endpoint = std::env::var("CAIRN_TEST_GCS_ENDPOINT").expect("set with CAIRN_TEST_GCS_URL");
+    let prefix = url.strip_prefix("gs://cairn-test/").unwrap().to_owned();
+    let workspace = Workspace::initialized();
+    let source = workspace.path("source");
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    std::fs::write(source.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(source.join("sub/big.bin"), random_bytes(3, 3_000_000)).unwrap();
+    std::os::unix::fs::symlink("../a.txt", source.join("sub/link")).unwrap();
+    workspace.backup(&[&source]);
+    let stream = random_bytes(4, 1_500_000);
+    workspace.backup_stdin("app.archive", &stream, &[]);
+    let local = open(workspace.repo.to_str().unwrap());
+    for file in crate::support::files_below(&workspace.repo) {
+        let relative = file
+            .strip_prefix(&workspace.repo)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        gcs_json_upload(&endpoint, &format!("{prefix}/{relative}"), &file);
     }
+
+    // The backend's reads: list with sizes, get, ranged get, head.
+    let gcs = open(&url);
+    for kind in ["data", "index", "snapshots", "keys"] {
+        let mut on_gcs: Vec<(String, u64)> = gcs
+            .list(kind)
+            .unwrap()
+            .into_iter()
+            .map(|info| (info.name, info.size))
+            .collect();
+        let mut here: Vec<(String, u64)> = local
+            .list(kind)
+            .unwrap()
+            .into_iter()
+            .map(|info| (info.name, info.size))
+            .collect();
+        on_gcs.sort();
+        here.sort();
+        assert_eq!(on_gcs, here, "{kind}");
+    }
+    let pack = local
+        .list("data")
+        .unwrap()
+        .into_iter()
+        .max_by_key(|info| info.size)
+        .unwrap();
+    let whole = local.get(&pack.name).unwrap();
+    assert_eq!(gcs.get(&pack.name).unwrap(), whole);
+    assert_eq!(
+        gcs.get_range(&pack.name, 1000..5000).unwrap(),
+        whole.slice(1000..5000)
+    );
+    assert_eq!(gcs.head(&pack.name).unwrap(), Some(pack.size));
+    assert_eq!(gcs.head("data/00/absent").unwrap(), None);
+    assert!(matches!(
+        gcs.get("data/00/absent"),
+        Err(BackendError::NotFound { .. })
+    ));
+
+    // The CLI reads everything from GCS.
+    let repo = ["--repo", url.as_str()];
+    let run = |args: &[&str]| {
+        let args: Vec<&str> = repo.iter().chain(args).copied().collect();
+        workspace.cairn(&args)
+    };
+    assert_eq!(
+        run(&["snapshots", "--json"]).ok().json_lines(),
+        workspace.cairn(&["snapshots", "--json"]).ok().json_lines()
+    );
+    let target = workspace.path("restored");
+    let spec = format!("latest:{}", source.display());
+    run(&[
+        "restore",
+        &spec,
+        "--path",
+        source.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .ok();
+    assert_same_tree(&source, &target);
+    assert!(run(&["dump", "latest", "app.archive"]).ok().stdout == stream);
+    run(&["check", "--read-data"]).ok();
+
+    // Deleting works (prune and forget rely on it).
+    gcs.delete(&pack.name).unwrap();
+    assert_eq!(gcs.head(&pack.name).unwrap(), None);
+
+    // Writing does not, and says so in one line instead of retrying forever or panicking.
+    run(&["backup", source.to_str().unwrap(), "-o", "retries=0"])
+        .failed()
+        .stderr_contains("put ");
 }
 
 #[test]
