@@ -336,9 +336,9 @@ fn gcs_json_upload(endpoint: &str, name: &str, file: &Path) {
     assert!(status.success(), "upload of {name} failed");
 }
 
-/// GCS through fake-gcs-server, the emulator `tests/servers.sh` installs from PyPI. Upstream
-/// fake-gcs-server has no XML API upload (fsouza/fake-gcs-server#331; object_store's own CI
-/// runs a fork with it), and object_store's GCS client writes every object with an XML API
+/// GCS through fake-gcs-server, the emulator `tests/servers.sh` installs from the Python package
+/// index. Upstream fake-gcs-server has no XML API upload (`fsouza/fake-gcs-server#331`;
+/// `object_store`'s own CI runs a fork with it), and `object_store`'s GCS client writes every object with an XML API
 /// `PUT` (create-only through `x-goog-if-generation-match: 0`): so cairn cannot write there, and
 /// that failure must be clean. Everything else is tested: a repository written locally is
 /// uploaded through the JSON API, then cairn lists, reads ranges, restores, dumps and checks
