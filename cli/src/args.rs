@@ -208,7 +208,7 @@ pub enum Command {
     /// the old one removed; its data stays)
     Tag(TagArgs),
     /// Remove paths (--exclude PATTERN) from existing snapshots, for example a secret backed up
-    /// by mistake; the originals stay unless --forget, then prune reclaims the space
+    /// by mistake; the originals stay unless --forget, then `prune --max-unused 0%` deletes the data
     Rewrite(RewriteArgs),
 }
 

@@ -216,7 +216,8 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &RewriteReport) {
             .filter(|entry| entry.outcome == RewriteOutcome::Unchanged)
             .count(),
         if forgotten {
-            ": run `cairn prune` to free the space only the originals used"
+            ": `cairn prune --max-unused 0%` deletes what only the originals used (a plain \
+             prune may keep it inside packs still mostly used)"
         } else {
             ""
         }
