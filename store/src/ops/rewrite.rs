@@ -470,14 +470,17 @@ pub fn rewrite_snapshots(
     if options.forget && !options.dry_run {
         repository.ensure_may_delete("rewrite --forget")?;
     }
+    // Walking only reads trees, so it comes first: a refusal then leaves no trace, not even a
+    // session marker. What the new snapshots keep of the originals is protected by the check
+    // that each original still exists after the marker; the new trees are stored after it.
+    let state = repository.load_prune_state()?;
+    repository.sync_index_with(&state)?;
+    let (mut report, new_trees) = plan(repository, chosen, rules)?;
     if options.dry_run {
-        let state = repository.load_prune_state()?;
-        repository.sync_index_with(&state)?;
-        return plan(repository, chosen, rules).map(|(report, _)| report);
+        return Ok(report);
     }
     repository.with_session(&options.host, |session, state| {
         repository.sync_index_with(state)?;
-        let (mut report, new_trees) = plan(repository, chosen, rules)?;
         let (snapshots, _) = repository.list_snapshots()?;
         let derived = DerivedSnapshots::from_listing(&snapshots);
         let mut saver = BlobSaver::new(repository);
