@@ -25,7 +25,7 @@ use crate::layout::{Folder, Group, Layout};
 use crate::lru::Lru;
 
 /// How long the kernel may keep names and attributes: nothing under the mount ever changes.
-const TTL: Duration = Duration::from_secs(3600);
+const TTL: Duration = Duration::from_hours(1);
 /// Decoded trees kept, in estimated bytes.
 const TREE_CACHE_BYTES: usize = 32 << 20;
 /// The name of the link to the newest snapshot of a folder.
@@ -193,7 +193,7 @@ impl CairnFs {
             })
     }
 
-    fn node_attr(&self, inode: u64, node: &Node) -> FileAttr {
+    fn node_attr(inode: u64, node: &Node) -> FileAttr {
         let rdev = match node.kind {
             NodeKind::Device { major, minor, .. } => device_number(major, minor),
             _ => 0,
@@ -255,7 +255,7 @@ impl CairnFs {
                 let (tree, index) = self
                     .node(tree, *index)
                     .map_err(|error| self.failed("a directory", &error))?;
-                Ok(self.node_attr(inode, &tree.nodes[index]))
+                Ok(Self::node_attr(inode, &tree.nodes[index]))
             }
         }
     }
@@ -449,7 +449,7 @@ impl CairnFs {
                 index,
             };
             let number = lock(&self.inodes).remember(key, target, parent);
-            return Ok(self.node_attr(number, node));
+            return Ok(Self::node_attr(number, node));
         }
         let listed = self.listing(parent)?;
         let entry = listed
