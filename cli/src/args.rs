@@ -733,7 +733,7 @@ pub struct DumpArgs {
 #[derive(Debug, Args)]
 pub struct MountArgs {
     /// An existing empty directory to mount at; `REPOSITORY MOUNTPOINT` names the repository
-    /// too (instead of --repo)
+    /// too (instead of the global repository option)
     #[arg(value_name = "MOUNTPOINT", num_args = 1..=2, required = true)]
     pub places: Vec<PathBuf>,
     /// Which snapshots to show.
