@@ -32,6 +32,9 @@ pub struct OpenFile {
     ends: Vec<u64>,
     /// Where the last read ended, to tell sequential readers.
     last_end: AtomicU64,
+    /// Held while this file's chunks are fetched: the kernel's concurrent reads of one region
+    /// wait for one fetch instead of each fetching the same read-ahead window.
+    fetching: Mutex<()>,
 }
 
 impl OpenFile {
@@ -62,6 +65,7 @@ impl OpenFile {
             chunks: chunks.to_vec(),
             ends,
             last_end: AtomicU64::new(0),
+            fetching: Mutex::new(()),
         })
     }
 
@@ -138,6 +142,10 @@ impl ContentReader {
                 .collect()
         };
         if plaintexts.iter().any(Option::is_none) {
+            let _fetching = file
+                .fetching
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let missing: Vec<Id> = {
                 let mut blobs = self
                     .blobs
@@ -149,9 +157,13 @@ impl ContentReader {
                     .filter(|id| blobs.get(id).is_none())
                     .collect()
             };
-            let prefetch = self.prefetch();
-            let fetched = fetch::fetch_data_blobs(&self.repository, &missing, Some(&prefetch))
-                .map_err(Arc::new)?;
+            let fetched = if missing.is_empty() {
+                std::collections::HashMap::new()
+            } else {
+                let prefetch = self.prefetch();
+                fetch::fetch_data_blobs(&self.repository, &missing, Some(&prefetch))
+                    .map_err(Arc::new)?
+            };
             let mut fetched_bytes = 0u64;
             let mut blobs = self
                 .blobs
@@ -169,16 +181,19 @@ impl ContentReader {
                     _ => {}
                 }
             }
-            drop(blobs);
-            self.count_fetched(fetched_bytes);
+            // A read that waited for another's fetch finds its chunks in the cache.
             for (slot, index) in plaintexts.iter_mut().zip(needed.clone()) {
                 if slot.is_none() {
+                    let id = &file.chunks[index];
                     *slot = fetched
-                        .get(&file.chunks[index])
+                        .get(id)
                         .and_then(|outcome| outcome.as_ref().ok())
-                        .cloned();
+                        .cloned()
+                        .or_else(|| blobs.get(id));
                 }
             }
+            drop(blobs);
+            self.count_fetched(fetched_bytes);
         }
         let mut out = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
         for (plaintext, index) in plaintexts.into_iter().zip(needed) {
@@ -241,6 +256,7 @@ mod tests {
                 })
                 .collect(),
             last_end: AtomicU64::new(0),
+            fetching: Mutex::new(()),
         }
     }
 
