@@ -514,3 +514,42 @@ fn a_mountpoint_that_is_not_an_empty_directory_is_refused_with_exit_2() {
     // Three places is a usage error of the command line.
     workspace.cairn(&["mount", "a", "b", "c"]).code(2);
 }
+
+#[test]
+fn with_a_config_sources_hold_each_source_and_latest_skips_the_stored_config() {
+    skip_without_fuse!();
+    let workspace = Workspace::initialized();
+    let (config, archive) = crate::select::readme_config(&workspace);
+    workspace
+        .cairn(&["--config", &config, "run", "--no-check", "--no-drill"])
+        .ok();
+    let point = workspace.path("mnt");
+    let mount = Mount::start(&workspace, &["--config", &config], &point);
+    assert_eq!(
+        fs::read(point.join("sources/db/latest/app.archive")).unwrap(),
+        archive
+    );
+    let hosts = workspace
+        .path("system/etc/hosts")
+        .strip_prefix("/")
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        fs::read(point.join("sources/system/latest").join(&hosts)).unwrap(),
+        b"127.0.0.1 localhost\n"
+    );
+    // The stored config is the newest snapshot, yet `latest` is the newest backup; its own tag
+    // folder's `latest` is the config.
+    let latest = fs::read_link(point.join("snapshots/latest")).unwrap();
+    assert_eq!(
+        latest,
+        fs::read_link(point.join("sources/system/latest")).unwrap()
+    );
+    assert!(
+        fs::read(point.join("tags/cairn:config/latest/cairn.toml"))
+            .unwrap()
+            .starts_with(b"state_dir")
+    );
+    kill(mount.pid(), Signal::SIGTERM).unwrap();
+    mount.expect_clean_end();
+}
