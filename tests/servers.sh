@@ -33,6 +33,12 @@ install_test_servers() {
     echo "servers.sh: installing the acl package (setfacl, getfacl)" >&2
     apt-get install -y -q acl >&2 || { apt-get update -q >&2 && apt-get install -y -q acl >&2; }
   fi
+  # fusermount3/fusermount for `cairn mount` (tests/it/mount.rs: unmounting from outside; as
+  # root the mount itself needs only /dev/fuse), from Debian's `fuse3` package.
+  if ! command -v fusermount3 >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "servers.sh: installing the fuse3 package (fusermount3, fusermount)" >&2
+    apt-get install -y -q fuse3 >&2 || { apt-get update -q >&2 && apt-get install -y -q fuse3 >&2; } || echo "servers.sh: fuse3 not installed: the mount tests say what they skip" >&2
+  fi
   # sqlite3 and PostgreSQL for the disaster-recovery test (tests/it/recover.rs: a real sqlite3
   # dump and a real pg_dump of a throwaway cluster); without them it skips or uses a generated
   # stream, and says so.

@@ -156,6 +156,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write one file or stream of a snapshot to standard output
     Dump(DumpArgs),
+    /// Browse snapshots as a read-only file system (FUSE) until Ctrl-C, SIGTERM or
+    /// `fusermount -u`: snapshots/, hosts/, tags/ (and sources/ with --config), each with a
+    /// `latest` link
+    Mount(MountArgs),
     /// Verify the repository's structure, and with --read-data* all, part or a rotating share of
     /// its bytes
     Check(CheckArgs),
@@ -783,6 +787,22 @@ pub struct DumpArgs {
     /// devices; zip keeps modes, times in 2-second steps and symlinks
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub archive: Option<ArchiveArg>,
+}
+
+/// `cairn mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An existing empty directory to mount at; `REPOSITORY MOUNTPOINT` names the repository
+    /// too (instead of the global repository option)
+    #[arg(value_name = "MOUNTPOINT", num_args = 1..=2, required = true)]
+    pub places: Vec<PathBuf>,
+    /// Which snapshots to show.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Let other users see the mount; the kernel then applies the recorded owners and modes.
+    /// Needs `user_allow_other` in /etc/fuse.conf unless run as root
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 /// `dump --archive` values.

@@ -39,7 +39,7 @@ const LISTING_COMMANDS: &[&str] = &[
 ];
 
 /// Commands that read file contents but never write data nor delete.
-const READING_COMMANDS: &[&str] = &["restore", "dump", "drill", "recover", "check"];
+const READING_COMMANDS: &[&str] = &["restore", "dump", "drill", "recover", "check", "mount"];
 
 /// The global options `command` ignores.
 fn ignored_globals(command: &str) -> Vec<&'static str> {
@@ -99,6 +99,10 @@ const EXAMPLES: &[(&str, &str)] = &[
     (
         "dump",
         "cairn dump latest mongo.archive | mongorestore --archive\n  cairn dump latest /srv/app > app.tar\n  cairn dump --archive zip latest /srv/app/config > config.zip",
+    ),
+    (
+        "mount",
+        "cairn -r /mnt/backup mount /mnt/cairn\n  cairn mount --host db1 --allow-other /mnt/cairn\n  cairn mount s3://bucket/cairn /mnt/cairn",
     ),
     (
         "check",

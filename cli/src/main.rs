@@ -118,6 +118,9 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
         Command::Ls(args) => commands::ls::run(global, config, args).map(|()| Completion::Done),
         Command::Restore(args) => commands::restore::run(global, config, args),
         Command::Dump(args) => commands::dump::run(global, config, args).map(|()| Completion::Done),
+        Command::Mount(args) => {
+            commands::mount::run(global, config, args).map(|()| Completion::Done)
+        }
         Command::Check(args) => {
             commands::check::run(global, config, args).map(|()| Completion::Done)
         }

@@ -27,6 +27,7 @@ mod layers;
 mod listing;
 mod liveness;
 mod long_paths;
+mod mount;
 mod netfaults;
 mod operations;
 mod pipes;

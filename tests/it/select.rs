@@ -380,7 +380,7 @@ fn unknown_ids_and_paths_not_held_are_exit_20_naming_the_snapshot() {
 
 /// The README's multi-source config, cut to what runs in a test: a command source streaming
 /// `app.archive`, then a directory source, in that file order, and the config stored.
-fn readme_config(workspace: &Workspace) -> (String, Vec<u8>) {
+pub(crate) fn readme_config(workspace: &Workspace) -> (String, Vec<u8>) {
     let archive = b"mongodump --archive, pretend\n".repeat(300);
     fs::write(workspace.path("archive.bin"), &archive).expect("archive");
     let system = workspace.path("system");

@@ -13,6 +13,7 @@ pub mod init;
 pub mod key;
 pub mod ls;
 pub mod metrics;
+pub mod mount;
 pub mod prune;
 pub mod recover;
 pub mod repair;
