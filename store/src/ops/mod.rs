@@ -17,5 +17,6 @@ pub mod prune;
 pub mod repair;
 pub mod repair_config;
 pub mod restore;
+pub(crate) mod restore_packs;
 pub mod sessions;
 pub mod stats;
