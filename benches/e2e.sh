@@ -135,9 +135,9 @@ if [ "$S3" = 1 ]; then
     meta proxy "benches latency_proxy: +${delay_ms} ms each way${S3_RATE:+, each direction capped at $S3_RATE bytes/s}"
   fi
   export AWS_ENDPOINT=$TOOL_ENDPOINT
-  RUSTIC_S3_OPTIONS=(--set-option "endpoint=$TOOL_ENDPOINT" --set-option bucket=cairn-test
-    --set-option region=us-east-1 --set-option "access_key_id=$AWS_ACCESS_KEY_ID"
-    --set-option "secret_access_key=$AWS_SECRET_ACCESS_KEY" --set-option enable_virtual_host_style=false)
+  RUSTIC_S3_ENV=("RUSTIC_REPO_OPT_ENDPOINT=$TOOL_ENDPOINT" RUSTIC_REPO_OPT_BUCKET=cairn-test
+    RUSTIC_REPO_OPT_REGION=us-east-1 "RUSTIC_REPO_OPT_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
+    "RUSTIC_REPO_OPT_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" RUSTIC_REPO_OPT_ENABLE_VIRTUAL_HOST_STYLE=false)
 fi
 
 # Total bytes of the objects under an S3 prefix in the test bucket.
@@ -194,7 +194,7 @@ run_tool() {
     case $tool in
       cairn) REPO=s3://cairn-test/$REPO_KEY ;;
       restic) REPO=s3:$TOOL_ENDPOINT/cairn-test/$REPO_KEY ;;
-      rustic) REPO=opendal:s3; RUSTIC_OPTIONS=("${RUSTIC_S3_OPTIONS[@]}" --set-option "root=/$REPO_KEY") ;;
+      rustic) REPO=opendal:s3; RUSTIC_ENV=("${RUSTIC_S3_ENV[@]}" "RUSTIC_REPO_OPT_ROOT=/$REPO_KEY") ;;
     esac
   else
     REPO=$SCRATCH/repos/$tool-$rep

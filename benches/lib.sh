@@ -188,9 +188,9 @@ tool_cmd() {
   local cairn=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO")
   local restic=(restic -r "$REPO" --cache-dir "$CACHE")
   local borg=(env BORG_BASE_DIR="$CACHE" borg)
-  # rustic: its own repository options (S3 endpoint and keys) come from RUSTIC_OPTIONS, an array
-  # of `--option`-style words the S3 mode sets.
-  local rustic=("${RUSTIC:-rustic}" --no-progress -r "$REPO" --cache-dir "$CACHE" ${RUSTIC_OPTIONS[@]+"${RUSTIC_OPTIONS[@]}"})
+  # rustic: its repository options (S3 endpoint, bucket, root, keys) come from RUSTIC_ENV, an
+  # array of RUSTIC_REPO_OPT_*=value words the S3 mode sets.
+  local rustic=(env ${RUSTIC_ENV[@]+"${RUSTIC_ENV[@]}"} "${RUSTIC:-rustic}" --no-progress -r "$REPO" --cache-dir "$CACHE")
   case $tool:$step in
     cairn:init) CMD=("${cairn[@]}" init) ;;
     cairn:backup*) CMD=("${cairn[@]}" backup "${sources[@]}" "${time[@]}" --json) ;;
