@@ -1297,7 +1297,7 @@ mod tests {
         }
         let leftovers: Vec<_> = fs::read_dir(&target)
             .unwrap()
-            .filter_map(|entry| entry.ok())
+            .filter_map(std::result::Result::ok)
             .filter(|entry| {
                 entry
                     .file_name()
