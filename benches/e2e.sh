@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end comparison of cairn with restic and borg on a generated two-night corpus.
+# End-to-end comparison of cairn with restic, borg and rustic on a generated two-night corpus.
 #
-#   benches/e2e.sh [--size-gib N] [--reps N] [--seed N] [--scratch DIR] [--tools cairn,restic,borg]
-#                  [--out FILE] [--keep] [--s3]
+#   benches/e2e.sh [--size-gib N] [--reps N] [--seed N] [--scratch DIR] [--tools cairn,restic,borg,rustic]
+#                  [--out FILE] [--keep] [--s3] [--s3-latency 10ms] [--s3-rate 50M] [--build-rustic]
 #
 # Builds cairn (release, CARGO_TARGET_DIR, default /tmp/bench-target), installs restic and borgbackup
 # from the distribution if missing, generates a corpus with benches' gen_corpus (default 1 GiB per
@@ -15,9 +15,17 @@
 # night 1 to night 2 (only files whose size or mtime differ are rewritten), as on a real server,
 # so every tool can use its parent snapshot / files cache.
 #
-# Local mode writes benches/results/e2e-local.md (restic, borg). --s3 starts moto through
-# tests/servers.sh and compares cairn with restic on S3 (borg has no S3 backend), counting requests
-# from moto's request log, and writes benches/results/e2e-s3.md.
+# Local mode writes benches/results/e2e-local.md (restic, borg, rustic). --s3 starts moto through
+# tests/servers.sh and compares cairn with restic and rustic on S3 (borg has no S3 backend), counting
+# requests from moto's request log, and writes benches/results/e2e-s3.md. --s3-latency D (implies
+# --s3) puts benches' latency_proxy between every tool and moto, adding D (e.g. 10ms) each way and,
+# with --s3-rate R (bytes per second: 50M), capping each direction to R; requests are then counted
+# at the proxy (its request log), the same place for every tool; it writes
+# benches/results/e2e-s3-latency.md.
+#
+# rustic is looked for at .cache/rustic/bin/rustic, then on PATH; --build-rustic builds it there
+# once (cargo install rustic-rs --locked --root .cache/rustic). When it is missing the script says so
+# and leaves its column out.
 #
 # Settings: cairn defaults; restic repository v2, default chunking, --compression auto; borg 1.2
 # --encryption repokey-blake2 --compression zstd,3, default chunker. Passwords come from
@@ -39,21 +47,31 @@ TOOLS=
 OUT=
 KEEP=0
 S3=0
+S3_LATENCY=
+S3_RATE=
+BUILD_RUSTIC=0
 while [ $# -gt 0 ]; do
   common_option "$@"
   if [ "$SHIFT" -gt 0 ]; then shift "$SHIFT"; continue; fi
   case $1 in
     --s3) S3=1; shift ;;
+    --s3-latency) S3=1; S3_LATENCY=${2:?}; shift 2 ;;
+    --s3-rate) S3_RATE=${2:?}; shift 2 ;;
+    --build-rustic) BUILD_RUSTIC=1; shift ;;
     *) echo "e2e.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-if [ "$S3" = 1 ]; then
-  SIZE_GIB=${SIZE_GIB:-0.25}; TOOLS=${TOOLS:-cairn,restic}; OUT=${OUT:-$BENCHES/results/e2e-s3.md}
+if [ -n "$S3_LATENCY" ]; then
+  SIZE_GIB=${SIZE_GIB:-0.25}; TOOLS=${TOOLS:-cairn,restic,rustic}; OUT=${OUT:-$BENCHES/results/e2e-s3-latency.md}
+elif [ "$S3" = 1 ]; then
+  SIZE_GIB=${SIZE_GIB:-0.25}; TOOLS=${TOOLS:-cairn,restic,rustic}; OUT=${OUT:-$BENCHES/results/e2e-s3.md}
 else
-  SIZE_GIB=${SIZE_GIB:-1}; TOOLS=${TOOLS:-cairn,restic,borg}; OUT=${OUT:-$BENCHES/results/e2e-local.md}
+  SIZE_GIB=${SIZE_GIB:-1}; TOOLS=${TOOLS:-cairn,restic,borg,rustic}; OUT=${OUT:-$BENCHES/results/e2e-local.md}
 fi
+[ -z "$S3_RATE" ] || [ -n "$S3_LATENCY" ] || die "--s3-rate needs --s3-latency (the proxy caps the rate)"
 IFS=, read -r -a TOOL_LIST <<<"$TOOLS"
 MODE=$([ "$S3" = 1 ] && echo s3 || echo local)
+[ -n "$S3_LATENCY" ] && MODE=s3-latency
 
 RUN=$SCRATCH/run-$MODE
 CORPUS=$SCRATCH/corpus
@@ -74,6 +92,7 @@ build_cairn_and_generator
 
 # ---------------------------------------------------------------------------------- (b) peers
 install_peers "${TOOL_LIST[@]}"
+drop_missing_tools
 
 # ----------------------------------------------------------------------------------- (c) corpus
 generate_corpus 1,2
@@ -100,6 +119,25 @@ if [ "$S3" = 1 ]; then
   MOTO_PY=$shared_cache/moto-$MOTO_VERSION/bin/python
   meta s3_endpoint "$CAIRN_TEST_S3_ENDPOINT"
   meta moto "moto $MOTO_VERSION (in memory, 127.0.0.1)"
+  # Where the tools send their requests: moto itself, or the latency proxy in front of it.
+  TOOL_ENDPOINT=$CAIRN_TEST_S3_ENDPOINT
+  REQUEST_LOG=$MOTO_LOG
+  if [ -n "$S3_LATENCY" ]; then
+    delay_ms=${S3_LATENCY%ms}
+    REQUEST_LOG=$RUN/proxy-requests.log
+    : >"$REQUEST_LOG"
+    "$CARGO_TARGET_DIR/release/latency_proxy" --upstream "${CAIRN_TEST_S3_ENDPOINT#http://}" \
+      --delay-ms "$delay_ms" ${S3_RATE:+--rate "$S3_RATE"} --request-log "$REQUEST_LOG" >"$RUN/proxy.addr" &
+    PROXY_PID=$!
+    trap 'kill "$PROXY_PID" 2>/dev/null; stop_test_servers' EXIT
+    for _ in $(seq 50); do [ -s "$RUN/proxy.addr" ] && break; sleep 0.1; done
+    TOOL_ENDPOINT=http://$(cat "$RUN/proxy.addr")
+    meta proxy "benches latency_proxy: +${delay_ms} ms each way${S3_RATE:+, each direction capped at $S3_RATE bytes/s}"
+  fi
+  export AWS_ENDPOINT=$TOOL_ENDPOINT
+  RUSTIC_S3_ENV=("RUSTIC_REPO_OPT_ENDPOINT=$TOOL_ENDPOINT" RUSTIC_REPO_OPT_BUCKET=cairn-test
+    RUSTIC_REPO_OPT_REGION=us-east-1 "RUSTIC_REPO_OPT_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
+    "RUSTIC_REPO_OPT_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" RUSTIC_REPO_OPT_ENABLE_VIRTUAL_HOST_STYLE=false)
 fi
 
 # Total bytes of the objects under an S3 prefix in the test bucket.
@@ -125,7 +163,7 @@ measure() {
   tool_cmd "$tool" "$step"
   [ "$rep" = 1 ] && printf '%s\t%s\t%s\n' "$tool" "$step" "${CMD[*]}" >>"$CMDS"
   local logf="$RUN/logs/$tool-$rep-$step.log" before=0
-  [ "$S3" = 1 ] && before=$(wc -l <"$MOTO_LOG")
+  [ "$S3" = 1 ] && before=$(wc -l <"$REQUEST_LOG")
   timed "$logf" "${CMD[@]}"
   local secs=$SECS rss=$RSS_KIB
   printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$secs" "$rss" >>"$TIMES"
@@ -135,8 +173,8 @@ measure() {
   if [ "$S3" = 1 ]; then
     sleep 0.3
     # werkzeug colours some lines; a GET on the bucket with a list query is a LIST.
-    tail -n +"$((before + 1))" "$MOTO_LOG" | sed -E 's/\x1b\[[0-9;]*m//g' |
-      grep -oE '"(GET|PUT|POST|HEAD|DELETE) [^ ]*' | tr -d '"' |
+    tail -n +"$((before + 1))" "$REQUEST_LOG" | sed -E 's/\x1b\[[0-9;]*m//g' |
+      grep -oE '^"?(GET|PUT|POST|HEAD|DELETE) [^ ]*|"(GET|PUT|POST|HEAD|DELETE) [^ ]*' | tr -d '"' |
       awk '{ m = $1; if (m == "GET" && $2 ~ /[?&](list-type|prefix|delimiter)=/) m = "LIST"; n[m]++ }
            END { for (m in n) print n[m], m }' | while read -r count method; do
         printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$method" "$count" >>"$REQS"
@@ -152,8 +190,12 @@ run_tool() {
   CACHE=$SCRATCH/cache/$tool-$rep
   TARGET=$SCRATCH/restore/$tool-$rep
   if [ "$S3" = 1 ]; then
-    REPO_KEY=$([ "$tool" = cairn ] && echo "bench-$rep" || echo "restic-$rep")
-    REPO=$([ "$tool" = cairn ] && echo "s3://cairn-test/$REPO_KEY" || echo "s3:$CAIRN_TEST_S3_ENDPOINT/cairn-test/$REPO_KEY")
+    REPO_KEY=$tool-$MODE-$rep
+    case $tool in
+      cairn) REPO=s3://cairn-test/$REPO_KEY ;;
+      restic) REPO=s3:$TOOL_ENDPOINT/cairn-test/$REPO_KEY ;;
+      rustic) REPO=opendal:s3; RUSTIC_ENV=("${RUSTIC_S3_ENV[@]}" "RUSTIC_REPO_OPT_ROOT=/$REPO_KEY") ;;
+    esac
   else
     REPO=$SCRATCH/repos/$tool-$rep
     rm -rf "$REPO"
@@ -207,7 +249,7 @@ def rows(name):
 
 meta = dict(rows("meta.tsv"))
 tools = meta["tools"].split(",")
-s3 = meta["mode"] == "s3"
+s3 = meta["mode"].startswith("s3")
 n1, n2 = int(meta["n1_bytes"]), int(meta["n2_bytes"])
 times = collections.defaultdict(list)   # (tool, step) -> [(rep, secs, rss_kib)]
 for tool, rep, step, secs, rss in rows("times.tsv"):
@@ -248,10 +290,11 @@ def rep_ratios(tool, peer, step):
 peers = [t for t in tools if t != "cairn"]
 
 L = []
-title = "S3 (moto)" if s3 else "local repository"
+title = ("S3 (moto) through " + meta["proxy"]) if "proxy" in meta else "S3 (moto)" if s3 else "local repository"
 L.append(f"# End-to-end: cairn vs {', '.join(peers)} — {title}")
 L.append("")
-L.append(f"Generated by `benches/e2e.sh{' --s3' if s3 else ''} --size-gib {meta['size_gib']}` on {meta['date']}. "
+mode_flag = {"local": "", "s3": " --s3", "s3-latency": " --s3-latency …"}[meta["mode"]]
+L.append(f"Generated by `benches/e2e.sh{mode_flag} --size-gib {meta['size_gib']}` on {meta['date']}. "
          f"Corpus: `gen_corpus --seed {meta['seed']} --size-gib {meta['size_gib']}` "
          f"(night 1: {n1 / MB:.1f} MB in {meta['n1_files']} files; night 2: {n2 / MB:.1f} MB), "
          f"{meta['reps']} repetitions with the tool order alternating, fresh repository and cache for each.")
@@ -321,7 +364,8 @@ L.append(f"Stored after night 1 as a share of its input: " + ", ".join(f"{t} {me
 L.append("")
 
 if s3:
-    L.append("## Requests (counted from moto's request log, per step, mean of the repetitions)")
+    where = "the latency proxy's request log" if "proxy" in meta else "moto's request log"
+    L.append(f"## Requests (counted from {where}, per step, mean of the repetitions)")
     L.append("")
     methods = ["GET", "LIST", "PUT", "HEAD", "POST", "DELETE"]
     head = ["step", "tool"] + methods + ["total"]
@@ -343,7 +387,7 @@ if s3:
             if name.startswith("cairn-1-") and summary:
                 L.append(f"- {name[8:]}: `{json.dumps(json.loads(summary).get('requests'))}`")
         L.append("")
-        L.append("restic prints no request counts; moto's log is the only source for it (LIST = a GET on the bucket with a list query).")
+        L.append(f"restic and rustic print no request counts; {where} is the one source for every tool (LIST = a GET on the bucket with a list query).")
         L.append("")
 
 L.append("## Commands (repetition 1; REPO, caches and targets are per repetition)")
@@ -358,7 +402,7 @@ L.append("Environment: `CAIRN_PASSWORD`, `RESTIC_PASSWORD`, `BORG_PASSPHRASE` se
 L.append("")
 L.append("## Versions and machine")
 L.append("")
-for key in ["cairn_version", "restic_version", "borg_version", "rustc", "cpu", "memory", "kernel", "scratch_fs",
+for key in ["cairn_version", "restic_version", "borg_version", "rustic_version", "proxy", "rustc", "cpu", "memory", "kernel", "scratch_fs",
             "load_start", "load_end", "moto", "gen_time"]:
     if key in meta:
         L.append(f"- {key}: {meta[key]}")

@@ -5,6 +5,7 @@
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/bench-target}
 export CAIRN_PASSWORD=e2e-bench-password RESTIC_PASSWORD=e2e-bench-password BORG_PASSPHRASE=e2e-bench-password
+export RUSTIC_PASSWORD=e2e-bench-password
 export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no
 
 # Reads the option at $1 if every benchmark takes it (--size-gib --reps --seed --scratch --tools
@@ -37,13 +38,39 @@ build_cairn_and_generator() {
   GEN=$CARGO_TARGET_DIR/release/gen_corpus
 }
 
-# Installs the peers among the named tools (restic, borg) from the distribution if missing.
+# Sets RUSTIC to rustic's path: the workspace's .cache/rustic/bin/rustic (built once by
+# `cargo install rustic-rs --locked --root .cache/rustic` when BUILD_RUSTIC=1), else rustic on PATH;
+# empty (and says so) when neither exists, so the caller skips its column.
+find_rustic() {
+  RUSTIC=$ROOT/.cache/rustic/bin/rustic
+  if [ ! -x "$RUSTIC" ] && [ "${BUILD_RUSTIC:-0}" = 1 ]; then
+    log "building rustic once into $ROOT/.cache/rustic (cargo install rustic-rs --locked)"
+    cargo install rustic-rs --locked --root "$ROOT/.cache/rustic" >&2 || die "building rustic failed"
+  fi
+  [ -x "$RUSTIC" ] || RUSTIC=$(command -v rustic || true)
+  [ -n "$RUSTIC" ] || log "rustic is missing (not in $ROOT/.cache/rustic/bin nor on PATH; --build-rustic builds it): skipping its column"
+}
+
+# Drops the tools that are not installed (rustic only; the others are installed) from TOOL_LIST.
+drop_missing_tools() {
+  local kept=() tool
+  for tool in "${TOOL_LIST[@]}"; do
+    if [ "$tool" = rustic ] && [ -z "${RUSTIC:-}" ]; then continue; fi
+    kept+=("$tool")
+  done
+  TOOL_LIST=("${kept[@]}")
+  TOOLS=$(IFS=,; echo "${TOOL_LIST[*]}")
+}
+
+# Installs the peers among the named tools (restic, borg) from the distribution if missing, and
+# finds rustic (see find_rustic).
 install_peers() {
   local packages=() tool sudo=
   for tool in "$@"; do
     case $tool in
       restic) command -v restic >/dev/null || packages+=(restic) ;;
       borg) command -v borg >/dev/null || packages+=(borgbackup) ;;
+      rustic) find_rustic ;;
       cairn) ;;
       *) die "unknown tool $tool" ;;
     esac
@@ -139,6 +166,7 @@ record_machine() {
     case $tool in
       restic) meta restic_version "$(restic version)" ;;
       borg) meta borg_version "$(borg --version)" ;;
+      rustic) meta rustic_version "$("$RUSTIC" --version) ($RUSTIC)" ;;
     esac
   done
 }
@@ -154,11 +182,15 @@ tool_cmd() {
       cairn) time=(--time "$STAMP") ;;
       restic) time=(--time "$(TZ=UTC date -d "$STAMP" '+%F %T')") ;; # read in restic's TZ
       borg) time=(--timestamp "${STAMP%Z}") ;;                          # read as UTC
+      rustic) time=(--time "$(TZ=UTC date -d "$STAMP" '+%F %T')") ;;
     esac
   fi
   local cairn=(env CAIRN_CACHE_DIR="$CACHE" "$CAIRN" -r "$REPO")
   local restic=(restic -r "$REPO" --cache-dir "$CACHE")
   local borg=(env BORG_BASE_DIR="$CACHE" borg)
+  # rustic: its repository options (S3 endpoint, bucket, root, keys) come from RUSTIC_ENV, an
+  # array of RUSTIC_REPO_OPT_*=value words the S3 mode sets.
+  local rustic=(env ${RUSTIC_ENV[@]+"${RUSTIC_ENV[@]}"} "${RUSTIC:-rustic}" --no-progress -r "$REPO" --cache-dir "$CACHE")
   case $tool:$step in
     cairn:init) CMD=("${cairn[@]}" init) ;;
     cairn:backup*) CMD=("${cairn[@]}" backup "${sources[@]}" "${time[@]}" --json) ;;
@@ -174,6 +206,12 @@ tool_cmd() {
     restic:check) CMD=("${restic[@]}" check --read-data) ;;
     restic:forget-prune) CMD=("${restic[@]}" forget --keep-daily "$KEEP_DAILY" --prune) ;;
     restic:snapshots) CMD=("${restic[@]}" snapshots --json) ;;
+    rustic:init) CMD=("${rustic[@]}" init) ;;
+    rustic:backup*) CMD=("${rustic[@]}" backup --json "${time[@]}" "${sources[@]}") ;;
+    rustic:restore) CMD=("${rustic[@]}" restore latest "$TARGET") ;;
+    rustic:check) CMD=("${rustic[@]}" check --read-data) ;;
+    rustic:forget-prune) CMD=("${rustic[@]}" forget --keep-daily "$KEEP_DAILY" --prune) ;;
+    rustic:snapshots) CMD=("${rustic[@]}" snapshots --json) ;;
     borg:init) CMD=("${borg[@]}" init --encryption repokey-blake2 "$REPO") ;;
     borg:backup*) CMD=("${borg[@]}" create --compression zstd,3 --json "${time[@]}" "$REPO::$step" "${sources[@]}") ;;
     borg:restore) CMD=(env -C "$TARGET" BORG_BASE_DIR="$CACHE" borg extract "$REPO::$ARCHIVE") ;;

@@ -277,21 +277,38 @@ pub fn open(path: &Path) -> io::Result<File> {
     At::new(path)?.open(OFlags::RDONLY, Mode::empty())
 }
 
-/// Creates a new file for writing with permission bits `mode` (narrowed by the umask); fails
-/// when anything stands at `path`.
+/// Opens an existing file for reading and writing (never following a symlink at its last
+/// name).
+///
+/// # Errors
+/// The file cannot be opened.
+pub fn open_read_write(path: &Path) -> io::Result<File> {
+    if !is_long(path) {
+        return std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(i32::try_from(OFlags::NOFOLLOW.bits()).unwrap_or_default())
+            .open(path);
+    }
+    At::new(path)?.open(OFlags::RDWR | OFlags::NOFOLLOW, Mode::empty())
+}
+
+/// Creates a new file for reading and writing with permission bits `mode` (narrowed by the
+/// umask); fails when anything stands at `path`.
 ///
 /// # Errors
 /// Something stands there, or the file cannot be created.
 pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
     if !is_long(path) {
         return std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(path);
     }
     At::new(path)?.open(
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
         Mode::from_bits_truncate(mode),
     )
 }

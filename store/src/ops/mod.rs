@@ -19,6 +19,7 @@ pub mod repair;
 pub mod repair_config;
 pub mod restore;
 pub mod rewrite;
+pub(crate) mod restore_packs;
 pub mod sessions;
 pub mod stats;
 pub mod tag;

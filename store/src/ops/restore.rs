@@ -14,20 +14,19 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, FileTimes};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rayon::prelude::*;
-
 use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::ops::fsmeta::{self, MetadataWarning, OwnerMap, OwnerMapping};
 use crate::ops::longpath;
+use crate::ops::restore_packs;
 use crate::policy::overwrite::{self, Decision, EntryKind, Existing, Overwrite};
 use crate::policy::pathmatch::PathMatcher;
 use crate::repo::fetch::{self, FetchedBlob};
@@ -247,9 +246,12 @@ fn remove_entry(path: &Path, existing: Existing) -> Result<()> {
     removed.map_err(|error| Error::local("remove", path, error))
 }
 
-struct FileJob {
-    path: PathBuf,
-    node: Node,
+/// A file to restore.
+pub(crate) struct FileJob {
+    /// Its final path.
+    pub(crate) path: PathBuf,
+    /// Its snapshot node.
+    pub(crate) node: Node,
     /// Created or replaced, counted once the file is in place.
     action: EntryAction,
 }
@@ -721,7 +723,11 @@ fn apply_metadata(path: &Path, node: &Node) -> Result<Vec<MetadataWarning>> {
 /// not hold. Called last for each entry: a file's just before it takes its final name, a
 /// directory's after everything below it (deepest first), so nothing is ever wider open than
 /// the snapshot says, even mid-restore.
-fn apply_final_metadata(file: &File, path: &Path, node: &Node) -> Result<Vec<MetadataWarning>> {
+pub(crate) fn apply_final_metadata(
+    file: &File,
+    path: &Path,
+    node: &Node,
+) -> Result<Vec<MetadataWarning>> {
     // Only root may give files away; for everyone else keeping their own ownership is right.
     // Ownership first: changing the owner clears set-id bits that the mode then restores, and
     // `security.capability`, which the attributes then restore. The access ACL comes after
@@ -745,35 +751,13 @@ const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 /// each pack is downloaded about once even though its blobs are shuffled.
 const PREFETCH_BYTES: usize = 64 * 1024 * 1024;
 
-/// A consecutive run of one file's chunks, restored within one batch.
-#[derive(Debug, Clone)]
-struct Segment {
-    job: usize,
-    chunks: std::ops::Range<usize>,
-    last: bool,
-}
-
-/// A file being written through its temporary name.
-struct OpenFile {
-    temporary: PathBuf,
-    writer: std::io::BufWriter<File>,
-    hasher: blake3::Hasher,
-    written: u64,
-    /// The source was sparse: aligned all-zero blocks of `block` bytes are skipped over,
-    /// leaving holes, whatever the chunk boundaries.
-    sparse: bool,
-    /// The file system's block size (sparse files only).
-    block: usize,
-    /// The bytes of the current block not yet written (sparse files only; fewer than `block`).
-    partial: Vec<u8>,
-}
-
 /// The start of every temporary name: short, so that a temporary name is never longer than
 /// the longest final name (a 255-byte name restores), and recognisable, so that the next
 /// restore into the same directory removes what a killed one left.
 const TEMPORARY_PREFIX: &str = ".cairn-partial-";
 
-fn file_chunks(node: &Node) -> &[Id] {
+/// A file node's chunk ids (none for other nodes).
+pub(crate) fn file_chunks(node: &Node) -> &[Id] {
     match &node.kind {
         NodeKind::File { chunks, .. } => chunks,
         _ => &[],
@@ -782,7 +766,7 @@ fn file_chunks(node: &Node) -> &[Id] {
 
 /// A temporary name beside `path`: the prefix, this process's id and a counter (at most 48
 /// bytes, whatever the length of the final name).
-fn temporary_path(path: &Path) -> PathBuf {
+pub(crate) fn temporary_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let directory = path.parent().unwrap_or(Path::new("."));
     let number = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -790,76 +774,6 @@ fn temporary_path(path: &Path) -> PathBuf {
         "{TEMPORARY_PREFIX}{:x}-{number:x}",
         std::process::id()
     ))
-}
-
-fn open_file(repository: &Repository, path: &Path, sparse: bool) -> Result<OpenFile> {
-    let temporary = temporary_path(path);
-    // A leftover of a killed restore that had the same process id.
-    let _ = longpath::remove_file(&temporary);
-    let file = longpath::create_new(&temporary, 0o600)
-        .map_err(|error| Error::local("create", &temporary, error))?;
-    let block = if sparse {
-        let size = file.metadata().map_or(4096, |metadata| metadata.blksize());
-        usize::try_from(size.clamp(512, 1 << 20)).unwrap_or(4096)
-    } else {
-        0
-    };
-    Ok(OpenFile {
-        temporary,
-        writer: std::io::BufWriter::with_capacity(1 << 20, file),
-        hasher: repository.keys().file_hasher(),
-        written: 0,
-        sparse,
-        block,
-        partial: Vec::new(),
-    })
-}
-
-impl OpenFile {
-    /// Appends content. In a sparse file every aligned block of zeros becomes a hole (a seek).
-    fn append(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        self.written += data.len() as u64;
-        if !self.sparse {
-            return self.writer.write_all(data);
-        }
-        while !data.is_empty() {
-            if self.partial.is_empty() && data.len() >= self.block {
-                let (block, rest) = data.split_at(self.block);
-                self.write_block(block)?;
-                data = rest;
-                continue;
-            }
-            let take = (self.block - self.partial.len()).min(data.len());
-            self.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.partial.len() == self.block {
-                let block = std::mem::take(&mut self.partial);
-                self.write_block(&block)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes one block (or the last, shorter piece), or skips over it when it is all zeros.
-    fn write_block(&mut self, block: &[u8]) -> std::io::Result<()> {
-        if block.iter().all(|byte| *byte == 0) {
-            let length = i64::try_from(block.len()).unwrap_or(i64::MAX);
-            self.writer
-                .seek(std::io::SeekFrom::Current(length))
-                .map(|_| ())
-        } else {
-            self.writer.write_all(block)
-        }
-    }
-
-    /// Writes what is left of the last block.
-    fn finish_blocks(&mut self) -> std::io::Result<()> {
-        let rest = std::mem::take(&mut self.partial);
-        if rest.is_empty() {
-            return Ok(());
-        }
-        self.write_block(&rest)
-    }
 }
 
 /// A chunk's plaintext from a fetch, or the error that names it.
@@ -877,252 +791,32 @@ fn fetched_plaintext<'blobs>(
     }
 }
 
-/// Appends fetched chunks to an open file.
-fn write_chunks(
-    open: &mut OpenFile,
-    chunks: &[Id],
-    blobs: &std::collections::HashMap<Id, FetchedBlob>,
-    label: &Path,
-) -> Result<()> {
-    for chunk in chunks {
-        let plaintext = fetched_plaintext(blobs, chunk)?;
-        open.hasher.update(plaintext);
-        open.append(plaintext)
-            .map_err(|error| Error::local("write", label, error))?;
-    }
-    Ok(())
-}
-
-/// Checks the whole-file hash and size, then gives the file its metadata and final name. On
-/// any failure (the last flush can be the write that finds the disk full) the temporary file
-/// is removed: a failed file leaves nothing behind.
-fn finish_file(open: OpenFile, job: &FileJob) -> Result<(u64, Vec<MetadataWarning>)> {
-    let temporary = open.temporary.clone();
-    let finished = verify_and_rename(open, job);
-    if finished.is_err() {
-        let _ = longpath::remove_file(&temporary);
-    }
-    finished
-}
-
-fn verify_and_rename(open: OpenFile, job: &FileJob) -> Result<(u64, Vec<MetadataWarning>)> {
-    let NodeKind::File { content_hash, .. } = &job.node.kind else {
-        return Err(Error::Usage(format!(
-            "{} is not a file",
-            job.path.display()
-        )));
-    };
-    let mut open = open;
-    open.finish_blocks()
-        .map_err(|error| Error::local("write", &job.path, error))?;
-    let OpenFile {
-        temporary,
-        writer,
-        hasher,
-        written,
-        partial,
-        ..
-    } = open;
-    let file = writer
-        .into_inner()
-        .map_err(|error| Error::local("write", &job.path, error.into_error()))?;
-    debug_assert!(partial.is_empty(), "finish_blocks ran");
-    // A trailing hole is only a seek: give the file its full length.
-    file.set_len(written)
-        .map_err(|error| Error::local("write", &job.path, error))?;
-    if Id(*hasher.finalize().as_bytes()) != *content_hash || written != job.node.size {
-        return Err(Error::ContentMismatch(job.path.clone()));
-    }
-    let mut warnings = match apply_final_metadata(&file, &temporary, &job.node) {
-        Ok(warnings) => warnings,
-        Err(error) => {
-            let _ = longpath::remove_file(&temporary);
-            return Err(error);
-        }
-    };
-    drop(file);
-    longpath::rename(&temporary, &job.path)
-        .map_err(|error| Error::local("rename into place", &job.path, error))?;
-    // Warnings name the final path, not the temporary one.
-    for warning in &mut warnings {
-        warning.path.clone_from(&job.path);
-    }
-    Ok((written, warnings))
-}
-
-/// Splits the files into batches of segments of at most about [`BATCH_BYTES`] of plaintext.
-fn plan_batches(repository: &Repository, files: &[FileJob]) -> Result<Vec<Vec<Segment>>> {
-    let mut batches = Vec::new();
-    let mut batch: Vec<Segment> = Vec::new();
-    let mut batch_bytes = 0u64;
-    for (job, file) in files.iter().enumerate() {
-        let chunks = file_chunks(&file.node);
-        let windows = if chunks.is_empty() {
-            vec![(0..0, 0)]
-        } else {
-            fetch::windows(repository, chunks, BATCH_BYTES)?
-        };
-        let count = windows.len();
-        for (position, (window, bytes)) in windows.into_iter().enumerate() {
-            // A file never has two segments in one batch, so each segment owns its open file.
-            if !batch.is_empty() && (batch_bytes + bytes > BATCH_BYTES || position > 0) {
-                batches.push(std::mem::take(&mut batch));
-                batch_bytes = 0;
-            }
-            batch_bytes += bytes;
-            batch.push(Segment {
-                job,
-                chunks: window,
-                last: position + 1 == count,
-            });
-        }
-    }
-    if !batch.is_empty() {
-        batches.push(batch);
-    }
-    Ok(batches)
-}
-
-/// Restores every queued file, batch by batch: one coalesced fetch per batch, then the batch's
-/// files written in parallel.
+/// Restores every queued file: content read pack by pack and written in place
+/// ([`crate::ops::restore_packs`]), each file verified and named when its last chunk lands;
+/// outcomes are counted in the order of `files`.
 fn restore_files(
     repository: &Repository,
     files: &[FileJob],
     progress: &dyn RestoreProgress,
     outcome: &mut RestoreOutcome,
 ) -> Result<()> {
-    let mut open_files: std::collections::HashMap<usize, OpenFile> =
-        std::collections::HashMap::new();
-    let mut failed: std::collections::HashSet<usize> = std::collections::HashSet::new();
-    let batches = plan_batches(repository, files)?;
     progress.planned(
         files.len() as u64,
         files.iter().map(|file| file.node.size).sum(),
     );
-    let prefetch = fetch::Prefetch::new(PREFETCH_BYTES);
-    // Fetch the next batch while the current one is written: one batch in the channel, one being
-    // fetched, one being written bound the memory.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<FetchedBatch>>(1);
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            for batch in batches {
-                let ids: Vec<Id> = batch
-                    .iter()
-                    .flat_map(|segment| {
-                        file_chunks(&files[segment.job].node)[segment.chunks.clone()]
-                            .iter()
-                            .copied()
-                    })
-                    .collect();
-                let fetched = fetch::fetch_data_blobs(repository, &ids, Some(&prefetch))
-                    .map(|blobs| (batch, blobs));
-                let stop = fetched.is_err();
-                if sender.send(fetched).is_err() || stop {
-                    return;
-                }
+    let results = restore_packs::write_files(repository, files, progress)?;
+    for (job, result) in files.iter().zip(results) {
+        match result {
+            Ok((bytes, warnings)) => {
+                outcome.files += 1;
+                outcome.bytes += bytes;
+                outcome.warnings.extend(warnings);
+                outcome.count(job.action);
             }
-        });
-        for fetched in receiver {
-            let (batch, blobs) = fetched?;
-            write_batch(
-                repository,
-                files,
-                progress,
-                outcome,
-                &mut open_files,
-                &mut failed,
-                batch,
-                &blobs,
-            );
-        }
-        Ok(())
-    })
-}
-
-/// A file finished by a segment: its bytes and the metadata its target could not hold.
-type FinishedFile = Option<(u64, Vec<MetadataWarning>)>;
-
-/// A batch's segments with the blobs they need.
-type FetchedBatch = (Vec<Segment>, std::collections::HashMap<Id, FetchedBlob>);
-
-/// Writes one fetched batch: every segment's chunks appended to its file, files finished when
-/// their last segment is written.
-#[allow(clippy::too_many_arguments)]
-fn write_batch(
-    repository: &Repository,
-    files: &[FileJob],
-    progress: &dyn RestoreProgress,
-    outcome: &mut RestoreOutcome,
-    open_files: &mut std::collections::HashMap<usize, OpenFile>,
-    failed: &mut std::collections::HashSet<usize>,
-    batch: Vec<Segment>,
-    blobs: &std::collections::HashMap<Id, FetchedBlob>,
-) {
-    {
-        let segments: Vec<Segment> = batch
-            .into_iter()
-            .filter(|segment| !failed.contains(&segment.job))
-            .collect();
-        let work: Vec<(Segment, Option<OpenFile>)> = segments
-            .into_iter()
-            .map(|segment| {
-                let open = open_files.remove(&segment.job);
-                (segment, open)
-            })
-            .collect();
-        let results: Vec<(Segment, Result<Option<OpenFile>>, FinishedFile)> =
-            repository.io_pool().install(|| {
-                work.into_par_iter()
-                    .map(|(segment, open)| {
-                        let job = &files[segment.job];
-                        let step = (|| {
-                            let mut open = match open {
-                                Some(open) => open,
-                                None => open_file(repository, &job.path, job.node.is_sparse())?,
-                            };
-                            let chunks = &file_chunks(&job.node)[segment.chunks.clone()];
-                            let before = open.written;
-                            if let Err(error) = write_chunks(&mut open, chunks, blobs, &job.path) {
-                                let _ = longpath::remove_file(&open.temporary);
-                                return Err(error);
-                            }
-                            progress.bytes_written(open.written - before);
-                            if segment.last {
-                                let (bytes, warnings) = finish_file(open, job)?;
-                                progress.file_done(&job.path, bytes);
-                                return Ok((None, Some((bytes, warnings))));
-                            }
-                            Ok((Some(open), None))
-                        })();
-                        match step {
-                            Ok((open, done)) => (segment, Ok(open), done),
-                            Err(error) => (segment, Err(error), None),
-                        }
-                    })
-                    .collect()
-            });
-        for (segment, result, done) in results {
-            match result {
-                Ok(Some(open)) => {
-                    open_files.insert(segment.job, open);
-                }
-                Ok(None) => {
-                    if let Some((bytes, warnings)) = done {
-                        outcome.files += 1;
-                        outcome.bytes += bytes;
-                        outcome.warnings.extend(warnings);
-                        outcome.count(files[segment.job].action);
-                    }
-                }
-                Err(error) => {
-                    failed.insert(segment.job);
-                    outcome
-                        .failed
-                        .push((files[segment.job].path.clone(), error));
-                }
-            }
+            Err(error) => outcome.failed.push((job.path.clone(), error)),
         }
     }
+    Ok(())
 }
 
 /// Restores `path` of the snapshot whose root tree is `root` into `target`. With an empty path
@@ -1541,5 +1235,76 @@ mod tests {
             metadata.blocks(),
             original.blocks()
         );
+    }
+
+    /// A blob used by several files and at several offsets of one file is written to each
+    /// place from one read; empty and one-chunk files are verified from what is in hand.
+    #[test]
+    fn shared_and_repeated_chunks_restore_to_every_place() {
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::in_memory());
+        let repository =
+            Repository::init(backend, b"password", &options, &CacheLocation::Memory).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let source = scratch.path().join("source");
+        fs::create_dir(&source).unwrap();
+        // 300 KiB of pseudo-random bytes, repeated: the same chunks recur inside each file.
+        let mut state = 7u64;
+        let block: Vec<u8> = (0..300 * 1024)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                state.to_le_bytes()[7]
+            })
+            .collect();
+        let repeated = block.repeat(4);
+        fs::write(source.join("a"), &repeated).unwrap();
+        fs::write(source.join("b"), &repeated).unwrap();
+        fs::write(source.join("empty"), b"").unwrap();
+        fs::write(source.join("small"), b"one chunk").unwrap();
+        let outcome = backup(
+            &repository,
+            BackupSource::Paths(vec![source.clone()]),
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        let target = scratch.path().join("target");
+        let restored = restore(
+            &repository,
+            &outcome.snapshot.root,
+            &source.display().to_string(),
+            &target,
+            &NoRestoreProgress,
+        )
+        .unwrap();
+        assert!(restored.failed.is_empty(), "{:?}", restored.failed);
+        assert_eq!(restored.files, 4);
+        for name in ["a", "b", "empty", "small"] {
+            assert_eq!(
+                fs::read(target.join(name)).unwrap(),
+                fs::read(source.join(name)).unwrap(),
+                "{name}"
+            );
+        }
+        let leftovers: Vec<_> = fs::read_dir(&target)
+            .unwrap()
+            .filter_map(std::result::Result::ok)
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(TEMPORARY_PREFIX)
+            })
+            .collect();
+        assert!(leftovers.is_empty());
     }
 }
