@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn requests_are_counted_across_bodies_and_pieces() {
         let mut counter = RequestCounter::default();
-        let stream = b"PUT /b/k1?x=1 HTTP/1.1\r\nContent-Length: 10\r\n\r\nGET / HTTP\r\nHEAD /b/k2 HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /b/k3 HTTP/1.1\r\n\r\n";
+        let stream = b"PUT /b/k1?x=1 HTTP/1.1\r\nContent-Length: 12\r\n\r\nGET / HTTP\r\nHEAD /b/k2 HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /b/k3 HTTP/1.1\r\n\r\n";
         let mut lines = Vec::new();
         for piece in stream.chunks(7) {
             lines.extend(counter.feed(piece));
