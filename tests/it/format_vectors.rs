@@ -585,6 +585,7 @@ fn config(vector: &Vector) -> Result<Outputs, String> {
         pack_target_size: parse_u32(vector.one("pack_target_size")?)?,
         compression_level: parse_level(vector.one("compression_level")?)?.unwrap_or(0),
         created_unix: parse_i64(vector.one("created_unix")?)?,
+        chunker_seed: None,
     };
     let bytes = config.encode(&keys.data_key, parse_fixed(vector.one("nonce")?)?);
     let decoded = Config::decode(&keys.data_key, &bytes)
@@ -930,6 +931,7 @@ fn snapshot(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
             entries_unreadable: parse_u64(pair(&summary, "entries_unreadable")?)?,
         },
         program_version: parse_quoted(vector.one("program_version")?)?,
+        extensions: Vec::new(),
     };
     let bytes = snapshot.encode(
         &keys.data_key,

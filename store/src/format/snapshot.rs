@@ -16,6 +16,45 @@ pub const SNAPSHOT_VERSION: u16 = 1;
 /// Largest snapshot body accepted.
 const MAX_SNAPSHOT_BODY: usize = 16 * 1024 * 1024;
 
+/// Snapshot extension tag: this snapshot is a copy (`cairn copy`) of a snapshot of another
+/// repository. Payload: see [`CopyOf`].
+pub const EXTENSION_COPY_OF: u16 = 1;
+
+/// Where a copied snapshot came from: the source repository's id and the source snapshot's id
+/// (FORMAT.md section 12). `cairn copy` finds the snapshots it already copied by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CopyOf {
+    /// The source repository's id (its config's public field).
+    pub repository_id: [u8; 16],
+    /// The source snapshot's id.
+    pub snapshot: Id,
+}
+
+impl CopyOf {
+    /// The extension payload: `repository id (16) || snapshot id (32)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(48);
+        bytes.extend_from_slice(&self.repository_id);
+        bytes.extend_from_slice(&self.snapshot.0);
+        bytes
+    }
+
+    /// Parses the extension payload.
+    ///
+    /// # Errors
+    /// [`DecodeError`] unless it is exactly 48 bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        let repository_id = reader.array::<16>("copy of: repository id")?;
+        let snapshot = reader.id("copy of: snapshot id")?;
+        reader.finish()?;
+        Ok(Self {
+            repository_id,
+            snapshot,
+        })
+    }
+}
+
 /// What was backed up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -73,6 +112,9 @@ pub struct Snapshot {
     pub summary: Summary,
     /// The cairn version that wrote it.
     pub program_version: String,
+    /// Tagged fields, sorted by tag, each tag at most once: the `EXTENSION_*` tags this version
+    /// knows (read them through the accessors of [`Snapshot`]) and unknown tags, preserved.
+    pub extensions: Vec<(u16, Vec<u8>)>,
 }
 
 fn write_strings(writer: &mut Writer, strings: &[String]) {
@@ -119,7 +161,13 @@ impl Snapshot {
             .u64(summary.bytes_added)
             .u64(summary.blobs_added)
             .u64(summary.entries_unreadable);
-        writer.bytes(self.program_version.as_bytes()).u16(0);
+        writer.bytes(self.program_version.as_bytes());
+        let mut extensions: Vec<&(u16, Vec<u8>)> = self.extensions.iter().collect();
+        extensions.sort_by_key(|(tag, _)| *tag);
+        writer.u16(u16::try_from(extensions.len()).expect("under 65536 extensions"));
+        for (tag, bytes) in extensions {
+            writer.u16(*tag).bytes(bytes);
+        }
         envelope::seal_object(
             key,
             ObjectHeader {
@@ -202,9 +250,20 @@ impl Snapshot {
         };
         let program_version = reader.string("program version")?;
         let extension_count = reader.u16("extensions")?;
+        let mut extensions: Vec<(u16, Vec<u8>)> = Vec::new();
         for _ in 0..extension_count {
-            reader.u16("extension tag")?;
-            reader.bytes("extension")?;
+            let tag = reader.u16("extension tag")?;
+            let bytes = reader.bytes("extension")?;
+            if extensions.last().is_some_and(|(last, _)| *last >= tag) {
+                return Err(DecodeError::Invalid {
+                    field: "extension tag",
+                    reason: "not sorted or repeated",
+                });
+            }
+            if tag == EXTENSION_COPY_OF {
+                CopyOf::decode(bytes)?;
+            }
+            extensions.push((tag, bytes.to_vec()));
         }
         reader.finish()?;
         Ok(Self {
@@ -217,7 +276,25 @@ impl Snapshot {
             parent,
             summary,
             program_version,
+            extensions,
         })
+    }
+
+    /// The payload of extension `tag`, if present.
+    pub fn extension(&self, tag: u16) -> Option<&[u8]> {
+        crate::format::codec::find_extension(&self.extensions, tag)
+    }
+
+    /// Sets (or with `None` removes) extension `tag`, keeping the extensions sorted by tag.
+    pub fn set_extension(&mut self, tag: u16, bytes: Option<Vec<u8>>) {
+        crate::format::codec::set_extension(&mut self.extensions, tag, bytes);
+    }
+
+    /// The source snapshot this one is a copy of ([`EXTENSION_COPY_OF`]), if any (a payload
+    /// that does not parse, which a decoded snapshot never has, counts as none).
+    pub fn copy_of(&self) -> Option<CopyOf> {
+        self.extension(EXTENSION_COPY_OF)
+            .and_then(|bytes| CopyOf::decode(bytes).ok())
     }
 }
 
@@ -252,6 +329,14 @@ mod tests {
                     entries_unreadable: 6,
                 },
                 program_version: "0.1.0".into(),
+                extensions: vec![(
+                    EXTENSION_COPY_OF,
+                    CopyOf {
+                        repository_id: [3; 16],
+                        snapshot: Id([4; 32]),
+                    }
+                    .encode(),
+                )],
             };
             let bytes = snapshot.encode(&key, Some(3), [1; 24]);
             assert_eq!(Snapshot::decode(&key, &bytes).unwrap(), snapshot);

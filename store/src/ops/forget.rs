@@ -270,6 +270,7 @@ mod tests {
                     parent: None,
                     summary: Summary::default(),
                     program_version: "test".into(),
+                    extensions: Vec::new(),
                 };
                 repository.save_snapshot(&snapshot).expect("save snapshot")
             })

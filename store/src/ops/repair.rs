@@ -856,6 +856,7 @@ fn repaired_snapshot(
             entries_unreadable: original.summary.entries_unreadable + dropped.len() as u64,
         },
         program_version: program_version.to_owned(),
+        extensions: Vec::new(),
     }
 }
 
@@ -885,11 +886,7 @@ pub fn repair_snapshots(
     match run_repair(repository, options, Some(&mut session)) {
         Ok(report) => Ok(report),
         Err(error) => {
-            if error.kind() == ErrorKind::Transient {
-                session.leave_unended();
-            } else {
-                let _ = session.end(None);
-            }
+            session.abandon(&error);
             Err(error)
         }
     }
@@ -1242,6 +1239,7 @@ mod tests {
                 entries_unreadable: 1,
             },
             program_version: "0.1.0".into(),
+            extensions: Vec::new(),
         };
         let dropped = vec![
             DroppedEntry {

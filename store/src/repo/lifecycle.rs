@@ -536,6 +536,17 @@ impl BackupSession<'_> {
         self.repository.end_session(self.id, snapshot, 0)
     }
 
+    /// Ends the session of a run that failed with `error`: without an end marker when the
+    /// store is unreachable ([`ErrorKind::Transient`](crate::error::ErrorKind::Transient): see
+    /// [`BackupSession::leave_unended`]), else with one that records no snapshot.
+    pub fn abandon(&mut self, error: &Error) {
+        if error.kind() == crate::error::ErrorKind::Transient {
+            self.leave_unended();
+        } else {
+            let _ = self.end(None);
+        }
+    }
+
     /// Leaves the session without an end marker (when the store is unreachable, trying to
     /// write one would only add another round of retries). An unended session is safe: it only
     /// delays deletions until a prune sees its process gone or an operator ends it.
