@@ -585,7 +585,7 @@ fn config(vector: &Vector) -> Result<Outputs, String> {
         pack_target_size: parse_u32(vector.one("pack_target_size")?)?,
         compression_level: parse_level(vector.one("compression_level")?)?.unwrap_or(0),
         created_unix: parse_i64(vector.one("created_unix")?)?,
-        chunker_seed: None,
+        chunker_seed: vector.optional("chunker_seed").map(parse_u64).transpose()?,
     };
     let bytes = config.encode(&keys.data_key, parse_fixed(vector.one("nonce")?)?);
     let decoded = Config::decode(&keys.data_key, &bytes)
@@ -595,8 +595,13 @@ fn config(vector: &Vector) -> Result<Outputs, String> {
         Config::peek(&bytes).ok() == Some((config.version, config.repository_id)),
         || "peek reads another version or repository id".into(),
     )?;
-    ensure(bytes.len() == 95, || {
-        format!("is {} bytes, not 95", bytes.len())
+    let length = if config.chunker_seed.is_some() {
+        104
+    } else {
+        95
+    };
+    ensure(bytes.len() == length, || {
+        format!("is {} bytes, not {length}", bytes.len())
     })?;
     let body = object_body(
         &keys.data_key,
@@ -933,6 +938,23 @@ fn snapshot(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
         program_version: parse_quoted(vector.one("program_version")?)?,
         extensions: Vec::new(),
     };
+    let mut snapshot = snapshot;
+    if let Some(copy_of) = vector.optional("copy_of") {
+        let (repository, source) = copy_of
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| format!("copy_of is `repository-id @snapshot`: {copy_of:?}"))?;
+        snapshot.set_extension(
+            snapshot_format::EXTENSION_COPY_OF,
+            Some(
+                snapshot_format::CopyOf {
+                    repository_id: parse_fixed(repository)?,
+                    snapshot: parse_id(context, source)?,
+                }
+                .encode(),
+            ),
+        );
+    }
     let bytes = snapshot.encode(
         &keys.data_key,
         parse_level(vector.one("level")?)?,
