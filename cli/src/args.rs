@@ -231,7 +231,7 @@ pub struct FromRepoSecretArgs {
 /// `cairn copy`.
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// The source repository (the destination is --repo)
+    /// The source repository to copy from (the destination is -r)
     #[arg(long, env = "CAIRN_FROM_REPOSITORY", value_name = "URL")]
     pub from_repo: Option<String>,
     /// How to open the source.
