@@ -452,3 +452,62 @@ fn the_rechunk_notice_is_one_line_on_stderr() {
         .collect();
     assert_eq!(notices.len(), 1, "{}", run.stderr);
 }
+
+/// A pair whose source and destination live at `source_url` and `destination_url` (a store
+/// URL, or `None` for the workspace's local directory), the destination chunking alike.
+fn pair_at(source_url: Option<String>, destination_url: Option<String>) -> Pair {
+    let mut source = Workspace::new();
+    if let Some(url) = source_url {
+        source.repo = PathBuf::from(url);
+    }
+    let mut init: Vec<&str> = crate::support::CHEAP_INIT.to_vec();
+    init.extend_from_slice(&LARGE_CHUNKS);
+    source.cairn(&init).ok();
+    let mut destination = Workspace::new();
+    if let Some(url) = destination_url {
+        destination.repo = PathBuf::from(url);
+    }
+    let password_file = source.path("source-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    init_alike(&destination, &source, &password_file, &[]);
+    Pair {
+        source,
+        destination,
+        password_file,
+    }
+}
+
+/// Backs up two snapshots into the pair's source, copies them with SIGKILL at spread-out
+/// points and resumes: the destination checks clean and restores byte for byte.
+fn copy_across_stores(pair: &Pair) {
+    let data = pair.source.path("data");
+    write_corpus(&data, 11, false);
+    std::fs::write(data.join("a/big"), random_bytes(12, 12_000_000)).unwrap();
+    pair.source.backup(&[&data]);
+    std::fs::write(data.join("a/b/changed"), random_bytes(13, 3_000_000)).unwrap();
+    pair.source.backup(&[&data]);
+    killed_and_resumed(pair, &[400, 1200, 2500]);
+    assert_eq!(pair.destination.snapshots().len(), 2);
+    let again = pair.copy(&[]);
+    assert_eq!(json_u64(&again, "bytes_added"), 0, "{again}");
+}
+
+#[test]
+fn local_to_s3_is_killed_resumed_and_restores() {
+    let Some(url) = crate::backends::remote_url("CAIRN_TEST_S3_URL", "copy-to-s3") else {
+        return;
+    };
+    copy_across_stores(&pair_at(None, Some(url)));
+}
+
+#[test]
+fn s3_to_azure_is_killed_resumed_and_restores() {
+    let Some(source) = crate::backends::remote_url("CAIRN_TEST_S3_URL", "copy-from-s3") else {
+        return;
+    };
+    let Some(destination) = crate::backends::remote_url("CAIRN_TEST_AZURE_URL", "copy-to-azure")
+    else {
+        return;
+    };
+    copy_across_stores(&pair_at(Some(source), Some(destination)));
+}
