@@ -201,7 +201,13 @@ fn copies_restore_byte_for_byte_and_a_second_copy_sends_nothing() {
 
     // Nothing new: every snapshot is skipped, nothing is read or written.
     let packs_before = crate::support::files_below(&pair.destination.repo.join("data")).len();
+    let objects_before = crate::support::files_below(&pair.destination.repo).len();
     let second = pair.copy(&[]);
+    assert_eq!(
+        crate::support::files_below(&pair.destination.repo).len(),
+        objects_before,
+        "a copy with nothing to copy writes nothing, not even a session marker"
+    );
     assert_eq!(json_u64(&second, "snapshots_copied"), 0, "{second}");
     assert_eq!(json_u64(&second, "snapshots_already_copied"), 3);
     assert_eq!(json_u64(&second, "bytes_added"), 0);

@@ -193,7 +193,14 @@ pub fn copy(
     options: &CopyOptions,
     progress: &dyn CopyProgress,
 ) -> Result<CopyReport> {
-    ensure_distinct(source, destination)?;
+    let plan = plan(source, destination, selected.clone())?;
+    if plan.to_copy.is_empty() {
+        // Nothing to write: no session, not a single request that writes.
+        return Ok(CopyReport {
+            already_copied: plan.already_copied,
+            ..CopyReport::default()
+        });
+    }
     crate::ops::sessions::end_dead_sessions_best_effort(destination);
     // The session marker goes first, as a backup's (FORMAT.md section 21.2).
     let (mut session, prune_state) = destination.begin_session(&options.host)?;
