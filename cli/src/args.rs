@@ -214,6 +214,10 @@ pub enum Command {
     /// Remove paths (--exclude PATTERN) from existing snapshots, for example a secret backed up
     /// by mistake; the originals stay unless --forget, then `prune --max-unused 0%` deletes the data
     Rewrite(RewriteArgs),
+    /// Copy snapshots from another repository (--from-repo) into this one, re-encrypted with
+    /// this repository's keys; snapshots already copied are skipped, blobs already here are not
+    /// sent again
+    Copy(CopyArgs),
 }
 
 /// `cairn tag`.
@@ -268,6 +272,47 @@ pub struct RewriteArgs {
     /// Show what would be removed; write and delete nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+}
+
+/// How to open the source repository of `copy` and `init --copy-chunker-params-from`: its own
+/// password and store options (the global ones belong to the destination).
+#[allow(clippy::struct_field_names)] // the flags are --from-*
+#[derive(Debug, Clone, Default, Args)]
+pub struct FromRepoSecretArgs {
+    /// Read the source repository's password from this file (first line); the environment
+    /// variable `CAIRN_FROM_PASSWORD` gives it directly
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line of its output as the source repository's
+    /// password
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_COMMAND", value_name = "COMMAND")]
+    pub from_password_command: Option<String>,
+    /// Backend option key=value of the source repository (as -o for the destination), repeatable
+    #[arg(long = "from-option", value_name = "KEY=VALUE")]
+    pub from_options: Vec<String>,
+}
+
+/// `cairn copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The source repository to copy from (the destination is -r)
+    #[arg(long, env = "CAIRN_FROM_REPOSITORY", value_name = "URL")]
+    pub from_repo: Option<String>,
+    /// How to open the source.
+    #[command(flatten)]
+    pub from: FromRepoSecretArgs,
+    /// Which source snapshots to copy (default: every one, stored configs included).
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Source snapshots to copy (ID, unique ID prefix, or `latest`); default: every selected one
+    pub snapshots: Vec<String>,
+    /// Show which snapshots would be copied and which are copied already; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Afterwards read back every blob of the copied snapshots from the destination and check
+    /// every file's hash (as `check --read-data` for those snapshots only)
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// Which snapshots a command looks at, and which of them `latest` is (README, "Choosing
@@ -541,6 +586,14 @@ pub struct InitArgs {
     /// Mark the repository append-only: no client will delete anything from it
     #[arg(long)]
     pub append_only: bool,
+    /// Chunk exactly like this existing repository (its chunker bounds and seed), so `cairn
+    /// copy` from it never re-chunks and dedup works across the two; opened with the --from-*
+    /// options
+    #[arg(long, value_name = "URL", conflicts_with_all = ["chunk_min", "chunk_avg", "chunk_max"])]
+    pub copy_chunker_params_from: Option<String>,
+    /// How to open the repository of --copy-chunker-params-from.
+    #[command(flatten)]
+    pub from: FromRepoSecretArgs,
 }
 
 /// The writer's choices a config records: chunker bounds and pack size (`init`, `repair config`).

@@ -147,6 +147,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "cairn rewrite --exclude /srv/app/.env --dry-run\n  cairn rewrite --host db1 --exclude '*.key' --forget && cairn prune\n  cairn rewrite latest --exclude-file secrets.txt --json",
     ),
     (
+        "copy",
+        "cairn -r s3://offsite/srv copy --from-repo /srv/backup --from-password-file /etc/cairn/pass\n  cairn -r /mnt/office copy --from-repo s3://bucket/srv --tag nightly --verify\n  cairn -r /mnt/office copy --from-repo s3://bucket/srv --dry-run",
+    ),
+    (
         "completions",
         "cairn completions bash > /etc/bash_completion.d/cairn\n  cairn completions zsh > ~/.zfunc/_cairn",
     ),

@@ -160,6 +160,7 @@ fn run(cli: &Cli, config: Option<&config::Config>) -> anyhow::Result<Completion>
         Command::Metrics(args) => {
             commands::metrics::run(global, config, args).map(|()| Completion::Done)
         }
+        Command::Copy(args) => commands::copy::run(global, config, args),
     }
 }
 

@@ -9,7 +9,7 @@ use cairn_store::backend::object_store::{CreateDirectory, ObjectStoreBackend};
 use cairn_store::keys::KdfParams;
 use cairn_store::{CacheLocation, Repository};
 
-use crate::args::{Compression, GlobalArgs, KdfArgs, LayoutArgs, NewKeyArgs};
+use crate::args::{Compression, FromRepoSecretArgs, GlobalArgs, KdfArgs, LayoutArgs, NewKeyArgs};
 
 /// The repository location given with `--repo` or `CAIRN_REPOSITORY`.
 pub fn repository_location(global: &GlobalArgs) -> Result<&str> {
@@ -50,14 +50,17 @@ pub static OPENED_BACKEND: std::sync::OnceLock<Arc<dyn Backend>> = std::sync::On
 
 /// Opens the backend at the configured location.
 pub fn backend(global: &GlobalArgs, create: CreateDirectory) -> Result<Arc<dyn Backend>> {
+    let backend = backend_at(global, create)?;
+    let _ = OPENED_BACKEND.set(Arc::clone(&backend));
+    Ok(backend)
+}
+
+/// Opens the backend at the configured location without recording it as this run's.
+fn backend_at(global: &GlobalArgs, create: CreateDirectory) -> Result<Arc<dyn Backend>> {
     let location = repository_location(global)?;
     let options = backend_options(global)?;
     match ObjectStoreBackend::open(location, &options, create) {
-        Ok(backend) => {
-            let backend: Arc<dyn Backend> = Arc::new(backend);
-            let _ = OPENED_BACKEND.set(Arc::clone(&backend));
-            Ok(backend)
-        }
+        Ok(backend) => Ok(Arc::new(backend)),
         Err(cairn_store::backend::BackendError::NotFound { .. }) => {
             Err(cairn_store::Error::RepositoryNotFound(location.to_owned()).into())
         }
@@ -167,11 +170,71 @@ pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
 pub fn open_repository_with_password(global: &GlobalArgs) -> Result<(Repository, Vec<u8>)> {
     let backend = backend(global, CreateDirectory::No)?;
     let password = password(global, false)?;
+    let repository = open_with(global, backend, &password)?;
+    Ok((repository, password))
+}
+
+/// The global options of the source repository of `copy` (or `init
+/// --copy-chunker-params-from`): `location`, the `--from-*` password and store options, and
+/// the destination's cache, concurrency and limits.
+pub fn source_globals(
+    global: &GlobalArgs,
+    location: &str,
+    from: &FromRepoSecretArgs,
+) -> GlobalArgs {
+    GlobalArgs {
+        repo: Some(location.to_owned()),
+        password_file: from.from_password_file.clone(),
+        password_command: from.from_password_command.clone(),
+        options: from.from_options.clone(),
+        append_only: false,
+        compression: None,
+        ..global.clone()
+    }
+}
+
+/// Opens the source repository of `copy` (or `init --copy-chunker-params-from`) at `location`
+/// with its own password (`CAIRN_FROM_PASSWORD`, `--from-password-file`,
+/// `--from-password-command`, or a prompt) and store options. Errors name the source.
+pub fn open_source_repository(
+    global: &GlobalArgs,
+    location: &str,
+    from: &FromRepoSecretArgs,
+) -> Result<Repository> {
+    let source = source_globals(global, location, from);
+    let password = if let Ok(password) = std::env::var("CAIRN_FROM_PASSWORD") {
+        password.into_bytes()
+    } else if let Some(path) = &source.password_file {
+        password_from_file(path)?
+    } else if let Some(command) = &source.password_command {
+        password_from_command(command)?
+    } else if std::io::stderr().is_terminal() {
+        prompt_password(
+            &format!("enter password for source repository {location}: "),
+            false,
+        )?
+    } else {
+        bail!(
+            "no password given for the source repository {location}: set CAIRN_FROM_PASSWORD, \
+             CAIRN_FROM_PASSWORD_FILE or --from-password-command"
+        )
+    };
+    let backend = backend_at(&source, CreateDirectory::No)?;
+    open_with(&source, backend, &password).with_context(|| format!("source repository {location}"))
+}
+
+/// Opens the repository in `backend` with `password` and the global options' cache,
+/// concurrency, append-only and compression choices.
+fn open_with(
+    global: &GlobalArgs,
+    backend: Arc<dyn Backend>,
+    password: &[u8],
+) -> Result<Repository> {
     let concurrency = cairn_store::repository::Concurrency {
         uploads: global.upload_concurrency,
         downloads: global.download_concurrency,
     };
-    let mut repository = Repository::open(backend, &password, &cache_location(global))?;
+    let mut repository = Repository::open(backend, password, &cache_location(global))?;
     if let Some(notice) = repository.cache().notice() {
         eprintln!("warning: {notice}");
     }
@@ -188,7 +251,7 @@ pub fn open_repository_with_password(global: &GlobalArgs) -> Result<(Repository,
             Some(Compression::Level(level)) => Some(level),
             None | Some(Compression::Default) => None,
         });
-    Ok((repository, password))
+    Ok(repository)
 }
 
 /// The Argon2id cost chosen on the command line.

@@ -643,7 +643,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 entries_unreadable: 0,
             },
             program_version: "0.1.0".into(),
-            rewritten_from: None,
+            extensions: Vec::new(),
         };
         let stored = snapshot.encode(data_key(), None, [17; 24]);
         add(
@@ -700,6 +700,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         pack_target_size: config::DEFAULT_PACK_TARGET_SIZE,
         compression_level: 3,
         created_unix: 1_767_225_600,
+        chunker_seed: None,
     };
     let stored_config = config.encode(data_key(), [18; 24]);
     add(

@@ -215,7 +215,7 @@ mod tests {
             parent: None,
             summary: Summary::default(),
             program_version: "t".into(),
-            rewritten_from: None,
+            extensions: Vec::new(),
         }
     }
 

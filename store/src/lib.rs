@@ -24,8 +24,8 @@ pub mod units;
 pub use crypto::{id, keys, seal};
 pub use format::packer;
 pub use ops::{
-    archive, backup, check, drill, forget, fsmeta, prune, repair, repair_config, restore, rewrite,
-    sessions, stats, tag,
+    archive, backup, check, copy, drill, forget, fsmeta, prune, repair, repair_config, restore,
+    rewrite, sessions, stats, tag,
 };
 pub use policy::{
     dedup_hostile, diff, exclude, find, overwrite, pathmatch, retention, select, size_drop, sweep,

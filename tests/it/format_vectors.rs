@@ -585,6 +585,7 @@ fn config(vector: &Vector) -> Result<Outputs, String> {
         pack_target_size: parse_u32(vector.one("pack_target_size")?)?,
         compression_level: parse_level(vector.one("compression_level")?)?.unwrap_or(0),
         created_unix: parse_i64(vector.one("created_unix")?)?,
+        chunker_seed: vector.optional("chunker_seed").map(parse_u64).transpose()?,
     };
     let bytes = config.encode(&keys.data_key, parse_fixed(vector.one("nonce")?)?);
     let decoded = Config::decode(&keys.data_key, &bytes)
@@ -594,8 +595,13 @@ fn config(vector: &Vector) -> Result<Outputs, String> {
         Config::peek(&bytes).ok() == Some((config.version, config.repository_id)),
         || "peek reads another version or repository id".into(),
     )?;
-    ensure(bytes.len() == 95, || {
-        format!("is {} bytes, not 95", bytes.len())
+    let length = if config.chunker_seed.is_some() {
+        104
+    } else {
+        95
+    };
+    ensure(bytes.len() == length, || {
+        format!("is {} bytes, not {length}", bytes.len())
     })?;
     let body = object_body(
         &keys.data_key,
@@ -930,11 +936,28 @@ fn snapshot(vector: &Vector, context: &mut Context) -> Result<Outputs, String> {
             entries_unreadable: parse_u64(pair(&summary, "entries_unreadable")?)?,
         },
         program_version: parse_quoted(vector.one("program_version")?)?,
-        rewritten_from: vector
-            .optional("rewritten_from")
-            .map(|text| parse_id(context, text))
-            .transpose()?,
+        extensions: Vec::new(),
     };
+    let mut snapshot = snapshot;
+    if let Some(original) = vector.optional("rewritten_from") {
+        snapshot.set_rewritten_from(Some(parse_id(context, original)?));
+    }
+    if let Some(copy_of) = vector.optional("copy_of") {
+        let (repository, source) = copy_of
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| format!("copy_of is `repository-id @snapshot`: {copy_of:?}"))?;
+        snapshot.set_extension(
+            snapshot_format::EXTENSION_COPY_OF,
+            Some(
+                snapshot_format::CopyOf {
+                    repository_id: parse_fixed(repository)?,
+                    snapshot: parse_id(context, source)?,
+                }
+                .encode(),
+            ),
+        );
+    }
     let bytes = snapshot.encode(
         &keys.data_key,
         parse_level(vector.one("level")?)?,

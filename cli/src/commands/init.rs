@@ -10,11 +10,23 @@ use crate::settings;
 
 /// Creates the repository.
 pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
+    // The source first: a wrong source password must not leave a half-made repository.
+    let like = match &args.copy_chunker_params_from {
+        Some(location) => {
+            let source = settings::open_source_repository(global, location, &args.from)?;
+            Some((source.config().chunker, source.chunker_seed()))
+        }
+        None => None,
+    };
     let backend = settings::backend(global, CreateDirectory::Yes)?;
     let password = settings::password(global, true)?;
     let options = InitOptions {
         kdf: settings::kdf_params(&args.kdf),
-        chunker: settings::chunker_params(&args.layout),
+        chunker: like.map_or_else(
+            || settings::chunker_params(&args.layout),
+            |(chunker, _)| chunker,
+        ),
+        chunker_seed: like.map(|(_, seed)| seed),
         pack_target_size: args.layout.pack_size_mib.saturating_mul(1024 * 1024),
         compression_level: match global.compression {
             Some(Compression::Level(level)) => level,
@@ -45,6 +57,11 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
             &repository.id_hex()[..10],
             repository.backend().location()
         );
+        if let Some(location) = &args.copy_chunker_params_from {
+            outln!(
+                "it chunks like {location} (same chunker parameters and seed): `cairn copy` from it never re-chunks"
+            );
+        }
         outln!("keep the password safe: without it the data cannot be recovered");
     }
     Ok(())

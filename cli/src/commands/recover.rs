@@ -745,7 +745,7 @@ mod tests {
             parent: None,
             summary: cairn_store::format::snapshot::Summary::default(),
             program_version: String::new(),
-            rewritten_from: None,
+            extensions: Vec::new(),
         };
         let file = |name: &str| Destination::File(PathBuf::from("/restore").join(name));
         let mut plan = vec![

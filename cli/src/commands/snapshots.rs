@@ -151,7 +151,7 @@ fn print_table(
 
 /// One `snapshot` JSON line (docs/json.md).
 fn snapshot_json(id: &Id, snapshot: &Snapshot, future: bool) -> serde_json::Value {
-    serde_json::json!({
+    let mut value = serde_json::json!({
         "message_type": "snapshot",
         "id": id.to_hex(),
         "short_id": id.short(),
@@ -162,7 +162,7 @@ fn snapshot_json(id: &Id, snapshot: &Snapshot, future: bool) -> serde_json::Valu
         "paths": snapshot.source.names(),
         "stdin": matches!(snapshot.source, cairn_store::format::snapshot::Source::Stdin(_)),
         "root": snapshot.root.to_hex(),
-        "rewritten_from": snapshot.rewritten_from.map(|original| original.to_hex()),
+        "rewritten_from": snapshot.rewritten_from().map(|original| original.to_hex()),
         "future": future,
         "summary": {
             "files": snapshot.summary.files,
@@ -170,5 +170,12 @@ fn snapshot_json(id: &Id, snapshot: &Snapshot, future: bool) -> serde_json::Valu
             "bytes_processed": snapshot.summary.bytes_processed,
             "bytes_added": snapshot.summary.bytes_added,
         },
-    })
+    });
+    if let Some(copy_of) = snapshot.copy_of() {
+        value["copy_of"] = serde_json::json!({
+            "repository": hex::encode(copy_of.repository_id),
+            "snapshot": copy_of.snapshot.to_hex(),
+        });
+    }
+    value
 }

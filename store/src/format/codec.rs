@@ -157,7 +157,11 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+    /// Reads a fixed number of bytes.
+    ///
+    /// # Errors
+    /// [`DecodeError::Truncated`].
+    pub fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, field)?);
         Ok(out)
@@ -317,6 +321,25 @@ impl ObjectHeader {
             magic: found_magic,
             version,
         })
+    }
+}
+
+/// The payload of extension `tag` in a tag-sorted extension list (of a tree node or a
+/// snapshot), if present.
+pub fn find_extension(extensions: &[(u16, Vec<u8>)], tag: u16) -> Option<&[u8]> {
+    extensions
+        .iter()
+        .find(|(present, _)| *present == tag)
+        .map(|(_, bytes)| bytes.as_slice())
+}
+
+/// Sets (or with `None` removes) extension `tag` in a tag-sorted extension list, keeping it
+/// sorted.
+pub fn set_extension(extensions: &mut Vec<(u16, Vec<u8>)>, tag: u16, bytes: Option<Vec<u8>>) {
+    extensions.retain(|(present, _)| *present != tag);
+    if let Some(bytes) = bytes {
+        let position = extensions.partition_point(|(present, _)| *present < tag);
+        extensions.insert(position, (tag, bytes));
     }
 }
 

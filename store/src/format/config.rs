@@ -18,6 +18,9 @@ const MAX_CONFIG_BODY: usize = 64 * 1024;
 /// Length of the repository id.
 pub const REPOSITORY_ID_LEN: usize = 16;
 
+/// Flag byte before a recorded chunker seed in the config body.
+const CHUNKER_SEED_RECORDED: u8 = 1;
+
 /// Default target size of a pack in bytes; FORMAT.md records the reasoning.
 pub const DEFAULT_PACK_TARGET_SIZE: u32 = 16 * 1024 * 1024;
 /// Smallest pack target size accepted.
@@ -42,6 +45,10 @@ pub struct Config {
     pub compression_level: i32,
     /// When the repository was created (Unix seconds).
     pub created_unix: i64,
+    /// The chunker's gear-table seed when it is recorded here rather than derived from the
+    /// master secret: a repository made with `init --copy-chunker-params-from` chunks exactly
+    /// like its source (FORMAT.md section 8). `None`: derived, as in every repository before it.
+    pub chunker_seed: Option<u64>,
 }
 
 impl Config {
@@ -59,6 +66,11 @@ impl Config {
             .u32(self.pack_target_size)
             .i64(i64::from(self.compression_level))
             .i64(self.created_unix);
+        // Optional trailing field: absent in configs that derive the seed, so those keep the
+        // exact bytes every earlier build wrote and reads.
+        if let Some(seed) = self.chunker_seed {
+            writer.u8(CHUNKER_SEED_RECORDED).u64(seed);
+        }
         writer.finish()
     }
 
@@ -152,6 +164,19 @@ impl Config {
                 reason: "out of range",
             })?;
         let created_unix = reader.i64("created")?;
+        let chunker_seed = if reader.remaining() == 0 {
+            None
+        } else {
+            match reader.u8("chunker seed flag")? {
+                CHUNKER_SEED_RECORDED => Some(reader.u64("chunker seed")?),
+                _ => {
+                    return Err(DecodeError::Invalid {
+                        field: "chunker seed flag",
+                        reason: "unknown",
+                    });
+                }
+            }
+        };
         reader.finish()?;
         Ok(Self {
             version,
@@ -160,6 +185,7 @@ impl Config {
             pack_target_size,
             compression_level,
             created_unix,
+            chunker_seed,
         })
     }
 }
@@ -178,9 +204,18 @@ mod tests {
             pack_target_size: DEFAULT_PACK_TARGET_SIZE,
             compression_level: 3,
             created_unix: 1,
+            chunker_seed: None,
         };
         let bytes = config.encode(&key, [0; 24]);
         assert_eq!(Config::decode(&key, &bytes).unwrap(), config);
+        let seeded = Config {
+            chunker_seed: Some(0x0123_4567_89ab_cdef),
+            ..config.clone()
+        };
+        assert_eq!(
+            Config::decode(&key, &seeded.encode(&key, [0; 24])).unwrap(),
+            seeded
+        );
         assert_eq!(Config::peek(&bytes).unwrap(), (FORMAT_VERSION, [9; 16]));
         let mut newer = bytes.clone();
         newer[4] = 3;
@@ -201,6 +236,7 @@ mod tests {
                 pack_target_size: DEFAULT_PACK_TARGET_SIZE,
                 compression_level: 3,
                 created_unix: 1,
+                chunker_seed: None,
             };
             let bytes = config.encode(&key, [0; 24]);
             assert_eq!(Config::peek(&bytes).unwrap(), (version, [9; 16]));

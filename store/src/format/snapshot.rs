@@ -22,6 +22,45 @@ const MAX_SNAPSHOT_BODY: usize = 16 * 1024 * 1024;
 /// removed paths (`cairn tag`, `cairn rewrite`).
 pub const EXTENSION_REWRITTEN_FROM: u16 = 2;
 
+/// Snapshot extension tag: this snapshot is a copy (`cairn copy`) of a snapshot of another
+/// repository. Payload: see [`CopyOf`].
+pub const EXTENSION_COPY_OF: u16 = 1;
+
+/// Where a copied snapshot came from: the source repository's id and the source snapshot's id
+/// (FORMAT.md section 12). `cairn copy` finds the snapshots it already copied by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CopyOf {
+    /// The source repository's id (its config's public field).
+    pub repository_id: [u8; 16],
+    /// The source snapshot's id.
+    pub snapshot: Id,
+}
+
+impl CopyOf {
+    /// The extension payload: `repository id (16) || snapshot id (32)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(48);
+        bytes.extend_from_slice(&self.repository_id);
+        bytes.extend_from_slice(&self.snapshot.0);
+        bytes
+    }
+
+    /// Parses the extension payload.
+    ///
+    /// # Errors
+    /// [`DecodeError`] unless it is exactly 48 bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        let repository_id = reader.array::<16>("copy of: repository id")?;
+        let snapshot = reader.id("copy of: snapshot id")?;
+        reader.finish()?;
+        Ok(Self {
+            repository_id,
+            snapshot,
+        })
+    }
+}
+
 /// What was backed up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -79,9 +118,9 @@ pub struct Snapshot {
     pub summary: Summary,
     /// The cairn version that wrote it.
     pub program_version: String,
-    /// The snapshot this one was written from by `cairn tag` or `cairn rewrite` (extension
-    /// [`EXTENSION_REWRITTEN_FROM`]); `None` for a backup.
-    pub rewritten_from: Option<Id>,
+    /// Tagged fields, sorted by tag, each tag at most once: the `EXTENSION_*` tags this version
+    /// knows (read them through the accessors of [`Snapshot`]) and unknown tags, preserved.
+    pub extensions: Vec<(u16, Vec<u8>)>,
 }
 
 fn write_strings(writer: &mut Writer, strings: &[String]) {
@@ -129,15 +168,11 @@ impl Snapshot {
             .u64(summary.blobs_added)
             .u64(summary.entries_unreadable);
         writer.bytes(self.program_version.as_bytes());
-        // Extensions in ascending tag order, each at most once.
-        let extensions: Vec<(u16, &[u8])> = self
-            .rewritten_from
-            .iter()
-            .map(|original| (EXTENSION_REWRITTEN_FROM, original.0.as_slice()))
-            .collect();
-        writer.u16(u16::try_from(extensions.len()).expect("few extensions"));
+        let mut extensions: Vec<&(u16, Vec<u8>)> = self.extensions.iter().collect();
+        extensions.sort_by_key(|(tag, _)| *tag);
+        writer.u16(u16::try_from(extensions.len()).expect("under 65536 extensions"));
         for (tag, bytes) in extensions {
-            writer.u16(tag).bytes(bytes);
+            writer.u16(*tag).bytes(bytes);
         }
         envelope::seal_object(
             key,
@@ -221,22 +256,26 @@ impl Snapshot {
         };
         let program_version = reader.string("program version")?;
         let extension_count = reader.u16("extensions")?;
-        let mut rewritten_from = None;
+        let mut extensions: Vec<(u16, Vec<u8>)> = Vec::new();
         for _ in 0..extension_count {
             let tag = reader.u16("extension tag")?;
             let bytes = reader.bytes("extension")?;
-            if tag == EXTENSION_REWRITTEN_FROM {
-                let original: [u8; 32] = bytes.try_into().map_err(|_| DecodeError::Invalid {
+            if extensions.last().is_some_and(|(last, _)| *last >= tag) {
+                return Err(DecodeError::Invalid {
+                    field: "extension tag",
+                    reason: "not sorted or repeated",
+                });
+            }
+            if tag == EXTENSION_COPY_OF {
+                CopyOf::decode(bytes)?;
+            }
+            if tag == EXTENSION_REWRITTEN_FROM && bytes.len() != 32 {
+                return Err(DecodeError::Invalid {
                     field: "rewritten from",
                     reason: "not a 32-byte id",
-                })?;
-                if rewritten_from.replace(Id(original)).is_some() {
-                    return Err(DecodeError::Invalid {
-                        field: "rewritten from",
-                        reason: "given twice",
-                    });
-                }
+                });
             }
+            extensions.push((tag, bytes.to_vec()));
         }
         reader.finish()?;
         Ok(Self {
@@ -249,8 +288,38 @@ impl Snapshot {
             parent,
             summary,
             program_version,
-            rewritten_from,
+            extensions,
         })
+    }
+
+    /// The payload of extension `tag`, if present.
+    pub fn extension(&self, tag: u16) -> Option<&[u8]> {
+        crate::format::codec::find_extension(&self.extensions, tag)
+    }
+
+    /// Sets (or with `None` removes) extension `tag`, keeping the extensions sorted by tag.
+    pub fn set_extension(&mut self, tag: u16, bytes: Option<Vec<u8>>) {
+        crate::format::codec::set_extension(&mut self.extensions, tag, bytes);
+    }
+
+    /// The source snapshot this one is a copy of ([`EXTENSION_COPY_OF`]), if any (a payload
+    /// that does not parse, which a decoded snapshot never has, counts as none).
+    pub fn copy_of(&self) -> Option<CopyOf> {
+        self.extension(EXTENSION_COPY_OF)
+            .and_then(|bytes| CopyOf::decode(bytes).ok())
+    }
+
+    /// The snapshot this one was written from by `cairn tag` or `cairn rewrite`
+    /// ([`EXTENSION_REWRITTEN_FROM`]); `None` for a backup or a copy.
+    pub fn rewritten_from(&self) -> Option<Id> {
+        self.extension(EXTENSION_REWRITTEN_FROM)
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(Id)
+    }
+
+    /// Records (or with `None` removes) the snapshot this one was written from.
+    pub fn set_rewritten_from(&mut self, original: Option<Id>) {
+        self.set_extension(EXTENSION_REWRITTEN_FROM, original.map(|id| id.0.to_vec()));
     }
 }
 
@@ -285,14 +354,23 @@ mod tests {
                     entries_unreadable: 6,
                 },
                 program_version: "0.1.0".into(),
-                rewritten_from: None,
+                extensions: vec![(
+                    EXTENSION_COPY_OF,
+                    CopyOf {
+                        repository_id: [3; 16],
+                        snapshot: Id([4; 32]),
+                    }
+                    .encode(),
+                )],
             };
             let bytes = snapshot.encode(&key, Some(3), [1; 24]);
             assert_eq!(Snapshot::decode(&key, &bytes).unwrap(), snapshot);
-            let rewritten = Snapshot {
-                rewritten_from: Some(Id([9; 32])),
-                ..snapshot
-            };
+            let mut rewritten = snapshot;
+            rewritten.set_rewritten_from(Some(Id([9; 32])));
+            assert!(
+                rewritten.copy_of().is_some(),
+                "a rewritten copy is still a copy"
+            );
             let bytes = rewritten.encode(&key, None, [2; 24]);
             assert_eq!(Snapshot::decode(&key, &bytes).unwrap(), rewritten);
         }
@@ -314,7 +392,7 @@ mod tests {
             parent: None,
             summary: Summary::default(),
             program_version: "v".into(),
-            rewritten_from: None,
+            extensions: Vec::new(),
         };
         let opened = envelope::open_object(
             &key,
@@ -337,12 +415,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_extensions_are_skipped_and_rewritten_from_is_checked() {
-        let body = body_with_extensions(&[(1, &[7; 32]), (EXTENSION_REWRITTEN_FROM, &[5; 32])]);
+    fn unknown_extensions_are_kept_and_rewritten_from_is_checked() {
+        let body = body_with_extensions(&[(EXTENSION_REWRITTEN_FROM, &[5; 32]), (77, b"later")]);
         let decoded = Snapshot::decode_body(&body).unwrap();
-        assert_eq!(decoded.rewritten_from, Some(Id([5; 32])));
+        assert_eq!(decoded.rewritten_from(), Some(Id([5; 32])));
+        assert_eq!(decoded.extension(77), Some(&b"later"[..]));
         let body = body_with_extensions(&[(77, b"later")]);
-        assert_eq!(Snapshot::decode_body(&body).unwrap().rewritten_from, None);
+        assert_eq!(Snapshot::decode_body(&body).unwrap().rewritten_from(), None);
         for bad in [
             body_with_extensions(&[(EXTENSION_REWRITTEN_FROM, &[5; 31])]),
             body_with_extensions(&[

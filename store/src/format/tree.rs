@@ -332,21 +332,12 @@ impl Node {
 
     /// The payload of extension `tag`, if present.
     pub fn extension(&self, tag: u16) -> Option<&[u8]> {
-        self.extensions
-            .iter()
-            .find(|(present, _)| *present == tag)
-            .map(|(_, bytes)| bytes.as_slice())
+        crate::format::codec::find_extension(&self.extensions, tag)
     }
 
     /// Sets (or with `None` removes) extension `tag`, keeping the extensions sorted by tag.
     pub fn set_extension(&mut self, tag: u16, bytes: Option<Vec<u8>>) {
-        self.extensions.retain(|(present, _)| *present != tag);
-        if let Some(bytes) = bytes {
-            let position = self
-                .extensions
-                .partition_point(|(present, _)| *present < tag);
-            self.extensions.insert(position, (tag, bytes));
-        }
+        crate::format::codec::set_extension(&mut self.extensions, tag, bytes);
     }
 
     /// The recorded extended attributes (POSIX ACLs included), sorted by name; empty when none.

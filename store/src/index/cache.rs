@@ -32,6 +32,21 @@ const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots"
 const PACK_VERIFICATIONS: TableDefinition<&[u8; 32], (u64, u64)> =
     TableDefinition::new("pack_verifications");
 
+/// `cairn copy`'s memory of what it copied: `kind (1) || source repository id (16) || source id
+/// (32)` → the destination ids (concatenated 32-byte ids; see [`CopyMapKind`]). Only a cache:
+/// every entry is confirmed against the destination's index before use, and `clear` keeps it.
+const COPY_MAP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("copy_map");
+
+/// What an entry of the copy map maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMapKind {
+    /// A source tree id → the destination tree id (one id).
+    Tree = 0,
+    /// A source file content hash → the destination content hash followed by the destination
+    /// chunk ids in order.
+    FileContent = 1,
+}
+
 /// Small named values: `prune_generation` → the newest prune record the cache reflects;
 /// `verification_sweep` → the number of the last sweep recorded in [`PACK_VERIFICATIONS`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -336,6 +351,69 @@ impl IndexCache {
         transaction.open_table(META).map_err(self.fail())?;
         transaction
             .open_table(PACK_VERIFICATIONS)
+            .map_err(self.fail())?;
+        transaction.open_table(COPY_MAP).map_err(self.fail())?;
+        transaction.commit().map_err(self.fail())
+    }
+
+    fn copy_map_key(kind: CopyMapKind, source_repository: &[u8; 16], source: &Id) -> [u8; 49] {
+        let mut key = [0u8; 49];
+        key[0] = kind as u8;
+        key[1..17].copy_from_slice(source_repository);
+        key[17..].copy_from_slice(&source.0);
+        key
+    }
+
+    /// The destination ids `cairn copy` recorded for `source` of the source repository, if any
+    /// (unconfirmed: the caller checks the destination index still holds them).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn copied(
+        &self,
+        kind: CopyMapKind,
+        source_repository: &[u8; 16],
+        source: &Id,
+    ) -> Result<Option<Vec<Id>>> {
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction.open_table(COPY_MAP).map_err(self.fail())?;
+        let key = Self::copy_map_key(kind, source_repository, source);
+        let value = table.get(key.as_slice()).map_err(self.fail())?;
+        Ok(value.and_then(|value| {
+            let bytes = value.value();
+            (bytes.len() % 32 == 0).then(|| {
+                bytes
+                    .chunks_exact(32)
+                    .map(|id| Id(id.try_into().unwrap_or([0; 32])))
+                    .collect()
+            })
+        }))
+    }
+
+    /// Records what `source` of the source repository became in this repository (written
+    /// without fsync: losing entries only makes the next copy read the source again).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn record_copied(
+        &self,
+        kind: CopyMapKind,
+        source_repository: &[u8; 16],
+        source: &Id,
+        destination: &[Id],
+    ) -> Result<()> {
+        let mut transaction = self.database.begin_write().map_err(self.fail())?;
+        transaction
+            .set_durability(redb::Durability::None)
+            .map_err(self.fail())?;
+        let value: Vec<u8> = destination.iter().flat_map(|id| id.0).collect();
+        transaction
+            .open_table(COPY_MAP)
+            .map_err(self.fail())?
+            .insert(
+                Self::copy_map_key(kind, source_repository, source).as_slice(),
+                value.as_slice(),
+            )
             .map_err(self.fail())?;
         transaction.commit().map_err(self.fail())
     }

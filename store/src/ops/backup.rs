@@ -1133,11 +1133,7 @@ pub fn backup(
     ) {
         Ok(outcome) => Ok(outcome),
         Err(error) => {
-            if error.kind() == crate::error::ErrorKind::Transient {
-                session.leave_unended();
-            } else {
-                let _ = session.end(None);
-            }
+            session.abandon(&error);
             Err(error)
         }
     }
@@ -1208,7 +1204,7 @@ pub fn dry_run(
             parent: walked.parent.as_ref().map(|(id, _)| *id),
             summary,
             program_version: options.program_version.clone(),
-            rewritten_from: None,
+            extensions: Vec::new(),
         },
         warnings: walked.warnings,
         skipped: walked.skipped,
@@ -1296,7 +1292,7 @@ fn backup_in_session(
         parent: parent.as_ref().map(|(id, _)| *id),
         summary,
         program_version: options.program_version.clone(),
-        rewritten_from: None,
+        extensions: Vec::new(),
     };
     let snapshot_id = repository.save_snapshot(&snapshot)?;
     // Best effort: the snapshot is committed; a session left unended only delays deletions
@@ -1344,7 +1340,7 @@ fn walk<'repo>(
     if let Some((_, snapshot)) = &parent {
         progress.expected_bytes(snapshot.summary.bytes_processed);
     }
-    let chunker = Chunker::new(repository.config().chunker, repository.keys().chunker_seed)
+    let chunker = Chunker::new(repository.config().chunker, repository.chunker_seed())
         .map_err(|error| Error::Usage(error.to_string()))?;
     let mut walker = Walker {
         saver: &mut saver,

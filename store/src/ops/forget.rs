@@ -270,7 +270,7 @@ mod tests {
                     parent: None,
                     summary: Summary::default(),
                     program_version: "test".into(),
-                    rewritten_from: None,
+                    extensions: Vec::new(),
                 };
                 repository.save_snapshot(&snapshot).expect("save snapshot")
             })

@@ -856,7 +856,7 @@ fn repaired_snapshot(
             entries_unreadable: original.summary.entries_unreadable + dropped.len() as u64,
         },
         program_version: program_version.to_owned(),
-        rewritten_from: None,
+        extensions: Vec::new(),
     }
 }
 
@@ -1234,7 +1234,7 @@ mod tests {
                 entries_unreadable: 1,
             },
             program_version: "0.1.0".into(),
-            rewritten_from: None,
+            extensions: Vec::new(),
         };
         let dropped = vec![
             DroppedEntry {

@@ -145,6 +145,7 @@ pub fn repair_config(
         pack_target_size: options.pack_target_size,
         compression_level: options.compression_level,
         created_unix: oldest_key,
+        chunker_seed: None,
     };
     let mut damaged_config_kept = None;
     if let Some(bytes) = existing {

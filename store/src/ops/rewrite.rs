@@ -815,7 +815,7 @@ mod tests {
             parent: None,
             summary: original,
             program_version: "t".into(),
-            rewritten_from: None,
+            extensions: Vec::new(),
         };
         // Everything the snapshot was taken of is gone: refused.
         assert!(refusal(&snapshot(Source::Paths(vec!["/srv/app".into()])), &pruned).is_some());

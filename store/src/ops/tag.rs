@@ -57,7 +57,8 @@ pub fn derived_snapshot(
     summary: Summary,
     program_version: &str,
 ) -> Snapshot {
-    Snapshot {
+    // The original's other extensions stay (a re-tagged copy is still a copy, FORMAT.md 12).
+    let mut derived = Snapshot {
         time: original.time,
         host: original.host.clone(),
         username: original.username.clone(),
@@ -67,8 +68,10 @@ pub fn derived_snapshot(
         parent: original.parent,
         summary,
         program_version: program_version.to_owned(),
-        rewritten_from: Some(original_id),
-    }
+        extensions: original.extensions.clone(),
+    };
+    derived.set_rewritten_from(Some(original_id));
+    derived
 }
 
 /// Snapshots that record being written from another, by that other's id: what an earlier,
@@ -83,7 +86,7 @@ impl DerivedSnapshots {
     pub fn from_listing(snapshots: &[(Id, Snapshot)]) -> Self {
         let mut by_original: HashMap<Id, Vec<(Id, Snapshot)>> = HashMap::new();
         for (id, snapshot) in snapshots {
-            if let Some(original) = snapshot.rewritten_from {
+            if let Some(original) = snapshot.rewritten_from() {
                 by_original
                     .entry(original)
                     .or_default()
@@ -96,7 +99,7 @@ impl DerivedSnapshots {
     /// A snapshot already written for `planned`: from the same original with the same content
     /// (everything but the program version). Finding it makes a second run write nothing new.
     pub fn find(&self, planned: &Snapshot) -> Option<Id> {
-        let original = planned.rewritten_from?;
+        let original = planned.rewritten_from()?;
         self.by_original
             .get(&original)?
             .iter()
@@ -311,7 +314,7 @@ mod tests {
             parent: Some(Id([2; 32])),
             summary: Summary::default(),
             program_version: "0.1.0".into(),
-            rewritten_from: None,
+            extensions: Vec::new(),
         }
     }
 
@@ -342,10 +345,8 @@ mod tests {
         ];
         let derived = DerivedSnapshots::from_listing(&listing);
         assert_eq!(derived.find(&planned), Some(Id([8; 32])));
-        let from_elsewhere = Snapshot {
-            rewritten_from: Some(Id([6; 32])),
-            ..planned
-        };
+        let mut from_elsewhere = planned;
+        from_elsewhere.set_rewritten_from(Some(Id([6; 32])));
         assert_eq!(derived.find(&from_elsewhere), None);
     }
 }

@@ -1363,7 +1363,7 @@ mod tests {
             parent: None,
             summary: Summary::default(),
             program_version: "0".into(),
-            rewritten_from: None,
+            extensions: Vec::new(),
         };
         let info = SnapshotInfo::from_snapshot(Id([1; 32]), &stored(1_700_000_000));
         assert_eq!(info.time, Timestamp::new(1_700_000_000, 7).unwrap());

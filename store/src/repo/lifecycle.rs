@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::backend::{BackendError, PutMode};
 use crate::crypto::id::Id;
 use crate::crypto::seal;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::format::lifecycle::{
     self, InflightList, LEASE_NAME, ProcessPlace, PruneLease, PruneRecord, SessionEnd, SessionId,
     SessionMarker,
@@ -297,17 +297,7 @@ impl Repository {
         work: impl FnOnce(&mut BackupSession<'_>, &PruneState) -> Result<T>,
     ) -> Result<T> {
         let (mut session, state) = self.begin_session(host)?;
-        match work(&mut session, &state) {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                if error.kind() == ErrorKind::Transient {
-                    session.leave_unended();
-                } else {
-                    let _ = session.end(None);
-                }
-                Err(error)
-            }
-        }
+        work(&mut session, &state).inspect_err(|error| session.abandon(error))
     }
 
     /// Makes sure every blob the backup relies on survives prunes that ran since the session
@@ -561,6 +551,17 @@ impl BackupSession<'_> {
     pub fn end(&mut self, snapshot: Option<Id>) -> Result<()> {
         self.ended = true;
         self.repository.end_session(self.id, snapshot, 0)
+    }
+
+    /// Ends the session of a run that failed with `error`: without an end marker when the
+    /// store is unreachable ([`ErrorKind::Transient`](crate::error::ErrorKind::Transient): see
+    /// [`BackupSession::leave_unended`]), else with one that records no snapshot.
+    pub fn abandon(&mut self, error: &Error) {
+        if error.kind() == crate::error::ErrorKind::Transient {
+            self.leave_unended();
+        } else {
+            let _ = self.end(None);
+        }
     }
 
     /// Leaves the session without an end marker (when the store is unreachable, trying to

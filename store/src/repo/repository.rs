@@ -69,6 +69,9 @@ pub struct InitOptions {
     pub host: String,
     /// Creation time (Unix seconds).
     pub created_unix: i64,
+    /// A chunker seed to record in the config instead of deriving it from the master secret
+    /// (`init --copy-chunker-params-from`: chunk exactly like another repository).
+    pub chunker_seed: Option<u64>,
 }
 
 impl Default for InitOptions {
@@ -80,6 +83,7 @@ impl Default for InitOptions {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             host: String::new(),
             created_unix: 0,
+            chunker_seed: None,
         }
     }
 }
@@ -299,6 +303,7 @@ impl Repository {
             pack_target_size: options.pack_target_size,
             compression_level: options.compression_level,
             created_unix: options.created_unix,
+            chunker_seed: options.chunker_seed,
         };
         let key_object = KeyObject::wrap(
             master,
@@ -568,6 +573,12 @@ impl Repository {
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The seed of this repository's chunker gear table: the one its config records, else the
+    /// one derived from the master secret.
+    pub fn chunker_seed(&self) -> u64 {
+        self.config.chunker_seed.unwrap_or(self.keys.chunker_seed)
     }
 
     /// The working keys.
