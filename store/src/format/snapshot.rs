@@ -432,7 +432,7 @@ mod tests {
             assert!(matches!(
                 Snapshot::decode_body(&bad),
                 Err(DecodeError::Invalid {
-                    field: "rewritten from",
+                    field: "rewritten from" | "extension tag",
                     ..
                 })
             ));
