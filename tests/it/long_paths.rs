@@ -515,19 +515,28 @@ fn readable_by_nobody(root: &Path, relatives: &[PathBuf]) -> Vec<String> {
         )
         .unwrap();
     }
-    let output = Command::new("setpriv")
+    // The script goes through stdin: one argument may hold at most 128 KiB, and a deep path
+    // spelled as `cd` steps is 12 KiB, so a killed restore's many temporaries overflow `sh -c`.
+    let mut reader = Command::new("setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--",
             "sh",
-            "-c",
-            &script,
+            "-s",
         ])
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .expect("setpriv runs");
+    reader
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())
+        .expect("the script reaches sh");
+    let output = reader.wait_with_output().expect("setpriv ends");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(str::to_owned)
