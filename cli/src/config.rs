@@ -684,7 +684,8 @@ impl TryFrom<RawCopyDestination> for CopyDestination {
         }
         if raw.sources.as_ref().is_some_and(Vec::is_empty) {
             return Err(
-                "sources = [] copies nothing: name sources, or leave sources out to copy all".into(),
+                "sources = [] copies nothing: name sources, or leave sources out to copy all"
+                    .into(),
             );
         }
         Ok(Self {
@@ -808,7 +809,10 @@ impl Config {
                 return Err((
                     index,
                     key("name"),
-                    format!("a second destination named {:?}: names must be unique", destination.name),
+                    format!(
+                        "a second destination named {:?}: names must be unique",
+                        destination.name
+                    ),
                 ));
             }
             if let Some(unknown) = destination
@@ -820,7 +824,10 @@ impl Config {
                 return Err((
                     index,
                     key("sources"),
-                    format!("no source {unknown:?} in the config (sources: {})", known.join(", ")),
+                    format!(
+                        "no source {unknown:?} in the config (sources: {})",
+                        known.join(", ")
+                    ),
                 ));
             }
             if let Some(earlier) = self.copies[..index]
@@ -1343,7 +1350,9 @@ file = "/var/lib/node_exporter/textfile_collector/cairn.prom"
                 ":10: copy[1].name: a second destination named \"a\"",
             ),
             (
-                format!("{good}[[copy]]\nname = \"b\"\nurl = \"/srv/a/\"\npassword_file = \"/p\"\n"),
+                format!(
+                    "{good}[[copy]]\nname = \"b\"\nurl = \"/srv/a/\"\npassword_file = \"/p\"\n"
+                ),
                 ":10: copy[1].url: the same location as destination \"a\"",
             ),
             (
@@ -1362,7 +1371,10 @@ file = "/var/lib/node_exporter/textfile_collector/cairn.prom"
                 format!("{good}password_command = \"x\"\n"),
                 "give password_file or password_command",
             ),
-            (format!("{good}sources = []\n"), "sources = [] copies nothing"),
+            (
+                format!("{good}sources = []\n"),
+                "sources = [] copies nothing",
+            ),
         ] {
             let message = error(&format!("{head}{copies}"));
             assert!(message.contains(expected), "{copies:?}: {message}");

@@ -388,9 +388,15 @@ mod tests {
             behind: 0,
             newest_copied: BTreeMap::from([("db".into(), time("2024-06-01T02:59:00Z"))]),
         };
-        assert_eq!(copy_health(Some(&copied), hours(26), now), CopyHealth::InStep);
+        assert_eq!(
+            copy_health(Some(&copied), hours(26), now),
+            CopyHealth::InStep
+        );
         assert_eq!(copy_health(Some(&copied), None, now), CopyHealth::InStep);
-        assert_eq!(copy_health(Some(&copied), hours(23), now), CopyHealth::Stale);
+        assert_eq!(
+            copy_health(Some(&copied), hours(23), now),
+            CopyHealth::Stale
+        );
         assert_eq!(copy_health(None, hours(26), now), CopyHealth::Never);
         let failed = CopyState {
             last_attempt: time("2024-06-02T02:00:00Z"),
@@ -399,8 +405,14 @@ mod tests {
             behind: 1,
             ..copied.clone()
         };
-        assert_eq!(copy_health(Some(&failed), hours(26), now), CopyHealth::Behind);
-        assert_eq!(copy_health(Some(&failed), hours(23), now), CopyHealth::Stale);
+        assert_eq!(
+            copy_health(Some(&failed), hours(26), now),
+            CopyHealth::Behind
+        );
+        assert_eq!(
+            copy_health(Some(&failed), hours(23), now),
+            CopyHealth::Stale
+        );
         let never = CopyState {
             last_success: None,
             ..failed

@@ -683,7 +683,10 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         );
     }
     let previous_state = RunState::load(&state_path).unwrap_or_default();
-    let backed_up: Vec<&str> = runs.iter().map(|source_run| source_run.name.as_str()).collect();
+    let backed_up: Vec<&str> = runs
+        .iter()
+        .map(|source_run| source_run.name.as_str())
+        .collect();
     let destinations = run_copies::due_destinations(config, &backed_up, &previous_state);
     let copies = if destinations.is_empty() {
         Vec::new()
@@ -733,7 +736,11 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         .iter()
         .filter_map(|(step, error)| error.as_ref().map(|error| format!("{step}: {error}")))
         .chain(failed_copies.iter().map(|copy| {
-            format!("copy {}: {}", copy.name, copy.error.as_deref().unwrap_or_default())
+            format!(
+                "copy {}: {}",
+                copy.name,
+                copy.error.as_deref().unwrap_or_default()
+            )
         }))
         .collect();
     let global_hook = if failed.is_empty() && step_failures.is_empty() {

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
+use cairn_store::Id;
 use cairn_store::Repository;
 use cairn_store::copy::{self, CopiedSnapshot, CopyOptions, CopyProgress};
 use cairn_store::format::snapshot::Snapshot;
-use cairn_store::Id;
 use jiff::Timestamp;
 
 use super::run::{apply_retention, prune_after_retention};
@@ -301,7 +301,9 @@ fn copy_into(
 pub fn record(run_state: &mut RunState, runs: &[DestinationRun]) {
     for destination_run in runs {
         let new_state = destination_run.state(run_state.copies.get(&destination_run.name));
-        run_state.copies.insert(destination_run.name.clone(), new_state);
+        run_state
+            .copies
+            .insert(destination_run.name.clone(), new_state);
     }
 }
 

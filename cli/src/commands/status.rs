@@ -17,7 +17,9 @@ use crate::args::{GlobalArgs, StatusArgs};
 use crate::config::{Age, Config, ConfigError};
 use crate::render;
 use crate::settings;
-use crate::state::{self, CopyHealth, CopyState, Health, RunState, SourceDrill, SourceState, StepState};
+use crate::state::{
+    self, CopyHealth, CopyState, Health, RunState, SourceDrill, SourceState, StepState,
+};
 
 /// The config file's path and contents, which `run`, `status` and `metrics` need.
 ///
