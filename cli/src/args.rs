@@ -419,7 +419,7 @@ pub struct RunArgs {
     /// Write metrics to this file (default: the config's `[metrics]` file, if any)
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
-    /// Do not apply retention (nor prune)
+    /// Do not apply retention (nor prune), in the repository or the `[[copy]]` destinations
     #[arg(long)]
     pub no_forget: bool,
     /// Do not run the check slice

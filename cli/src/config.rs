@@ -173,6 +173,10 @@ pub struct Config {
     /// How often the timer starts `cairn run` (default 1h): the schedules' tolerance
     /// ([`crate::schedule`]).
     pub timer_period: Option<Age>,
+    /// `[[copy]]`: second repositories `cairn run` copies the sources' snapshots into, in file
+    /// order.
+    #[serde(default, rename = "copy")]
+    pub copies: Vec<CopyDestination>,
 }
 
 /// `[repository] options`, whose store limits must parse.
@@ -621,6 +625,105 @@ pub struct MetricsConfig {
     pub file: Option<PathBuf>,
 }
 
+/// `[[copy]]`: a second repository `cairn run` copies snapshots into, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawCopyDestination")]
+pub struct CopyDestination {
+    /// Its name in `status`, the metrics' `destination` label and the run state.
+    pub name: String,
+    /// Location, as `--repo`.
+    pub url: String,
+    /// Backend options of this repository only, as `-o key=value`.
+    pub options: IndexMap<String, String>,
+    /// Password file of this repository (it shares no password with the source).
+    pub password_file: Option<PathBuf>,
+    /// Password command of this repository.
+    pub password_command: Option<String>,
+    /// Cache directory (default: the repository's).
+    pub cache_dir: Option<PathBuf>,
+    /// The sources whose snapshots it receives; empty: every source.
+    pub sources: Vec<String>,
+    /// Its own retention, applied to the copies of each source (absent: keep every copy).
+    pub retention: Option<Retention>,
+    /// Upload limit in bytes per second (default: the repository's).
+    pub limit_upload: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCopyDestination {
+    name: String,
+    url: String,
+    #[serde(default, deserialize_with = "store_options")]
+    options: IndexMap<String, String>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+    cache_dir: Option<PathBuf>,
+    sources: Option<Vec<String>>,
+    retention: Option<Retention>,
+    limit_upload: Option<Parsed<Rate>>,
+}
+
+impl TryFrom<RawCopyDestination> for CopyDestination {
+    type Error = String;
+
+    fn try_from(raw: RawCopyDestination) -> Result<Self, Self::Error> {
+        if !valid_source_name(&raw.name) {
+            return Err(format!(
+                "name {:?}: a destination name may hold only letters, digits, '_', '.' and '-'",
+                raw.name
+            ));
+        }
+        if raw.url.trim().is_empty() {
+            return Err("url is empty".into());
+        }
+        if raw.password_file.is_some() == raw.password_command.is_some() {
+            return Err(
+                "give password_file or password_command (one: the destination shares no password with the repository)".into(),
+            );
+        }
+        if raw.sources.as_ref().is_some_and(Vec::is_empty) {
+            return Err(
+                "sources = [] copies nothing: name sources, or leave sources out to copy all"
+                    .into(),
+            );
+        }
+        Ok(Self {
+            name: raw.name,
+            url: raw.url,
+            options: raw.options,
+            password_file: raw.password_file,
+            password_command: raw.password_command,
+            cache_dir: raw.cache_dir,
+            sources: raw.sources.unwrap_or_default(),
+            retention: raw.retention,
+            limit_upload: raw.limit_upload.map(|rate| rate.0.0),
+        })
+    }
+}
+
+/// A repository location compared with another: without `file://` and trailing slashes.
+fn same_location(one: &str, other: &str) -> bool {
+    let normal = |location: &str| {
+        let location = location.trim();
+        let location = location.strip_prefix("file://").unwrap_or(location);
+        location.trim_end_matches('/').to_owned()
+    };
+    normal(one) == normal(other)
+}
+
+/// The line of the `index`-th (0-based) `[[copy]]` header, for errors found after parsing.
+fn copy_line(text: &str, index: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            compact.starts_with("[[copy]]")
+        })
+        .nth(index)
+        .map(|(number, _)| number + 1)
+}
+
 /// Whether a source name is usable in tags, metric labels and file names.
 fn valid_source_name(name: &str) -> bool {
     !name.is_empty()
@@ -688,7 +791,87 @@ impl Config {
                 ));
             }
         }
+        config
+            .validate_copies()
+            .map_err(|(index, key, message)| error_at(copy_line(text, index), key, message))?;
         Ok(config)
+    }
+
+    /// The `[[copy]]` rules serde cannot see: unique names, known sources, another location
+    /// than the repository's. The error names the destination's index, key and problem.
+    fn validate_copies(&self) -> Result<(), (usize, String, String)> {
+        for (index, destination) in self.copies.iter().enumerate() {
+            let key = |field: &str| format!("copy[{index}].{field}");
+            if self.copies[..index]
+                .iter()
+                .any(|earlier| earlier.name == destination.name)
+            {
+                return Err((
+                    index,
+                    key("name"),
+                    format!(
+                        "a second destination named {:?}: names must be unique",
+                        destination.name
+                    ),
+                ));
+            }
+            if let Some(unknown) = destination
+                .sources
+                .iter()
+                .find(|name| !self.sources.contains_key(*name))
+            {
+                let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+                return Err((
+                    index,
+                    key("sources"),
+                    format!(
+                        "no source {unknown:?} in the config (sources: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if let Some(earlier) = self.copies[..index]
+                .iter()
+                .find(|earlier| same_location(&earlier.url, &destination.url))
+            {
+                return Err((
+                    index,
+                    key("url"),
+                    format!("the same location as destination {:?}", earlier.name),
+                ));
+            }
+            if self
+                .repository
+                .url
+                .as_deref()
+                .is_some_and(|url| same_location(url, &destination.url))
+            {
+                return Err((
+                    index,
+                    key("url"),
+                    "the repository itself: a copy needs a second repository".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sources a destination receives, in file order.
+    pub fn sources_of<'a>(&'a self, destination: &'a CopyDestination) -> Vec<&'a str> {
+        self.sources
+            .keys()
+            .filter(|name| destination.sources.is_empty() || destination.sources.contains(name))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The age past which a destination's last successful copy is stale: the longest
+    /// `max_age` of its sources (none: never stale by age).
+    pub fn max_age_of_destination(&self, destination: &CopyDestination) -> Option<Duration> {
+        self.sources_of(destination)
+            .into_iter()
+            .filter_map(|name| self.max_age_of(&self.sources[name]))
+            .max()
     }
 
     /// Reads and parses a config file.
@@ -1127,6 +1310,75 @@ file = "/var/lib/node_exporter/textfile_collector/cairn.prom"
             message,
             "no source \"web\" in the config (sources: db, etc)"
         );
+    }
+
+    #[test]
+    fn copy_destinations_parse_with_their_sources_and_max_age() {
+        let config = parse(&format!(
+            "{FULL}\n[[copy]]\nname = \"offsite\"\nurl = \"s3://offsite/web1\"\n\
+             options = {{ region = \"eu-west-1\" }}\npassword_command = \"pass offsite\"\n\
+             sources = [\"etc\"]\nretention = {{ keep_last = 2 }}\nlimit_upload = \"2M\"\n\
+             [[copy]]\nname = \"usb\"\nurl = \"file:///mnt/usb/\"\npassword_file = \"/p\"\n"
+        ))
+        .expect("valid");
+        let [offsite, usb] = config.copies.as_slice() else {
+            panic!("two destinations");
+        };
+        assert_eq!(offsite.name, "offsite");
+        assert_eq!(config.sources_of(offsite), ["etc"]);
+        assert_eq!(config.sources_of(usb), ["db", "etc"]);
+        assert_eq!(offsite.limit_upload, Some(2 * 1024 * 1024));
+        assert_eq!(offsite.retention.as_ref().map(|r| r.0.keep_last), Some(2));
+        assert_eq!(
+            config.max_age_of_destination(offsite),
+            Some(Duration::from_hours(8 * 24))
+        );
+        assert_eq!(
+            config.max_age_of_destination(usb),
+            Some(Duration::from_hours(8 * 24)),
+            "the longest of its sources'"
+        );
+    }
+
+    #[test]
+    fn bad_copy_destinations_name_their_line_and_key() {
+        let head = "[repository]\nurl = \"/srv/backup\"\n[sources.db]\ncommand = \"x\"\nstream_name = \"d\"\n";
+        let good = "[[copy]]\nname = \"a\"\nurl = \"/srv/a\"\npassword_file = \"/p\"\n";
+        for (copies, expected) in [
+            (
+                format!("{good}[[copy]]\nname = \"a\"\nurl = \"/srv/b\"\npassword_file = \"/p\"\n"),
+                ":10: copy[1].name: a second destination named \"a\"",
+            ),
+            (
+                format!(
+                    "{good}[[copy]]\nname = \"b\"\nurl = \"/srv/a/\"\npassword_file = \"/p\"\n"
+                ),
+                ":10: copy[1].url: the same location as destination \"a\"",
+            ),
+            (
+                format!("{good}sources = [\"web\"]\n"),
+                ":6: copy[0].sources: no source \"web\" in the config (sources: db)",
+            ),
+            (
+                "[[copy]]\nname = \"a\"\nurl = \"/srv/backup/\"\npassword_file = \"/p\"\n".into(),
+                ":6: copy[0].url: the repository itself",
+            ),
+            (
+                "[[copy]]\nname = \"a b\"\nurl = \"/srv/a\"\npassword_file = \"/p\"\n".into(),
+                "a destination name may hold only",
+            ),
+            (
+                format!("{good}password_command = \"x\"\n"),
+                "give password_file or password_command",
+            ),
+            (
+                format!("{good}sources = []\n"),
+                "sources = [] copies nothing",
+            ),
+        ] {
+            let message = error(&format!("{head}{copies}"));
+            assert!(message.contains(expected), "{copies:?}: {message}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ macro_rules! out {
 mod args;
 mod commands;
 mod config;
+mod copy_lag;
 mod exit;
 mod help;
 mod metrics;

@@ -10,6 +10,7 @@ use cairn_store::keys::KdfParams;
 use cairn_store::{CacheLocation, Repository};
 
 use crate::args::{Compression, FromRepoSecretArgs, GlobalArgs, KdfArgs, LayoutArgs, NewKeyArgs};
+use crate::config::CopyDestination;
 
 /// The repository location given with `--repo` or `CAIRN_REPOSITORY`.
 pub fn repository_location(global: &GlobalArgs) -> Result<&str> {
@@ -221,6 +222,49 @@ pub fn open_source_repository(
     };
     let backend = backend_at(&source, CreateDirectory::No)?;
     open_with(&source, backend, &password).with_context(|| format!("source repository {location}"))
+}
+
+/// The global options of a `[[copy]]` destination: its location, store options, password
+/// source, cache directory (default: the repository's) and upload limit (default: the
+/// repository's); the repository's concurrency and threads.
+pub fn destination_globals(global: &GlobalArgs, destination: &CopyDestination) -> GlobalArgs {
+    GlobalArgs {
+        repo: Some(destination.url.clone()),
+        password_file: destination.password_file.clone(),
+        password_command: destination.password_command.clone(),
+        options: destination
+            .options
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect(),
+        cache_dir: destination
+            .cache_dir
+            .clone()
+            .or_else(|| global.cache_dir.clone()),
+        limit_upload: destination.limit_upload.or(global.limit_upload),
+        append_only: false,
+        compression: None,
+        ..global.clone()
+    }
+}
+
+/// Opens a `[[copy]]` destination with its own password file or command only (never
+/// `CAIRN_PASSWORD`, which is the repository's). Errors name the destination.
+///
+/// # Errors
+/// The password cannot be read, or the repository cannot be opened with it.
+pub fn open_destination_repository(
+    global: &GlobalArgs,
+    destination: &CopyDestination,
+) -> Result<Repository> {
+    let globals = destination_globals(global, destination);
+    let password = match (&globals.password_file, &globals.password_command) {
+        (Some(path), _) => password_from_file(path)?,
+        (None, Some(command)) => password_from_command(command)?,
+        (None, None) => bail!("no password_file or password_command"),
+    };
+    let backend = backend_at(&globals, CreateDirectory::No)?;
+    open_with(&globals, backend, &password)
 }
 
 /// Opens the repository in `backend` with `password` and the global options' cache,

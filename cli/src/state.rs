@@ -30,6 +30,45 @@ pub struct RunState {
     /// The last drill of each source (by `cairn run` or `cairn --config ... drill`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drills: BTreeMap<String, SourceDrill>,
+    /// The last copy into each `[[copy]]` destination, by its name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub copies: BTreeMap<String, CopyState>,
+}
+
+/// The last copy `cairn run` made into one `[[copy]]` destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyState {
+    /// When the last copy started.
+    pub last_attempt: Timestamp,
+    /// How long it took (copy, retention and prune of the destination).
+    pub last_duration_seconds: f64,
+    /// Whether it succeeded.
+    pub last_ok: bool,
+    /// Why it failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When the last successful copy started.
+    #[serde(default)]
+    pub last_success: Option<Timestamp>,
+    /// Snapshots the last copy committed.
+    #[serde(default)]
+    pub snapshots_copied: u64,
+    /// Bytes the last copy added to the destination (compressed, encrypted, new data only).
+    #[serde(default)]
+    pub bytes_added: u64,
+    /// Snapshots of the destination's sources it does not hold yet (the next copy's work).
+    #[serde(default)]
+    pub behind: u64,
+    /// Per source: the time of the newest snapshot the destination holds a copy of.
+    #[serde(default)]
+    pub newest_copied: BTreeMap<String, Timestamp>,
+}
+
+impl CopyState {
+    /// The time of the newest snapshot copied, of any source.
+    pub fn newest_copy(&self) -> Option<Timestamp> {
+        self.newest_copied.values().max().copied()
+    }
 }
 
 /// The last drill of one source's snapshot.
@@ -178,6 +217,37 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A `[[copy]]` destination's state, for `cairn status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyHealth {
+    /// Its last copy succeeded within the maximum age and left nothing behind.
+    InStep,
+    /// Snapshots of its sources are not in it yet (its last copy failed, or never ran since).
+    Behind,
+    /// Its last successful copy is older than the maximum age.
+    Stale,
+    /// No copy into it ever succeeded.
+    Never,
+}
+
+/// How a destination stands at `now` (`max_age`: the longest of its sources').
+pub fn copy_health(
+    state: Option<&CopyState>,
+    max_age: Option<Duration>,
+    now: Timestamp,
+) -> CopyHealth {
+    let Some((state, success)) =
+        state.and_then(|state| state.last_success.map(|success| (state, success)))
+    else {
+        return CopyHealth::Never;
+    };
+    match max_age {
+        Some(max_age) if age(success, now) > max_age => CopyHealth::Stale,
+        _ if state.behind > 0 || !state.last_ok => CopyHealth::Behind,
+        _ => CopyHealth::InStep,
+    }
+}
+
 /// A source's freshness, for `cairn status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -301,6 +371,54 @@ mod tests {
             Health::Fresh,
             "one failed night within max_age is tolerated"
         );
+    }
+
+    #[test]
+    fn copy_health_by_lag_and_age() {
+        let now = time("2024-06-02T03:00:00Z");
+        let hours = |count: u64| Some(Duration::from_secs(count * 3600));
+        let copied = CopyState {
+            last_attempt: time("2024-06-01T03:00:00Z"),
+            last_duration_seconds: 2.0,
+            last_ok: true,
+            last_error: None,
+            last_success: Some(time("2024-06-01T03:00:00Z")),
+            snapshots_copied: 2,
+            bytes_added: 10,
+            behind: 0,
+            newest_copied: BTreeMap::from([("db".into(), time("2024-06-01T02:59:00Z"))]),
+        };
+        assert_eq!(
+            copy_health(Some(&copied), hours(26), now),
+            CopyHealth::InStep
+        );
+        assert_eq!(copy_health(Some(&copied), None, now), CopyHealth::InStep);
+        assert_eq!(
+            copy_health(Some(&copied), hours(23), now),
+            CopyHealth::Stale
+        );
+        assert_eq!(copy_health(None, hours(26), now), CopyHealth::Never);
+        let failed = CopyState {
+            last_attempt: time("2024-06-02T02:00:00Z"),
+            last_ok: false,
+            last_error: Some("wrong password".into()),
+            behind: 1,
+            ..copied.clone()
+        };
+        assert_eq!(
+            copy_health(Some(&failed), hours(26), now),
+            CopyHealth::Behind
+        );
+        assert_eq!(
+            copy_health(Some(&failed), hours(23), now),
+            CopyHealth::Stale
+        );
+        let never = CopyState {
+            last_success: None,
+            ..failed
+        };
+        assert_eq!(copy_health(Some(&never), hours(26), now), CopyHealth::Never);
+        assert_eq!(copied.newest_copy(), Some(time("2024-06-01T02:59:00Z")));
     }
 
     #[test]

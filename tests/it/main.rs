@@ -7,6 +7,7 @@ mod bandwidth;
 mod cli_e2e;
 mod comforts;
 mod copy;
+mod copy_run;
 mod corruption;
 mod crash;
 mod deadends;

@@ -120,28 +120,33 @@ struct Printer<'a> {
 
 impl CopyProgress for Printer<'_> {
     fn snapshot_copied(&self, copied: &CopiedSnapshot) {
-        if self.global.json {
-            render::json_line(&serde_json::json!({
-                "message_type": "snapshot_copied",
-                "source": copied.source.to_hex(),
-                "snapshot_id": copied.destination.to_hex(),
-                "time": render::rfc3339(copied.snapshot.time),
-                "host": copied.snapshot.host,
-                "paths": copied.snapshot.source.names(),
-                "blobs_added": copied.added.blobs_added,
-                "bytes_added": copied.added.bytes_added,
-                "packs_added": copied.added.packs_added,
-            }));
-        } else if !self.global.quiet {
-            outln!(
-                "copied snapshot {} of {} ({}) as {}: {} added",
-                copied.source.short(),
-                copied.snapshot.host,
-                render::local_time(copied.snapshot.time),
-                copied.destination.short(),
-                render::bytes(copied.added.bytes_added)
-            );
-        }
+        print_copied(self.global, copied);
+    }
+}
+
+/// Prints one committed copy: a `snapshot_copied` JSON line, or a line of text.
+pub fn print_copied(global: &GlobalArgs, copied: &CopiedSnapshot) {
+    if global.json {
+        render::json_line(&serde_json::json!({
+            "message_type": "snapshot_copied",
+            "source": copied.source.to_hex(),
+            "snapshot_id": copied.destination.to_hex(),
+            "time": render::rfc3339(copied.snapshot.time),
+            "host": copied.snapshot.host,
+            "paths": copied.snapshot.source.names(),
+            "blobs_added": copied.added.blobs_added,
+            "bytes_added": copied.added.bytes_added,
+            "packs_added": copied.added.packs_added,
+        }));
+    } else if !global.quiet {
+        outln!(
+            "copied snapshot {} of {} ({}) as {}: {} added",
+            copied.source.short(),
+            copied.snapshot.host,
+            render::local_time(copied.snapshot.time),
+            copied.destination.short(),
+            render::bytes(copied.added.bytes_added)
+        );
     }
 }
 

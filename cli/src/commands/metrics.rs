@@ -269,7 +269,55 @@ pub fn families(config: &Config, state: &RunState, stats: Option<&RepositoryStat
         state.drill.as_ref(),
     ));
     families.extend(source_drill_families(config, state));
+    families.extend(copy_families(config, state));
     families
+}
+
+/// Each `[[copy]]` destination copied into at least once: when, whether it succeeded, how far
+/// behind it is and how new its newest copy is.
+fn copy_families(config: &Config, state: &RunState) -> [Family; 6] {
+    let mut last_success = Family::gauge(
+        "cairn_copy_last_success_timestamp_seconds",
+        "Unix time the last successful copy into the destination started; 0 if none succeeded.",
+    );
+    let mut last_run = Family::gauge(
+        "cairn_copy_last_run_timestamp_seconds",
+        "Unix time the last copy into the destination started, successful or not.",
+    );
+    let mut success = Family::gauge(
+        "cairn_copy_last_run_success",
+        "1 if the last copy into the destination (copy, its retention and prune) succeeded, else 0.",
+    );
+    let mut behind = Family::gauge(
+        "cairn_copy_snapshots_behind",
+        "Snapshots of the destination's sources not yet copied into it: alert when above 0.",
+    );
+    let mut newest = Family::gauge(
+        "cairn_copy_newest_copy_timestamp_seconds",
+        "Time of the newest snapshot the destination holds a copy of: time() minus it is the age of the offsite copy.",
+    );
+    let mut max_age = Family::gauge(
+        "cairn_copy_max_age_seconds",
+        "The longest max_age of the destination's sources: alert when time() - cairn_copy_last_success_timestamp_seconds exceeds it.",
+    );
+    for destination in &config.copies {
+        let label = || vec![("destination", destination.name.clone())];
+        if let Some(age) = config.max_age_of_destination(destination) {
+            max_age.push(label(), age.as_secs_f64());
+        }
+        let Some(copy) = state.copies.get(&destination.name) else {
+            last_success.push(label(), 0.0);
+            continue;
+        };
+        last_success.push(label(), copy.last_success.map_or(0.0, unix_seconds));
+        last_run.push(label(), unix_seconds(copy.last_attempt));
+        success.push(label(), flag(copy.last_ok));
+        behind.push(label(), float(copy.behind));
+        if let Some(time) = copy.newest_copy() {
+            newest.push(label(), unix_seconds(time));
+        }
+    }
+    [last_success, last_run, success, behind, newest, max_age]
 }
 
 /// Each source's last drill: when, whether it verified, the restore time it measured (only for

@@ -21,6 +21,7 @@ pub mod repair;
 pub mod restore;
 pub mod rewrite;
 pub mod run;
+pub mod run_copies;
 pub mod snapshots;
 pub mod stats;
 pub mod status;

@@ -17,6 +17,7 @@ use jiff::Timestamp;
 
 use super::Completion;
 use super::backup::{self, BackupReport, BackupRequest, RequestSource};
+use super::run_copies::{self, DestinationRun};
 use super::status::required_config;
 use crate::args::{CheckArgs, GlobalArgs, PruneOptionsArgs, RunArgs};
 use crate::config::{CheckData, Config, ConfigError, SourceConfig, SourceKind, source_tag};
@@ -231,9 +232,9 @@ fn record_sources(state_path: &std::path::Path, runs: &[SourceRun]) -> Result<()
     run_state.store(state_path)
 }
 
-/// Applies a source's retention to its own snapshots (tag `source:NAME`, this host); returns how
-/// many were removed.
-fn apply_retention(
+/// Applies a source's retention to its own snapshots (tag `source:NAME`, this host) in
+/// `repository` (the repository, or a `[[copy]]` destination); returns how many were removed.
+pub(super) fn apply_retention(
     repository: &Repository,
     host: &str,
     name: &str,
@@ -502,7 +503,12 @@ fn nested_options(global: &GlobalArgs) -> GlobalArgs {
 
 /// Prints the end-of-run summary: one line per source, then the steps (with `--quiet` only
 /// the failures).
-fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Option<String>)]) {
+fn print_summary(
+    global: &GlobalArgs,
+    runs: &[SourceRun],
+    copies: &[DestinationRun],
+    steps: &[(String, Option<String>)],
+) {
     if global.json {
         for source_run in runs {
             let report = source_run.report.as_ref();
@@ -519,9 +525,13 @@ fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Opti
                 "partial": report.map(|report| report.completion == Completion::Partial),
             }));
         }
+        for copy in copies {
+            render::json_line(&run_copies::json_line(copy));
+        }
         render::json_line(&serde_json::json!({
             "message_type": "summary",
-            "ok": runs.iter().all(SourceRun::ok) && steps.iter().all(|(_, error)| error.is_none()),
+            "ok": runs.iter().all(SourceRun::ok) && copies.iter().all(DestinationRun::ok) && steps.iter().all(|(_, error)| error.is_none()),
+            "destinations_failed": copies.iter().filter(|copy| !copy.ok()).map(|copy| copy.name.clone()).collect::<Vec<_>>(),
             "sources_failed": runs.iter().filter(|source_run| !source_run.ok()).map(|source_run| source_run.name.clone()).collect::<Vec<_>>(),
             "steps": steps.iter().map(|(step, error)| serde_json::json!({"step": step, "ok": error.is_none(), "error": error})).collect::<Vec<_>>(),
         }));
@@ -551,6 +561,13 @@ fn print_summary(global: &GlobalArgs, runs: &[SourceRun], steps: &[(String, Opti
                 source_run.name,
                 error.as_deref().unwrap_or("no snapshot")
             ),
+        }
+    }
+    for copy in copies {
+        match run_copies::summary_line(global, copy) {
+            Some(line) if copy.ok() => outln!("{line}"),
+            Some(line) => eprintln!("{line}"),
+            None => {}
         }
     }
     for (step, error) in steps {
@@ -665,7 +682,28 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
             &mut steps,
         );
     }
+    let previous_state = RunState::load(&state_path).unwrap_or_default();
+    let backed_up: Vec<&str> = runs
+        .iter()
+        .map(|source_run| source_run.name.as_str())
+        .collect();
+    let destinations = run_copies::due_destinations(config, &backed_up, &previous_state);
+    let copies = if destinations.is_empty() {
+        Vec::new()
+    } else {
+        run_copies::run_destinations(
+            &repository,
+            &nested,
+            config,
+            config_path,
+            &destinations,
+            &host,
+            !args.no_forget,
+            &previous_state,
+        )
+    };
     let mut run_state = RunState::load(&state_path).unwrap_or_default();
+    run_copies::record(&mut run_state, &copies);
     // A source whose retention failed (a policy that would empty it, say) failed in this run:
     // `status` shows it with the reason.
     for (step, error) in &steps {
@@ -693,9 +731,17 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
     }
 
     let failed: Vec<&SourceRun> = runs.iter().filter(|source_run| !source_run.ok()).collect();
+    let failed_copies: Vec<&DestinationRun> = copies.iter().filter(|copy| !copy.ok()).collect();
     let step_failures: Vec<String> = steps
         .iter()
         .filter_map(|(step, error)| error.as_ref().map(|error| format!("{step}: {error}")))
+        .chain(failed_copies.iter().map(|copy| {
+            format!(
+                "copy {}: {}",
+                copy.name,
+                copy.error.as_deref().unwrap_or_default()
+            )
+        }))
         .collect();
     let global_hook = if failed.is_empty() && step_failures.is_empty() {
         run_hooks(&config.hooks.after, "after", &global_environment).err()
@@ -706,6 +752,14 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
             failed
                 .iter()
                 .map(|source_run| source_run.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ));
+        environment.push((
+            "CAIRN_FAILED_DESTINATIONS",
+            failed_copies
+                .iter()
+                .map(|copy| copy.name.as_str())
                 .collect::<Vec<_>>()
                 .join(" "),
         ));
@@ -742,7 +796,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
         }
     }
 
-    print_summary(global, &runs, &steps);
+    print_summary(global, &runs, &copies, &steps);
     let partial = runs.iter().any(|source_run| {
         source_run
             .report
@@ -751,6 +805,7 @@ pub fn run(global: &GlobalArgs, config: Option<&Config>, args: &RunArgs) -> Resu
     });
     Ok(
         if runs.iter().any(|source_run| !source_run.ok())
+            || !failed_copies.is_empty()
             || steps.iter().any(|(_, error)| error.is_some())
         {
             Completion::RunFailed
@@ -809,16 +864,24 @@ fn retention_and_prune(
         }
     }
     if removed_total > 0 {
-        let options = PruneOptionsArgs {
-            max_unused: 0.1,
-            lease_ttl: 900,
-        };
-        let outcome = super::prune::run_on(nested, &options, false, repository);
+        let outcome = prune_after_retention(nested, repository);
         steps.push((
             "prune".into(),
             outcome.err().map(|error| render::error_line(&error)),
         ));
     }
+}
+
+/// The prune after a run's retention removed snapshots: the default 10% unused allowance.
+///
+/// # Errors
+/// The prune's.
+pub(super) fn prune_after_retention(nested: &GlobalArgs, repository: &Repository) -> Result<()> {
+    let options = PruneOptionsArgs {
+        max_unused: 0.1,
+        lease_ttl: 900,
+    };
+    super::prune::run_on(nested, &options, false, repository)
 }
 
 /// Records a run that could not start (global hook or repository failed): every source failed,

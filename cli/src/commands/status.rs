@@ -1,7 +1,8 @@
 //! `cairn status`: per source of the config, when it last succeeded, how old that is, how its
 //! last run ended and how many snapshots it has; exits 16 when a source is overdue (older than
-//! its `max_age`) or never succeeded, the last check or drill failed, or a backup session is
-//! stale (unended for longer than `stale_session_age`).
+//! its `max_age`) or never succeeded, the last check or drill failed, a backup session is
+//! stale (unended for longer than `stale_session_age`), or a `[[copy]]` destination is behind,
+//! stale (its last success older than its sources' longest `max_age`) or never copied into.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -16,7 +17,9 @@ use crate::args::{GlobalArgs, StatusArgs};
 use crate::config::{Age, Config, ConfigError};
 use crate::render;
 use crate::settings;
-use crate::state::{self, Health, RunState, SourceDrill, SourceState, StepState};
+use crate::state::{
+    self, CopyHealth, CopyState, Health, RunState, SourceDrill, SourceState, StepState,
+};
 
 /// The config file's path and contents, which `run`, `status` and `metrics` need.
 ///
@@ -54,6 +57,78 @@ fn health_word(health: Health) -> &'static str {
         Health::Overdue => "OVERDUE",
         Health::Never => "NEVER SUCCEEDED",
     }
+}
+
+/// A destination's state as a word for its line, and for JSON.
+fn copy_health_words(health: CopyHealth) -> (&'static str, &'static str) {
+    match health {
+        CopyHealth::InStep => ("ok", "in_step"),
+        CopyHealth::Behind => ("BEHIND", "behind"),
+        CopyHealth::Stale => ("STALE", "stale"),
+        CopyHealth::Never => ("NEVER COPIED", "never"),
+    }
+}
+
+/// One destination's line: `copy offsite: ok, 0 behind, newest copy ... (9 h old), last copy ok
+/// at ...`.
+fn copy_line(name: &str, health: CopyHealth, copy: Option<&CopyState>, now: Timestamp) -> String {
+    let word = copy_health_words(health).0;
+    let Some(copy) = copy else {
+        return format!("copy {name}: {word}: never run by cairn run");
+    };
+    let newest = copy.newest_copy().map_or_else(
+        || "no copy yet".to_owned(),
+        |newest| {
+            format!(
+                "newest copy {} ({} old)",
+                when(Some(newest)),
+                render::span(state::age(newest, now))
+            )
+        },
+    );
+    format!(
+        "copy {name}: {word}, behind by {}, {newest}, last copy {} at {}{}",
+        count(copy.behind, "snapshot", "snapshots"),
+        if copy.last_ok { "ok" } else { "FAILED" },
+        when(Some(copy.last_attempt)),
+        copy.last_error
+            .as_ref()
+            .map(|error| format!(": {error}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Prints each `[[copy]]` destination (a line, or a `destination` JSON line) and returns
+/// whether all are in step.
+fn report_copies(global: &GlobalArgs, config: &Config, state: &RunState, now: Timestamp) -> bool {
+    let mut healthy = true;
+    for destination in &config.copies {
+        let copy = state.copies.get(&destination.name);
+        let max_age = config.max_age_of_destination(destination);
+        let health = state::copy_health(copy, max_age, now);
+        healthy &= health == CopyHealth::InStep;
+        if !global.json {
+            outln!("{}", copy_line(&destination.name, health, copy, now));
+            continue;
+        }
+        let newest = copy.and_then(CopyState::newest_copy);
+        render::json_line(&serde_json::json!({
+            "message_type": "destination",
+            "destination": destination.name,
+            "health": copy_health_words(health).1,
+            "behind": copy.map(|copy| copy.behind),
+            "newest_copy": newest.map(|time| time.to_string()),
+            "newest_copy_age_seconds": newest.map(|time| state::age(time, now).as_secs()),
+            "max_age_seconds": max_age.map(|age| age.as_secs()),
+            "last_success": copy.and_then(|copy| copy.last_success).map(|time| time.to_string()),
+            "last_attempt": copy.map(|copy| copy.last_attempt.to_string()),
+            "last_ok": copy.map(|copy| copy.last_ok),
+            "last_error": copy.and_then(|copy| copy.last_error.clone()),
+            "snapshots_copied": copy.map(|copy| copy.snapshots_copied),
+            "bytes_added": copy.map(|copy| copy.bytes_added),
+        }));
+    }
+    healthy
 }
 
 /// A time in the local zone, or `never`.
@@ -267,6 +342,7 @@ fn report(
         stats.map_or(&[], |stats| stats.stale_sessions.as_slice());
     healthy &= stale.is_empty();
     if global.json {
+        healthy &= report_copies(global, config, state, now);
         render::json_line(&serde_json::json!({
             "message_type": "summary",
             "ok": healthy,
@@ -285,6 +361,7 @@ fn report(
         return healthy;
     }
     print_table(&rows);
+    healthy &= report_copies(global, config, state, now);
     if config.check.is_some() || state.check.is_some() {
         outln!("{}", step_line("check", state.check.as_ref()));
     }
