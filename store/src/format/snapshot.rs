@@ -139,6 +139,7 @@ impl Snapshot {
     /// A snapshot a later command (`tag`, `rewrite`, `repair`) writes from this one: the same
     /// time, host, user, tags, source, parent and extensions, with `root`, `summary` and the
     /// writing cairn's `program_version`. The caller changes what its command changes. Pure.
+    #[must_use]
     pub fn derived(&self, root: Id, summary: Summary, program_version: &str) -> Self {
         Self {
             root,
