@@ -4,7 +4,10 @@
 # two each; the mount's peak RSS while reading (VmHWM); and what a 1 MiB read in the middle of
 # the stream downloads (`cairn -v mount` reports its requests at the end).
 #
-#   benches/mount.sh [--size-mib 512] [--scratch DIR] [--out FILE] [--keep]
+#   benches/mount.sh [--size-mib 512] [--scratch DIR] [--out FILE] [--keep] [--others]
+#
+# With --others it also backs the stream up with restic and borg and reads it through
+# `restic mount` and `borg mount` (llfuse or pyfuse3) the same way, for their peak RSS.
 #
 # The stream is database-dump-like: alternating 1 MiB runs of random bytes and of base64 text
 # (compresses about 4:3), from a fixed AES-CTR key stream. Release build, local repository on
@@ -16,12 +19,14 @@ SIZE_MIB=512
 SCRATCH=${TMPDIR:-/tmp}/cairn-mount-bench
 OUT=$ROOT/benches/results/mount.md
 KEEP=0
+OTHERS=0
 while [ $# -gt 0 ]; do
   case $1 in
     --size-mib) SIZE_MIB=${2:?}; shift 2 ;;
     --scratch) SCRATCH=${2:?}; shift 2 ;;
     --out) OUT=${2:?}; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --others) OTHERS=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "mount.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -89,6 +94,35 @@ PY
 stop_mount
 middle=$(grep -i -E "request|download|byte" "$SCRATCH/middle.log" | tr '\n' ' ' | sed 's/  */ /g')
 
+# restic and borg: the same stream read with dd through their mounts; their mount process's
+# peak RSS (VmHWM) and the read's seconds.
+other_lines=()
+peak_of() { awk '/^VmHWM/ {print int($2 / 1024)}' "/proc/$1/status"; }
+wait_mounted() { for _ in $(seq 1 600); do mounted && return 0; sleep 0.1; done; echo "mount.sh: $1 did not mount" >&2; exit 1; }
+if [ "$OTHERS" = 1 ]; then
+  log "restic: backup and mount"
+  export RESTIC_REPOSITORY=$SCRATCH/restic RESTIC_PASSWORD=mount-bench
+  restic init -q
+  restic backup -q --stdin --stdin-filename dump.bin <"$STREAM"
+  restic mount "$SCRATCH/mnt" >/dev/null 2>&1 &
+  other_pid=$!
+  wait_mounted restic
+  file=$(find "$SCRATCH/mnt/snapshots/latest/" -name dump.bin | head -1)
+  other_seconds=$(seconds dd if="$file" of=/dev/null bs=1M)
+  other_lines+=("| \`restic mount\` ($(restic version | cut -d' ' -f2)) | $(peak_of "$other_pid") | $other_seconds | $(rate "$other_seconds") |")
+  "$FUSERMOUNT" -u "$SCRATCH/mnt"; wait "$other_pid" || true
+  log "borg: create and mount"
+  export BORG_REPO=$SCRATCH/borg BORG_PASSPHRASE=mount-bench
+  borg init -e repokey-blake2 >/dev/null 2>&1
+  borg create --stdin-name dump.bin ::night - <"$STREAM"
+  borg mount -f :: "$SCRATCH/mnt" >/dev/null 2>&1 &
+  other_pid=$!
+  wait_mounted borg
+  other_seconds=$(seconds dd if="$SCRATCH/mnt/night/dump.bin" of=/dev/null bs=1M)
+  other_lines+=("| \`borg mount\` ($(borg --version | cut -d' ' -f2)) | $(peak_of "$other_pid") | $other_seconds | $(rate "$other_seconds") |")
+  "$FUSERMOUNT" -u "$SCRATCH/mnt"; wait "$other_pid" || true
+fi
+
 DUMP=$(best "${dump_times[@]}") MOUNT=$(best "${mount_times[@]}")
 PEAK=$(printf '%s\n' "${peaks[@]}" | sort -n | tail -1)
 {
@@ -103,6 +137,13 @@ PEAK=$(printf '%s\n' "${peaks[@]}" | sort -n | tail -1)
   echo
   echo "Peak RSS of the mount process while reading: $((PEAK / 1024)) MiB (VmHWM, the larger of the two runs)."
   echo
+  if [ ${#other_lines[@]} -gt 0 ]; then
+    echo "| \`dd bs=1M\` of the stream through | peak RSS of the mount process (MiB) | seconds | MiB/s |"
+    echo "| --- | ---: | ---: | ---: |"
+    echo "| \`cairn mount\` | $((PEAK / 1024)) | $MOUNT | $(rate "$MOUNT") |"
+    printf '%s\n' "${other_lines[@]}"
+    echo
+  fi
   echo "A 1 MiB read in the middle of the stream, on a fresh mount whose local cache holds the index and the trees but no data (\`cairn -v mount\`'s report): $middle"
 } >"$OUT"
 cat "$OUT"

@@ -553,3 +553,17 @@ mod tests {
         assert_eq!(shorten_ids("keys/é: ok"), "keys/é: ok");
     }
 }
+
+/// Warns on stderr that each snapshot of `vanished` was removed by someone else while `tag` or
+/// `rewrite` ran, so it was `not_done` ("not re-tagged", "not rewritten").
+pub fn warn_vanished<'id>(
+    vanished: impl IntoIterator<Item = &'id cairn_store::Id>,
+    not_done: &str,
+) {
+    for original in vanished {
+        eprintln!(
+            "warning: snapshot {} was removed by someone else meanwhile: {not_done}",
+            original.short()
+        );
+    }
+}

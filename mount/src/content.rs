@@ -2,7 +2,6 @@
 //! needs, and fetching them (authenticated by the repository, as a restore does) into a small
 //! cache of plaintext blobs, with a read-ahead window for sequential readers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn_store::fetch::{self, Prefetch};
@@ -24,14 +23,37 @@ const PREFETCH_RENEWAL_BYTES: u64 = 2 << 30;
 /// sends reads of several threads slightly out of order).
 const SEQUENTIAL_SLACK: u64 = 1 << 20;
 
+/// No read of the file yet (where [`OpenFile`]'s last read ended before the first).
+const NO_READ_YET: u64 = u64::MAX;
+
+/// How far to read ahead of a read of `[offset, end)` that follows one ending at `previous_end`
+/// ([`NO_READ_YET`] before the first) after a sequential run of `run` bytes (the reads that
+/// continued each other before this one). Returns the new run and the read-ahead in bytes.
+///
+/// A first read or a read elsewhere (a random reader) reads nothing ahead and starts a new run;
+/// a read continuing the last one reads ahead as far as the run has gone, up to
+/// [`READ_AHEAD_BYTES`]: a window that grows as a reader proves sequential, as the kernel's own
+/// read-ahead does. Pure.
+fn read_ahead(previous_end: u64, run: u64, offset: u64, end: u64) -> (u64, u64) {
+    let continues =
+        previous_end != NO_READ_YET && offset.abs_diff(previous_end) <= SEQUENTIAL_SLACK;
+    if continues {
+        let run = run.saturating_add(end - offset);
+        (run, run.min(READ_AHEAD_BYTES))
+    } else {
+        (end - offset, 0)
+    }
+}
+
 /// An open file: its chunks and where each one ends.
 #[derive(Debug)]
 pub struct OpenFile {
     chunks: Vec<Id>,
     /// `ends[i]` is one past the last byte of chunk `i`.
     ends: Vec<u64>,
-    /// Where the last read ended, to tell sequential readers.
-    last_end: AtomicU64,
+    /// Where the last read ended ([`NO_READ_YET`] before the first), and how many bytes the
+    /// reads that continued each other up to it covered: to tell sequential readers.
+    last_read: Mutex<(u64, u64)>,
     /// Held while this file's chunks are fetched: the kernel's concurrent reads of one region
     /// wait for one fetch instead of each fetching the same read-ahead window.
     fetching: Mutex<()>,
@@ -64,7 +86,7 @@ impl OpenFile {
         Ok(Self {
             chunks: chunks.to_vec(),
             ends,
-            last_end: AtomicU64::new(0),
+            last_read: Mutex::new((NO_READ_YET, 0)),
             fetching: Mutex::new(()),
         })
     }
@@ -121,15 +143,21 @@ impl ContentReader {
         }
         let end = size.min(offset + u64::from(length));
         let needed = file.chunks_covering(offset, end);
-        let last_end = file.last_end.swap(end, Ordering::Relaxed);
-        let sequential = offset == 0 || offset.abs_diff(last_end) <= SEQUENTIAL_SLACK;
+        let ahead = {
+            let mut last_read = file
+                .last_read
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (run, ahead) = read_ahead(last_read.0, last_read.1, offset, end);
+            *last_read = (end, run);
+            ahead
+        };
         let mut wanted = needed.clone();
-        if sequential {
-            while wanted.end < file.chunks.len()
-                && file.ends[wanted.end - 1] - file.start(needed.end) < READ_AHEAD_BYTES
-            {
-                wanted.end += 1;
-            }
+        while ahead > 0
+            && wanted.end < file.chunks.len()
+            && file.ends[wanted.end - 1] - file.start(needed.end) < ahead
+        {
+            wanted.end += 1;
         }
         let mut plaintexts: Vec<Option<Arc<Vec<u8>>>> = {
             let mut blobs = self
@@ -255,7 +283,7 @@ mod tests {
                     end
                 })
                 .collect(),
-            last_end: AtomicU64::new(0),
+            last_read: Mutex::new((NO_READ_YET, 0)),
             fetching: Mutex::new(()),
         }
     }
@@ -272,5 +300,32 @@ mod tests {
         assert_eq!(file.chunks_covering(0, 30), 0..3);
         assert_eq!(file.size(), 30);
         assert_eq!(self::file(&[]).size(), 0);
+    }
+
+    #[test]
+    fn read_ahead_starts_with_the_second_sequential_read_and_grows_with_the_run() {
+        const READ: u64 = 128 << 10;
+        // The first read, at the start or in the middle, reads nothing ahead.
+        assert_eq!(read_ahead(NO_READ_YET, 0, 0, READ), (READ, 0));
+        assert_eq!(
+            read_ahead(NO_READ_YET, 0, 100 << 20, (100 << 20) + READ),
+            (READ, 0)
+        );
+        // The second read that continues the first reads ahead as far as the run went.
+        assert_eq!(read_ahead(READ, READ, READ, 2 * READ), (2 * READ, 2 * READ));
+        // Slightly out of order (the kernel's concurrent reads) still continues the run.
+        assert_eq!(
+            read_ahead(4 * READ, 4 * READ, 3 * READ, 4 * READ),
+            (5 * READ, 5 * READ)
+        );
+        // A long run reads ahead at most READ_AHEAD_BYTES.
+        let (run, ahead) = read_ahead(1 << 30, 1 << 30, 1 << 30, (1 << 30) + READ);
+        assert_eq!((run, ahead), ((1 << 30) + READ, READ_AHEAD_BYTES));
+        // A jump elsewhere starts a new run with nothing read ahead.
+        assert_eq!(
+            read_ahead(1 << 30, 1 << 30, 5 << 30, (5 << 30) + READ),
+            (READ, 0)
+        );
+        assert_eq!(read_ahead(5 << 30, 5 << 30, 0, READ), (READ, 0));
     }
 }

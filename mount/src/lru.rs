@@ -1,62 +1,47 @@
-//! A least-recently-used map bounded by the bytes its values weigh: the decoded trees and the
-//! plaintext blobs the mount keeps. Pure.
+//! The byte budget of the mount's caches (decoded trees, plaintext blobs): the `lru` crate keeps
+//! the order of use, this module weighs the values and drops the least recently used while the
+//! total is over the budget. Pure.
 
-use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 /// Values by key; inserting past the byte budget drops the least recently used first.
 #[derive(Debug)]
-pub struct Lru<K, V> {
+pub struct Lru<K: Hash + Eq, V> {
     budget: usize,
     bytes: usize,
-    clock: u64,
-    values: HashMap<K, (V, usize, u64)>,
-    by_use: BTreeMap<u64, K>,
+    values: lru::LruCache<K, (V, usize)>,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
+impl<K: Hash + Eq, V: Clone> Lru<K, V> {
     /// An empty map that holds at most `budget` bytes of values (one larger value is kept
     /// alone until the next insertion).
     pub fn new(budget: usize) -> Self {
         Self {
             budget,
             bytes: 0,
-            clock: 0,
-            values: HashMap::new(),
-            by_use: BTreeMap::new(),
+            values: lru::LruCache::unbounded(),
         }
     }
 
     /// The value of `key`, now the most recently used.
     pub fn get(&mut self, key: &K) -> Option<V> {
-        self.clock += 1;
-        let clock = self.clock;
-        let (value, _, used) = self.values.get_mut(key)?;
-        self.by_use.remove(used);
-        *used = clock;
-        self.by_use.insert(clock, key.clone());
-        Some(value.clone())
+        self.values.get(key).map(|(value, _)| value.clone())
     }
 
     /// Keeps `value` weighing `weight` bytes under `key`, dropping the least recently used
     /// values while the total is over the budget.
     pub fn insert(&mut self, key: K, value: V, weight: usize) {
-        self.clock += 1;
-        if let Some((_, old_weight, used)) = self.values.remove(&key) {
-            self.by_use.remove(&used);
+        if let Some((_, old_weight)) = self.values.pop(&key) {
             self.bytes -= old_weight;
         }
         while self.bytes + weight > self.budget {
-            let Some((_, oldest)) = self.by_use.pop_first() else {
+            let Some((_, (_, dropped))) = self.values.pop_lru() else {
                 break;
             };
-            if let Some((_, dropped, _)) = self.values.remove(&oldest) {
-                self.bytes -= dropped;
-            }
+            self.bytes -= dropped;
         }
         self.bytes += weight;
-        self.values.insert(key.clone(), (value, weight, self.clock));
-        self.by_use.insert(self.clock, key);
+        self.values.put(key, (value, weight));
     }
 
     /// Bytes held.

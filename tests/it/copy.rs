@@ -1,6 +1,10 @@
 //! `cairn copy`: snapshots copied between repositories restore byte for byte, a second copy
 //! sends nothing, copies already made are skipped, bad input gets its own exit code, and a
 //! copy killed with SIGKILL resumes without sending again what arrived.
+//!
+//! The kill-and-resume tests run a small cell in CI (a few MiB, two kills, 1 MiB packs so a kill
+//! lands between packs); `tests/soak/copy-kill.sh` (`CAIRN_TEST_SOAK=1`) runs the full matrix:
+//! a corpus with a file larger than a copy's read batch (32 MiB) and four kills per run.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -154,6 +158,17 @@ fn copies_of(pair: &Pair) -> Vec<(String, String)> {
         }
     }
     pairs
+}
+
+/// Whether the full soak matrix runs (`CAIRN_TEST_SOAK=1`, `tests/soak/copy-kill.sh`) rather
+/// than CI's small cell.
+fn soak() -> bool {
+    std::env::var("CAIRN_TEST_SOAK").is_ok_and(|value| value == "1")
+}
+
+/// When to kill the copies: CI's `ci` delays, or the soak's `full` ones.
+fn kill_delays_ms(ci: &'static [u64], full: &'static [u64]) -> &'static [u64] {
+    if soak() { full } else { ci }
 }
 
 fn check_clean(workspace: &Workspace) {
@@ -368,11 +383,11 @@ fn directory_bytes(directory: &Path) -> u64 {
 fn a_copy_killed_mid_way_resumes_without_sending_again() {
     let pair = Pair::alike(&["--pack-size-mib", "1"]);
     let data = pair.source.path("data");
-    write_corpus(&data, 3, true);
+    write_corpus(&data, 3, soak());
     pair.source.backup(&[&data]);
     std::fs::write(data.join("a/b/extra"), random_bytes(9, 4_000_000)).unwrap();
     pair.source.backup(&[&data]);
-    killed_and_resumed(&pair, &[300, 900, 1500, 2500]);
+    killed_and_resumed(&pair, kill_delays_ms(&[300, 900], &[300, 900, 1500, 2500]));
     assert_eq!(pair.destination.snapshots().len(), 2);
 
     // One uninterrupted copy into a fresh destination, for the size it stores.
@@ -423,7 +438,7 @@ fn a_destination_that_chunks_alike_never_rechunks_and_dedups_with_backups() {
 fn a_destination_that_chunks_differently_rechunks_and_says_so() {
     let pair = Pair::unlike(&SMALLER_CHUNKS);
     let data = pair.source.path("data");
-    write_corpus(&data, 5, true);
+    write_corpus(&data, 5, soak());
     pair.source.backup(&[&data]);
     pair.source
         .backup_stdin("stream", &random_bytes(6, 5_000_000), &[]);
@@ -475,7 +490,13 @@ fn pair_at(source_url: Option<String>, destination_url: Option<String>) -> Pair 
     }
     let password_file = source.path("source-password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-    init_alike(&destination, &source, &password_file, &[]);
+    // Small packs: a few MiB make enough packs for a kill to land between two of them.
+    init_alike(
+        &destination,
+        &source,
+        &password_file,
+        &["--pack-size-mib", "1"],
+    );
     Pair {
         source,
         destination,
@@ -488,11 +509,12 @@ fn pair_at(source_url: Option<String>, destination_url: Option<String>) -> Pair 
 fn copy_across_stores(pair: &Pair) {
     let data = pair.source.path("data");
     write_corpus(&data, 11, false);
-    std::fs::write(data.join("a/big"), random_bytes(12, 12_000_000)).unwrap();
+    let big = if soak() { 12_000_000 } else { 2_000_000 };
+    std::fs::write(data.join("a/big"), random_bytes(12, big)).unwrap();
     pair.source.backup(&[&data]);
     std::fs::write(data.join("a/b/changed"), random_bytes(13, 3_000_000)).unwrap();
     pair.source.backup(&[&data]);
-    killed_and_resumed(pair, &[400, 1200, 2500]);
+    killed_and_resumed(pair, kill_delays_ms(&[400, 1200], &[400, 1200, 2500]));
     assert_eq!(pair.destination.snapshots().len(), 2);
     let again = pair.copy(&[]);
     assert_eq!(json_u64(&again, "bytes_added"), 0, "{again}");

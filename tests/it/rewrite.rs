@@ -40,6 +40,15 @@ fn source(workspace: &Workspace) -> TreeBuilder {
     tree
 }
 
+/// A repository made with `init` options `init` holding one backup of [`source`]: the
+/// workspace, the source tree and the backup's summary.
+fn backed_up_source(init: &[&str]) -> (Workspace, TreeBuilder, serde_json::Value) {
+    let workspace = Workspace::initialized_with(init);
+    let tree = source(&workspace);
+    let backup = workspace.backup(&[tree.root()]);
+    (workspace, tree, backup)
+}
+
 /// `scan` without the entries at or below the relative paths `removed`.
 fn without(scan: &BTreeMap<PathBuf, Entry>, removed: &[&str]) -> BTreeMap<PathBuf, Entry> {
     scan.iter()
@@ -144,9 +153,7 @@ fn the_matrix_restores_the_source_minus_what_was_removed() {
 
 #[test]
 fn unchanged_subtrees_keep_their_trees() {
-    let workspace = Workspace::initialized();
-    let tree = source(&workspace);
-    workspace.backup(&[tree.root()]);
+    let (workspace, tree, _) = backed_up_source(&[]);
     let trees_before = workspace.cairn(&["stats", "--json"]).ok().summary()["tree_blobs"]
         .as_u64()
         .unwrap();
@@ -166,9 +173,7 @@ fn unchanged_subtrees_keep_their_trees() {
 
 #[test]
 fn refusals_write_nothing() {
-    let workspace = Workspace::initialized();
-    let tree = source(&workspace);
-    workspace.backup(&[tree.root()]);
+    let (workspace, tree, _) = backed_up_source(&[]);
     workspace.backup_stdin("dump.sql", b"create table t;", &[]);
     let before = workspace.snapshots();
     let objects_before = files_below(&workspace.repo);
@@ -224,9 +229,8 @@ fn refusals_write_nothing() {
 
 #[test]
 fn a_repeated_run_writes_nothing_new() {
-    let workspace = Workspace::initialized();
-    let tree = source(&workspace);
-    let original = workspace.backup(&[tree.root()])["snapshot_id"].clone();
+    let (workspace, _, backup) = backed_up_source(&[]);
+    let original = backup["snapshot_id"].clone();
     workspace.cairn(&["rewrite", "--exclude", "*.key"]).ok();
     let after_first = workspace.snapshots();
     let again = workspace
@@ -279,9 +283,7 @@ fn blobs_in_packs(workspace: &Workspace) -> HashSet<Id> {
 
 #[test]
 fn the_secret_is_gone_after_rewrite_forget_and_prune() {
-    let workspace = Workspace::initialized();
-    let tree = source(&workspace);
-    workspace.backup(&[tree.root()]);
+    let (workspace, tree, _) = backed_up_source(&[]);
     tree.file("app/main.rs", b"fn main() { changed(); }\n");
     workspace.backup(&[tree.root()]);
     let secret_path = tree.path("app/.env");
@@ -340,9 +342,7 @@ fn the_secret_is_gone_after_rewrite_forget_and_prune() {
 
 #[test]
 fn append_only_allows_rewrite_but_refuses_forget() {
-    let workspace = Workspace::initialized_with(&["--append-only"]);
-    let tree = source(&workspace);
-    workspace.backup(&[tree.root()]);
+    let (workspace, _, _) = backed_up_source(&["--append-only"]);
     let before = workspace.snapshots();
     workspace
         .cairn(&["rewrite", "--exclude", "*.key", "--forget"])

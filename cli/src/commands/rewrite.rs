@@ -128,14 +128,14 @@ fn print_report(global: &GlobalArgs, dry_run: bool, report: &RewriteReport) {
         }));
         return;
     }
-    for entry in &report.snapshots {
-        if entry.outcome == RewriteOutcome::Vanished {
-            eprintln!(
-                "warning: snapshot {} was removed by someone else meanwhile: not rewritten",
-                entry.original.short()
-            );
-        }
-    }
+    render::warn_vanished(
+        report
+            .snapshots
+            .iter()
+            .filter(|entry| entry.outcome == RewriteOutcome::Vanished)
+            .map(|entry| &entry.original),
+        "not rewritten",
+    );
     if global.quiet {
         return;
     }

@@ -94,14 +94,13 @@ fn print_report(global: &GlobalArgs, dry_run: bool, retags: &[SnapshotRetag]) {
         }));
         return;
     }
-    for retag in retags {
-        if retag.outcome == TagOutcome::Vanished {
-            eprintln!(
-                "warning: snapshot {} was removed by someone else meanwhile: not re-tagged",
-                retag.original.short()
-            );
-        }
-    }
+    render::warn_vanished(
+        retags
+            .iter()
+            .filter(|retag| retag.outcome == TagOutcome::Vanished)
+            .map(|retag| &retag.original),
+        "not re-tagged",
+    );
     if global.quiet {
         return;
     }

@@ -136,6 +136,19 @@ fn read_strings(reader: &mut Reader<'_>, field: &'static str) -> Result<Vec<Stri
 }
 
 impl Snapshot {
+    /// A snapshot a later command (`tag`, `rewrite`, `repair`) writes from this one: the same
+    /// time, host, user, tags, source, parent and extensions, with `root`, `summary` and the
+    /// writing cairn's `program_version`. The caller changes what its command changes. Pure.
+    #[must_use]
+    pub fn derived(&self, root: Id, summary: Summary, program_version: &str) -> Self {
+        Self {
+            root,
+            summary,
+            program_version: program_version.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// Seals the snapshot into its stored bytes.
     pub fn encode(&self, key: &SealKey, level: Option<i32>, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
         let mut writer = Writer::new();

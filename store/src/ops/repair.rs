@@ -833,30 +833,25 @@ fn repaired_snapshot(
     if !tags.iter().any(|tag| tag == REPAIRED_TAG) {
         tags.push(REPAIRED_TAG.to_owned());
     }
+    let summary = Summary {
+        files: original.summary.files.saturating_sub(dropped_files),
+        directories: original
+            .summary
+            .directories
+            .saturating_sub(dropped_directories),
+        bytes_processed: original
+            .summary
+            .bytes_processed
+            .saturating_sub(dropped_bytes),
+        bytes_added: 0,
+        blobs_added: 0,
+        entries_unreadable: original.summary.entries_unreadable + dropped.len() as u64,
+    };
     Snapshot {
-        time: original.time,
-        host: original.host.clone(),
-        username: original.username.clone(),
         tags,
-        source: original.source.clone(),
-        root,
         parent: Some(original_id),
-        summary: Summary {
-            files: original.summary.files.saturating_sub(dropped_files),
-            directories: original
-                .summary
-                .directories
-                .saturating_sub(dropped_directories),
-            bytes_processed: original
-                .summary
-                .bytes_processed
-                .saturating_sub(dropped_bytes),
-            bytes_added: 0,
-            blobs_added: 0,
-            entries_unreadable: original.summary.entries_unreadable + dropped.len() as u64,
-        },
-        program_version: program_version.to_owned(),
         extensions: Vec::new(),
+        ..original.derived(root, summary, program_version)
     }
 }
 

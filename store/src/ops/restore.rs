@@ -1138,6 +1138,44 @@ mod tests {
     use crate::ops::backup::{BackupOptions, BackupSource, NoProgress, backup};
     use crate::repo::repository::{CacheLocation, InitOptions};
 
+    /// Repository options with a cheap key derivation.
+    fn cheap_options() -> InitOptions {
+        InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        }
+    }
+
+    /// Backs up `source` and restores it into `target`, asserting no file failed; returns the
+    /// backup's snapshot and the restore's outcome.
+    fn backed_up_and_restored(
+        repository: &Repository,
+        source: &Path,
+        target: &Path,
+    ) -> (crate::format::snapshot::Snapshot, RestoreOutcome) {
+        let outcome = backup(
+            repository,
+            BackupSource::Paths(vec![source.to_owned()]),
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        let restored = restore(
+            repository,
+            &outcome.snapshot.root,
+            &source.display().to_string(),
+            target,
+            &NoRestoreProgress,
+        )
+        .unwrap();
+        assert!(restored.failed.is_empty(), "{:?}", restored.failed);
+        (outcome.snapshot, restored)
+    }
+
     /// A master secret whose chunker seed cuts runs of zeros into short chunks (what `init`
     /// now refuses, and what older repositories may have).
     fn degenerate_master(params: cairn_chunker::ChunkerParams) -> MasterSecret {
@@ -1162,14 +1200,7 @@ mod tests {
     /// holes. Holes now come from aligned zero blocks where the restore writes.
     #[test]
     fn sparse_file_stays_sparse_with_a_degenerate_seed() {
-        let options = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..InitOptions::default()
-        };
+        let options = cheap_options();
         let master = degenerate_master(options.chunker);
         let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::in_memory());
         let repository = Repository::init_with_master(
@@ -1197,18 +1228,10 @@ mod tests {
             original.blocks() * 512 < original.len() / 8,
             "no sparse files here"
         );
-        let outcome = backup(
-            &repository,
-            BackupSource::Paths(vec![source.clone()]),
-            &BackupOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+        let target = scratch.path().join("target");
+        let (snapshot, _) = backed_up_and_restored(&repository, &source, &target);
         let node = repository
-            .find_node(
-                &outcome.snapshot.root,
-                &format!("{}/disk.img", source.display()),
-            )
+            .find_node(&snapshot.root, &format!("{}/disk.img", source.display()))
             .unwrap()
             .unwrap();
         assert!(
@@ -1216,16 +1239,6 @@ mod tests {
             "the seed cuts zeros short: {} chunks",
             file_chunks(&node).len()
         );
-        let target = scratch.path().join("target");
-        let restored = restore(
-            &repository,
-            &outcome.snapshot.root,
-            &source.display().to_string(),
-            &target,
-            &NoRestoreProgress,
-        )
-        .unwrap();
-        assert!(restored.failed.is_empty(), "{:?}", restored.failed);
         let copy = target.join("disk.img");
         assert_eq!(fs::read(&copy).unwrap(), fs::read(&image).unwrap());
         let metadata = fs::metadata(&copy).unwrap();
@@ -1241,14 +1254,7 @@ mod tests {
     /// place from one read; empty and one-chunk files are verified from what is in hand.
     #[test]
     fn shared_and_repeated_chunks_restore_to_every_place() {
-        let options = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..InitOptions::default()
-        };
+        let options = cheap_options();
         let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::in_memory());
         let repository =
             Repository::init(backend, b"password", &options, &CacheLocation::Memory).unwrap();
@@ -1270,23 +1276,8 @@ mod tests {
         fs::write(source.join("b"), &repeated).unwrap();
         fs::write(source.join("empty"), b"").unwrap();
         fs::write(source.join("small"), b"one chunk").unwrap();
-        let outcome = backup(
-            &repository,
-            BackupSource::Paths(vec![source.clone()]),
-            &BackupOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
         let target = scratch.path().join("target");
-        let restored = restore(
-            &repository,
-            &outcome.snapshot.root,
-            &source.display().to_string(),
-            &target,
-            &NoRestoreProgress,
-        )
-        .unwrap();
-        assert!(restored.failed.is_empty(), "{:?}", restored.failed);
+        let (_, restored) = backed_up_and_restored(&repository, &source, &target);
         assert_eq!(restored.files, 4);
         for name in ["a", "b", "empty", "small"] {
             assert_eq!(

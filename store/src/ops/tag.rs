@@ -59,16 +59,8 @@ pub fn derived_snapshot(
 ) -> Snapshot {
     // The original's other extensions stay (a re-tagged copy is still a copy, FORMAT.md 12).
     let mut derived = Snapshot {
-        time: original.time,
-        host: original.host.clone(),
-        username: original.username.clone(),
         tags,
-        source: original.source.clone(),
-        root,
-        parent: original.parent,
-        summary,
-        program_version: program_version.to_owned(),
-        extensions: original.extensions.clone(),
+        ..original.derived(root, summary, program_version)
     };
     derived.set_rewritten_from(Some(original_id));
     derived
