@@ -44,16 +44,17 @@ fn kinds(seed: u64, length: usize) -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn probe_stores_incompressible_streams_raw_and_text_compressed_and_all_restore() {
-    let workspace = Workspace::initialized();
+    // One repository per setting, so the same content is stored once in each. Each repository
+    // cuts with its own keyed chunker, so the two sizes also differ by how the cuts fall (about
+    // 1.5 % on text): the comparisons allow 3 %.
+    let with_probe = Workspace::initialized();
+    let without_probe = Workspace::initialized();
     let mut seed = 100;
-    for length in [300 * 1024, 2 << 20] {
+    for length in [64 * 1024, 1 << 20] {
         for kind_index in 0..kinds(0, 0).len() {
             let mut added = Vec::new();
-            let mut kind = "";
-            // Each run gets content of its own seed, so nothing deduplicates between them.
-            for (probe, seed_offset) in [("on", 0), ("off", 1000)] {
-                let (name, content) = kinds(seed + seed_offset, length).swap_remove(kind_index);
-                kind = name;
+            let (kind, content) = kinds(seed, length).swap_remove(kind_index);
+            for (workspace, probe) in [(&with_probe, "on"), (&without_probe, "off")] {
                 let stream = format!("{kind}-{length}-{probe}");
                 let summary =
                     workspace.backup_stdin(&stream, &content, &["--compression-probe", probe]);
@@ -73,14 +74,14 @@ fn probe_stores_incompressible_streams_raw_and_text_compressed_and_all_restore()
                         "{kind} {length}: {on} for {raw}"
                     );
                     assert!(
-                        on <= off + off / 100,
+                        on <= off + off / 33,
                         "{kind} {length}: probe on {on}, off {off}"
                     );
                 }
                 "text" => {
                     assert!(on * 2 < raw, "{kind} {length}: {on} for {raw}");
                     assert!(
-                        on <= off + off / 100,
+                        on <= off + off / 33,
                         "{kind} {length}: probe on {on}, off {off}"
                     );
                 }
@@ -88,7 +89,7 @@ fn probe_stores_incompressible_streams_raw_and_text_compressed_and_all_restore()
                     // Half text: the mixture must still shrink (the probe errs towards zstd).
                     assert!(on < raw * 4 / 5, "{kind} {length}: {on} for {raw}");
                     assert!(
-                        on <= off + off / 50,
+                        on <= off + off / 33,
                         "{kind} {length}: probe on {on}, off {off}"
                     );
                 }
@@ -96,7 +97,8 @@ fn probe_stores_incompressible_streams_raw_and_text_compressed_and_all_restore()
             seed += 10;
         }
     }
-    workspace.cairn(&["check", "--read-data"]).ok();
+    with_probe.cairn(&["check", "--read-data"]).ok();
+    without_probe.cairn(&["check", "--read-data"]).ok();
 }
 
 #[test]
