@@ -511,7 +511,7 @@ impl Repository {
     }
 
     /// Whether new data chunks go through the compressibility probe first
-    /// ([`crate::policy::compressibility`]); on unless turned off here.
+    /// ([`crate::crypto::compressibility`]); on unless turned off here.
     #[must_use]
     pub fn with_compression_probe(mut self, probe: CompressionProbe) -> Self {
         self.compression_probe = probe;
