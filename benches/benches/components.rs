@@ -7,6 +7,7 @@ use std::hint::black_box;
 
 use cairn_chunker::{Chunker, ChunkerParams};
 use cairn_store::Id;
+use cairn_store::compressibility;
 use cairn_store::format::index::{IndexObject, IndexedPack};
 use cairn_store::format::pack::PackEntry;
 use cairn_store::id::BlobType;
@@ -85,6 +86,68 @@ fn per_chunk(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// A zstd frame of text at level 3: what an already-compressed layer or archive looks like.
+fn compressed_bytes(length: usize) -> Vec<u8> {
+    let mut out = zstd::bulk::compress(&compressible_bytes(length * 4), 3).unwrap();
+    while out.len() < length {
+        out.extend(zstd::bulk::compress(&random_bytes(length, 5), 3).unwrap());
+    }
+    out.truncate(length);
+    out
+}
+
+/// The compressibility probe against the zstd pass it saves, and the probes it was chosen over
+/// (benches/results/compression-probe.md): per 8 KiB chunk (the default average), random,
+/// already compressed and text.
+fn compressibility(criterion: &mut Criterion) {
+    let key = SealKey::new(&[4; 32]);
+    let mut group = criterion.benchmark_group("compressibility per 8 KiB chunk");
+    group.throughput(Throughput::Bytes(8192));
+    let mut scratch = vec![0u8; zstd::zstd_safe::compress_bound(8192)];
+    let mut fast = zstd::bulk::Compressor::new(-5).unwrap();
+    let mut level1 = zstd::bulk::Compressor::new(1).unwrap();
+    for (name, plaintext) in [
+        ("random", random_bytes(8192, 2)),
+        ("compressed", compressed_bytes(8192)),
+        ("text", compressible_bytes(8192)),
+    ] {
+        group.bench_function(format!("probe (histogram), {name}"), |bench| {
+            bench.iter(|| compressibility::judge(black_box(&plaintext)));
+        });
+        group.bench_function(
+            format!("alternative: zstd -5 whole chunk, {name}"),
+            |bench| {
+                bench.iter(|| {
+                    fast.compress_to_buffer(black_box(&plaintext), &mut scratch)
+                        .unwrap()
+                });
+            },
+        );
+        group.bench_function(
+            format!("alternative: zstd 1 on first 2 KiB, {name}"),
+            |bench| {
+                bench.iter(|| {
+                    level1
+                        .compress_to_buffer(black_box(&plaintext[..2048]), &mut scratch)
+                        .unwrap()
+                });
+            },
+        );
+        group.bench_function(format!("zstd-3 + seal, {name}"), |bench| {
+            bench.iter(|| seal::seal(&key, [7; 24], b"ad", black_box(&plaintext), Some(3)));
+        });
+        group.bench_function(format!("probe + seal as judged, {name}"), |bench| {
+            bench.iter(|| {
+                let level = (compressibility::judge(black_box(&plaintext))
+                    == compressibility::Verdict::Compress)
+                    .then_some(3);
+                seal::seal(&key, [7; 24], b"ad", black_box(&plaintext), level)
+            });
+        });
+    }
+    group.finish();
+}
+
 /// The dedup question "do we have these chunks": a batch of 1,000 lookups in a cache that holds
 /// `entries` blobs, half of them present.
 fn dedup_lookup(criterion: &mut Criterion) {
@@ -134,5 +197,5 @@ fn dedup_lookup(criterion: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, chunking, per_chunk, dedup_lookup);
+criterion_group!(benches, chunking, per_chunk, compressibility, dedup_lookup);
 criterion_main!(benches);

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use cairn_store::compressibility::CompressionProbe;
 use cairn_store::retention::{GroupBy, KeepWithin, TagSet};
 use cairn_store::sweep::Subset;
 use clap::{Args, Parser, Subcommand};
@@ -87,6 +88,18 @@ pub struct GlobalArgs {
         global = true
     )]
     pub compression: Option<Compression>,
+    /// Before compressing a data chunk, judge from its byte histogram whether zstd can shrink
+    /// it; chunks that look compressed or random (gzip layers, media, encrypted files) are then
+    /// stored raw without a zstd pass. `off` gives every chunk to zstd
+    #[arg(
+        long,
+        env = "CAIRN_COMPRESSION_PROBE",
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = parse_compression_probe,
+        global = true
+    )]
+    pub compression_probe: CompressionProbe,
     /// Worker threads for chunking, hashing, compression and encryption (default: one per core)
     #[arg(long, env = "CAIRN_THREADS", value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub threads: Option<u16>,
@@ -137,6 +150,15 @@ fn parse_compression(text: &str) -> Result<Compression, String> {
                 "{text:?} is not a compression: give fastest, default, max, off or a zstd level from -7 to 22"
             )),
         },
+    }
+}
+
+/// Parses `on` or `off` for `--compression-probe`.
+fn parse_compression_probe(text: &str) -> Result<CompressionProbe, String> {
+    match text {
+        "on" => Ok(CompressionProbe::On),
+        "off" => Ok(CompressionProbe::Off),
+        _ => Err(format!("{text:?} is not a probe setting: give on or off")),
     }
 }
 

@@ -19,12 +19,13 @@ const REPOSITORY_OPTIONS: &[&str] = &[
     "download_concurrency",
     "append_only",
     "compression",
+    "compression_probe",
     "threads",
     "cache_memory_mib",
 ];
 
 /// Global options that only commands writing new data use (packs and snapshots).
-const WRITING_OPTIONS: &[&str] = &["upload_concurrency", "compression"];
+const WRITING_OPTIONS: &[&str] = &["upload_concurrency", "compression", "compression_probe"];
 
 /// Commands that never write data, read file contents or delete: they ignore the writing
 /// options, `--download-concurrency` and `--append-only`.

@@ -210,6 +210,10 @@ fn run_command() -> ExitCode {
             .num_threads(usize::from(threads))
             .build_global();
     }
+    let pipeline_stats = std::env::var_os("CAIRN_PIPELINE_STATS").is_some_and(|value| value == "1");
+    if pipeline_stats {
+        cairn_store::pipeline_stats::enable();
+    }
     cairn_store::index::cache::set_cache_memory(
         usize::try_from(cli.global.cache_memory_mib).unwrap_or(usize::MAX) * 1024 * 1024,
     );
@@ -227,6 +231,13 @@ fn run_command() -> ExitCode {
         && let Some(backend) = settings::OPENED_BACKEND.get()
     {
         render::requests(cli.global.json, &backend.stats());
+    }
+    if pipeline_stats {
+        render::pipeline_stats(
+            cli.global.json,
+            &cairn_store::pipeline_stats::totals(),
+            cairn_store::pipeline_stats::probed_bytes(),
+        );
     }
     if render::stdout_failed() && outcome.is_ok() {
         return ExitCode::from(EXIT_FATAL);

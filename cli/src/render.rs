@@ -154,6 +154,36 @@ pub fn requests(json: bool, stats: &cairn_store::backend::RequestStats) {
     }
 }
 
+/// Reports the backup pipeline's per-stage times (`CAIRN_PIPELINE_STATS=1`): one JSON line with
+/// `--json`, else one line on stderr, seconds with millisecond precision.
+pub fn pipeline_stats(
+    json: bool,
+    totals: &[(cairn_store::pipeline_stats::Stage, std::time::Duration)],
+    (probed_bytes, probe_raw_bytes): (u64, u64),
+) {
+    if json {
+        let mut line = serde_json::Map::new();
+        line.insert("message_type".into(), "pipeline_stats".into());
+        for (stage, time) in totals {
+            line.insert(stage.name().into(), time.as_secs_f64().into());
+        }
+        line.insert("probed_bytes".into(), probed_bytes.into());
+        line.insert("probe_raw_bytes".into(), probe_raw_bytes.into());
+        json_line(&serde_json::Value::Object(line));
+    } else {
+        let stages: Vec<String> = totals
+            .iter()
+            .map(|(stage, time)| format!("{} {:.3}", stage.name(), time.as_secs_f64()))
+            .collect();
+        eprintln!(
+            "pipeline seconds: {}; probe stored {} of {} raw",
+            stages.join(", "),
+            bytes(probe_raw_bytes),
+            bytes(probed_bytes)
+        );
+    }
+}
+
 /// The `type` of a snapshot entry in listings: `file`, `dir`, `symlink`, `fifo`, `chardev` or
 /// `blockdev`.
 pub fn node_type(node: &cairn_store::format::tree::Node) -> &'static str {

@@ -294,7 +294,8 @@ fn open_with(
         .with_compression(match global.compression {
             Some(Compression::Level(level)) => Some(level),
             None | Some(Compression::Default) => None,
-        });
+        })
+        .with_compression_probe(global.compression_probe);
     Ok(repository)
 }
 

@@ -21,7 +21,7 @@ pub mod repo;
 pub mod sim;
 pub mod units;
 
-pub use crypto::{id, keys, seal};
+pub use crypto::{compressibility, id, keys, seal};
 pub use format::packer;
 pub use ops::{
     archive, backup, check, copy, drill, forget, fsmeta, prune, repair, repair_config, restore,
@@ -31,7 +31,7 @@ pub use policy::{
     dedup_hostile, diff, exclude, find, overwrite, pathmatch, retention, select, size_drop, sweep,
     time_sanity,
 };
-pub use repo::{fetch, keyring, lifecycle, repository, saver};
+pub use repo::{fetch, keyring, lifecycle, pipeline_stats, repository, saver};
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BlobType, Id};

@@ -66,9 +66,24 @@ fn command_of(args: &[&str]) -> String {
 }
 
 fn record(observed: &mut Observed, workspace: &Workspace, args: &[&str]) {
+    record_with(observed, workspace, args, &[]);
+}
+
+/// Like [`record`], with extra environment variables.
+fn record_with(
+    observed: &mut Observed,
+    workspace: &Workspace,
+    args: &[&str],
+    env: &[(&str, &str)],
+) {
     let mut full = vec!["--json"];
     full.extend_from_slice(args);
-    let run = workspace.cairn_password(&full, PASSWORD).ok();
+    let mut process = workspace.command(&full, &[]);
+    process.env("CAIRN_PASSWORD", PASSWORD);
+    for (name, value) in env {
+        process.env(name, value);
+    }
+    let run = crate::support::run_command(process, None).ok();
     let command = command_of(args);
     for line in run.json_lines() {
         let kind = line["message_type"]
@@ -82,7 +97,7 @@ fn record(observed: &mut Observed, workspace: &Workspace, args: &[&str]) {
             .filter(|key| *key != "message_type")
             .cloned()
             .collect();
-        let command = if kind == "requests" {
+        let command = if kind == "requests" || kind == "pipeline_stats" {
             "*".to_owned()
         } else {
             command.clone()
@@ -154,6 +169,12 @@ fn observe_every_command() -> Observed {
     for args in &runs {
         record(&mut observed, &workspace, args);
     }
+    record_with(
+        &mut observed,
+        &workspace,
+        &["snapshots"],
+        &[("CAIRN_PIPELINE_STATS", "1")],
+    );
     let added = workspace
         .cairn(&["key", "list", "--json"])
         .ok()

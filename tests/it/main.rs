@@ -6,6 +6,7 @@ mod backup_options;
 mod bandwidth;
 mod cli_e2e;
 mod comforts;
+mod compression_probe;
 mod copy;
 mod copy_run;
 mod corruption;

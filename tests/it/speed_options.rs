@@ -73,6 +73,10 @@ fn bad_speed_options_are_refused_with_one_line() {
         .code(2)
         .stderr_contains("zstd level from -7 to 22");
     workspace.cairn(&["--threads", "0", "snapshots"]).code(2);
+    workspace
+        .cairn(&["--compression-probe", "maybe", "snapshots"])
+        .code(2)
+        .stderr_contains("give on or off");
 }
 
 #[test]

@@ -34,6 +34,7 @@ use crate::policy::exclude::{
     is_cache_directory_tag,
 };
 use crate::policy::size_drop::{self, SizeDrop};
+use crate::repo::pipeline_stats::{self, Stage};
 use crate::repo::repository::Repository;
 use crate::repo::saver::{BlobSaver, SaverStats};
 
@@ -562,26 +563,31 @@ impl Walker<'_, '_, '_> {
             scope.spawn(move || {
                 let mut stream = chunker.stream(reader, READ_BLOCK);
                 loop {
-                    let next = stream.next_batch().transpose();
+                    let next =
+                        pipeline_stats::time(Stage::ReadChunk, || stream.next_batch().transpose());
                     let Some(next) = next else { break };
                     let failed = next.is_err();
                     // A closed channel means the saving side stopped: stop reading.
-                    if sender.send(next).is_err() || failed {
+                    if pipeline_stats::time(Stage::ReadBlocked, || sender.send(next)).is_err()
+                        || failed
+                    {
                         break;
                     }
                 }
             });
             // Returning drops `batches`, which ends the reading thread at its next block.
-            for next in batches {
+            while let Some(next) = pipeline_stats::time(Stage::BatchWait, || batches.recv().ok()) {
                 let batch = match next {
                     Ok(batch) => batch,
                     Err(error) => return Ok(Err(error)),
                 };
+                let hashing = pipeline_stats::start(Stage::ContentHash);
                 if batch.data.len() >= 1 << 20 {
                     hasher.update_rayon(&batch.data);
                 } else {
                     hasher.update(&batch.data);
                 }
+                hashing.stop();
                 length += batch.data.len() as u64;
                 self.progress.bytes_processed(batch.data.len() as u64);
                 let slices: Vec<&[u8]> = batch
@@ -930,6 +936,7 @@ impl Walker<'_, '_, '_> {
         let read: Vec<std::io::Result<ReadSmallFile>> = group
             .par_iter()
             .map(|file| {
+                let _reading = pipeline_stats::start(Stage::SmallFiles);
                 let mut handle = longpath::open(&file.path)?;
                 let metadata = handle.metadata()?;
                 let mut data = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));

@@ -11,6 +11,7 @@ use cairn_chunker::ChunkerParams;
 use rayon::prelude::*;
 
 use crate::backend::{Backend, BackendError, ObjectInfo, PutMode};
+use crate::crypto::compressibility::CompressionProbe;
 use crate::crypto::id::{BlobType, Id};
 use crate::crypto::keys::{KdfParams, KeyObject, MasterSecret, RepositoryKeys};
 use crate::crypto::seal;
@@ -154,6 +155,9 @@ pub struct Repository {
     marked_append_only: bool,
     /// zstd level for new blobs chosen by this client, overriding the config's default.
     compression_override: Option<i32>,
+    /// Whether data chunks that look incompressible skip zstd (FORMAT.md section 5 lets a
+    /// writer store any blob raw).
+    compression_probe: CompressionProbe,
     /// This machine's record of the sessions it started here (FORMAT.md section 21.3).
     session_record: crate::repo::place::SessionRecord,
 }
@@ -344,6 +348,7 @@ impl Repository {
             client_append_only: false,
             marked_append_only: false,
             compression_override: None,
+            compression_probe: CompressionProbe::default(),
             session_record,
         })
     }
@@ -428,6 +433,7 @@ impl Repository {
                 client_append_only: false,
                 marked_append_only: false,
                 compression_override: None,
+                compression_probe: CompressionProbe::default(),
                 session_record,
             };
             let marked_append_only = repository
@@ -502,6 +508,19 @@ impl Repository {
     pub fn with_compression(mut self, level: Option<i32>) -> Self {
         self.compression_override = level;
         self
+    }
+
+    /// Whether new data chunks go through the compressibility probe first
+    /// ([`crate::crypto::compressibility`]); on unless turned off here.
+    #[must_use]
+    pub fn with_compression_probe(mut self, probe: CompressionProbe) -> Self {
+        self.compression_probe = probe;
+        self
+    }
+
+    /// Whether new data chunks go through the compressibility probe before zstd.
+    pub fn compression_probe(&self) -> CompressionProbe {
+        self.compression_probe
     }
 
     /// The zstd level for new blobs and metadata: this client's choice, else the repository's

@@ -24,12 +24,14 @@ use bytes::Bytes;
 use rayon::prelude::*;
 
 use crate::backend::{Backend, PutMode};
+use crate::crypto::compressibility::{self, CompressionProbe, Verdict};
 use crate::crypto::id::{BlobType, Id};
 use crate::crypto::seal;
 use crate::error::{Error, Result};
 use crate::format::index::IndexedPack;
 use crate::format::pack::{self, SealedBlob};
 use crate::format::packer::Packer;
+use crate::repo::pipeline_stats::{self, Stage};
 use crate::repo::repository::{Repository, pack_name};
 
 /// Packs waiting for an upload thread before `save` blocks (backpressure).
@@ -107,20 +109,27 @@ impl<'repo> BlobSaver<'repo> {
                 let stop = Arc::clone(&stop);
                 std::thread::spawn(move || {
                     loop {
+                        let idle = pipeline_stats::start(Stage::UploadIdle);
                         let job = match jobs.lock() {
                             Ok(receiver) => receiver.recv(),
                             Err(_) => return,
                         };
+                        idle.stop();
                         let Ok(job) = job else { return };
                         // Once one upload has failed for good the run is lost: drop queued
                         // packs instead of spending every retry on each of them.
                         if stop.load(Ordering::SeqCst) {
                             continue;
                         }
-                        let outcome = backend
-                            .put(&pack_name(&job.pack.pack_id), job.bytes, PutMode::Overwrite)
-                            .map(|()| job.pack)
-                            .map_err(Error::from);
+                        let outcome = pipeline_stats::time(Stage::Upload, || {
+                            backend.put(
+                                &pack_name(&job.pack.pack_id),
+                                job.bytes,
+                                PutMode::Overwrite,
+                            )
+                        })
+                        .map(|()| job.pack)
+                        .map_err(Error::from);
                         if outcome.is_err() {
                             stop.store(true, Ordering::SeqCst);
                         }
@@ -193,9 +202,13 @@ impl<'repo> BlobSaver<'repo> {
         let keys = self.repository.keys();
         let ids: Vec<Id> = blobs
             .par_iter()
-            .map(|plaintext| keys.blob_id(blob_type, plaintext))
+            .map(|plaintext| {
+                pipeline_stats::time(Stage::BlobIds, || keys.blob_id(blob_type, plaintext))
+            })
             .collect();
-        let known = self.repository.cache().lookup_many(&ids)?;
+        let known = pipeline_stats::time(Stage::DedupLookup, || {
+            self.repository.cache().lookup_many(&ids)
+        })?;
         let mut fresh: Vec<usize> = Vec::new();
         for (position, (id, location)) in ids.iter().zip(&known).enumerate() {
             // A condemned pack may be deleted once this run ends: store the blob again.
@@ -216,12 +229,21 @@ impl<'repo> BlobSaver<'repo> {
             return Ok(ids);
         }
         let level = self.repository.compression();
-        let sealed: Vec<SealedBlob> = fresh
+        // Trees are small, few and compress well: only data chunks are probed.
+        let probing = level.is_some()
+            && blob_type == BlobType::Data
+            && self.repository.compression_probe() == CompressionProbe::On;
+        let seal_wall = pipeline_stats::start(Stage::SealWall);
+        let sealed: Vec<(SealedBlob, bool)> = fresh
             .par_iter()
             .map(|&position| {
                 let plaintext = blobs[position];
                 let id = ids[position];
-                SealedBlob {
+                let stored_raw_by_probe = probing
+                    && pipeline_stats::time(Stage::Probe, || compressibility::judge(plaintext))
+                        == Verdict::StoreRaw;
+                let sealing = pipeline_stats::start(Stage::Seal);
+                let blob = SealedBlob {
                     blob_type,
                     id,
                     raw_length: u32::try_from(plaintext.len()).expect("blob under 4 GiB"),
@@ -230,13 +252,19 @@ impl<'repo> BlobSaver<'repo> {
                         seal::random_nonce(),
                         &seal::blob_associated_data(blob_type, &id),
                         plaintext,
-                        level,
+                        level.filter(|_| !stored_raw_by_probe),
                     ),
-                }
+                };
+                sealing.stop();
+                (blob, stored_raw_by_probe)
             })
             .collect();
-        for (blob, &position) in sealed.into_iter().zip(&fresh) {
+        seal_wall.stop();
+        for ((blob, stored_raw_by_probe), &position) in sealed.into_iter().zip(&fresh) {
             self.stats.blobs_added += 1;
+            if probing {
+                pipeline_stats::count_probed(blobs[position].len() as u64, stored_raw_by_probe);
+            }
             self.stats.raw_bytes_added += blobs[position].len() as u64;
             self.stats.compressed_bytes_added +=
                 blob.sealed.len().saturating_sub(seal::SEAL_OVERHEAD) as u64;
@@ -312,12 +340,14 @@ impl<'repo> BlobSaver<'repo> {
         if packer.is_empty() {
             return Ok(());
         }
+        let building = pipeline_stats::start(Stage::PackBuild);
         let blobs = packer.take_shuffled(&mut self.rng);
         let (bytes, pack_id, entries) = pack::build_pack(
             &self.repository.keys().data_key,
             &blobs,
             seal::random_nonce(),
         );
+        building.stop();
         drop(blobs);
         let pack = IndexedPack {
             pack_id,
@@ -327,13 +357,13 @@ impl<'repo> BlobSaver<'repo> {
         self.stats.bytes_added += pack.pack_length;
         self.stats.packs_added += 1;
         let sender = self.uploads.as_ref().expect("saver not finished");
-        if sender
-            .send(UploadJob {
+        let sent = pipeline_stats::time(Stage::UploadBlocked, || {
+            sender.send(UploadJob {
                 bytes: Bytes::from(bytes),
                 pack,
             })
-            .is_err()
-        {
+        });
+        if sent.is_err() {
             // Every worker has exited: the reason is waiting in the results channel.
             self.collect_results(true)?;
             return Err(Error::Usage("upload threads stopped unexpectedly".into()));
@@ -374,7 +404,8 @@ impl<'repo> BlobSaver<'repo> {
             .iter()
             .flat_map(|pack| pack.entries.iter().map(|entry| entry.id))
             .collect();
-        let (_, size) = self.repository.save_index(packs)?;
+        let (_, size) =
+            pipeline_stats::time(Stage::IndexWrite, || self.repository.save_index(packs))?;
         self.stats.bytes_added += size;
         for id in indexed {
             self.pending.remove(&id);
