@@ -54,7 +54,8 @@ pub struct SaverStats {
 }
 
 struct UploadJob {
-    bytes: Bytes,
+    /// The pack as the pieces whose concatenation it is ([`pack::build_pack_pieces`]).
+    pieces: Vec<Bytes>,
     pack: IndexedPack,
 }
 
@@ -118,7 +119,11 @@ impl<'repo> BlobSaver<'repo> {
                             continue;
                         }
                         let outcome = backend
-                            .put(&pack_name(&job.pack.pack_id), job.bytes, PutMode::Overwrite)
+                            .put_pieces(
+                                &pack_name(&job.pack.pack_id),
+                                job.pieces,
+                                PutMode::Overwrite,
+                            )
                             .map(|()| job.pack)
                             .map_err(Error::from);
                         if outcome.is_err() {
@@ -313,27 +318,20 @@ impl<'repo> BlobSaver<'repo> {
             return Ok(());
         }
         let blobs = packer.take_shuffled(&mut self.rng);
-        let (bytes, pack_id, entries) = pack::build_pack(
+        let (pieces, pack_id, entries) = pack::build_pack_pieces(
             &self.repository.keys().data_key,
-            &blobs,
+            blobs,
             seal::random_nonce(),
         );
-        drop(blobs);
         let pack = IndexedPack {
             pack_id,
-            pack_length: bytes.len() as u64,
+            pack_length: pieces.iter().map(|piece| piece.len() as u64).sum(),
             entries,
         };
         self.stats.bytes_added += pack.pack_length;
         self.stats.packs_added += 1;
         let sender = self.uploads.as_ref().expect("saver not finished");
-        if sender
-            .send(UploadJob {
-                bytes: Bytes::from(bytes),
-                pack,
-            })
-            .is_err()
-        {
+        if sender.send(UploadJob { pieces, pack }).is_err() {
             // Every worker has exited: the reason is waiting in the results channel.
             self.collect_results(true)?;
             return Err(Error::Usage("upload threads stopped unexpectedly".into()));
