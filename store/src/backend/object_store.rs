@@ -333,7 +333,7 @@ impl Backend for ObjectStoreBackend {
         mode: PutMode,
     ) -> Result<(), BackendError> {
         let length: u64 = pieces.iter().map(|piece| piece.len() as u64).sum();
-        let payload: PutPayload = pieces.iter().flat_map(slices).collect();
+        let payload = coalesced(pieces);
         let options = PutOptions {
             mode: match mode {
                 PutMode::Create => object_store::PutMode::Create,
@@ -371,7 +371,7 @@ impl Backend for ObjectStoreBackend {
             Err(BackendError::AlreadyExists { .. })
                 if self
                     .get(name)
-                    .is_ok_and(|stored| same_bytes(&stored, &pieces)) =>
+                    .is_ok_and(|stored| same_bytes(&stored, payload.iter())) =>
             {
                 Ok(())
             }
@@ -602,8 +602,41 @@ fn slices(bytes: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
         .map(|start| bytes.slice(start..(start + UPLOAD_SLICE).min(bytes.len())))
 }
 
+/// `pieces` as a payload of slices of [`UPLOAD_SLICE`] bytes (the last one shorter): runs of
+/// small pieces (a pack's blobs) are copied into slices, each piece dropped once copied, so
+/// the pack is written with few large writes and never held twice; a piece starting a slice
+/// that is long enough is sliced without a copy.
+fn coalesced(pieces: Vec<Bytes>) -> PutPayload {
+    let mut payload: Vec<Bytes> = Vec::new();
+    let mut slice: Vec<u8> = Vec::new();
+    for piece in pieces {
+        if slice.is_empty() && piece.len() >= UPLOAD_SLICE {
+            let whole = piece.len() / UPLOAD_SLICE * UPLOAD_SLICE;
+            payload.extend(slices(&piece.slice(..whole)));
+            slice.extend_from_slice(&piece[whole..]);
+            continue;
+        }
+        let mut rest = &piece[..];
+        while !rest.is_empty() {
+            if slice.capacity() == 0 {
+                slice.reserve_exact(UPLOAD_SLICE);
+            }
+            let take = rest.len().min(UPLOAD_SLICE - slice.len());
+            slice.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if slice.len() == UPLOAD_SLICE {
+                payload.push(Bytes::from(std::mem::take(&mut slice)));
+            }
+        }
+    }
+    if !slice.is_empty() {
+        payload.push(Bytes::from(slice));
+    }
+    payload.into_iter().collect()
+}
+
 /// Whether `stored` holds exactly the concatenation of `pieces`.
-fn same_bytes(stored: &[u8], pieces: &[Bytes]) -> bool {
+fn same_bytes<'piece>(stored: &[u8], pieces: impl Iterator<Item = &'piece Bytes>) -> bool {
     let mut rest = stored;
     for piece in pieces {
         match rest.strip_prefix(&piece[..]) {
@@ -1134,6 +1167,41 @@ mod tests {
                 "{outcome:?}"
             );
             assert!(joined.is_empty());
+        }
+    }
+
+    #[test]
+    fn coalesced_pieces_keep_every_byte_in_full_slices() {
+        let bytes = numbered(5 * UPLOAD_SLICE + 9);
+        for cuts in [
+            vec![0, bytes.len()],
+            vec![0, 1, 2, 3, bytes.len()],
+            vec![0, 100, UPLOAD_SLICE + 100, 3 * UPLOAD_SLICE, bytes.len()],
+            (0..=bytes.len())
+                .step_by(8 * 1024 + 3)
+                .chain([bytes.len()])
+                .collect(),
+        ] {
+            let pieces: Vec<Bytes> = cuts
+                .windows(2)
+                .map(|pair| Bytes::copy_from_slice(&bytes[pair[0]..pair[1]]))
+                .collect();
+            let payload = coalesced(pieces);
+            let slices: Vec<&Bytes> = payload.iter().collect();
+            assert!(same_bytes(&bytes, slices.iter().copied()), "{cuts:?}");
+            assert!(
+                slices
+                    .iter()
+                    .all(|slice| slice.len() <= UPLOAD_SLICE && !slice.is_empty()),
+                "{cuts:?}"
+            );
+            // Small pieces fill whole slices: at most one short slice per piece long enough
+            // to be sliced in place, plus the last.
+            let short = slices
+                .iter()
+                .filter(|slice| slice.len() < UPLOAD_SLICE)
+                .count();
+            assert!(short <= 3, "{cuts:?}: {short} short slices");
         }
     }
 
