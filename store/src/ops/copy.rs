@@ -38,9 +38,9 @@ use crate::repo::saver::{BlobSaver, SaverStats};
 
 /// Plaintext read from the source at once: files are batched up to this size, and a larger file
 /// is read in windows of about this size.
-const READ_BATCH: u64 = 8 * 1024 * 1024;
+const READ_BATCH: u64 = 32 * 1024 * 1024;
 /// Blobs a read covered before they were needed, kept for later files (as restore does).
-const PREFETCH_BUDGET: usize = 16 * 1024 * 1024;
+const PREFETCH_BUDGET: usize = 64 * 1024 * 1024;
 /// Block the destination's chunker reads at a time when re-chunking.
 const RECHUNK_BLOCK: usize = 8 * 1024 * 1024;
 
