@@ -30,12 +30,18 @@ log() { echo "[$BENCH_NAME $(date +%T)] $*" >&2; }
 die() { echo "$BENCH_NAME.sh: $*" >&2; exit 1; }
 meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
 
-# Builds cairn and gen_corpus (release) and sets CAIRN and GEN to their paths.
+# Builds cairn and gen_corpus (release) and sets CAIRN and GEN to their paths. CAIRN_BIN, when
+# set, names a cairn binary to measure instead (an older build, say); nothing is built then if
+# gen_corpus is already there.
 build_cairn_and_generator() {
+  GEN=$CARGO_TARGET_DIR/release/gen_corpus
+  if [ -n "${CAIRN_BIN:-}" ]; then
+    CAIRN=$CAIRN_BIN
+    [ -x "$GEN" ] && return
+  fi
   log "building cairn and gen_corpus (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
   (cd "$ROOT" && cargo build --release --quiet -p cairn-cli -p cairn-benches --bins)
-  CAIRN=$CARGO_TARGET_DIR/release/cairn
-  GEN=$CARGO_TARGET_DIR/release/gen_corpus
+  CAIRN=${CAIRN_BIN:-$CARGO_TARGET_DIR/release/cairn}
 }
 
 # Sets RUSTIC to rustic's path: the workspace's .cache/rustic/bin/rustic (built once by
@@ -173,7 +179,8 @@ record_machine() {
 
 # Sets CMD (an array) to TOOL's command for STEP. The caller sets REPO and CACHE, and as the step
 # needs: LIVE (backups read its mongo/, docker/ and files/), STAMP (the snapshot's time as
-# YYYY-MM-DDTHH:MM:SSZ, in UTC; unset: now), TARGET and ARCHIVE (what borg restores), KEEP_DAILY.
+# YYYY-MM-DDTHH:MM:SSZ, in UTC; unset: now), TARGET and ARCHIVE (what borg restores), KEEP_DAILY,
+# DST (the destination repository of copy-init and copy, whose cache is "$CACHE-dst").
 # A borg backup names its archive after the step.
 tool_cmd() {
   local tool=$1 step=$2 sources=("$LIVE/mongo" "$LIVE/docker" "$LIVE/files") time=()
@@ -199,6 +206,8 @@ tool_cmd() {
     cairn:forget-prune) CMD=("${cairn[@]}" forget --keep-daily "$KEEP_DAILY" --prune --json) ;;
     cairn:forget) CMD=("${cairn[@]}" forget --keep-daily "$KEEP_DAILY" --json) ;;
     cairn:prune) CMD=("${cairn[@]}" prune --json) ;;
+    cairn:copy-init) CMD=(env CAIRN_FROM_PASSWORD="$CAIRN_PASSWORD" CAIRN_CACHE_DIR="$CACHE-dst" "$CAIRN" -r "$DST" init --copy-chunker-params-from "$REPO") ;;
+    cairn:copy) CMD=(env CAIRN_FROM_PASSWORD="$CAIRN_PASSWORD" CAIRN_CACHE_DIR="$CACHE-dst" "$CAIRN" -r "$DST" copy --from-repo "$REPO") ;;
     cairn:snapshots) CMD=("${cairn[@]}" snapshots --json) ;;
     restic:init) CMD=("${restic[@]}" init --repository-version 2) ;;
     restic:backup*) CMD=("${restic[@]}" backup --compression auto --json "${sources[@]}" "${time[@]}") ;;
@@ -206,6 +215,10 @@ tool_cmd() {
     restic:check) CMD=("${restic[@]}" check --read-data) ;;
     restic:forget-prune) CMD=("${restic[@]}" forget --keep-daily "$KEEP_DAILY" --prune) ;;
     restic:snapshots) CMD=("${restic[@]}" snapshots --json) ;;
+    restic:forget) CMD=("${restic[@]}" forget --keep-daily "$KEEP_DAILY") ;;
+    restic:prune) CMD=("${restic[@]}" prune) ;;
+    restic:copy-init) CMD=(env RESTIC_FROM_PASSWORD="$RESTIC_PASSWORD" restic -r "$DST" --cache-dir "$CACHE-dst" init --repository-version 2 --copy-chunker-params --from-repo "$REPO") ;;
+    restic:copy) CMD=(env RESTIC_FROM_PASSWORD="$RESTIC_PASSWORD" restic -r "$DST" --cache-dir "$CACHE-dst" copy --from-repo "$REPO") ;;
     rustic:init) CMD=("${rustic[@]}" init) ;;
     rustic:backup*) CMD=("${rustic[@]}" backup --json "${time[@]}" "${sources[@]}") ;;
     rustic:restore) CMD=("${rustic[@]}" restore latest "$TARGET") ;;

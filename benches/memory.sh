@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
-# Memory against repository size (issue 4): peak RSS of cairn on repositories that already hold
-# 100k, 1M and 2M chunks, while a backup adds about 1 GB of new data.
+# Memory benchmarks. Two modes:
 #
 #   benches/memory.sh [--chunks 100000,1000000,2000000] [--size-gib N] [--seed N] [--scratch DIR]
 #                     [--out FILE] [--keep]
+#   benches/memory.sh --commands [--size-gib N] [--reps N] [--seed N] [--tools cairn,restic,borg]
+#                     [--scratch DIR] [--out FILE] [--keep]
+#
+# --commands (issue 17, peak RSS of every command against restic and borg): for every tool and
+# repetition (tool order alternating), on a fresh repository and cache, wall time and peak RSS of
+#   init; backup of night 1 (backup1), the same again (backup1-again), night 2 (backup2); restore
+#   of the latest snapshot; check --read-data (borg: check --verify-data); copy of every snapshot
+#   into a second local repository made to chunk like the first (cairn and restic; borg 1.2 has no
+#   copy; the destination's init is untimed); forget --keep-daily 1 (borg: prune --keep-daily 1),
+#   which leaves night 2; prune (borg: compact).
+# Settings as benches/e2e.sh. Writes benches/results/memory-commands.md (default --size-gib 0.25,
+# --seed 7, --reps 2). CAIRN_BIN=path measures that cairn binary instead of building one.
+#
+# Default mode (issue 4, memory against repository size): peak RSS of cairn on repositories that
+# already hold 100k, 1M and 2M chunks, while a backup adds about 1 GB of new data.
 #
 # For every chunk count N, on a fresh repository (default Argon2id key: 64 MiB, which every
 # command that opens the repository holds briefly, so it is part of every peak below):
@@ -24,12 +38,18 @@ BENCH_NAME=memory
 # shellcheck source=lib.sh
 source "$BENCHES/lib.sh"
 
+COMMANDS=0
+[ "${1:-}" = --commands ] && { COMMANDS=1; shift; }
 CHUNKS=100000,1000000,2000000
 SIZE_GIB=1
 SEED=42
 REPS=1
 SCRATCH=${TMPDIR:-/tmp}/cairn-memory
 OUT=$BENCHES/results/memory.md
+TOOLS=cairn,restic,borg
+if [ "$COMMANDS" = 1 ]; then
+  SIZE_GIB=0.25 SEED=7 REPS=2 OUT=$BENCHES/results/memory-commands.md
+fi
 KEEP=0
 while [ $# -gt 0 ]; do
   common_option "$@"
@@ -39,6 +59,12 @@ while [ $# -gt 0 ]; do
     *) echo "memory.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+
+if [ "$COMMANDS" = 1 ]; then
+  # shellcheck source=memory_commands.sh
+  source "$BENCHES/memory_commands.sh"
+  exit 0
+fi
 
 RUN=$SCRATCH/run
 META=$RUN/meta.tsv

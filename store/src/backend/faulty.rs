@@ -1,7 +1,7 @@
 //! A fault-injecting wrapper around any [`Backend`], for tests: fail the Nth request, or every
 //! request from the Nth on, as a transient failure would.
 
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,6 +68,16 @@ impl Backend for FaultyBackend {
         self.inner.put(name, bytes, mode)
     }
 
+    fn put_pieces(
+        &self,
+        name: &str,
+        pieces: Vec<Bytes>,
+        mode: PutMode,
+    ) -> Result<(), BackendError> {
+        self.gate(Operation::Put, name)?;
+        self.inner.put_pieces(name, pieces, mode)
+    }
+
     fn get(&self, name: &str) -> Result<Bytes, BackendError> {
         self.gate(Operation::Get, name)?;
         self.inner.get(name)
@@ -76,6 +86,16 @@ impl Backend for FaultyBackend {
     fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
         self.gate(Operation::Get, name)?;
         self.inner.get_range(name, range)
+    }
+
+    fn get_range_pieces(
+        &self,
+        name: &str,
+        range: Range<u64>,
+        take: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), BackendError> {
+        self.gate(Operation::Get, name)?;
+        self.inner.get_range_pieces(name, range, take)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {

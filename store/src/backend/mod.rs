@@ -11,7 +11,7 @@ pub mod object_store;
 pub mod staging;
 pub mod stall;
 
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -165,6 +165,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// request failure.
     fn put(&self, name: &str, bytes: Bytes, mode: PutMode) -> Result<(), BackendError>;
 
+    /// Stores the concatenation of `pieces` under `name`, as [`Backend::put`] does with one
+    /// buffer: a pack is uploaded from its blobs' own buffers, never copied into one. The
+    /// default joins the pieces and calls [`Backend::put`].
+    ///
+    /// # Errors
+    /// As [`Backend::put`].
+    fn put_pieces(
+        &self,
+        name: &str,
+        pieces: Vec<Bytes>,
+        mode: PutMode,
+    ) -> Result<(), BackendError> {
+        let bytes: Vec<u8> = pieces.concat();
+        self.put(name, Bytes::from(bytes), mode)
+    }
+
     /// Reads a whole object.
     ///
     /// # Errors
@@ -176,6 +192,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`BackendError::NotFound`] or any request failure (including a range past the end).
     fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes, BackendError>;
+
+    /// Reads `range` of an object and hands its bytes to `take` in order, in pieces of any
+    /// size as they arrive, so that no buffer of the whole range is needed. `take` returning
+    /// [`ControlFlow::Break`] ends the read early (successfully). A request that fails after
+    /// some pieces were handed over is retried from the first byte not yet handed over, so
+    /// `take` sees every byte once. The default reads the range whole ([`Backend::get_range`])
+    /// and hands it over as one piece.
+    ///
+    /// # Errors
+    /// [`BackendError::NotFound`] or any request failure, including a body shorter than the
+    /// range (after the bytes that did arrive were handed over).
+    fn get_range_pieces(
+        &self,
+        name: &str,
+        range: Range<u64>,
+        take: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), BackendError> {
+        let bytes = self.get_range(name, range)?;
+        let _ = take(&bytes);
+        Ok(())
+    }
 
     /// Lists the objects whose names start with `prefix` (a directory-like prefix such as
     /// `snapshots`), in no particular order.

@@ -2,7 +2,7 @@
 //! parsing of repository locations (local paths, `file://`, `s3://`, `az://`, `azure://`,
 //! `gs://`, `memory://`). The only module that knows tokio.
 
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
 use object_store::{
-    BackoffConfig, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig,
+    BackoffConfig, GetOptions, GetResultPayload, ObjectStore, ObjectStoreExt, PutOptions,
+    PutPayload, RetryConfig,
 };
 use rand::Rng;
 
@@ -322,7 +323,17 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn put(&self, name: &str, bytes: Bytes, mode: PutMode) -> Result<(), BackendError> {
-        let length = bytes.len() as u64;
+        self.put_pieces(name, vec![bytes], mode)
+    }
+
+    fn put_pieces(
+        &self,
+        name: &str,
+        pieces: Vec<Bytes>,
+        mode: PutMode,
+    ) -> Result<(), BackendError> {
+        let length: u64 = pieces.iter().map(|piece| piece.len() as u64).sum();
+        let payload = coalesced(pieces);
         let options = PutOptions {
             mode: match mode {
                 PutMode::Create => object_store::PutMode::Create,
@@ -343,12 +354,12 @@ impl Backend for ObjectStoreBackend {
                 }
                 return self
                     .runtime
-                    .block_on(put_multipart(self.store.as_ref(), &path, bytes.clone()))
+                    .block_on(put_multipart(self.store.as_ref(), &path, &payload))
                     .map_err(|error| Self::classify(Operation::Put, name, error));
             }
             self.counters.record(Operation::Put, length);
             self.runtime
-                .block_on(self.store.put_opts(&path, sliced(&bytes), options.clone()))
+                .block_on(self.store.put_opts(&path, payload.clone(), options.clone()))
                 .map(|_| ())
                 .map_err(|error| Self::classify(Operation::Put, name, error))
         });
@@ -358,7 +369,9 @@ impl Backend for ObjectStoreBackend {
             // here or inside the HTTP client): the object holds our bytes, so the put succeeded.
             // Another writer's object differs and stays a conflict.
             Err(BackendError::AlreadyExists { .. })
-                if self.get(name).is_ok_and(|stored| stored == bytes) =>
+                if self
+                    .get(name)
+                    .is_ok_and(|stored| same_bytes(&stored, payload.iter())) =>
             {
                 Ok(())
             }
@@ -402,6 +415,70 @@ impl Backend for ObjectStoreBackend {
                 });
             }
             Ok(bytes)
+        })
+    }
+
+    fn get_range_pieces(
+        &self,
+        name: &str,
+        range: Range<u64>,
+        take: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), BackendError> {
+        let path = self.path(name);
+        // The first byte not yet handed to `take`: a retry asks for the rest only.
+        let mut position = range.start;
+        let mut stopped = false;
+        self.retrying(|| {
+            if stopped || position >= range.end {
+                return Ok(());
+            }
+            let options = GetOptions::new().with_range(Some(position..range.end));
+            let before = position;
+            let outcome = self
+                .runtime
+                .block_on(self.store.get_opts(&path, options))
+                .map_err(|error| Self::classify(Operation::Get, name, error))
+                .and_then(|result| {
+                    let mut hand_over = |piece: &[u8]| {
+                        position += piece.len() as u64;
+                        stopped = take(piece).is_break();
+                        stopped
+                    };
+                    match result.payload {
+                        GetResultPayload::File(file, _) => {
+                            read_file_pieces(&file, before..range.end, &mut hand_over)
+                                .map_err(|error| Self::classify(Operation::Get, name, error))
+                        }
+                        GetResultPayload::Stream(mut stream) => loop {
+                            match self.runtime.block_on(stream.try_next()) {
+                                Ok(Some(piece)) => {
+                                    if hand_over(&piece) {
+                                        break Ok(());
+                                    }
+                                }
+                                Ok(None) => break Ok(()),
+                                Err(error) => {
+                                    break Err(Self::classify(Operation::Get, name, error));
+                                }
+                            }
+                        },
+                    }
+                });
+            self.counters.record(Operation::Get, position - before);
+            outcome?;
+            if !stopped && position < range.end {
+                return Err(BackendError::Failed {
+                    operation: Operation::Get,
+                    name: name.to_owned(),
+                    source: format!(
+                        "short read: {} of {} bytes",
+                        position - range.start,
+                        range.end - range.start
+                    )
+                    .into(),
+                });
+            }
+            Ok(())
         })
     }
 
@@ -472,6 +549,44 @@ impl Backend for ObjectStoreBackend {
     }
 }
 
+/// Bytes a local file's ranged read hands over at a time ([`Backend::get_range_pieces`]):
+/// small enough that the buffer is an ordinary heap allocation, large enough that the system
+/// calls cost nothing next to the bytes.
+const FILE_PIECE: usize = 64 * 1024;
+
+/// Reads `range` of a local file in [`FILE_PIECE`] pieces on the calling thread, handing each
+/// to `hand_over` (which returns `true` to stop). Ends early, without an error, at the end of
+/// the file: the caller checks the length.
+fn read_file_pieces(
+    file: &std::fs::File,
+    range: Range<u64>,
+    hand_over: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<(), object_store::Error> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; FILE_PIECE];
+    let mut position = range.start;
+    while position < range.end {
+        let wanted =
+            usize::try_from(range.end - position).map_or(FILE_PIECE, |left| left.min(FILE_PIECE));
+        let read = match file.read_at(&mut buffer[..wanted], position) {
+            Ok(0) => return Ok(()),
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                return Err(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(error),
+                });
+            }
+        };
+        position += read as u64;
+        if hand_over(&buffer[..read]) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// Objects at least this large are uploaded in parts (packs of `init --pack-size-mib 32` or more).
 pub const MULTIPART_THRESHOLD: u64 = 32 * 1024 * 1024;
 /// Size of one part of a multipart upload.
@@ -479,25 +594,69 @@ pub const MULTIPART_PART: usize = 8 * 1024 * 1024;
 /// Parts of one object uploaded at once.
 const MULTIPART_CONCURRENCY: usize = 4;
 
-/// `bytes` as a payload of [`UPLOAD_SLICE`] slices (no copy): the HTTP client takes one slice
-/// at a time, which is how a stalled upload is seen (`backend/stall.rs`).
-fn sliced(bytes: &Bytes) -> PutPayload {
+/// `bytes` as slices of at most [`UPLOAD_SLICE`] bytes (no copy): the HTTP client takes one
+/// slice at a time, which is how a stalled upload is seen (`backend/stall.rs`).
+fn slices(bytes: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
     (0..bytes.len())
         .step_by(UPLOAD_SLICE)
         .map(|start| bytes.slice(start..(start + UPLOAD_SLICE).min(bytes.len())))
-        .collect()
 }
 
-/// Uploads `bytes` in parts; a failed upload is aborted so no parts are left behind.
+/// `pieces` as a payload of slices of [`UPLOAD_SLICE`] bytes (the last one shorter): runs of
+/// small pieces (a pack's blobs) are copied into slices, each piece dropped once copied, so
+/// the pack is written with few large writes and never held twice; a piece starting a slice
+/// that is long enough is sliced without a copy.
+fn coalesced(pieces: Vec<Bytes>) -> PutPayload {
+    let mut payload: Vec<Bytes> = Vec::new();
+    let mut slice: Vec<u8> = Vec::new();
+    for piece in pieces {
+        if slice.is_empty() && piece.len() >= UPLOAD_SLICE {
+            let whole = piece.len() / UPLOAD_SLICE * UPLOAD_SLICE;
+            payload.extend(slices(&piece.slice(..whole)));
+            slice.extend_from_slice(&piece[whole..]);
+            continue;
+        }
+        let mut rest = &piece[..];
+        while !rest.is_empty() {
+            if slice.capacity() == 0 {
+                slice.reserve_exact(UPLOAD_SLICE);
+            }
+            let take = rest.len().min(UPLOAD_SLICE - slice.len());
+            slice.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if slice.len() == UPLOAD_SLICE {
+                payload.push(Bytes::from(std::mem::take(&mut slice)));
+            }
+        }
+    }
+    if !slice.is_empty() {
+        payload.push(Bytes::from(slice));
+    }
+    payload.into_iter().collect()
+}
+
+/// Whether `stored` holds exactly the concatenation of `pieces`.
+fn same_bytes<'piece>(stored: &[u8], pieces: impl Iterator<Item = &'piece Bytes>) -> bool {
+    let mut rest = stored;
+    for piece in pieces {
+        match rest.strip_prefix(&piece[..]) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// Uploads `payload` in parts; a failed upload is aborted so no parts are left behind.
 async fn put_multipart(
     store: &dyn ObjectStore,
     path: &StorePath,
-    bytes: Bytes,
+    payload: &PutPayload,
 ) -> object_store::Result<()> {
     let upload = store.put_multipart(path).await?;
     let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
     // Parts are made of slices, so a stalled part is seen like a stalled put.
-    for slice in sliced(&bytes) {
+    for slice in payload.iter().cloned() {
         if let Err(error) = writer.wait_for_capacity(MULTIPART_CONCURRENCY).await {
             let _ = writer.abort().await;
             return Err(error);
@@ -851,7 +1010,7 @@ mod tests {
                     .map(|index| u8::try_from(index % 251).unwrap())
                     .collect::<Vec<u8>>(),
             );
-            let payload = sliced(&bytes);
+            let payload: PutPayload = slices(&bytes).collect();
             assert_eq!(payload.content_length(), length);
             assert!(
                 payload
@@ -882,6 +1041,198 @@ mod tests {
             if let Err(error) = ObjectStoreBackend::open(location, &[], CreateDirectory::No) {
                 assert!(!error.to_string().contains("unknown scheme"), "{error}");
             }
+        }
+    }
+
+    /// A local-directory backend (pieces come from the file, read on the calling thread) and
+    /// an in-memory one (pieces come from a stream), neither retrying.
+    fn piece_backends(directory: &std::path::Path) -> Vec<ObjectStoreBackend> {
+        let no_retry = RetryPolicy {
+            retries: 0,
+            ..RetryPolicy::default()
+        };
+        vec![
+            ObjectStoreBackend::open(&directory.display().to_string(), &[], CreateDirectory::No)
+                .unwrap()
+                .with_retry_policy(no_retry),
+            ObjectStoreBackend::in_memory().with_retry_policy(no_retry),
+        ]
+    }
+
+    fn numbered(length: usize) -> Vec<u8> {
+        (0..length)
+            .map(|index| u8::try_from(index % 251).unwrap())
+            .collect()
+    }
+
+    /// Reads `range` of `name` in pieces and returns them joined, with the piece count.
+    fn read_pieces(
+        backend: &ObjectStoreBackend,
+        name: &str,
+        range: Range<u64>,
+    ) -> (Result<(), BackendError>, Vec<u8>, usize) {
+        let mut joined = Vec::new();
+        let mut count = 0;
+        let outcome = backend.get_range_pieces(name, range, &mut |piece| {
+            joined.extend_from_slice(piece);
+            count += 1;
+            ControlFlow::Continue(())
+        });
+        (outcome, joined, count)
+    }
+
+    #[test]
+    fn ranged_reads_in_pieces_hand_over_every_byte_once_in_order() {
+        let directory = tempfile::tempdir().unwrap();
+        let length = 3 * FILE_PIECE + 17;
+        let bytes = numbered(length);
+        for backend in piece_backends(directory.path()) {
+            backend
+                .put("data/object", Bytes::from(bytes.clone()), PutMode::Create)
+                .unwrap();
+            let length = length as u64;
+            let piece = FILE_PIECE as u64;
+            for range in [
+                0..length,
+                0..1,
+                5..6,
+                1..piece,
+                piece - 1..piece + 1,
+                piece..2 * piece,
+                7..length - 3,
+                length - 1..length,
+            ] {
+                let (outcome, joined, count) = read_pieces(&backend, "data/object", range.clone());
+                outcome.unwrap();
+                assert_eq!(
+                    joined,
+                    bytes[range.start as usize..range.end as usize],
+                    "{range:?}"
+                );
+                assert!(count >= 1, "{range:?}");
+            }
+            assert_eq!(backend.stats().bytes_received, {
+                let total: u64 = [length, 1, 1, piece - 1, 2, piece, length - 10, 1]
+                    .iter()
+                    .sum();
+                total
+            });
+        }
+    }
+
+    #[test]
+    fn a_reader_that_stops_ends_the_read_without_an_error() {
+        let directory = tempfile::tempdir().unwrap();
+        let bytes = numbered(4 * FILE_PIECE);
+        for backend in piece_backends(directory.path()) {
+            backend
+                .put("data/object", Bytes::from(bytes.clone()), PutMode::Create)
+                .unwrap();
+            let mut pieces = 0;
+            backend
+                .get_range_pieces("data/object", 0..bytes.len() as u64, &mut |_| {
+                    pieces += 1;
+                    ControlFlow::Break(())
+                })
+                .unwrap();
+            assert_eq!(pieces, 1);
+        }
+    }
+
+    #[test]
+    fn a_body_shorter_than_the_range_and_a_missing_object_are_typed_errors() {
+        let directory = tempfile::tempdir().unwrap();
+        let bytes = numbered(FILE_PIECE + 100);
+        for backend in piece_backends(directory.path()) {
+            backend
+                .put("data/object", Bytes::from(bytes.clone()), PutMode::Create)
+                .unwrap();
+            // The range runs 50 bytes past the end: what exists is handed over, then it fails.
+            let (outcome, joined, _) =
+                read_pieces(&backend, "data/object", 10..bytes.len() as u64 + 50);
+            assert!(
+                matches!(
+                    outcome,
+                    Err(BackendError::Failed {
+                        operation: Operation::Get,
+                        ..
+                    })
+                ),
+                "{outcome:?}"
+            );
+            assert_eq!(joined, bytes[10..]);
+            let (outcome, joined, _) = read_pieces(&backend, "data/missing", 0..10);
+            assert!(
+                matches!(outcome, Err(BackendError::NotFound { .. })),
+                "{outcome:?}"
+            );
+            assert!(joined.is_empty());
+        }
+    }
+
+    #[test]
+    fn coalesced_pieces_keep_every_byte_in_full_slices() {
+        let bytes = numbered(5 * UPLOAD_SLICE + 9);
+        for cuts in [
+            vec![0, bytes.len()],
+            vec![0, 1, 2, 3, bytes.len()],
+            vec![0, 100, UPLOAD_SLICE + 100, 3 * UPLOAD_SLICE, bytes.len()],
+            (0..=bytes.len())
+                .step_by(8 * 1024 + 3)
+                .chain([bytes.len()])
+                .collect(),
+        ] {
+            let pieces: Vec<Bytes> = cuts
+                .windows(2)
+                .map(|pair| Bytes::copy_from_slice(&bytes[pair[0]..pair[1]]))
+                .collect();
+            let payload = coalesced(pieces);
+            let slices: Vec<&Bytes> = payload.iter().collect();
+            assert!(same_bytes(&bytes, slices.iter().copied()), "{cuts:?}");
+            assert!(
+                slices
+                    .iter()
+                    .all(|slice| slice.len() <= UPLOAD_SLICE && !slice.is_empty()),
+                "{cuts:?}"
+            );
+            // Small pieces fill whole slices: at most one short slice per piece long enough
+            // to be sliced in place, plus the last.
+            let short = slices
+                .iter()
+                .filter(|slice| slice.len() < UPLOAD_SLICE)
+                .count();
+            assert!(short <= 3, "{cuts:?}: {short} short slices");
+        }
+    }
+
+    #[test]
+    fn pieces_are_stored_as_their_concatenation() {
+        let directory = tempfile::tempdir().unwrap();
+        let bytes = numbered(2 * UPLOAD_SLICE + 5);
+        // Empty pieces, one-byte pieces, and pieces longer than an upload slice.
+        let cuts = [0, 0, 1, 2, 100, UPLOAD_SLICE + 100, bytes.len()];
+        let pieces: Vec<Bytes> = cuts
+            .windows(2)
+            .map(|pair| Bytes::copy_from_slice(&bytes[pair[0]..pair[1]]))
+            .collect();
+        for backend in piece_backends(directory.path()) {
+            backend
+                .put_pieces("data/pieces", pieces.clone(), PutMode::Create)
+                .unwrap();
+            assert_eq!(backend.get("data/pieces").unwrap(), bytes);
+            // Create-only: the same bytes again are a put that already landed; others conflict.
+            backend
+                .put_pieces("data/pieces", pieces.clone(), PutMode::Create)
+                .unwrap();
+            let other = vec![Bytes::from_static(b"other")];
+            assert!(matches!(
+                backend.put_pieces("data/pieces", other, PutMode::Create),
+                Err(BackendError::AlreadyExists { .. })
+            ));
+            backend
+                .put_pieces("data/empty", Vec::new(), PutMode::Create)
+                .unwrap();
+            assert!(backend.get("data/empty").unwrap().is_empty());
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod index;
 pub mod lifecycle;
 pub mod pack;
+pub mod pack_stream;
 pub mod packer;
 pub mod snapshot;
 pub mod tree;

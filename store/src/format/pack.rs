@@ -6,6 +6,8 @@
 //!
 //! Pure: no I/O.
 
+use bytes::Bytes;
+
 use crate::crypto::id::{BlobType, Id};
 use crate::crypto::seal::{self, NONCE_LEN, SEAL_OVERHEAD, SealKey};
 use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
@@ -121,40 +123,59 @@ pub fn build_pack(
     blobs: &[SealedBlob],
     nonce: [u8; NONCE_LEN],
 ) -> (Vec<u8>, Id, Vec<PackEntry>) {
-    let payload: usize = blobs.iter().map(|blob| blob.sealed.len()).sum();
-    let mut bytes = Vec::with_capacity(ObjectHeader::LEN + payload + blobs.len() * ENTRY_LEN + 64);
-    bytes.extend_from_slice(&HEADER.encode());
+    let (pieces, id, entries) = build_pack_pieces(key, blobs.to_vec(), nonce);
+    (pieces.concat(), id, entries)
+}
+
+/// Like [`build_pack`], but the pack is returned as the pieces whose concatenation it is (the
+/// header, each blob's own buffer, the trailer with its footer), so building a pack copies no
+/// blob and never holds the pack twice.
+///
+/// # Panics
+/// If the pack would reach 4 GiB (packs are closed at tens of MiB).
+pub fn build_pack_pieces(
+    key: &SealKey,
+    blobs: Vec<SealedBlob>,
+    nonce: [u8; NONCE_LEN],
+) -> (Vec<Bytes>, Id, Vec<PackEntry>) {
+    let mut hasher = blake3::Hasher::new();
+    let mut pieces = Vec::with_capacity(blobs.len() + 2);
+    let header = Bytes::copy_from_slice(&HEADER.encode());
+    let mut length = header.len();
+    hasher.update(&header);
+    pieces.push(header);
     let mut entries = Vec::with_capacity(blobs.len());
     for blob in blobs {
         entries.push(PackEntry {
             blob_type: blob.blob_type,
             id: blob.id,
-            offset: u32::try_from(bytes.len()).expect("pack under 4 GiB"),
+            offset: u32::try_from(length).expect("pack under 4 GiB"),
             length: u32::try_from(blob.sealed.len()).expect("blob under 4 GiB"),
             raw_length: blob.raw_length,
         });
-        bytes.extend_from_slice(&blob.sealed);
+        length += blob.sealed.len();
+        hasher.update(&blob.sealed);
+        pieces.push(Bytes::from(blob.sealed));
     }
     let mut trailer = Writer::new();
     trailer.count(entries.len());
     for entry in &entries {
         entry.encode_into(&mut trailer);
     }
-    let sealed_trailer = seal::seal(
+    let mut sealed_trailer = seal::seal(
         key,
         nonce,
         &trailer_associated_data(),
         trailer.as_slice(),
         None,
     );
-    bytes.extend_from_slice(&sealed_trailer);
-    bytes.extend_from_slice(
-        &u32::try_from(sealed_trailer.len())
-            .expect("trailer under 4 GiB")
-            .to_le_bytes(),
-    );
-    let id = Id::of_stored_bytes(&bytes);
-    (bytes, id, entries)
+    let footer = u32::try_from(sealed_trailer.len())
+        .expect("trailer under 4 GiB")
+        .to_le_bytes();
+    sealed_trailer.extend_from_slice(&footer);
+    hasher.update(&sealed_trailer);
+    pieces.push(Bytes::from(sealed_trailer));
+    (pieces, Id(*hasher.finalize().as_bytes()), entries)
 }
 
 /// The byte range of the sealed trailer, given the pack length and its last 4 bytes.
@@ -241,15 +262,41 @@ pub fn decode_trailer(plaintext: &[u8], trailer_start: u64) -> Result<Vec<PackEn
 /// # Errors
 /// [`ObjectError`] for any framing or verification failure.
 pub fn read_pack_entries(key: &SealKey, pack: &[u8]) -> Result<Vec<PackEntry>, ObjectError> {
-    ObjectHeader::read_expected(&mut Reader::new(pack), PACK_MAGIC, PACK_VERSION, "pack")?;
-    let length = pack.len() as u64;
-    let footer: [u8; 4] = pack
-        .get(pack.len().saturating_sub(FOOTER_LEN)..)
-        .and_then(|tail| tail.try_into().ok())
+    read_pack_entries_from_tail(key, pack, pack, 0, pack.len() as u64)
+}
+
+/// Like [`read_pack_entries`] for a pack read as a stream, which kept only its first bytes
+/// (`head`, at least the header) and its bytes from offset `tail_start` to the end (`tail`):
+/// enough when the trailer lies inside the tail.
+///
+/// # Errors
+/// [`ObjectError`] for any framing or verification failure, including a trailer that starts
+/// before `tail_start`.
+pub fn read_pack_entries_from_tail(
+    key: &SealKey,
+    head: &[u8],
+    tail: &[u8],
+    tail_start: u64,
+    pack_length: u64,
+) -> Result<Vec<PackEntry>, ObjectError> {
+    ObjectHeader::read_expected(&mut Reader::new(head), PACK_MAGIC, PACK_VERSION, "pack")?;
+    let footer: [u8; 4] = tail
+        .get(tail.len().saturating_sub(FOOTER_LEN)..)
+        .and_then(|footer| footer.try_into().ok())
         .ok_or(DecodeError::Truncated("pack footer"))?;
-    let range = trailer_range(length, footer)?;
-    #[allow(clippy::cast_possible_truncation)]
-    let sealed = &pack[range.start as usize..range.end as usize];
+    let range = trailer_range(pack_length, footer)?;
+    let in_tail = |offset: u64| {
+        offset
+            .checked_sub(tail_start)
+            .and_then(|offset| usize::try_from(offset).ok())
+    };
+    let sealed = in_tail(range.start)
+        .zip(in_tail(range.end))
+        .and_then(|(start, end)| tail.get(start..end))
+        .ok_or(DecodeError::Invalid {
+            field: "trailer length",
+            reason: "points into the blobs",
+        })?;
     open_trailer(key, sealed, range.start)
 }
 

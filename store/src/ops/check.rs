@@ -8,12 +8,14 @@
 //! whole, to choose the packs of the rotating sweep ([`crate::policy::sweep`]). Never prints.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::ControlFlow;
 
 use rayon::prelude::*;
 
 use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::pack::{self, PackEntry};
+use crate::format::pack_stream::BlobCutter;
 use crate::format::tree::{NodeKind, Tree};
 use crate::index::cache::BlobLocation;
 use crate::policy::sweep::{self, Coverage, PackSize, Slice};
@@ -281,23 +283,77 @@ impl Checker<'_> {
     }
 }
 
-/// Downloads one pack and verifies its name, trailer and every blob against the index entries.
+/// Downloads one pack of `length` bytes and verifies its name, trailer and every blob against
+/// the index entries `indexed` (sorted by offset). The pack streams by
+/// ([`crate::backend::Backend::get_range_pieces`]): it is hashed as it arrives, its indexed
+/// blobs are cut out and opened on the way ([`BlobCutter`]), and only its header and its tail
+/// (after the last indexed blob: the trailer) are kept, so memory is a piece, a blob and the
+/// trailer, not the pack. Failures are reported in the order a whole-pack read finds them:
+/// name, trailer, index disagreement, then the first bad blob.
 fn verify_pack(
     repository: &Repository,
     pack_id: &Id,
     indexed: &[PackEntry],
+    length: u64,
 ) -> std::result::Result<u64, String> {
     let name = pack_name(pack_id);
-    let bytes = repository
+    let header_length = crate::format::codec::ObjectHeader::LEN;
+    let ranges: Vec<std::ops::Range<u64>> = indexed.iter().map(PackEntry::range).collect();
+    let tail_start = ranges
+        .iter()
+        .map(|range| range.end)
+        .max()
+        .unwrap_or(0)
+        .max(header_length as u64)
+        .min(length);
+    let mut cutter = BlobCutter::new(0, &ranges);
+    let mut hasher = blake3::Hasher::new();
+    let mut head: Vec<u8> = Vec::with_capacity(header_length);
+    let mut tail: Vec<u8> = Vec::new();
+    let mut position = 0u64;
+    // The first blob (by offset) that fails to open, and why.
+    let mut bad_blob: Option<(u64, String)> = None;
+    let open = |entry: &PackEntry, sealed: &[u8]| {
+        let location = BlobLocation {
+            pack_id: *pack_id,
+            entry: *entry,
+        };
+        repository
+            .open_blob_bytes(&location, sealed)
+            .err()
+            .map(|error| (u64::from(entry.offset), error.to_string()))
+    };
+    repository
         .backend()
-        .get(&name)
+        .get_range_pieces(&name, 0..length, &mut |piece| {
+            hasher.update(piece);
+            let piece_start = position;
+            position += piece.len() as u64;
+            let head_missing = header_length.saturating_sub(head.len());
+            head.extend_from_slice(&piece[..head_missing.min(piece.len())]);
+            if position > tail_start {
+                let from = usize::try_from(tail_start.saturating_sub(piece_start)).unwrap_or(0);
+                tail.extend_from_slice(&piece[from..]);
+            }
+            cutter.push(piece, &mut |index, sealed| {
+                if bad_blob.is_none() {
+                    bad_blob = open(&indexed[index], sealed);
+                }
+            });
+            ControlFlow::Continue(())
+        })
         .map_err(|error| format!("cannot read: {error}"))?;
-    let length = bytes.len() as u64;
-    if Id::of_stored_bytes(&bytes) != *pack_id {
+    if Id(*hasher.finalize().as_bytes()) != *pack_id {
         return Err("content does not match its name".into());
     }
-    let entries = pack::read_pack_entries(&repository.keys().data_key, &bytes)
-        .map_err(|error| format!("trailer: {error}"))?;
+    let entries = pack::read_pack_entries_from_tail(
+        &repository.keys().data_key,
+        &head,
+        &tail,
+        tail_start,
+        length,
+    )
+    .map_err(|error| format!("trailer: {error}"))?;
     let by_id: HashMap<Id, &PackEntry> = entries.iter().map(|entry| (entry.id, entry)).collect();
     for expected in indexed {
         if by_id.get(&expected.id).copied() != Some(expected) {
@@ -307,19 +363,41 @@ fn verify_pack(
             ));
         }
     }
-    for entry in &entries {
-        let range = entry.range();
-        #[allow(clippy::cast_possible_truncation)]
-        let sealed = &bytes[range.start as usize..range.end as usize];
-        let location = BlobLocation {
-            pack_id: *pack_id,
-            entry: *entry,
-        };
-        repository
-            .open_blob_bytes(&location, sealed)
-            .map_err(|error| error.to_string())?;
+    if !cutter.undelivered().is_empty() {
+        return Err("shorter than its index says".into());
     }
-    Ok(length)
+    // Blobs the trailer lists and the index does not (rare: an index object lost): from the
+    // tail when they lie in it, else with a read of their own.
+    let indexed_ids: HashSet<Id> = indexed.iter().map(|entry| entry.id).collect();
+    for entry in entries
+        .iter()
+        .filter(|entry| !indexed_ids.contains(&entry.id))
+    {
+        let range = entry.range();
+        let from_tail = range
+            .start
+            .checked_sub(tail_start)
+            .and_then(|start| usize::try_from(start).ok())
+            .and_then(|start| tail.get(start..start + (range.end - range.start) as usize));
+        let outcome = match from_tail {
+            Some(sealed) => open(entry, sealed),
+            None => match repository.backend().get_range(&name, range) {
+                Ok(sealed) => open(entry, &sealed),
+                Err(error) => return Err(format!("cannot read: {error}")),
+            },
+        };
+        if let Some(failure) = outcome
+            && bad_blob
+                .as_ref()
+                .is_none_or(|(offset, _)| failure.0 < *offset)
+        {
+            bad_blob = Some(failure);
+        }
+    }
+    match bad_blob {
+        Some((_, reason)) => Err(reason),
+        None => Ok(length),
+    }
 }
 
 /// The packs `selection` downloads, among the `intact` ones (sorted by id), given when each
@@ -486,7 +564,7 @@ pub fn check_with_progress(
         .par_iter()
         .map(|id| {
             let entries = pack_entries.get(id).map_or(&[][..], Vec::as_slice);
-            let outcome = verify_pack(repository, id, entries);
+            let outcome = verify_pack(repository, id, entries, chosen_length(id));
             progress.pack_done(chosen_length(id));
             (*id, outcome)
         })

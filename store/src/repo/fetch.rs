@@ -4,6 +4,7 @@
 //! handful of requests instead of one request per chunk.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -11,6 +12,7 @@ use rayon::prelude::*;
 use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::pack::PackEntry;
+use crate::format::pack_stream::BlobCutter;
 use crate::index::cache::BlobLocation;
 use crate::repo::repository::{Repository, pack_name};
 
@@ -33,6 +35,16 @@ pub struct PackRead {
     pub end: u64,
     /// The blobs inside the range.
     pub blobs: Vec<BlobLocation>,
+}
+
+impl PackRead {
+    /// The byte ranges of its blobs in the pack, in its order (what a [`BlobCutter`] cuts).
+    pub fn blob_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        self.blobs
+            .iter()
+            .map(|location| location.entry.range())
+            .collect()
+    }
 }
 
 /// Groups blob locations into coalesced reads: per pack, sorted by offset, merging neighbours
@@ -185,34 +197,20 @@ pub fn fetch_data_blobs(
     Ok(out)
 }
 
+/// One coalesced read of [`fetch_data_blobs`], streamed: the wanted blobs (and, with a
+/// [`Prefetch`], the other data blobs the range covers, which are kept in it) are cut out and
+/// opened as the bytes arrive, so no buffer of the whole read is held.
 fn fetch_read(
     repository: &Repository,
     read: &PackRead,
     prefetch: Option<&Prefetch>,
 ) -> Vec<(Id, FetchedBlob)> {
-    let bytes = match repository
-        .backend()
-        .get_range(&pack_name(&read.pack_id), read.start..read.end)
-    {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            let error = Arc::new(Error::from(error));
-            return read
-                .blobs
-                .iter()
-                .map(|location| (location.entry.id, Err(Arc::clone(&error))))
-                .collect();
-        }
-    };
-    #[allow(clippy::cast_possible_truncation)]
-    let open = |location: &BlobLocation| {
-        let range = location.entry.range();
-        let sealed = &bytes[(range.start - read.start) as usize..(range.end - read.start) as usize];
-        repository
-            .open_blob_bytes(location, sealed)
-            .map(Arc::new)
-            .map_err(Arc::new)
-    };
+    // (location, wanted): the read's blobs, then the bonus blobs it covers, in pack order.
+    let mut blobs: Vec<(BlobLocation, bool)> = read
+        .blobs
+        .iter()
+        .map(|location| (*location, true))
+        .collect();
     if let Some(prefetch) = prefetch
         && let Some(entries) = prefetch.entries(repository, &read.pack_id)
     {
@@ -221,34 +219,71 @@ fn fetch_read(
             .iter()
             .map(|location| location.entry.id)
             .collect();
-        let bonus: Vec<BlobLocation> = entries
-            .iter()
-            .filter(|entry| {
-                entry.blob_type == BlobType::Data
-                    && !wanted.contains(&entry.id)
-                    && entry.range().start >= read.start
-                    && entry.range().end <= read.end
-            })
-            .map(|entry| BlobLocation {
-                pack_id: read.pack_id,
-                entry: *entry,
-            })
-            .collect();
-        bonus.par_iter().for_each(|location| {
-            if let Ok(plaintext) = open(location) {
-                prefetch.keep(location.entry.id, plaintext);
-            }
-        });
+        blobs.extend(
+            entries
+                .iter()
+                .filter(|entry| {
+                    entry.blob_type == BlobType::Data
+                        && !wanted.contains(&entry.id)
+                        && entry.range().start >= read.start
+                        && entry.range().end <= read.end
+                })
+                .map(|entry| {
+                    let location = BlobLocation {
+                        pack_id: read.pack_id,
+                        entry: *entry,
+                    };
+                    (location, false)
+                }),
+        );
+        blobs.sort_by_key(|(location, _)| location.entry.offset);
     }
-    read.blobs
-        .par_iter()
-        .map(|location| (location.entry.id, open(location)))
-        .collect()
+    let ranges: Vec<std::ops::Range<u64>> = blobs
+        .iter()
+        .map(|(location, _)| location.entry.range())
+        .collect();
+    let mut cutter = BlobCutter::new(read.start, &ranges);
+    let mut out = Vec::with_capacity(read.blobs.len());
+    let outcome = repository.backend().get_range_pieces(
+        &pack_name(&read.pack_id),
+        read.start..read.end,
+        &mut |piece| {
+            cutter.push(piece, &mut |index, sealed| {
+                let (location, wanted) = &blobs[index];
+                let opened = repository.open_blob_bytes(location, sealed);
+                if *wanted {
+                    out.push((location.entry.id, opened.map(Arc::new).map_err(Arc::new)));
+                } else if let (Ok(plaintext), Some(prefetch)) = (opened, prefetch) {
+                    prefetch.keep(location.entry.id, Arc::new(plaintext));
+                }
+            });
+            ControlFlow::Continue(())
+        },
+    );
+    let undelivered: Vec<usize> = cutter
+        .undelivered()
+        .into_iter()
+        .filter(|&index| blobs[index].1)
+        .collect();
+    if !undelivered.is_empty() {
+        let error = Arc::new(match outcome {
+            Err(error) => Error::from(error),
+            Ok(()) => Error::Damaged {
+                object: pack_name(&read.pack_id),
+                reason: "shorter than its index says".into(),
+            },
+        });
+        for index in undelivered {
+            out.push((blobs[index].0.entry.id, Err(Arc::clone(&error))));
+        }
+    }
+    out
 }
 
-/// The byte budget of a pack-ordered read ([`for_each_blob`]): each thread of the I/O pool
-/// holds at most one read of `max_read` bytes, so the reads in flight never exceed the pool's
-/// size times `max_read`, whatever the number of blobs.
+/// The shape of a pack-ordered read ([`for_each_blob`]): how far apart blobs may be and still
+/// share a request, and how long one request may be. A read is streamed (handed over blob by
+/// blob as its bytes arrive), so its length sets the number of requests, not the memory: each
+/// thread of the I/O pool holds one piece of its read and at most one blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadWindow {
     /// Neighbouring blobs of a pack closer than this are read with one request.
@@ -260,7 +295,7 @@ pub struct ReadWindow {
 impl ReadWindow {
     /// Restore's window: reads of up to 8 MiB (half a default pack, so a pack needed whole is
     /// two requests), bridging gaps up to 1 MiB (about one round trip's worth of bytes at
-    /// 50 MB/s). With four download threads, at most 32 MiB of sealed bytes are in flight.
+    /// 50 MB/s).
     pub const RESTORE: Self = Self {
         gap: 1024 * 1024,
         max_read: 8 * 1024 * 1024,
@@ -274,9 +309,10 @@ pub type BlobSink<'sink> = dyn Fn(&BlobLocation, std::result::Result<&[u8], &Err
 /// Reads the blobs at `locations` (each once; duplicates are dropped) in pack order: reads are
 /// planned per pack ([`plan_reads`] with `window`), run on the I/O pool, and each blob is
 /// authenticated and handed to `take` with its plaintext, or with the error that kept it from
-/// being read (a failed read, bytes that do not verify). Blobs are handed over as each read
-/// arrives, from several threads, in no particular order; nothing is kept after `take` returns,
-/// so memory stays within the window whatever the number of blobs.
+/// being read (a failed read, bytes that do not verify). Blobs are handed over as their bytes
+/// arrive ([`crate::backend::Backend::get_range_pieces`], cut by [`BlobCutter`]), from several
+/// threads, in no particular order; nothing is kept after `take` returns, so memory stays at a
+/// piece and a blob per I/O thread whatever the number of blobs and the length of a read.
 pub fn for_each_blob(
     repository: &Repository,
     locations: Vec<BlobLocation>,
@@ -286,34 +322,35 @@ pub fn for_each_blob(
     let reads = plan_reads(locations, window.gap, window.max_read);
     repository.io_pool().install(|| {
         reads.par_iter().with_max_len(1).for_each(|read| {
-            let bytes = match repository
-                .backend()
-                .get_range(&pack_name(&read.pack_id), read.start..read.end)
-            {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    let error = Error::from(error);
-                    for location in &read.blobs {
-                        take(location, Err(&error));
-                    }
-                    return;
-                }
+            let ranges = read.blob_ranges();
+            let mut cutter = BlobCutter::new(read.start, &ranges);
+            let outcome = repository.backend().get_range_pieces(
+                &pack_name(&read.pack_id),
+                read.start..read.end,
+                &mut |piece| {
+                    cutter.push(piece, &mut |index, sealed| {
+                        let location = &read.blobs[index];
+                        match repository.open_blob_bytes(location, sealed) {
+                            Ok(plaintext) => take(location, Ok(&plaintext)),
+                            Err(error) => take(location, Err(&error)),
+                        }
+                    });
+                    ControlFlow::Continue(())
+                },
+            );
+            let undelivered = cutter.undelivered();
+            if undelivered.is_empty() {
+                return;
+            }
+            let error = match outcome {
+                Err(error) => Error::from(error),
+                Ok(()) => Error::Damaged {
+                    object: pack_name(&read.pack_id),
+                    reason: "shorter than its index says".into(),
+                },
             };
-            for location in &read.blobs {
-                let range = location.entry.range();
-                let start = usize::try_from(range.start - read.start).unwrap_or(usize::MAX);
-                let end = usize::try_from(range.end - read.start).unwrap_or(usize::MAX);
-                let opened = match bytes.get(start..end) {
-                    Some(sealed) => repository.open_blob_bytes(location, sealed),
-                    None => Err(Error::Damaged {
-                        object: pack_name(&read.pack_id),
-                        reason: "shorter than its index says".into(),
-                    }),
-                };
-                match opened {
-                    Ok(plaintext) => take(location, Ok(&plaintext)),
-                    Err(error) => take(location, Err(&error)),
-                }
+            for index in undelivered {
+                take(&read.blobs[index], Err(&error));
             }
         });
     });
@@ -359,8 +396,9 @@ pub fn blobs_per_pack(reads: &[PackRead]) -> BTreeMap<Id, usize> {
 }
 
 /// Reads the sealed bytes of `locations` (not decrypted: they are copied as they are, by a repack
-/// or a rescue) with coalesced ranged reads, handing each blob to `take` in pack order. Memory
-/// stays within one read ([`MAX_READ`]) whatever the number of blobs.
+/// or a rescue) with coalesced ranged reads, handing each blob to `take` in pack order. Reads
+/// are streamed and cut blob by blob ([`BlobCutter`]), so memory stays at a piece and a blob
+/// whatever the number of blobs.
 ///
 /// # Errors
 /// Backend failures, [`Error::Damaged`] when a read comes back short, or what `take` fails with.
@@ -371,23 +409,39 @@ pub fn for_each_sealed_blob(
 ) -> Result<()> {
     for read in plan_reads(locations, COALESCE_GAP, MAX_READ) {
         let name = pack_name(&read.pack_id);
-        let bytes = repository
+        let ranges = read.blob_ranges();
+        let mut cutter = BlobCutter::new(read.start, &ranges);
+        let mut failure = None;
+        repository
             .backend()
-            .get_range(&name, read.start..read.end)?;
-        for location in read.blobs {
-            let range = location.entry.range();
-            let start = usize::try_from(range.start - read.start).unwrap_or(usize::MAX);
-            let end = usize::try_from(range.end - read.start).unwrap_or(usize::MAX);
-            let sealed = bytes.get(start..end).ok_or_else(|| Error::Damaged {
-                object: name.clone(),
+            .get_range_pieces(&name, read.start..read.end, &mut |piece| {
+                cutter.push(piece, &mut |index, sealed| {
+                    if failure.is_some() {
+                        return;
+                    }
+                    let entry = &read.blobs[index].entry;
+                    failure = take(crate::format::pack::SealedBlob {
+                        blob_type: entry.blob_type,
+                        id: entry.id,
+                        raw_length: entry.raw_length,
+                        sealed: sealed.to_vec(),
+                    })
+                    .err();
+                });
+                if failure.is_some() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if !cutter.undelivered().is_empty() {
+            return Err(Error::Damaged {
+                object: name,
                 reason: "shorter than its index says".into(),
-            })?;
-            take(crate::format::pack::SealedBlob {
-                blob_type: location.entry.blob_type,
-                id: location.entry.id,
-                raw_length: location.entry.raw_length,
-                sealed: sealed.to_vec(),
-            })?;
+            });
         }
     }
     Ok(())
@@ -396,7 +450,147 @@ pub fn for_each_sealed_blob(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
+    use crate::backend::object_store::{CreateDirectory, ObjectStoreBackend, RetryPolicy};
     use crate::format::pack::PackEntry;
+    use crate::repo::repository::{CacheLocation, InitOptions};
+    use crate::repo::saver::BlobSaver;
+
+    /// A repository in a local directory (no retries) holding `count` data blobs of 1 to about
+    /// 150 KiB of incompressible bytes in one pack, so pieces of a read cut through blobs.
+    /// Returns the directory, the repository, and each blob's location and plaintext in pack
+    /// order.
+    fn repository_with_blobs(
+        count: usize,
+    ) -> (tempfile::TempDir, Repository, Vec<(BlobLocation, Vec<u8>)>) {
+        let directory = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(
+            ObjectStoreBackend::open(
+                &directory.path().display().to_string(),
+                &[],
+                CreateDirectory::No,
+            )
+            .unwrap()
+            .with_retry_policy(RetryPolicy {
+                retries: 0,
+                ..RetryPolicy::default()
+            }),
+        );
+        let options = InitOptions::with_cheapest_kdf();
+        let repository =
+            Repository::init(backend, b"password", &options, &CacheLocation::Memory).unwrap();
+        let mut state = 11u64;
+        let blobs: Vec<Vec<u8>> = (0..count)
+            .map(|index| {
+                (0..1 + index * 37 * 1024 % (150 * 1024))
+                    .map(|_| {
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1);
+                        state.to_le_bytes()[7]
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut saver = BlobSaver::new(&repository);
+        let slices: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        let ids = saver.save(BlobType::Data, &slices).unwrap();
+        saver.finish().unwrap();
+        let locations = repository.cache().lookup_many(&ids).unwrap();
+        let mut placed: Vec<(BlobLocation, Vec<u8>)> = locations
+            .into_iter()
+            .map(Option::unwrap)
+            .zip(blobs)
+            .collect();
+        placed.sort_by_key(|(location, _)| location.entry.offset);
+        assert!(
+            placed
+                .iter()
+                .all(|(location, _)| location.pack_id == placed[0].0.pack_id)
+        );
+        (directory, repository, placed)
+    }
+
+    /// Runs [`for_each_blob`] over every blob in one read; returns each blob's plaintext or
+    /// error message, by id.
+    fn read_all(
+        repository: &Repository,
+        placed: &[(BlobLocation, Vec<u8>)],
+    ) -> HashMap<Id, std::result::Result<Vec<u8>, String>> {
+        let seen = std::sync::Mutex::new(HashMap::new());
+        let window = ReadWindow {
+            gap: u64::MAX / 4,
+            max_read: u64::MAX / 4,
+        };
+        let locations = placed.iter().map(|(location, _)| *location).collect();
+        for_each_blob(repository, locations, window, &|location, outcome| {
+            let previous = seen.lock().unwrap().insert(
+                location.entry.id,
+                outcome.map(<[u8]>::to_vec).map_err(ToString::to_string),
+            );
+            assert!(previous.is_none(), "a blob is handed over once");
+        });
+        seen.into_inner().unwrap()
+    }
+
+    fn pack_path(directory: &tempfile::TempDir, location: &BlobLocation) -> std::path::PathBuf {
+        directory.path().join(pack_name(&location.pack_id))
+    }
+
+    #[test]
+    fn a_streamed_read_hands_over_every_blob_whole() {
+        let (_directory, repository, placed) = repository_with_blobs(24);
+        let seen = read_all(&repository, &placed);
+        assert_eq!(seen.len(), placed.len());
+        for (location, plaintext) in &placed {
+            assert_eq!(seen[&location.entry.id].as_ref().unwrap(), plaintext);
+        }
+    }
+
+    #[test]
+    fn a_blob_failing_authentication_mid_read_fails_alone() {
+        for damaged in [0, 5, 12, 23] {
+            let (directory, repository, placed) = repository_with_blobs(24);
+            let path = pack_path(&directory, &placed[damaged].0);
+            let mut pack = std::fs::read(&path).unwrap();
+            let range = placed[damaged].0.entry.range();
+            pack[usize::try_from((range.start + range.end) / 2).unwrap()] ^= 0x40;
+            std::fs::write(&path, pack).unwrap();
+            let seen = read_all(&repository, &placed);
+            assert_eq!(seen.len(), placed.len());
+            for (index, (location, plaintext)) in placed.iter().enumerate() {
+                match &seen[&location.entry.id] {
+                    Ok(read) if index != damaged => assert_eq!(read, plaintext),
+                    Err(message) if index == damaged => {
+                        assert!(message.contains("damaged"), "{message}");
+                    }
+                    other => panic!("blob {index} (damaged {damaged}): {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_pack_fails_the_blobs_it_cuts_and_keeps_the_ones_before() {
+        for cut_in in [0, 7, 23] {
+            let (directory, repository, placed) = repository_with_blobs(24);
+            let path = pack_path(&directory, &placed[cut_in].0);
+            let range = placed[cut_in].0.entry.range();
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(range.start + 3).unwrap();
+            let seen = read_all(&repository, &placed);
+            assert_eq!(seen.len(), placed.len());
+            for (index, (location, plaintext)) in placed.iter().enumerate() {
+                match &seen[&location.entry.id] {
+                    Ok(read) if index < cut_in => assert_eq!(read, plaintext),
+                    Err(message) if index >= cut_in => {
+                        assert!(message.contains("get"), "{message}");
+                    }
+                    other => panic!("blob {index} (cut in {cut_in}): {other:?}"),
+                }
+            }
+        }
+    }
 
     fn location(pack: u8, offset: u32, length: u32) -> BlobLocation {
         BlobLocation {

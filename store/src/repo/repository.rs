@@ -89,6 +89,22 @@ impl Default for InitOptions {
     }
 }
 
+#[cfg(test)]
+impl InitOptions {
+    /// The defaults with the cheapest key derivation (64 KiB, one pass, one lane), so tests
+    /// open repositories at once.
+    pub(crate) fn with_cheapest_kdf() -> Self {
+        Self {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..Self::default()
+        }
+    }
+}
+
 /// Where the local index cache lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheLocation {

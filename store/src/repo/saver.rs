@@ -56,7 +56,8 @@ pub struct SaverStats {
 }
 
 struct UploadJob {
-    bytes: Bytes,
+    /// The pack as the pieces whose concatenation it is ([`pack::build_pack_pieces`]).
+    pieces: Vec<Bytes>,
     pack: IndexedPack,
 }
 
@@ -122,9 +123,9 @@ impl<'repo> BlobSaver<'repo> {
                             continue;
                         }
                         let outcome = pipeline_stats::time(Stage::Upload, || {
-                            backend.put(
+                            backend.put_pieces(
                                 &pack_name(&job.pack.pack_id),
-                                job.bytes,
+                                job.pieces,
                                 PutMode::Overwrite,
                             )
                         })
@@ -342,26 +343,22 @@ impl<'repo> BlobSaver<'repo> {
         }
         let building = pipeline_stats::start(Stage::PackBuild);
         let blobs = packer.take_shuffled(&mut self.rng);
-        let (bytes, pack_id, entries) = pack::build_pack(
+        let (pieces, pack_id, entries) = pack::build_pack_pieces(
             &self.repository.keys().data_key,
-            &blobs,
+            blobs,
             seal::random_nonce(),
         );
         building.stop();
-        drop(blobs);
         let pack = IndexedPack {
             pack_id,
-            pack_length: bytes.len() as u64,
+            pack_length: pieces.iter().map(|piece| piece.len() as u64).sum(),
             entries,
         };
         self.stats.bytes_added += pack.pack_length;
         self.stats.packs_added += 1;
         let sender = self.uploads.as_ref().expect("saver not finished");
         let sent = pipeline_stats::time(Stage::UploadBlocked, || {
-            sender.send(UploadJob {
-                bytes: Bytes::from(bytes),
-                pack,
-            })
+            sender.send(UploadJob { pieces, pack })
         });
         if sent.is_err() {
             // Every worker has exited: the reason is waiting in the results channel.
