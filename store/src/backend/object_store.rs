@@ -1106,7 +1106,8 @@ mod tests {
                 outcome.unwrap();
                 assert_eq!(
                     joined,
-                    bytes[range.start as usize..range.end as usize],
+                    bytes[usize::try_from(range.start).unwrap()
+                        ..usize::try_from(range.end).unwrap()],
                     "{range:?}"
                 );
                 assert!(count >= 1, "{range:?}");

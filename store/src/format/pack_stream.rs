@@ -138,7 +138,7 @@ mod tests {
         let mut delivered = Vec::new();
         for chunk in bytes.chunks(piece) {
             cutter.push(chunk, &mut |index, sealed| {
-                delivered.push((index, sealed.to_vec()))
+                delivered.push((index, sealed.to_vec()));
             });
         }
         assert_eq!(cutter.position(), start + bytes.len() as u64);
@@ -160,7 +160,10 @@ mod tests {
                 let range = &ranges[index];
                 assert_eq!(
                     sealed.1,
-                    stream(range.start, (range.end - range.start) as usize),
+                    stream(
+                        range.start,
+                        usize::try_from(range.end - range.start).unwrap()
+                    ),
                     "piece {piece} blob {index}"
                 );
             }

@@ -378,7 +378,10 @@ fn verify_pack(
             .start
             .checked_sub(tail_start)
             .and_then(|start| usize::try_from(start).ok())
-            .and_then(|start| tail.get(start..start + (range.end - range.start) as usize));
+            .and_then(|start| {
+                let length = usize::try_from(range.end - range.start).ok()?;
+                tail.get(start..start.checked_add(length)?)
+            });
         let outcome = match from_tail {
             Some(sealed) => open(entry, sealed),
             None => match repository.backend().get_range(&name, range) {

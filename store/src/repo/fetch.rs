@@ -293,12 +293,12 @@ pub struct ReadWindow {
 }
 
 impl ReadWindow {
-    /// Restore's window: reads of up to 8 MiB (half a default pack, so a pack needed whole is
-    /// two requests), bridging gaps up to 1 MiB (about one round trip's worth of bytes at
-    /// 50 MB/s).
+    /// Restore's window: a pack needed whole is one request (reads stream, so a long read
+    /// costs no memory; 64 MiB is four default packs, so only an oversized pack is split),
+    /// bridging gaps up to 1 MiB (about one round trip's worth of bytes at 50 MB/s).
     pub const RESTORE: Self = Self {
         gap: 1024 * 1024,
-        max_read: 8 * 1024 * 1024,
+        max_read: 64 * 1024 * 1024,
     };
 }
 
@@ -482,7 +482,7 @@ mod tests {
         let mut state = 11u64;
         let blobs: Vec<Vec<u8>> = (0..count)
             .map(|index| {
-                (0..1 + index * 37 * 1024 % (150 * 1024))
+                (0..=(index * 37 * 1024 % (150 * 1024)))
                     .map(|_| {
                         state = state
                             .wrapping_mul(6_364_136_223_846_793_005)
@@ -554,7 +554,7 @@ mod tests {
             let path = pack_path(&directory, &placed[damaged].0);
             let mut pack = std::fs::read(&path).unwrap();
             let range = placed[damaged].0.entry.range();
-            pack[usize::try_from((range.start + range.end) / 2).unwrap()] ^= 0x40;
+            pack[usize::try_from(u64::midpoint(range.start, range.end)).unwrap()] ^= 0x40;
             std::fs::write(&path, pack).unwrap();
             let seen = read_all(&repository, &placed);
             assert_eq!(seen.len(), placed.len());
