@@ -114,7 +114,15 @@ fn a_directory_of_mixed_files_restores_byte_for_byte_with_the_probe() {
             expected.push((name, data));
         }
     }
-    workspace.backup(&[&source]);
+    workspace
+        .cairn(&[
+            "backup",
+            "--json",
+            "--compression-probe",
+            "on",
+            source.to_str().unwrap(),
+        ])
+        .ok();
     let target = workspace.path("target");
     workspace
         .cairn(&["restore", "latest", "--target", target.to_str().unwrap()])
@@ -135,7 +143,15 @@ fn pipeline_stats_report_every_stage_and_the_bytes_probed() {
     let workspace = Workspace::initialized();
     let data = [random_bytes(41, 1 << 20), compressible_text(42, 1 << 20)].concat();
     let mut command = workspace.command(
-        &["backup", "--json", "--stdin", "--stdin-name", "mixed"],
+        &[
+            "backup",
+            "--json",
+            "--compression-probe",
+            "on",
+            "--stdin",
+            "--stdin-name",
+            "mixed",
+        ],
         &[],
     );
     command.env("CAIRN_PIPELINE_STATS", "1");
