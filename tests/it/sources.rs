@@ -456,7 +456,15 @@ fn excludes_leave_entries_out_and_incremental_backups_still_reuse_the_parent() {
     assert_eq!(second["parent"], first["snapshot_id"]);
     assert_eq!(json_u64(&second, "files_unchanged"), 3);
     assert_eq!(json_u64(&second, "entries_excluded"), 6);
-    assert_eq!(json_u64(&second, "blobs_added"), 0);
+    // Nothing under the source is stored again. The snapshot also records the source's
+    // ancestors with their metadata, and other tests change /tmp's mtime meanwhile, so only the
+    // trees of those ancestors may be new.
+    assert_eq!(json_u64(&second, "files_changed"), 0);
+    let ancestor_trees = source.ancestors().count() as u64 - 1;
+    assert!(
+        json_u64(&second, "blobs_added") <= ancestor_trees,
+        "{second}"
+    );
     assert_eq!(listed_below(&workspace, &source), expected);
 
     // Without the excludes, the same parent still lets the unchanged files go unread.
