@@ -7,7 +7,7 @@
 
 use std::io::Read;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
@@ -86,18 +86,22 @@ pub fn seal(
     plaintext: &[u8],
     level: Option<i32>,
 ) -> Vec<u8> {
-    let compressed = level.and_then(|level| {
-        compress(plaintext, level).filter(|compressed| compressed.len() < plaintext.len())
-    });
-    let mut message = Vec::with_capacity(1 + plaintext.len());
-    if let Some(compressed) = compressed {
-        message.push(COMPRESSION_ZSTD);
-        message.extend_from_slice(&compressed);
-    } else {
-        message.push(COMPRESSION_NONE);
-        message.extend_from_slice(plaintext);
-    }
-    seal_message(key, nonce, associated_data, &message)
+    // One buffer of the exact final size, `nonce || compression byte || payload`, encrypted in
+    // place and closed by the tag: a chunk is copied once on its way out (its zstd frame, or
+    // itself when stored raw), and a sealed blob waiting in a pack holds no unused room.
+    let assemble = |compression: u8, payload: &[u8]| {
+        let mut out = Vec::with_capacity(SEAL_OVERHEAD + payload.len());
+        out.extend_from_slice(&nonce);
+        out.push(compression);
+        out.extend_from_slice(payload);
+        encrypt_in_place(key, associated_data, &mut out);
+        out
+    };
+    level
+        .and_then(|level| {
+            with_shrinking_frame(plaintext, level, |frame| assemble(COMPRESSION_ZSTD, frame))
+        })
+        .unwrap_or_else(|| assemble(COMPRESSION_NONE, plaintext))
 }
 
 /// Encrypts `message` (`compression byte || payload`, taken as it is) under `key`: the second half
@@ -113,26 +117,30 @@ pub fn seal_message(
     associated_data: &[u8],
     message: &[u8],
 ) -> Vec<u8> {
-    let ciphertext = key
-        .0
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: message,
-                aad: associated_data,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encrypts any message under 256 GiB");
-    let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+    let mut out = Vec::with_capacity(NONCE_LEN + message.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ciphertext);
+    out.extend_from_slice(message);
+    encrypt_in_place(key, associated_data, &mut out);
     out
+}
+
+/// Encrypts `buffer[NONCE_LEN..]` in place under the nonce `buffer[..NONCE_LEN]` and appends the
+/// tag: the same bytes [`seal_message`] returns, without a second buffer.
+fn encrypt_in_place(key: &SealKey, associated_data: &[u8], buffer: &mut Vec<u8>) {
+    let (nonce, message) = buffer.split_at_mut(NONCE_LEN);
+    let tag = key
+        .0
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), associated_data, message)
+        .expect("XChaCha20-Poly1305 encrypts any message under 256 GiB");
+    buffer.extend_from_slice(&tag);
 }
 
 thread_local! {
     /// One zstd compression context per thread and level: creating a context costs far more than
     /// compressing one small chunk.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+    /// The frame buffer beside it is reused too.
+    #[allow(clippy::type_complexity)]
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -142,14 +150,36 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+/// Calls `use_frame` with the zstd frame of `plaintext` at `level` when that frame is shorter
+/// than `plaintext`; `None` when it is not (or zstd fails).
+fn with_shrinking_frame<T>(
+    plaintext: &[u8],
+    level: i32,
+    use_frame: impl FnOnce(&[u8]) -> T,
+) -> Option<T> {
+    /// A frame buffer at most this large stays with its thread for the next chunk.
+    const KEEP_FRAME_BUFFER: usize = 1 << 20;
+    if plaintext.is_empty() {
+        return None;
+    }
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(cached, _)| *cached != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        if slot.as_ref().is_none_or(|(cached, _, _)| *cached != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?, Vec::new()));
         }
-        let (_, compressor) = slot.as_mut()?;
-        compressor.compress(plaintext).ok()
+        let (_, compressor, frame) = slot.as_mut()?;
+        // zstd writes into the buffer's capacity and stops with an error when the frame does
+        // not fit: room for one byte less than the plaintext is all a useful frame needs.
+        frame.clear();
+        frame.reserve_exact(plaintext.len() - 1);
+        let written = compressor.compress_to_buffer(plaintext, frame).ok();
+        let result = written
+            .filter(|&written| written < plaintext.len())
+            .map(|_| use_frame(frame));
+        if frame.capacity() > KEEP_FRAME_BUFFER {
+            *frame = Vec::new();
+        }
+        result
     })
 }
 
