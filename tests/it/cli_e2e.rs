@@ -972,13 +972,51 @@ fn restore_salvages_around_a_damaged_blob() {
     assert!(good.stdout == compressible_text(61, 200_000));
 }
 
-fn pack_bytes(repo: &Path) -> u64 {
+/// Bytes of the packs stored in the local repository `repo`.
+pub(crate) fn pack_bytes(repo: &Path) -> u64 {
     files_below(&repo.join("data"))
         .iter()
         .filter(|path| object_id(path).len() == 64)
         .filter_map(|path| fs::metadata(path).ok())
         .map(|metadata| metadata.len())
         .sum()
+}
+
+/// Runs `backup` of `source` with `env` overrides and SIGKILLs it once `threshold` more bytes
+/// of packs are stored in the local repository.
+#[track_caller]
+pub(crate) fn kill_backup_mid_upload(
+    workspace: &Workspace,
+    env: &[(&str, &Path)],
+    source: &Path,
+    threshold: u64,
+) {
+    let before = pack_bytes(&workspace.repo);
+    let mut command = workspace.command(&["backup", "--json", &source.to_string_lossy()], env);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().expect("start backup");
+    let started = Instant::now();
+    while pack_bytes(&workspace.repo) < before + threshold {
+        assert!(
+            child.try_wait().expect("poll child").is_none(),
+            "the backup finished before it could be interrupted"
+        );
+        assert!(
+            started.elapsed() < Duration::from_mins(2),
+            "the backup stored too little in two minutes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill backup");
+    let status = child.wait().expect("wait for backup");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the backup was not killed mid-run: {status:?}"
+    );
 }
 
 /// Test 8: a backup killed with SIGKILL after uploading some packs leaves no snapshot, a
@@ -999,34 +1037,8 @@ fn killed_backup_leaves_a_consistent_repository_and_reusable_packs() {
     }
     let source_size = (files * file_size) as u64;
 
-    let mut command = workspace.command(&["backup", "--json", &source.to_string_lossy()], &[]);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = command.spawn().expect("start backup");
-    let started = Instant::now();
     let threshold = source_size / 3;
-    let mut uploaded = 0;
-    while uploaded < threshold {
-        assert!(
-            child.try_wait().expect("poll child").is_none(),
-            "the backup finished before it could be interrupted"
-        );
-        assert!(
-            started.elapsed() < Duration::from_mins(2),
-            "the backup uploaded only {uploaded} bytes in two minutes"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-        uploaded = pack_bytes(&workspace.repo);
-    }
-    child.kill().expect("kill backup");
-    let status = child.wait().expect("wait for backup");
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "the backup was not killed mid-run: {status:?}"
-    );
+    kill_backup_mid_upload(&workspace, &[], &source, threshold);
     let packs_left = pack_bytes(&workspace.repo);
     assert!(packs_left >= threshold && packs_left < source_size);
 

@@ -33,6 +33,7 @@ mod long_paths;
 mod mount;
 mod netfaults;
 mod operations;
+mod orphan_evidence;
 mod pipes;
 mod prune;
 mod recover;

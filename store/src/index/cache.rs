@@ -5,7 +5,7 @@
 //! It also remembers when `check` last verified each pack (for the rotating sweep): local
 //! history, not index, so a rebuild keeps it and losing it only makes the next sweep start over.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -46,6 +46,12 @@ pub enum CopyMapKind {
     /// chunk ids in order.
     FileContent = 1,
 }
+
+/// Backup sessions whose unindexed packs, if any, an orphan scan has already adopted (or that
+/// ended after indexing every pack they wrote): session id → 1. A listing of `sessions/` that
+/// names only such sessions is no reason to list `data/` again (FORMAT.md section 14, backup
+/// step 1). Cleared with the index, so a rebuilt cache scans once.
+const SETTLED_SESSIONS: TableDefinition<&[u8; 16], u8> = TableDefinition::new("settled_sessions");
 
 /// Small named values: `prune_generation` → the newest prune record the cache reflects;
 /// `verification_sweep` → the number of the last sweep recorded in [`PACK_VERIFICATIONS`].
@@ -353,6 +359,9 @@ impl IndexCache {
             .open_table(PACK_VERIFICATIONS)
             .map_err(self.fail())?;
         transaction.open_table(COPY_MAP).map_err(self.fail())?;
+        transaction
+            .open_table(SETTLED_SESSIONS)
+            .map_err(self.fail())?;
         transaction.commit().map_err(self.fail())
     }
 
@@ -611,8 +620,52 @@ impl IndexCache {
             .delete_table(INDEX_OBJECTS)
             .map_err(self.fail())?;
         transaction.delete_table(TREES).map_err(self.fail())?;
+        transaction
+            .delete_table(SETTLED_SESSIONS)
+            .map_err(self.fail())?;
         transaction.commit().map_err(self.fail())?;
         self.ensure_tables()
+    }
+
+    /// The sessions recorded by [`IndexCache::set_settled_sessions`] (raw 16-byte ids).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn settled_sessions(&self) -> Result<BTreeSet<[u8; 16]>> {
+        let transaction = self.database.begin_read().map_err(self.fail())?;
+        let table = transaction
+            .open_table(SETTLED_SESSIONS)
+            .map_err(self.fail())?;
+        let mut out = BTreeSet::new();
+        for row in table.iter().map_err(self.fail())? {
+            let (key, _) = row.map_err(self.fail())?;
+            out.insert(*key.value());
+        }
+        Ok(out)
+    }
+
+    /// Replaces the settled sessions with `sessions` (raw 16-byte ids).
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn set_settled_sessions(&self, sessions: &BTreeSet<[u8; 16]>) -> Result<()> {
+        let mut transaction = self.database.begin_write().map_err(self.fail())?;
+        // Settling is permanent, so a lost write only leaves an older, still true set.
+        transaction
+            .set_durability(redb::Durability::None)
+            .map_err(self.fail())?;
+        transaction
+            .delete_table(SETTLED_SESSIONS)
+            .map_err(self.fail())?;
+        {
+            let mut table = transaction
+                .open_table(SETTLED_SESSIONS)
+                .map_err(self.fail())?;
+            for session in sessions {
+                table.insert(session, 1).map_err(self.fail())?;
+            }
+        }
+        transaction.commit().map_err(self.fail())
     }
 
     /// Looks up many blobs in one read transaction.

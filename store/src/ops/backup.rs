@@ -91,6 +91,7 @@ pub enum ParentChoice {
 }
 
 /// The parent snapshot chosen for a backup, and what the listing that found it saw.
+#[derive(Default)]
 struct ParentFound {
     parent: Option<(Id, Snapshot)>,
     /// The newest snapshot time in the repository (known only when it was listed).
@@ -1124,16 +1125,16 @@ pub fn backup(
     progress: &dyn BackupProgress,
 ) -> Result<BackupOutcome> {
     let snapshot_source = snapshot_source(&source)?;
-    // Each machine cleans up after itself: its own sessions whose process is proven gone end
-    // now, so their condemned packs can go (best effort; FORMAT.md section 21.3).
-    crate::ops::sessions::end_dead_sessions_best_effort(repository);
     // The session marker goes first: a prune that does not see it has already written its
-    // record, which the session then reads (FORMAT.md section 21).
-    let (mut session, prune_state) = repository.begin_session(&options.host)?;
+    // record, which the session then reads (FORMAT.md section 21). The parent is looked for
+    // while the prune records and the index are listed; this machine's own sessions whose
+    // process is proven gone are ended meanwhile, so their condemned packs can go.
+    let mut start = crate::ops::backup_start::start_backup(repository, &options.host, || {
+        find_parent(repository, &options.parent, &options.host, &snapshot_source)
+    })?;
     match backup_in_session(
         repository,
-        &mut session,
-        &prune_state,
+        &mut start,
         source,
         snapshot_source,
         options,
@@ -1141,7 +1142,7 @@ pub fn backup(
     ) {
         Ok(outcome) => Ok(outcome),
         Err(error) => {
-            session.abandon(&error);
+            start.session.abandon(&error);
             Err(error)
         }
     }
@@ -1190,9 +1191,11 @@ pub fn dry_run(
 ) -> Result<DryRunOutcome> {
     let snapshot_source = snapshot_source(&source)?;
     repository.sync_index_with(&repository.load_prune_state()?)?;
+    let parent = find_parent(repository, &options.parent, &options.host, &snapshot_source)?;
     let walked = walk(
         repository,
         BlobSaver::dry_run(repository),
+        parent,
         source,
         snapshot_source,
         options,
@@ -1249,15 +1252,14 @@ struct Walked {
 /// The backup proper, inside its session (which it ends after committing the snapshot).
 fn backup_in_session(
     repository: &Repository,
-    session: &mut crate::repo::lifecycle::BackupSession<'_>,
-    prune_state: &crate::repo::lifecycle::PruneState,
+    start: &mut crate::ops::backup_start::BackupStart<'_, ParentFound>,
     source: BackupSource<'_>,
     snapshot_source: Source,
     options: &BackupOptions,
     progress: &dyn BackupProgress,
 ) -> Result<BackupOutcome> {
-    repository.sync_index_with(prune_state)?;
-    let recovered_packs = repository.index_orphan_packs()?;
+    let recovered_packs = start.recovered_packs;
+    let parent_found = std::mem::take(&mut start.alongside);
     let Walked {
         source: snapshot_source,
         root,
@@ -1278,6 +1280,7 @@ fn backup_in_session(
     } = walk(
         repository,
         BlobSaver::new(repository),
+        parent_found,
         source,
         snapshot_source,
         options,
@@ -1287,7 +1290,7 @@ fn backup_in_session(
     // it needs out of them before committing, so the prune can free them. (Safety does not
     // depend on this: a prune deletes condemned packs only after this session has ended, and
     // takes back any that a snapshot listed by then still needs; FORMAT.md section 21.)
-    let rescued = repository.rescue_relied_packs(session, &mut relied)?;
+    let rescued = repository.rescue_relied_packs(&mut start.session, &mut relied)?;
     summary.bytes_added = saver_stats.bytes_added + rescued.bytes_written;
     summary.blobs_added = saver_stats.blobs_added;
     let snapshot = Snapshot {
@@ -1305,7 +1308,8 @@ fn backup_in_session(
     let snapshot_id = repository.save_snapshot(&snapshot)?;
     // Best effort: the snapshot is committed; a session left unended only delays deletions
     // until a prune on this host sees its process gone (or an operator ends it).
-    let _ = session.end(Some(snapshot_id));
+    let _ = start.session.end(Some(snapshot_id));
+    start.settle(repository);
     Ok(BackupOutcome {
         snapshot_id,
         snapshot,
@@ -1327,10 +1331,11 @@ fn backup_in_session(
     })
 }
 
-/// Finds the parent, walks the sources into trees through `saver` and finishes it.
+/// Walks the sources into trees through `saver` (against `parent_found`) and finishes it.
 fn walk<'repo>(
     repository: &'repo Repository,
     mut saver: BlobSaver<'repo>,
+    parent_found: ParentFound,
     source: BackupSource<'_>,
     snapshot_source: Source,
     options: &BackupOptions,
@@ -1340,7 +1345,7 @@ fn walk<'repo>(
         parent,
         newest_time,
         latest,
-    } = find_parent(repository, &options.parent, &options.host, &snapshot_source)?;
+    } = parent_found;
     let latest_same_time = parent
         .as_ref()
         .filter(|_| latest)

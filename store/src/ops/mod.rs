@@ -1,4 +1,4 @@
-//! The use cases: backup, restore and dump, check, drill, forget, prune, repair, rewrite, stats
+//! The use cases: backup (and how it starts: `backup_start`), restore and dump, check, drill, forget, prune, repair, rewrite, stats
 //! and tag, and
 //! the backup sessions this machine can prove ended (`sessions`). Each
 //! orchestrates the repository machinery (`repo`) and the pure policies (`policy`), and reports
@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod backup_start;
 pub mod check;
 pub mod copy;
 pub mod drill;

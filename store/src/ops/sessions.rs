@@ -126,6 +126,21 @@ pub fn end_dead_sessions_best_effort(repository: &Repository) -> usize {
     end_dead_sessions(repository, &judge, &mut sessions, true).map_or(0, |ended| ended.len())
 }
 
+/// What a running backup does with the sessions at its start (after writing its own marker
+/// `own`): lists them and ends this machine's provably dead ones, best effort. Returns the
+/// listing with those counted as ended, or `None` when the listing failed.
+pub fn list_ending_dead_sessions(
+    repository: &Repository,
+    own: SessionId,
+) -> Option<BTreeMap<SessionId, SessionStatus>> {
+    let mut sessions = repository.list_sessions_but(Some(own)).ok()?;
+    let judge = Judge::here(repository);
+    // A refused end marker (read-only credentials) leaves that session unended in the map,
+    // which is what the store shows.
+    let _ = end_dead_sessions(repository, &judge, &mut sessions, true);
+    Some(sessions)
+}
+
 /// Why an unended session is waiting, in words for people.
 pub fn waiting_reason(verdict: Liveness, marker: Option<&SessionMarker>) -> &'static str {
     match (marker, verdict) {

@@ -4,7 +4,8 @@
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
 //! `find`), which snapshots a command chooses and which of them is `latest` (`select`),
 //! when another client's session is proven gone (`liveness`), what a restore does with what
-//! already stands in its target (`overwrite`).
+//! already stands in its target (`overwrite`), when a backup must look for packs an unfinished
+//! run left unindexed (`orphan_scan`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
 //! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
@@ -17,6 +18,7 @@ pub mod diff;
 pub mod exclude;
 pub mod find;
 pub mod liveness;
+pub mod orphan_scan;
 pub mod overwrite;
 pub mod pathmatch;
 pub mod retention;

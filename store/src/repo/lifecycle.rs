@@ -173,6 +173,18 @@ impl Repository {
     /// # Errors
     /// Backend failures.
     pub fn list_sessions(&self) -> Result<BTreeMap<SessionId, SessionStatus>> {
+        self.list_sessions_but(None)
+    }
+
+    /// [`Repository::list_sessions`] that does not read the start marker of `own` (the
+    /// caller's own running session: its status shows no marker).
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn list_sessions_but(
+        &self,
+        own: Option<SessionId>,
+    ) -> Result<BTreeMap<SessionId, SessionStatus>> {
         let mut sessions: BTreeMap<SessionId, SessionStatus> = BTreeMap::new();
         let mut starts = Vec::new();
         for info in self.backend().list("sessions")? {
@@ -192,7 +204,7 @@ impl Repository {
         }
         let markers: Vec<(SessionId, Option<SessionMarker>)> = starts
             .par_iter()
-            .filter(|(session, _)| !sessions[session].ended)
+            .filter(|(session, _)| !sessions[session].ended && Some(*session) != own)
             .map(|(session, name)| {
                 let marker =
                     self.backend().get(name).ok().and_then(|bytes| {
@@ -256,6 +268,43 @@ impl Repository {
         host: &str,
         place: ProcessPlace,
     ) -> Result<(BackupSession<'_>, PruneState)> {
+        let mut session = self.register_session(host, place)?;
+        let state = self.load_prune_state()?;
+        session.generation_seen = state.latest_generation;
+        Ok((session, state))
+    }
+
+    /// [`Repository::begin_session`] that also runs `alongside` (given the new session's id)
+    /// while the prune records are read: requests that need only the marker to be written
+    /// first, such as listings for the index sync, go out together with the prune listing.
+    ///
+    /// # Errors
+    /// Backend or cache failures registering the session or reading the prune records.
+    pub fn begin_session_with<T: Send>(
+        &self,
+        host: &str,
+        alongside: impl FnOnce(SessionId) -> T + Send,
+    ) -> Result<(BackupSession<'_>, PruneState, T)> {
+        let mut session = self.register_session(host, crate::repo::place::this_process())?;
+        let id = session.id;
+        let (state, other) = std::thread::scope(|scope| {
+            let other = scope.spawn(move || alongside(id));
+            let state = self.load_prune_state();
+            (
+                state,
+                other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            )
+        });
+        let state = state?;
+        session.generation_seen = state.latest_generation;
+        Ok((session, state, other))
+    }
+
+    /// Lists a new session in this machine's local record and writes its start marker: after
+    /// this, and only after, the prune records may be read.
+    fn register_session(&self, host: &str, place: ProcessPlace) -> Result<BackupSession<'_>> {
         let mut id = [0u8; lifecycle::SESSION_ID_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
         let id = SessionId(id);
@@ -272,15 +321,12 @@ impl Repository {
             Bytes::from(marker.encode(&self.keys().data_key, seal::random_nonce())),
             PutMode::Create,
         )?;
-        let mut session = BackupSession {
+        Ok(BackupSession {
             repository: self,
             id,
             generation_seen: 0,
             ended: false,
-        };
-        let state = self.load_prune_state()?;
-        session.generation_seen = state.latest_generation;
-        Ok((session, state))
+        })
     }
 
     /// Runs `work` inside a backup session registered for `host` (FORMAT.md section 21.2):

@@ -146,6 +146,16 @@ pub struct SyncReport {
     pub damaged: Vec<String>,
 }
 
+/// What an orphan scan did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrphanScan {
+    /// Unindexed packs found and indexed.
+    pub recovered: usize,
+    /// Whether every unindexed pack was read or found damaged (none failed for a reason that
+    /// may pass, such as an unreachable store).
+    pub complete: bool,
+}
+
 /// Index entries decoded before they are merged into the cache in one transaction (about 100
 /// bytes each in memory while decoded and sorted).
 const MERGE_ENTRIES: usize = 200_000;
@@ -377,7 +387,24 @@ impl Repository {
     /// there, [`Error::Unsupported`] for a newer format, [`Error::WrongPassword`], or backend and
     /// cache failures.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8], cache: &CacheLocation) -> Result<Self> {
-        let config_bytes = match backend.get(CONFIG_NAME) {
+        // The requests that need no key go out together: the config, the key listing and the
+        // append-only marker are one round trip instead of three.
+        let (config_bytes, key_listing, append_only) = std::thread::scope(|scope| {
+            let key_listing = scope.spawn(|| backend.list(KEYS_PREFIX));
+            let append_only =
+                scope.spawn(|| backend.head(crate::format::lifecycle::APPEND_ONLY_NAME));
+            let config_bytes = backend.get(CONFIG_NAME);
+            (
+                config_bytes,
+                key_listing
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                append_only
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            )
+        });
+        let config_bytes = match config_bytes {
             Err(BackendError::NotFound { .. }) => {
                 let found = objects_present(backend.as_ref())?;
                 return Err(if found.is_empty() {
@@ -400,8 +427,47 @@ impl Repository {
                 reason: format!("{other}; `cairn repair config` rebuilds it"),
             },
         })?;
-        let mut key_names: Vec<ObjectInfo> = backend.list(KEYS_PREFIX)?;
+        let mut key_names: Vec<ObjectInfo> = key_listing?;
         key_names.sort_by(|a, b| a.name.cmp(&b.name));
+        let marked_append_only = append_only?.is_some();
+        // The local cache opens while the password is stretched (it needs only the repository
+        // id): the key derivation is the longest step of opening.
+        let (unlocked, opened_cache) = std::thread::scope(|scope| {
+            let opened_cache = scope.spawn(|| Self::open_cache(cache, &repository_id));
+            let unlocked = Self::unlock(backend.as_ref(), password, &config_bytes, key_names);
+            (
+                unlocked,
+                opened_cache
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            )
+        });
+        let (keys, config, key_id) = unlocked?;
+        Ok(Self {
+            backend,
+            config,
+            keys,
+            key_id,
+            cache: opened_cache?,
+            concurrency: Concurrency::default(),
+            io_pool: std::sync::OnceLock::new(),
+            condemned: std::sync::RwLock::default(),
+            client_append_only: false,
+            marked_append_only,
+            compression_override: None,
+            compression_probe: CompressionProbe::default(),
+            session_record: Self::session_record_in(cache, &repository_id),
+        })
+    }
+
+    /// Tries the key objects `key_names` in order with `password`: the keys, config and key id
+    /// of the first one that unwraps and opens the config.
+    fn unlock(
+        backend: &dyn Backend,
+        password: &[u8],
+        config_bytes: &[u8],
+        key_names: Vec<ObjectInfo>,
+    ) -> Result<(RepositoryKeys, Config, Id)> {
         let mut damaged_keys = Vec::new();
         let mut config_failure = None;
         for info in key_names {
@@ -419,8 +485,8 @@ impl Repository {
             let keys = RepositoryKeys::derive(&master);
             // A key left by an interrupted `init` unwraps but does not open this config; so does
             // any key when the config is damaged.
-            let config = match Config::decode(&keys.data_key, &config_bytes) {
-                Ok(config) => config,
+            match Config::decode(&keys.data_key, config_bytes) {
+                Ok(config) => return Ok((keys, config, Id::of_stored_bytes(&bytes))),
                 Err(error) => {
                     config_failure = Some(match Error::from_object(CONFIG_NAME, error) {
                         Error::Damaged { object, reason } => Error::Damaged {
@@ -432,34 +498,8 @@ impl Repository {
                         },
                         other => other,
                     });
-                    continue;
                 }
-            };
-            let session_record = Self::session_record_in(cache, &repository_id);
-            let cache = Self::open_cache(cache, &repository_id)?;
-            let repository = Self {
-                backend,
-                config,
-                keys,
-                key_id: Id::of_stored_bytes(&bytes),
-                cache,
-                concurrency: Concurrency::default(),
-                io_pool: std::sync::OnceLock::new(),
-                condemned: std::sync::RwLock::default(),
-                client_append_only: false,
-                marked_append_only: false,
-                compression_override: None,
-                compression_probe: CompressionProbe::default(),
-                session_record,
-            };
-            let marked_append_only = repository
-                .backend
-                .head(crate::format::lifecycle::APPEND_ONLY_NAME)?
-                .is_some();
-            return Ok(Self {
-                marked_append_only,
-                ..repository
-            });
+            }
         }
         Err(config_failure.unwrap_or(Error::WrongPassword { damaged_keys }))
     }
@@ -671,8 +711,20 @@ impl Repository {
         &self,
         state: &crate::format::lifecycle::PruneState,
     ) -> Result<SyncReport> {
+        self.sync_index_listed(state, &self.backend.list(INDEX_PREFIX)?)
+    }
+
+    /// [`Repository::sync_index_with`] with a listing of `index/` the caller made after
+    /// registering its session (so it can overlap with reading the prune records).
+    ///
+    /// # Errors
+    /// Backend or cache failures (a damaged index object is reported, not an error).
+    pub fn sync_index_listed(
+        &self,
+        state: &crate::format::lifecycle::PruneState,
+        remote: &[ObjectInfo],
+    ) -> Result<SyncReport> {
         self.apply_prune_state(state)?;
-        let remote = self.backend.list(INDEX_PREFIX)?;
         let remote_ids: HashSet<Id> = remote
             .iter()
             .filter_map(|info| id_from_name(&info.name))
@@ -774,6 +826,15 @@ impl Repository {
     /// # Errors
     /// Backend or cache failures while listing or writing the index.
     pub fn index_orphan_packs(&self) -> Result<usize> {
+        self.scan_orphan_packs().map(|scan| scan.recovered)
+    }
+
+    /// [`Repository::index_orphan_packs`], also telling whether every orphan's trailer was
+    /// read (a trailer that could not be fetched leaves its pack for a later scan).
+    ///
+    /// # Errors
+    /// Backend or cache failures while listing or writing the index.
+    pub fn scan_orphan_packs(&self) -> Result<OrphanScan> {
         let known = self.cache.known_packs()?;
         let orphans: Vec<ObjectInfo> = self
             .backend
@@ -785,17 +846,31 @@ impl Repository {
             })
             .collect();
         if orphans.is_empty() {
-            return Ok(0);
+            return Ok(OrphanScan {
+                recovered: 0,
+                complete: true,
+            });
         }
-        let recovered: Vec<IndexedPack> = orphans
+        let trailers: Vec<Result<IndexedPack>> = orphans
             .par_iter()
-            .filter_map(|info| self.read_pack_trailer(info).ok())
+            .map(|info| self.read_pack_trailer(info))
             .collect();
+        // A damaged trailer is for `repair index`; any other failure may pass next time.
+        let complete = trailers.iter().all(|trailer| {
+            trailer
+                .as_ref()
+                .err()
+                .is_none_or(|error| error.kind() == crate::error::ErrorKind::BadData)
+        });
+        let recovered: Vec<IndexedPack> = trailers.into_iter().filter_map(Result::ok).collect();
         let count = recovered.len();
         if count > 0 {
             self.save_index(recovered)?;
         }
-        Ok(count)
+        Ok(OrphanScan {
+            recovered: count,
+            complete,
+        })
     }
 
     /// Reads a pack's trailer with two ranged reads (footer, then trailer).
@@ -938,11 +1013,12 @@ impl Repository {
             seal::random_nonce(),
         );
         let id = Id::of_stored_bytes(&bytes);
-        self.backend.put(
-            &object_name(SNAPSHOTS_PREFIX, &id),
-            Bytes::from(bytes),
-            PutMode::Create,
-        )?;
+        let name = object_name(SNAPSHOTS_PREFIX, &id);
+        self.backend
+            .put(&name, Bytes::from(bytes.clone()), PutMode::Create)?;
+        // The next backup of the same source takes this snapshot as its parent: keeping its
+        // bytes saves that run a download (best effort: the snapshot is committed).
+        let _ = self.cache.cache_snapshot(&name, &bytes);
         Ok(id)
     }
 
