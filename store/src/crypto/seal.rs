@@ -7,7 +7,7 @@
 
 use std::io::Read;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
@@ -86,18 +86,32 @@ pub fn seal(
     plaintext: &[u8],
     level: Option<i32>,
 ) -> Vec<u8> {
-    let compressed = level.and_then(|level| {
-        compress(plaintext, level).filter(|compressed| compressed.len() < plaintext.len())
-    });
-    let mut message = Vec::with_capacity(1 + plaintext.len());
-    if let Some(compressed) = compressed {
-        message.push(COMPRESSION_ZSTD);
-        message.extend_from_slice(&compressed);
-    } else {
-        message.push(COMPRESSION_NONE);
-        message.extend_from_slice(plaintext);
-    }
-    seal_message(key, nonce, associated_data, &message)
+    let Some(level) = level else {
+        return encrypt_parts(
+            key,
+            nonce,
+            associated_data,
+            &[&[COMPRESSION_NONE], plaintext],
+        );
+    };
+    COMPRESSED.with(|cell| {
+        let mut frame = cell.borrow_mut();
+        let sealed = if compress_into(plaintext, level, &mut frame) && frame.len() < plaintext.len()
+        {
+            encrypt_parts(key, nonce, associated_data, &[&[COMPRESSION_ZSTD], &frame])
+        } else {
+            encrypt_parts(
+                key,
+                nonce,
+                associated_data,
+                &[&[COMPRESSION_NONE], plaintext],
+            )
+        };
+        if frame.capacity() > COMPRESSED_SCRATCH_KEPT {
+            *frame = Vec::new();
+        }
+        sealed
+    })
 }
 
 /// Encrypts `message` (`compression byte || payload`, taken as it is) under `key`: the second half
@@ -113,20 +127,43 @@ pub fn seal_message(
     associated_data: &[u8],
     message: &[u8],
 ) -> Vec<u8> {
-    let ciphertext = key
+    encrypt_parts(key, nonce, associated_data, &[message])
+}
+
+/// `nonce || ciphertext || tag` of the concatenation of `parts`, built in one allocation of
+/// exactly its length and encrypted in place: a sealed blob waits in an open pack until the pack
+/// is written, so no slack capacity and no temporary copies are left beside it.
+fn encrypt_parts(
+    key: &SealKey,
+    nonce: [u8; NONCE_LEN],
+    associated_data: &[u8],
+    parts: &[&[u8]],
+) -> Vec<u8> {
+    let message_len: usize = parts.iter().map(|part| part.len()).sum();
+    let mut out = Vec::with_capacity(NONCE_LEN + message_len + TAG_LEN);
+    out.extend_from_slice(&nonce);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    let tag = key
         .0
-        .encrypt(
+        .encrypt_in_place_detached(
             XNonce::from_slice(&nonce),
-            Payload {
-                msg: message,
-                aad: associated_data,
-            },
+            associated_data,
+            &mut out[NONCE_LEN..],
         )
         .expect("XChaCha20-Poly1305 encrypts any message under 256 GiB");
-    let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ciphertext);
+    out.extend_from_slice(&tag);
     out
+}
+
+/// A thread's zstd output buffer is kept for the next blob up to this capacity (a chunk's
+/// compress bound); a larger one (a big tree) is freed after use.
+const COMPRESSED_SCRATCH_KEPT: usize = 1 << 20;
+
+thread_local! {
+    /// One zstd output buffer per thread, reused blob after blob (see [`encrypt_parts`]).
+    static COMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 thread_local! {
@@ -142,14 +179,20 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+/// Compresses `plaintext` into `frame` (replacing what it held); `false` when zstd fails.
+fn compress_into(plaintext: &[u8], level: i32, frame: &mut Vec<u8>) -> bool {
+    frame.clear();
+    frame.reserve(zstd::zstd_safe::compress_bound(plaintext.len()));
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(cached, _)| *cached != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            match zstd::bulk::Compressor::new(level) {
+                Ok(compressor) => *slot = Some((level, compressor)),
+                Err(_) => return false,
+            }
         }
-        let (_, compressor) = slot.as_mut()?;
-        compressor.compress(plaintext).ok()
+        slot.as_mut()
+            .is_some_and(|(_, compressor)| compressor.compress_to_buffer(plaintext, frame).is_ok())
     })
 }
 
