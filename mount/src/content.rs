@@ -9,40 +9,61 @@ use cairn_store::{Error, Id, Repository};
 
 use crate::lru::Lru;
 
-/// Plaintext blobs kept for the next reads (a FUSE read is at most 128 KiB; a chunk is about
-/// 1 MiB, so a sequential reader asks for each chunk several times).
-pub const BLOB_CACHE_BYTES: usize = 32 << 20;
-/// How far a sequential reader is read ahead, in plaintext bytes.
-pub const READ_AHEAD_BYTES: u64 = 16 << 20;
-/// Blobs a ranged read covered before they were asked for (they are shuffled in their pack).
-pub const PREFETCH_BYTES: usize = 32 << 20;
+/// Plaintext blobs kept for the next reads (a FUSE read is at most 128 KiB and a chunk a few
+/// KiB to a few hundred, so the blobs of one read-ahead window are read many times over). Holds
+/// a full read-ahead window and the reads the kernel has in flight around it.
+pub const BLOB_CACHE_BYTES: usize = 16 << 20;
+/// How far a sequential reader is read ahead at most, in plaintext bytes.
+pub const READ_AHEAD_BYTES: u64 = 8 << 20;
+/// How many bytes a reader must have read in order before anything is read ahead for it: more
+/// than one 1 MiB read, which the kernel splits into 128 KiB reads that continue each other.
+pub const SEQUENTIAL_RUN_BEFORE_READ_AHEAD: u64 = 2 << 20;
+/// Blobs a ranged read covered before they were asked for (they are shuffled in their pack):
+/// about the rest of the packs a read-ahead window touches.
+pub const PREFETCH_BYTES: usize = 16 << 20;
 /// After this many plaintext bytes fetched the prefetch stash (and its remembered pack
 /// trailers) starts anew, so a long session does not collect every trailer it met.
 const PREFETCH_RENEWAL_BYTES: u64 = 2 << 30;
-/// A read within this distance of where the last one ended counts as sequential (the kernel
-/// sends reads of several threads slightly out of order).
+/// A read starting within this distance of where the run of reads ends continues it (the
+/// kernel sends reads of several threads slightly out of order).
 const SEQUENTIAL_SLACK: u64 = 1 << 20;
 
-/// No read of the file yet (where [`OpenFile`]'s last read ended before the first).
-const NO_READ_YET: u64 = u64::MAX;
+/// The bytes a reader has read in order: from `start` to `end` (the furthest byte read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SequentialRun {
+    start: u64,
+    end: u64,
+}
 
-/// How far to read ahead of a read of `[offset, end)` that follows one ending at `previous_end`
-/// ([`NO_READ_YET`] before the first) after a sequential run of `run` bytes (the reads that
-/// continued each other before this one). Returns the new run and the read-ahead in bytes.
+/// The run a read of `[offset, end)` makes after `previous` (`None` before the first read), and
+/// how far to read ahead of it in bytes.
 ///
-/// A first read or a read elsewhere (a random reader) reads nothing ahead and starts a new run;
-/// a read continuing the last one reads ahead as far as the run has gone, up to
-/// [`READ_AHEAD_BYTES`]: a window that grows as a reader proves sequential, as the kernel's own
-/// read-ahead does. Pure.
-fn read_ahead(previous_end: u64, run: u64, offset: u64, end: u64) -> (u64, u64) {
-    let continues =
-        previous_end != NO_READ_YET && offset.abs_diff(previous_end) <= SEQUENTIAL_SLACK;
-    if continues {
-        let run = run.saturating_add(end - offset);
-        (run, run.min(READ_AHEAD_BYTES))
+/// A read starting within [`SEQUENTIAL_SLACK`] of where the run ends continues it; any other
+/// read (a first read, a jump forwards or backwards) starts a new run. Nothing is read ahead
+/// until the run covers [`SEQUENTIAL_RUN_BEFORE_READ_AHEAD`], so a random reader, even one
+/// reading 1 MiB at a time, never triggers read-ahead; from there the window is the run's
+/// length up to [`READ_AHEAD_BYTES`], growing as the reader proves sequential, as the kernel's
+/// own read-ahead does. Re-reading bytes the run covers does not lengthen it. Pure.
+fn read_ahead(previous: Option<SequentialRun>, offset: u64, end: u64) -> (SequentialRun, u64) {
+    let run = match previous {
+        Some(run)
+            if offset >= run.end.saturating_sub(SEQUENTIAL_SLACK)
+                && offset <= run.end.saturating_add(SEQUENTIAL_SLACK) =>
+        {
+            SequentialRun {
+                start: run.start.min(offset),
+                end: run.end.max(end),
+            }
+        }
+        _ => SequentialRun { start: offset, end },
+    };
+    let length = run.end - run.start;
+    let ahead = if length >= SEQUENTIAL_RUN_BEFORE_READ_AHEAD {
+        length.min(READ_AHEAD_BYTES)
     } else {
-        (end - offset, 0)
-    }
+        0
+    };
+    (run, ahead)
 }
 
 /// An open file: its chunks and where each one ends.
@@ -51,9 +72,9 @@ pub struct OpenFile {
     chunks: Vec<Id>,
     /// `ends[i]` is one past the last byte of chunk `i`.
     ends: Vec<u64>,
-    /// Where the last read ended ([`NO_READ_YET`] before the first), and how many bytes the
-    /// reads that continued each other up to it covered: to tell sequential readers.
-    last_read: Mutex<(u64, u64)>,
+    /// The run of reads in order so far (`None` before the first read): to tell sequential
+    /// readers.
+    run: Mutex<Option<SequentialRun>>,
     /// Held while this file's chunks are fetched: the kernel's concurrent reads of one region
     /// wait for one fetch instead of each fetching the same read-ahead window.
     fetching: Mutex<()>,
@@ -86,7 +107,7 @@ impl OpenFile {
         Ok(Self {
             chunks: chunks.to_vec(),
             ends,
-            last_read: Mutex::new((NO_READ_YET, 0)),
+            run: Mutex::new(None),
             fetching: Mutex::new(()),
         })
     }
@@ -144,12 +165,12 @@ impl ContentReader {
         let end = size.min(offset + u64::from(length));
         let needed = file.chunks_covering(offset, end);
         let ahead = {
-            let mut last_read = file
-                .last_read
+            let mut run = file
+                .run
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (run, ahead) = read_ahead(last_read.0, last_read.1, offset, end);
-            *last_read = (end, run);
+            let (next, ahead) = read_ahead(*run, offset, end);
+            *run = Some(next);
             ahead
         };
         let mut wanted = needed.clone();
@@ -283,7 +304,7 @@ mod tests {
                     end
                 })
                 .collect(),
-            last_read: Mutex::new((NO_READ_YET, 0)),
+            run: Mutex::new(None),
             fetching: Mutex::new(()),
         }
     }
@@ -302,30 +323,125 @@ mod tests {
         assert_eq!(self::file(&[]).size(), 0);
     }
 
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+
+    /// The read-ahead of each read of `reads` (`(offset, length)`), from a fresh file.
+    fn read_aheads(reads: &[(u64, u64)]) -> Vec<u64> {
+        let mut run = None;
+        reads
+            .iter()
+            .map(|&(offset, length)| {
+                let (next, ahead) = read_ahead(run, offset, offset + length);
+                run = Some(next);
+                ahead
+            })
+            .collect()
+    }
+
+    /// A read of `length` bytes at `offset` as the kernel sends it: reads of at most `piece`
+    /// bytes, in order or with neighbours swapped (two threads answering out of order).
+    fn kernel_reads(offset: u64, length: u64, piece: u64, swapped: bool) -> Vec<(u64, u64)> {
+        let mut reads: Vec<(u64, u64)> = (offset..offset + length)
+            .step_by(usize::try_from(piece).unwrap())
+            .map(|start| (start, piece.min(offset + length - start)))
+            .collect();
+        if swapped {
+            for pair in reads.chunks_mut(2) {
+                pair.reverse();
+            }
+        }
+        reads
+    }
+
     #[test]
-    fn read_ahead_starts_with_the_second_sequential_read_and_grows_with_the_run() {
-        const READ: u64 = 128 << 10;
-        // The first read, at the start or in the middle, reads nothing ahead.
-        assert_eq!(read_ahead(NO_READ_YET, 0, 0, READ), (READ, 0));
-        assert_eq!(
-            read_ahead(NO_READ_YET, 0, 100 << 20, (100 << 20) + READ),
-            (READ, 0)
-        );
-        // The second read that continues the first reads ahead as far as the run went.
-        assert_eq!(read_ahead(READ, READ, READ, 2 * READ), (2 * READ, 2 * READ));
-        // Slightly out of order (the kernel's concurrent reads) still continues the run.
-        assert_eq!(
-            read_ahead(4 * READ, 4 * READ, 3 * READ, 4 * READ),
-            (5 * READ, 5 * READ)
-        );
-        // A long run reads ahead at most READ_AHEAD_BYTES.
-        let (run, ahead) = read_ahead(1 << 30, 1 << 30, 1 << 30, (1 << 30) + READ);
-        assert_eq!((run, ahead), ((1 << 30) + READ, READ_AHEAD_BYTES));
-        // A jump elsewhere starts a new run with nothing read ahead.
-        assert_eq!(
-            read_ahead(1 << 30, 1 << 30, 5 << 30, (5 << 30) + READ),
-            (READ, 0)
-        );
-        assert_eq!(read_ahead(5 << 30, 5 << 30, 0, READ), (READ, 0));
+    fn random_reads_never_read_ahead_whatever_their_size() {
+        for length in [4 * KIB, 128 * KIB, MIB, 2 * MIB - 1] {
+            for piece in [4 * KIB, 128 * KIB] {
+                for swapped in [false, true] {
+                    // 64 reads at distinct 4 MiB slots of a 256 MiB file, each far from the last.
+                    let reads: Vec<(u64, u64)> = (0..64u64)
+                        .flat_map(|index| {
+                            kernel_reads((index * 37 % 64) * 4 * MIB + 5, length, piece, swapped)
+                        })
+                        .collect();
+                    assert!(
+                        read_aheads(&reads).iter().all(|&ahead| ahead == 0),
+                        "{length} bytes in reads of {piece} (swapped: {swapped})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_sequential_run_reads_ahead_once_it_is_long_enough_and_grows_to_the_cap() {
+        for start in [0, 100 * MIB + 3] {
+            // The kernel's reads are at most 128 KiB; only those come out of order.
+            for (piece, swapped) in [
+                (4 * KIB, false),
+                (4 * KIB, true),
+                (128 * KIB, false),
+                (128 * KIB, true),
+                (MIB, false),
+            ] {
+                let reads = kernel_reads(start, 32 * MIB, piece, swapped);
+                let aheads = read_aheads(&reads);
+                let case = format!("start {start}, reads of {piece}, swapped: {swapped}");
+                for (index, (&(offset, length), &ahead)) in reads.iter().zip(&aheads).enumerate() {
+                    // The furthest byte read so far, from the run's start.
+                    let covered = reads[..=index]
+                        .iter()
+                        .map(|&(offset, length)| offset + length)
+                        .max()
+                        .unwrap()
+                        - start;
+                    if covered < SEQUENTIAL_RUN_BEFORE_READ_AHEAD {
+                        assert_eq!(ahead, 0, "{case}: read at {offset}+{length}");
+                    } else {
+                        assert_eq!(
+                            ahead,
+                            covered.min(READ_AHEAD_BYTES),
+                            "{case}: read at {offset}+{length}"
+                        );
+                    }
+                }
+                assert_eq!(aheads.last(), Some(&READ_AHEAD_BYTES), "{case}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_jump_starts_a_new_run_with_nothing_read_ahead() {
+        let run_end = 50 * MIB;
+        // Backwards past the slack, to the start, forwards past the slack, far forwards.
+        for jump_to in [run_end - 3 * MIB, 0, run_end + 2 * MIB, 10 << 30] {
+            let mut reads = kernel_reads(run_end - 16 * MIB, 16 * MIB, 128 * KIB, false);
+            let before = reads.len();
+            reads.extend(kernel_reads(jump_to, 4 * MIB, 128 * KIB, false));
+            let aheads = read_aheads(&reads);
+            assert_eq!(aheads[before - 1], READ_AHEAD_BYTES, "jump to {jump_to}");
+            let after = &aheads[before..];
+            // 16 reads of 128 KiB make the 2 MiB a new run needs.
+            assert!(
+                after[..15].iter().all(|&ahead| ahead == 0),
+                "jump to {jump_to}: {after:?}"
+            );
+            assert!(
+                after[15..].iter().all(|&ahead| ahead > 0),
+                "jump to {jump_to}"
+            );
+        }
+    }
+
+    #[test]
+    fn reading_the_same_bytes_again_does_not_lengthen_the_run() {
+        for piece in [4 * KIB, 128 * KIB, MIB] {
+            let reads = vec![(7 * MIB, piece); 100];
+            assert!(
+                read_aheads(&reads).iter().all(|&ahead| ahead == 0),
+                "{piece}"
+            );
+        }
     }
 }

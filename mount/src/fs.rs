@@ -27,7 +27,7 @@ use crate::lru::Lru;
 /// How long the kernel may keep names and attributes: nothing under the mount ever changes.
 const TTL: Duration = Duration::from_hours(1);
 /// Decoded trees kept, in estimated bytes.
-const TREE_CACHE_BYTES: usize = 32 << 20;
+const TREE_CACHE_BYTES: usize = 16 << 20;
 /// The name of the link to the newest snapshot of a folder.
 const LATEST: &str = "latest";
 

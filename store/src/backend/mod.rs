@@ -17,6 +17,51 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+pub use stall::UPLOAD_SLICE;
+
+/// `bytes` as slices of at most [`UPLOAD_SLICE`] bytes (no copy): the HTTP client takes one
+/// slice at a time, which is how a stalled upload is seen (`backend/stall.rs`).
+pub(crate) fn slices(bytes: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    (0..bytes.len())
+        .step_by(UPLOAD_SLICE)
+        .map(|start| bytes.slice(start..(start + UPLOAD_SLICE).min(bytes.len())))
+}
+
+/// `pieces` as slices of [`UPLOAD_SLICE`] bytes (the last one shorter), in order: runs of small
+/// pieces (a pack's blobs) are copied into slices, each piece dropped once copied, so the
+/// object is written with few large writes and never held twice; a piece starting a slice that
+/// is long enough is sliced without a copy (so coalescing slices again copies nothing). The
+/// saver coalesces a pack on its own thread ([`crate::repo::saver`]), so the slices of pack
+/// after pack reuse one allocator arena; a put coalesces whatever else it is handed. Pure.
+pub fn coalesce(pieces: Vec<Bytes>) -> Vec<Bytes> {
+    let mut payload: Vec<Bytes> = Vec::new();
+    let mut slice: Vec<u8> = Vec::new();
+    for piece in pieces {
+        if slice.is_empty() && piece.len() >= UPLOAD_SLICE {
+            let whole = piece.len() / UPLOAD_SLICE * UPLOAD_SLICE;
+            payload.extend(slices(&piece.slice(..whole)));
+            slice.extend_from_slice(&piece[whole..]);
+            continue;
+        }
+        let mut rest = &piece[..];
+        while !rest.is_empty() {
+            if slice.capacity() == 0 {
+                slice.reserve_exact(UPLOAD_SLICE);
+            }
+            let take = rest.len().min(UPLOAD_SLICE - slice.len());
+            slice.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if slice.len() == UPLOAD_SLICE {
+                payload.push(Bytes::from(std::mem::take(&mut slice)));
+            }
+        }
+    }
+    if !slice.is_empty() {
+        payload.push(Bytes::from(slice));
+    }
+    payload
+}
+
 /// How a put treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutMode {

@@ -19,7 +19,7 @@ use object_store::{
 use rand::Rng;
 
 use super::bandwidth::{RateLimitedStore, Rates};
-use super::stall::{StallConnector, UPLOAD_SLICE};
+use super::stall::StallConnector;
 use super::{
     Backend, BackendError, ObjectInfo, Operation, PutMode, RequestCounters, RequestStats,
     StagingFile,
@@ -594,45 +594,9 @@ pub const MULTIPART_PART: usize = 8 * 1024 * 1024;
 /// Parts of one object uploaded at once.
 const MULTIPART_CONCURRENCY: usize = 4;
 
-/// `bytes` as slices of at most [`UPLOAD_SLICE`] bytes (no copy): the HTTP client takes one
-/// slice at a time, which is how a stalled upload is seen (`backend/stall.rs`).
-fn slices(bytes: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
-    (0..bytes.len())
-        .step_by(UPLOAD_SLICE)
-        .map(|start| bytes.slice(start..(start + UPLOAD_SLICE).min(bytes.len())))
-}
-
-/// `pieces` as a payload of slices of [`UPLOAD_SLICE`] bytes (the last one shorter): runs of
-/// small pieces (a pack's blobs) are copied into slices, each piece dropped once copied, so
-/// the pack is written with few large writes and never held twice; a piece starting a slice
-/// that is long enough is sliced without a copy.
+/// `pieces` as a payload of full upload slices ([`super::coalesce`]).
 fn coalesced(pieces: Vec<Bytes>) -> PutPayload {
-    let mut payload: Vec<Bytes> = Vec::new();
-    let mut slice: Vec<u8> = Vec::new();
-    for piece in pieces {
-        if slice.is_empty() && piece.len() >= UPLOAD_SLICE {
-            let whole = piece.len() / UPLOAD_SLICE * UPLOAD_SLICE;
-            payload.extend(slices(&piece.slice(..whole)));
-            slice.extend_from_slice(&piece[whole..]);
-            continue;
-        }
-        let mut rest = &piece[..];
-        while !rest.is_empty() {
-            if slice.capacity() == 0 {
-                slice.reserve_exact(UPLOAD_SLICE);
-            }
-            let take = rest.len().min(UPLOAD_SLICE - slice.len());
-            slice.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if slice.len() == UPLOAD_SLICE {
-                payload.push(Bytes::from(std::mem::take(&mut slice)));
-            }
-        }
-    }
-    if !slice.is_empty() {
-        payload.push(Bytes::from(slice));
-    }
-    payload.into_iter().collect()
+    super::coalesce(pieces).into_iter().collect()
 }
 
 /// Whether `stored` holds exactly the concatenation of `pieces`.
@@ -868,6 +832,7 @@ fn cloud_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::UPLOAD_SLICE;
 
     #[test]
     fn backoff_is_bounded_and_grows() {
@@ -1010,7 +975,7 @@ mod tests {
                     .map(|index| u8::try_from(index % 251).unwrap())
                     .collect::<Vec<u8>>(),
             );
-            let payload: PutPayload = slices(&bytes).collect();
+            let payload: PutPayload = crate::backend::slices(&bytes).collect();
             assert_eq!(payload.content_length(), length);
             assert!(
                 payload

@@ -39,9 +39,9 @@ use crate::repo::repository::Repository;
 use crate::repo::saver::{BlobSaver, SaverStats};
 
 /// Bytes read from a source per chunk batch; the chunks of one batch are hashed, compressed and
-/// sealed in parallel. Three blocks exist at once (read, queued, saved): 4 MiB blocks (about
-/// 500 chunks each, plenty for the sealing threads) keep that at 12 MiB.
-const READ_BLOCK: usize = 4 * 1024 * 1024;
+/// sealed in parallel. Three blocks exist at once (read, queued, saved): 2 MiB blocks (about
+/// 250 chunks each, plenty for the sealing threads) keep that at 6 MiB.
+const READ_BLOCK: usize = 2 * 1024 * 1024;
 
 /// What to back up.
 pub enum BackupSource<'a> {

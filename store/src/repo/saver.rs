@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use rayon::prelude::*;
 
-use crate::backend::{Backend, PutMode};
+use crate::backend::{self, Backend, PutMode};
 use crate::crypto::compressibility::{self, CompressionProbe, Verdict};
 use crate::crypto::id::{BlobType, Id};
 use crate::crypto::seal;
@@ -56,7 +56,8 @@ pub struct SaverStats {
 }
 
 struct UploadJob {
-    /// The pack as the pieces whose concatenation it is ([`pack::build_pack_pieces`]).
+    /// The pack as the slices whose concatenation it is ([`backend::coalesce`] of
+    /// [`pack::build_pack_pieces`]).
     pieces: Vec<Bytes>,
     pack: IndexedPack,
 }
@@ -348,6 +349,10 @@ impl<'repo> BlobSaver<'repo> {
             blobs,
             seal::random_nonce(),
         );
+        // Coalesced here, not in the upload thread: each blob is freed as it is copied, and the
+        // slices of pack after pack come from this thread's allocator arena, so the memory of
+        // one pack is reused by the next instead of growing an arena per upload thread.
+        let pieces = backend::coalesce(pieces);
         building.stop();
         let pack = IndexedPack {
             pack_id,
