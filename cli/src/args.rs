@@ -61,7 +61,7 @@ pub struct GlobalArgs {
         global = true
     )]
     pub upload_concurrency: usize,
-    /// Ranged reads in flight during restore and dump
+    /// Ranged reads in flight during restore and dump, and packs verified at once by check
     #[arg(
         long,
         env = "CAIRN_DOWNLOAD_CONCURRENCY",

@@ -563,15 +563,23 @@ pub fn check_with_progress(
     report.packs_selected = chosen.len();
     let chosen_length = |id: &Id| indexed_lengths.get(id).copied().unwrap_or(0);
     progress.packs_chosen(chosen.len() as u64, chosen.iter().map(chosen_length).sum());
-    let verified: Vec<(Id, std::result::Result<u64, String>)> = chosen
-        .par_iter()
-        .map(|id| {
-            let entries = pack_entries.get(id).map_or(&[][..], Vec::as_slice);
-            let outcome = verify_pack(repository, id, entries, chosen_length(id));
-            progress.pack_done(chosen_length(id));
-            (*id, outcome)
-        })
-        .collect();
+    // Downloads run on the I/O pool (as many as restore runs at once, `--download-concurrency`), one pack
+    // per task: a pack is verified as it streams, so a download in flight is also a core busy
+    // verifying, and more packs in flight than cores keeps a core busy while another's bytes
+    // wait for the store.
+    let verified: Vec<(Id, std::result::Result<u64, String>)> =
+        repository.io_pool().install(|| {
+            chosen
+                .par_iter()
+                .with_max_len(1)
+                .map(|id| {
+                    let entries = pack_entries.get(id).map_or(&[][..], Vec::as_slice);
+                    let outcome = verify_pack(repository, id, entries, chosen_length(id));
+                    progress.pack_done(chosen_length(id));
+                    (*id, outcome)
+                })
+                .collect()
+        });
     let mut verified_ok = Vec::new();
     for (pack_id, outcome) in verified {
         match outcome {

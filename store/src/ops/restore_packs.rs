@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -70,6 +70,13 @@ struct FileState {
     remaining: usize,
     /// Plaintext bytes written so far.
     written: u64,
+    /// One past the last byte written to the temporary file (less than `written` when a sparse
+    /// file's trailing zeros were skipped): `finish_file` extends the file only then.
+    extent: u64,
+    /// The file is one chunk whose id is its content hash (FORMAT.md section 3: for one chunk the
+    /// two hashes are the same keyed hash of the same bytes), so the blob's verified id already
+    /// proves the content and the file is not hashed again.
+    proven_by_chunk_id: bool,
     /// The keyed content hash over the file's first `hashed_to` bytes, fed as chunks land.
     hasher: Option<blake3::Hasher>,
     /// How far from the start the content is hashed.
@@ -91,11 +98,7 @@ impl FileState {
                 longpath::open_read_write(temporary)
                     .map_err(|error| Error::local("open", temporary, error))?
             } else {
-                let temporary = temporary_path(&job.path);
-                // A leftover of a killed restore that had the same process id.
-                let _ = longpath::remove_file(&temporary);
-                let file = longpath::create_new(&temporary, 0o600)
-                    .map_err(|error| Error::local("create", &temporary, error))?;
+                let (temporary, file) = create_temporary(job)?;
                 self.temporary = Some(temporary);
                 file
             };
@@ -237,6 +240,10 @@ fn write_group(
             continue;
         }
         state.remaining = planned.len();
+        state.proven_by_chunk_id = matches!(
+            (&job.node.kind, planned.as_slice()),
+            (NodeKind::File { content_hash, .. }, [(chunk, _)]) if content_hash == chunk
+        );
         for (chunk, offset) in planned {
             places
                 .entry(chunk)
@@ -288,15 +295,21 @@ fn write_group(
             let written = state
                 .open(job, &open_files)
                 .and_then(|file| write_chunk(job, file, place.offset, plaintext));
-            if let Err(error) = written {
-                state.release(&open_files, false);
-                state.fail(error);
-                continue;
+            match written {
+                Ok(extent) => state.extent = state.extent.max(extent),
+                Err(error) => {
+                    state.release(&open_files, false);
+                    state.fail(error);
+                    continue;
+                }
             }
             state.written += plaintext.len() as u64;
             state.remaining -= 1;
             let handle = state.handle.take();
             let hashed = handle.as_ref().map_or(Ok(()), |file| {
+                if state.proven_by_chunk_id {
+                    return Ok(());
+                }
                 state.hash_landed(
                     || repository.keys().file_hasher(),
                     file,
@@ -351,31 +364,69 @@ fn write_group(
         .collect())
 }
 
-/// Writes one chunk at `offset` of the open temporary file. In a sparse file every all-zero
-/// piece between block boundaries is skipped (the temporary file starts empty, so a skipped
-/// piece reads as zeros and stays a hole).
-fn write_chunk(job: &FileJob, file: &File, offset: u64, plaintext: &[u8]) -> Result<()> {
+/// Writes one chunk at `offset` of the open temporary file and returns one past the last byte
+/// it wrote (`offset` when it wrote none). In a sparse file only the [`nonzero_pieces`] are
+/// written (the temporary file starts empty, so a skipped piece reads as zeros and stays a
+/// hole).
+fn write_chunk(job: &FileJob, file: &File, offset: u64, plaintext: &[u8]) -> Result<u64> {
     let write = |data: &[u8], at: u64| {
         file.write_all_at(data, at)
             .map_err(|error| Error::local("write", &job.path, error))
     };
     if job.node.is_sparse() {
         let block = file.metadata().map_or(4096, |metadata| metadata.blksize());
-        let block = block.clamp(512, 1 << 20);
-        let mut position = 0usize;
+        let mut extent = offset;
+        for (at, piece) in nonzero_pieces(offset, plaintext, block.clamp(512, 1 << 20)) {
+            write(piece, at)?;
+            extent = at + piece.len() as u64;
+        }
+        Ok(extent)
+    } else {
+        write(plaintext, offset)?;
+        Ok(offset + plaintext.len() as u64)
+    }
+}
+
+/// The pieces of the chunk `plaintext` at `offset` that a sparse file needs written: the chunk
+/// cut at the file's multiples of `block` (at least 1), each with its offset, without the
+/// pieces that are all zeros.
+fn nonzero_pieces(offset: u64, plaintext: &[u8], block: u64) -> impl Iterator<Item = (u64, &[u8])> {
+    let block = block.max(1);
+    let mut position = 0usize;
+    std::iter::from_fn(move || {
         while position < plaintext.len() {
             let at = offset + position as u64;
             let to_boundary = usize::try_from(block - at % block).unwrap_or(usize::MAX);
             let end = plaintext.len().min(position.saturating_add(to_boundary));
             let piece = &plaintext[position..end];
-            if piece.iter().any(|byte| *byte != 0) {
-                write(piece, at)?;
-            }
             position = end;
+            if piece.iter().any(|byte| *byte != 0) {
+                return Some((at, piece));
+            }
         }
-        Ok(())
-    } else {
-        write(plaintext, offset)
+        None
+    })
+}
+
+/// Creates the temporary file beside `job`'s path, private to the owner. A leftover of a killed
+/// restore that had the same process id is removed only when the name is taken (the usual
+/// fresh name costs one `openat`, not an `unlink` of a missing name before it).
+fn create_temporary(job: &FileJob) -> Result<(PathBuf, File)> {
+    let temporary = temporary_path(&job.path);
+    let file =
+        create_private(&temporary).map_err(|error| Error::local("create", &temporary, error))?;
+    Ok((temporary, file))
+}
+
+/// Creates an empty file at `path` readable and writable by its owner only, replacing a file
+/// already there.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    match longpath::create_new(path, 0o600) {
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = longpath::remove_file(path);
+            longpath::create_new(path, 0o600)
+        }
+        created => created,
     }
 }
 
@@ -385,10 +436,7 @@ fn create_and_finish(
     job: &FileJob,
     progress: &dyn RestoreProgress,
 ) -> FileResult {
-    let temporary = temporary_path(&job.path);
-    let _ = longpath::remove_file(&temporary);
-    let file = longpath::create_new(&temporary, 0o600)
-        .map_err(|error| Error::local("create", &temporary, error))?;
+    let (temporary, file) = create_temporary(job)?;
     let mut state = FileState {
         temporary: Some(temporary),
         ..FileState::default()
@@ -409,8 +457,9 @@ fn create_and_finish(
     }
 }
 
-/// Gives the file its full length (a trailing hole is no write), checks its keyed content hash
-/// (fed as its chunks landed; whatever was not fed yet is read back) and size,
+/// Gives the file its full length when its writes stopped short (a trailing hole is no write),
+/// checks its keyed content hash (fed as its chunks landed; whatever was not fed yet is read
+/// back; a one-chunk file's is its verified chunk id) and size,
 /// then applies its metadata (through `file`, its open temporary file) and final name. A
 /// failure leaves the temporary file for the caller's [`FileState::fail`] to remove.
 fn finish_file(
@@ -428,15 +477,20 @@ fn finish_file(
     let Some(temporary) = state.temporary.clone() else {
         return Err(Error::ContentMismatch(job.path.clone()));
     };
-    file.set_len(state.written)
-        .map_err(|error| Error::local("write", &job.path, error))?;
-    let mut hasher = state
-        .hasher
-        .take()
-        .unwrap_or_else(|| repository.keys().file_hasher());
-    hash_file_range(file, &mut hasher, state.hashed_to, state.written)
-        .map_err(|error| Error::local("read back", &job.path, error))?;
-    if Id(*hasher.finalize().as_bytes()) != *content_hash || state.written != job.node.size {
+    if state.extent < state.written {
+        file.set_len(state.written)
+            .map_err(|error| Error::local("write", &job.path, error))?;
+    }
+    let content_proven = state.proven_by_chunk_id || {
+        let mut hasher = state
+            .hasher
+            .take()
+            .unwrap_or_else(|| repository.keys().file_hasher());
+        hash_file_range(file, &mut hasher, state.hashed_to, state.written)
+            .map_err(|error| Error::local("read back", &job.path, error))?;
+        Id(*hasher.finalize().as_bytes()) == *content_hash
+    };
+    if !content_proven || state.written != job.node.size {
         return Err(Error::ContentMismatch(job.path.clone()));
     }
     let mut warnings = apply_final_metadata(file, &temporary, &job.node)?;
@@ -488,7 +542,7 @@ fn hash_file_range(
 mod tests {
     use std::os::unix::fs::FileExt;
 
-    use super::{FileState, hash_file_range};
+    use super::{FileState, create_private, hash_file_range, nonzero_pieces};
 
     /// Chunk boundaries of a `length`-byte file cut every `step` bytes.
     fn chunks(length: u64, step: u64) -> Vec<(u64, u64)> {
@@ -603,5 +657,96 @@ mod tests {
             state.hasher.unwrap().finalize(),
             blake3::keyed_hash(&KEY, &content)
         );
+    }
+
+    /// Chunk contents with zeros in every place a sparse chunk can have them.
+    fn sparse_contents(length: usize) -> Vec<(&'static str, Vec<u8>)> {
+        let pattern = |index: usize| (index % 251) as u8 + 1;
+        let with_zeros = |range: std::ops::Range<usize>| {
+            let mut content: Vec<u8> = (0..length).map(pattern).collect();
+            content[range].fill(0);
+            content
+        };
+        vec![
+            ("no zeros", (0..length).map(pattern).collect()),
+            ("all zeros", vec![0; length]),
+            ("zero head", with_zeros(0..length * 2 / 3)),
+            ("zero tail", with_zeros(length / 3..length)),
+            ("zero middle", with_zeros(length / 5..length * 4 / 5)),
+            ("one byte set", {
+                let mut content = vec![0; length];
+                content[length / 2] = 9;
+                content
+            }),
+        ]
+    }
+
+    #[test]
+    fn nonzero_pieces_rebuild_the_chunk_and_skip_only_whole_zero_blocks() {
+        for block in [1u64, 512, 4096] {
+            for offset in [0u64, 1, 511, 4095, 4096, 10_000] {
+                for length in [1usize, 700, 4096, 9000] {
+                    for (kind, content) in sparse_contents(length) {
+                        let case = format!("block {block} offset {offset} length {length} {kind}");
+                        let pieces: Vec<(u64, &[u8])> =
+                            nonzero_pieces(offset, &content, block).collect();
+                        let mut rebuilt = vec![0u8; length];
+                        let mut previous_end = offset;
+                        for (at, piece) in &pieces {
+                            assert!(*at >= previous_end, "{case}: pieces in order, apart");
+                            assert!(piece.iter().any(|byte| *byte != 0), "{case}: a zero piece");
+                            let end = at + piece.len() as u64;
+                            assert_eq!(at / block, (end - 1) / block, "{case}: one block each");
+                            let start = (at - offset) as usize;
+                            rebuilt[start..start + piece.len()].copy_from_slice(piece);
+                            previous_end = end;
+                        }
+                        assert_eq!(rebuilt, content, "{case}");
+                        // A skipped piece is all zeros and covers whole blocks, or reaches a
+                        // chunk edge: every block the chunk touches with a non-zero byte is
+                        // written whole (as far as the chunk covers it).
+                        let written: u64 = pieces.iter().map(|(_, piece)| piece.len() as u64).sum();
+                        let blocks_with_data: std::collections::BTreeSet<u64> = content
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, byte)| **byte != 0)
+                            .map(|(index, _)| (offset + index as u64) / block)
+                            .collect();
+                        let needed: u64 = blocks_with_data
+                            .into_iter()
+                            .map(|block_index| {
+                                let start = (block_index * block).max(offset);
+                                let end = ((block_index + 1) * block).min(offset + length as u64);
+                                end - start
+                            })
+                            .sum();
+                        assert_eq!(written, needed, "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_private_file_replaces_a_leftover_and_starts_empty() {
+        use std::os::unix::fs::PermissionsExt;
+        for leftover in [
+            None,
+            Some(&b""[..]),
+            Some(&b"stale bytes of a killed restore"[..]),
+        ] {
+            let directory = tempfile::tempdir().unwrap();
+            let path = directory.path().join(".cairn-tmp-1-0");
+            if let Some(bytes) = leftover {
+                std::fs::write(&path, bytes).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+            let file = create_private(&path).unwrap();
+            file.write_all_at(b"new", 0).unwrap();
+            drop(file);
+            let metadata = std::fs::metadata(&path).unwrap();
+            assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{leftover:?}");
+            assert_eq!(std::fs::read(&path).unwrap(), b"new", "{leftover:?}");
+        }
     }
 }

@@ -122,7 +122,8 @@ pub enum CacheLocation {
 pub struct Concurrency {
     /// Pack uploads in flight during a backup (each holds one pack in memory).
     pub uploads: usize,
-    /// Ranged reads in flight during restore and dump (each holds at most 4 MiB).
+    /// Ranged reads in flight during restore and dump, and packs verified at once by `check`
+    /// (each read holds a piece and a blob: reads stream).
     pub downloads: usize,
 }
 
