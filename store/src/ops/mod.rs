@@ -11,6 +11,7 @@ pub mod archive;
 pub mod backup;
 pub mod check;
 pub mod copy;
+pub(crate) mod copy_packs;
 pub mod drill;
 pub mod forget;
 pub mod fsmeta;

@@ -4,7 +4,8 @@
 //! paths a glob matches (`pathmatch`), and how two trees or a pattern walk compare (`diff`,
 //! `find`), which snapshots a command chooses and which of them is `latest` (`select`),
 //! when another client's session is proven gone (`liveness`), what a restore does with what
-//! already stands in its target (`overwrite`).
+//! already stands in its target (`overwrite`), in which order `copy` reads and hashes file
+//! contents (`copy_order`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
 //! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
@@ -12,6 +13,7 @@
 //! metadata the walker already read), tested with values built in memory. `tests/it/layers.rs`
 //! checks these rules.
 
+pub mod copy_order;
 pub mod dedup_hostile;
 pub mod diff;
 pub mod exclude;
