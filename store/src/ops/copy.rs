@@ -43,7 +43,7 @@ const READ_BATCH: u64 = 32 * 1024 * 1024;
 /// Blobs a read covered before they were needed, kept for later files (as restore does).
 const PREFETCH_BUDGET: usize = 64 * 1024 * 1024;
 /// Chunk references whose files are read from the source together, in pack order.
-const READ_GROUP_CHUNKS: usize = copy_packs::GROUP_CHUNKS;
+const READ_GROUP_CHUNKS: usize = copy_packs::Budgets::DEFAULT.group_chunks;
 /// Block the destination's chunker reads at a time when re-chunking.
 const RECHUNK_BLOCK: usize = 8 * 1024 * 1024;
 
@@ -165,6 +165,9 @@ pub struct CopyReport {
     pub files_read: u64,
     /// Plaintext bytes of file content read from the source.
     pub bytes_read: u64,
+    /// Plaintext bytes read a second time: a file whose chunks arrived too far out of order
+    /// for the held budget is hashed by reading its remaining chunks again in order.
+    pub bytes_read_again: u64,
     /// Packs adopted from an interrupted earlier run.
     pub packs_adopted: usize,
 }
@@ -422,7 +425,7 @@ impl Copier<'_, '_> {
                             size: node.size,
                         });
                         if group_chunks >= READ_GROUP_CHUNKS {
-                            self.copy_group(std::mem::take(&mut group))?;
+                            self.copy_group(&std::mem::take(&mut group))?;
                             group_chunks = 0;
                         }
                     }
@@ -432,11 +435,11 @@ impl Copier<'_, '_> {
             // Depth first in the tree's order, as a backup wrote them.
             trees.extend(subtrees.into_iter().rev());
         }
-        self.copy_group(group)
+        self.copy_group(&group)
     }
 
     /// Copies one group of files in pack order and records each in the copy map.
-    fn copy_group(&mut self, files: Vec<SourceFile>) -> Result<()> {
+    fn copy_group(&mut self, files: &[SourceFile]) -> Result<()> {
         if files.is_empty() {
             return Ok(());
         }
@@ -446,9 +449,11 @@ impl Copier<'_, '_> {
             self.destination,
             &mut self.saver,
             &chunk_lists,
+            copy_packs::Budgets::DEFAULT,
         )?;
+        self.report.bytes_read_again += copied.bytes_read_again;
         let mut unused = HashMap::new();
-        for (file, (hash, chunks)) in files.iter().zip(copied) {
+        for (file, (hash, chunks)) in files.iter().zip(copied.files) {
             self.record_file(file, hash, chunks, &mut unused)?;
             unused.clear();
         }

@@ -20,17 +20,31 @@ use rayon::prelude::*;
 
 use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
+use crate::format::pack;
 use crate::index::cache::BlobLocation;
 use crate::policy::copy_order::{self, Landing, Reorder, Segment};
 use crate::repo::fetch::{self, ReadWindow};
 use crate::repo::repository::Repository;
 use crate::repo::saver::BlobSaver;
 
-/// Chunk references planned at once (a location, a place and a destination id each).
-pub(crate) const GROUP_CHUNKS: usize = 65_536;
-/// Sealed bytes of early chunks held for the hashes (about one default pack: blobs are
-/// shuffled within their pack, so a file's hash waits for at most about one pack).
-pub(crate) const HELD_BUDGET: usize = 24 * 1024 * 1024;
+/// How much a content copy plans and holds at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budgets {
+    /// Chunk references planned at once (a location, a place and a destination id each).
+    pub group_chunks: usize,
+    /// Sealed bytes of early chunks held for the hashes.
+    pub held_bytes: usize,
+}
+
+impl Budgets {
+    /// 65,536 references (a few MiB of plan) and 24 MiB held: about one and a half default
+    /// packs, since blobs are shuffled within their pack and a file's hash waits for at most
+    /// about one pack when packs are read in the order the files need them.
+    pub(crate) const DEFAULT: Self = Self {
+        group_chunks: 65_536,
+        held_bytes: 24 * 1024 * 1024,
+    };
+}
 /// Sealed bytes the reader hands over at once.
 const BATCH_BYTES: usize = 1024 * 1024;
 /// Batches waiting between the reader and the main thread.
@@ -40,6 +54,15 @@ const RESUME_WINDOW: u64 = 4 * 1024 * 1024;
 
 /// One copied file: its destination content hash and chunk ids.
 pub(crate) type CopiedContent = (Id, Vec<Id>);
+
+/// What [`copy_contents`] copied.
+#[derive(Debug)]
+pub(crate) struct CopiedContents {
+    /// Each file's destination content hash and chunk ids, in order.
+    pub files: Vec<CopiedContent>,
+    /// Plaintext bytes read a second time to feed a hash (early chunks overflowed the budget).
+    pub bytes_read_again: u64,
+}
 
 /// An early chunk held for a hash: where it was read from and its sealed bytes.
 type Held = (BlobLocation, Arc<Vec<u8>>);
@@ -55,34 +78,43 @@ pub(crate) fn copy_contents(
     destination: &Repository,
     saver: &mut BlobSaver<'_>,
     files: &[&[Id]],
-) -> Result<Vec<CopiedContent>> {
+    budgets: Budgets,
+) -> Result<CopiedContents> {
     let counts: Vec<usize> = files.iter().map(|chunks| chunks.len()).collect();
     let mut hashers: Vec<Option<Box<blake3::Hasher>>> = (0..files.len()).map(|_| None).collect();
     let mut chunks: Vec<Vec<Id>> = counts
         .iter()
         .map(|&count| Vec::with_capacity(count))
         .collect();
-    for group in copy_order::plan_groups(&counts, GROUP_CHUNKS) {
+    let mut bytes_read_again = 0;
+    for group in copy_order::plan_groups(&counts, budgets.group_chunks) {
         let mut state = Group {
             source,
             destination,
             files,
             segments: &group,
+            held_budget: budgets.held_bytes,
             hashers: &mut hashers,
+            bytes_read_again: 0,
         };
         let copied = state.copy(saver)?;
+        bytes_read_again += state.bytes_read_again;
         for (segment, ids) in group.iter().zip(copied) {
             chunks[segment.file].extend(ids);
         }
     }
-    Ok(hashers
+    let files = hashers
         .into_iter()
         .zip(chunks)
         .map(|(hasher, chunks)| {
             let hasher = hasher.unwrap_or_else(|| Box::new(destination.keys().file_hasher()));
             (Id(*hasher.finalize().as_bytes()), chunks)
         })
-        .collect())
+        .collect();
+    Ok(CopiedContents {
+        files,
+        bytes_read_again,
+    })
 }
 
 /// One group of segments on its way.
@@ -91,8 +123,11 @@ struct Group<'a, 'repo> {
     destination: &'repo Repository,
     files: &'a [&'a [Id]],
     segments: &'a [Segment],
+    held_budget: usize,
     /// Each file's destination content hash so far (created at its first chunk).
     hashers: &'a mut Vec<Option<Box<blake3::Hasher>>>,
+    /// Plaintext bytes read a second time by [`Group::hash_again`].
+    bytes_read_again: u64,
 }
 
 impl Group<'_, '_> {
@@ -153,7 +188,7 @@ impl Group<'_, '_> {
             .iter()
             .map(|segment| segment.chunks.clone())
             .collect();
-        let mut reorder: Reorder<Held> = Reorder::new(&ranges, HELD_BUDGET);
+        let mut reorder: Reorder<Held> = Reorder::new(&ranges, self.held_budget);
         let mut destination_ids: HashMap<Id, Id> = HashMap::with_capacity(places.len());
         let source = self.source;
         let (sender, receiver) = sync_channel::<Vec<(BlobLocation, Vec<u8>)>>(BATCHES_QUEUED);
@@ -256,9 +291,27 @@ impl Group<'_, '_> {
                 }
                 let file = self.segments[segment_index].file;
                 self.hasher(file).update(plaintext);
-                while let Some((held_location, held_sealed)) = reorder.next_held(segment_index) {
-                    let held_plaintext = source.open_blob_bytes(&held_location, &held_sealed)?;
-                    self.hasher(file).update(&held_plaintext);
+                let mut due: Vec<Held> = Vec::new();
+                while let Some(held) = reorder.next_held(segment_index) {
+                    due.push(held);
+                }
+                // Opened again (in parallel) only to be hashed: these exact bytes passed
+                // authentication and the id check when they arrived.
+                let key = &source.keys().data_key;
+                let reopened: Vec<Vec<u8>> = due
+                    .par_iter()
+                    .map(|(location, sealed)| {
+                        pack::open_blob(key, &location.entry, sealed).map_err(|error| {
+                            Error::Damaged {
+                                object: format!("data blob {}", location.entry.id),
+                                reason: error.to_string(),
+                            }
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                let hasher = self.hasher(file);
+                for plaintext in &reopened {
+                    hasher.update(plaintext);
                 }
             }
         }
@@ -274,7 +327,8 @@ impl Group<'_, '_> {
     /// overflowed the held budget).
     fn hash_again(&mut self, file: usize, positions: std::ops::Range<usize>) -> Result<()> {
         let chunks = &self.files[file][positions];
-        for (window, _) in fetch::windows(self.source, chunks, RESUME_WINDOW)? {
+        for (window, bytes) in fetch::windows(self.source, chunks, RESUME_WINDOW)? {
+            self.bytes_read_again += bytes;
             let ids = &chunks[window];
             let fetched = fetch::fetch_data_blobs(self.source, ids, None)?;
             for id in ids {
@@ -285,5 +339,198 @@ impl Group<'_, '_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+    use crate::backend::object_store::{CreateDirectory, ObjectStoreBackend, RetryPolicy};
+    use crate::repo::repository::{CacheLocation, InitOptions};
+
+    /// A repository in a local directory with 1 MiB packs.
+    fn repository(directory: &tempfile::TempDir) -> Repository {
+        let backend: Arc<dyn Backend> = Arc::new(
+            ObjectStoreBackend::open(
+                &directory.path().display().to_string(),
+                &[],
+                CreateDirectory::No,
+            )
+            .unwrap()
+            .with_retry_policy(RetryPolicy {
+                retries: 0,
+                ..RetryPolicy::default()
+            }),
+        );
+        let options = InitOptions {
+            pack_target_size: 1024 * 1024,
+            ..InitOptions::with_cheapest_kdf()
+        };
+        Repository::init(backend, b"password", &options, &CacheLocation::Memory).unwrap()
+    }
+
+    /// `count` blobs of 1 to 60 KiB of incompressible bytes, saved into `source` (several
+    /// 1 MiB packs, shuffled within each); returns their ids and plaintexts in save order.
+    fn saved_blobs(source: &Repository, count: usize) -> (Vec<Id>, Vec<Vec<u8>>) {
+        let mut state = 5u64;
+        let blobs: Vec<Vec<u8>> = (0..count)
+            .map(|index| {
+                (0..=(index * 7919 % (60 * 1024)))
+                    .map(|_| {
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1);
+                        state.to_le_bytes()[7]
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut saver = BlobSaver::new(source);
+        let slices: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        let ids = saver.save(BlobType::Data, &slices).unwrap();
+        saver.finish().unwrap();
+        (ids, blobs)
+    }
+
+    #[test]
+    fn every_file_is_copied_exactly_whatever_the_layout_and_budgets() {
+        let source_directory = tempfile::tempdir().unwrap();
+        let source = repository(&source_directory);
+        let (ids, blobs) = saved_blobs(&source, 64);
+        let plaintext: HashMap<Id, &[u8]> = ids
+            .iter()
+            .copied()
+            .zip(blobs.iter().map(Vec::as_slice))
+            .collect();
+        let packs: std::collections::HashSet<Id> = source
+            .cache()
+            .lookup_many(&ids)
+            .unwrap()
+            .into_iter()
+            .map(|location| location.unwrap().pack_id)
+            .collect();
+        assert!(packs.len() >= 2, "the blobs span several packs");
+        let backward: Vec<Id> = ids.iter().rev().copied().collect();
+        let interleaved: Vec<Id> = (0..4)
+            .flat_map(|stream| ids.iter().skip(stream).step_by(4).copied())
+            .collect();
+        // A chunk used twice in one file, and chunks shared with the other files.
+        let repeated = vec![ids[5], ids[50], ids[5], ids[0], ids[63], ids[50]];
+        let files: Vec<Vec<Id>> = vec![
+            ids.clone(),
+            Vec::new(),
+            backward,
+            vec![ids[40]],
+            interleaved,
+            repeated,
+            Vec::new(),
+        ];
+        let lists: Vec<&[Id]> = files.iter().map(Vec::as_slice).collect();
+        // Groups of one chunk, groups cutting files, one group; nothing held, some, all.
+        let budgets = [
+            (1, 0),
+            (7, 0),
+            (7, usize::MAX / 2),
+            (65_536, 0),
+            (65_536, 200 * 1024),
+            (65_536, usize::MAX / 2),
+        ];
+        for (group_chunks, held_bytes) in budgets {
+            let destination_directory = tempfile::tempdir().unwrap();
+            let destination = repository(&destination_directory);
+            let mut saver = BlobSaver::new(&destination);
+            let budgets = Budgets {
+                group_chunks,
+                held_bytes,
+            };
+            let copied = copy_contents(&source, &destination, &mut saver, &lists, budgets).unwrap();
+            saver.finish().unwrap();
+            assert_eq!(copied.files.len(), files.len());
+            if held_bytes == 0 && group_chunks == 65_536 {
+                // The backward file's chunks cannot all arrive in its order.
+                assert!(copied.bytes_read_again > 0);
+            }
+            if held_bytes == usize::MAX / 2 {
+                assert_eq!(copied.bytes_read_again, 0);
+            }
+            for (file, (hash, chunks)) in files.iter().zip(&copied.files) {
+                let content: Vec<u8> = file.iter().flat_map(|id| plaintext[id].to_vec()).collect();
+                let mut expected = destination.keys().file_hasher();
+                expected.update(&content);
+                assert_eq!(
+                    *hash,
+                    Id(*expected.finalize().as_bytes()),
+                    "group {group_chunks}, held {held_bytes}"
+                );
+                assert_eq!(chunks.len(), file.len());
+                // Each chunk re-keyed with the destination's key, and stored there.
+                for (source_id, destination_id) in file.iter().zip(chunks) {
+                    assert_eq!(
+                        *destination_id,
+                        destination
+                            .keys()
+                            .blob_id(BlobType::Data, plaintext[source_id])
+                    );
+                }
+                let stored = destination.cache().lookup_many(chunks).unwrap();
+                assert!(stored.iter().all(Option::is_some));
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_the_source_does_not_list_fails_the_copy() {
+        let source_directory = tempfile::tempdir().unwrap();
+        let source = repository(&source_directory);
+        let (ids, _) = saved_blobs(&source, 10);
+        let destination_directory = tempfile::tempdir().unwrap();
+        let destination = repository(&destination_directory);
+        let mut saver = BlobSaver::new(&destination);
+        let file = vec![ids[0], Id([9; 32]), ids[1]];
+        let error = copy_contents(
+            &source,
+            &destination,
+            &mut saver,
+            &[file.as_slice()],
+            Budgets::DEFAULT,
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains(&Id([9; 32]).to_string()),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_pack_fails_the_copy_and_nothing_unverified_is_stored() {
+        let source_directory = tempfile::tempdir().unwrap();
+        let source = repository(&source_directory);
+        let (ids, blobs) = saved_blobs(&source, 40);
+        let location = source.cache().lookup(&ids[17]).unwrap().unwrap();
+        let path = source_directory
+            .path()
+            .join(crate::repo::repository::pack_name(&location.pack_id));
+        let mut pack = std::fs::read(&path).unwrap();
+        let range = location.entry.range();
+        pack[usize::try_from(u64::midpoint(range.start, range.end)).unwrap()] ^= 0x20;
+        std::fs::write(&path, pack).unwrap();
+        let destination_directory = tempfile::tempdir().unwrap();
+        let destination = repository(&destination_directory);
+        let mut saver = BlobSaver::new(&destination);
+        let error = copy_contents(
+            &source,
+            &destination,
+            &mut saver,
+            &[ids.as_slice()],
+            Budgets::DEFAULT,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("damaged"), "{error}");
+        // The damaged blob never reached the destination.
+        let damaged = destination.keys().blob_id(BlobType::Data, &blobs[17]);
+        assert!(!saver.holds(&damaged));
+        saver.finish().unwrap();
+        assert!(destination.cache().lookup(&damaged).unwrap().is_none());
     }
 }

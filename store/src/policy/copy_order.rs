@@ -7,6 +7,7 @@
 //! decisions out.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::ops::Range;
 
 use crate::crypto::id::Id;
@@ -58,7 +59,10 @@ pub fn plan_groups(chunk_counts: &[usize], max_chunks: usize) -> Vec<Vec<Segment
 /// blob → rank of its first reference in the group's file order; a blob without a rank comes
 /// last), ties in the given order. Reading so lets each file's hash advance as soon as the
 /// blobs it needs next arrive. Returns indices into `reads`. Pure.
-pub fn read_order(reads: &[Vec<Id>], first_use: &HashMap<Id, usize>) -> Vec<usize> {
+pub fn read_order<S: BuildHasher>(
+    reads: &[Vec<Id>],
+    first_use: &HashMap<Id, usize, S>,
+) -> Vec<usize> {
     let mut order: Vec<(usize, usize)> = reads
         .iter()
         .enumerate()
@@ -371,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_dropped_segment_resumes_where_its_hash_stopped() {
-        let mut reorder: Reorder<u8> = Reorder::new(&[0..10], 2);
+        let mut reorder: Reorder<u8> = Reorder::new(std::slice::from_ref(&(0..10)), 2);
         assert_eq!(reorder.land(0, 0, || 0, 1), Landing::Now);
         assert_eq!(reorder.land(0, 1, || 1, 1), Landing::Now);
         assert_eq!(reorder.land(0, 5, || 5, 1), Landing::Held);
@@ -387,11 +391,15 @@ mod tests {
     #[test]
     fn a_chunk_used_twice_in_a_file_lands_at_both_positions() {
         // Positions 0 and 3 hold the same blob: the caller lands it at each.
-        let (fed, dropped) = feed(&[0..4], &[(0, 3), (0, 0), (0, 2), (0, 1)], 8);
+        let (fed, dropped) = feed(
+            std::slice::from_ref(&(0..4)),
+            &[(0, 3), (0, 0), (0, 2), (0, 1)],
+            8,
+        );
         assert!(dropped.is_empty());
         assert_eq!(fed[0], vec![0, 1, 2, 3]);
         // Landing a position twice changes nothing.
-        let mut reorder: Reorder<u8> = Reorder::new(&[0..4], 8);
+        let mut reorder: Reorder<u8> = Reorder::new(std::slice::from_ref(&(0..4)), 8);
         assert_eq!(reorder.land(0, 2, || 2, 1), Landing::Held);
         assert_eq!(reorder.land(0, 2, || 2, 1), Landing::Dropped);
         assert_eq!(reorder.held_bytes(), 1);
