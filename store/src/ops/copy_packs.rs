@@ -345,29 +345,36 @@ impl Group<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Backend;
-    use crate::backend::object_store::{CreateDirectory, ObjectStoreBackend, RetryPolicy};
-    use crate::repo::repository::{CacheLocation, InitOptions};
+    use crate::repo::repository::InitOptions;
 
     /// A repository in a local directory with 1 MiB packs.
     fn repository(directory: &tempfile::TempDir) -> Repository {
-        let backend: Arc<dyn Backend> = Arc::new(
-            ObjectStoreBackend::open(
-                &directory.path().display().to_string(),
-                &[],
-                CreateDirectory::No,
-            )
-            .unwrap()
-            .with_retry_policy(RetryPolicy {
-                retries: 0,
-                ..RetryPolicy::default()
-            }),
-        );
         let options = InitOptions {
             pack_target_size: 1024 * 1024,
             ..InitOptions::with_cheapest_kdf()
         };
-        Repository::init(backend, b"password", &options, &CacheLocation::Memory).unwrap()
+        crate::repo::repository::local_test_repository(directory.path(), &options)
+    }
+
+    /// Copies one file of `chunks` from `source` into a new repository, which must fail; checks
+    /// that the blob of plaintext `absent` was never stored, and returns the error.
+    fn failed_copy(source: &Repository, chunks: &[Id], absent: &[u8]) -> Error {
+        let destination_directory = tempfile::tempdir().unwrap();
+        let destination = repository(&destination_directory);
+        let mut saver = BlobSaver::new(&destination);
+        let error = copy_contents(
+            source,
+            &destination,
+            &mut saver,
+            &[chunks],
+            Budgets::DEFAULT,
+        )
+        .unwrap_err();
+        let absent = destination.keys().blob_id(BlobType::Data, absent);
+        assert!(!saver.holds(&absent));
+        saver.finish().unwrap();
+        assert!(destination.cache().lookup(&absent).unwrap().is_none());
+        error
     }
 
     /// `count` blobs of 1 to 60 KiB of incompressible bytes, saved into `source` (several
@@ -484,18 +491,8 @@ mod tests {
         let source_directory = tempfile::tempdir().unwrap();
         let source = repository(&source_directory);
         let (ids, _) = saved_blobs(&source, 10);
-        let destination_directory = tempfile::tempdir().unwrap();
-        let destination = repository(&destination_directory);
-        let mut saver = BlobSaver::new(&destination);
         let file = vec![ids[0], Id([9; 32]), ids[1]];
-        let error = copy_contents(
-            &source,
-            &destination,
-            &mut saver,
-            &[file.as_slice()],
-            Budgets::DEFAULT,
-        )
-        .unwrap_err();
+        let error = failed_copy(&source, &file, b"not in the source");
         assert!(
             error.to_string().contains(&Id([9; 32]).to_string()),
             "{error}"
@@ -515,22 +512,7 @@ mod tests {
         let range = location.entry.range();
         pack[usize::try_from(u64::midpoint(range.start, range.end)).unwrap()] ^= 0x20;
         std::fs::write(&path, pack).unwrap();
-        let destination_directory = tempfile::tempdir().unwrap();
-        let destination = repository(&destination_directory);
-        let mut saver = BlobSaver::new(&destination);
-        let error = copy_contents(
-            &source,
-            &destination,
-            &mut saver,
-            &[ids.as_slice()],
-            Budgets::DEFAULT,
-        )
-        .unwrap_err();
+        let error = failed_copy(&source, &ids, &blobs[17]);
         assert!(error.to_string().contains("damaged"), "{error}");
-        // The damaged blob never reached the destination.
-        let damaged = destination.keys().blob_id(BlobType::Data, &blobs[17]);
-        assert!(!saver.holds(&damaged));
-        saver.finish().unwrap();
-        assert!(destination.cache().lookup(&damaged).unwrap().is_none());
     }
 }

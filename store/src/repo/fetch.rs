@@ -465,10 +465,8 @@ pub fn stream_sealed_reads(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Backend;
-    use crate::backend::object_store::{CreateDirectory, ObjectStoreBackend, RetryPolicy};
     use crate::format::pack::PackEntry;
-    use crate::repo::repository::{CacheLocation, InitOptions};
+    use crate::repo::repository::InitOptions;
     use crate::repo::saver::BlobSaver;
 
     /// A repository in a local directory (no retries) holding `count` data blobs of 1 to about
@@ -479,21 +477,10 @@ mod tests {
         count: usize,
     ) -> (tempfile::TempDir, Repository, Vec<(BlobLocation, Vec<u8>)>) {
         let directory = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Backend> = Arc::new(
-            ObjectStoreBackend::open(
-                &directory.path().display().to_string(),
-                &[],
-                CreateDirectory::No,
-            )
-            .unwrap()
-            .with_retry_policy(RetryPolicy {
-                retries: 0,
-                ..RetryPolicy::default()
-            }),
+        let repository = crate::repo::repository::local_test_repository(
+            directory.path(),
+            &InitOptions::with_cheapest_kdf(),
         );
-        let options = InitOptions::with_cheapest_kdf();
-        let repository =
-            Repository::init(backend, b"password", &options, &CacheLocation::Memory).unwrap();
         let mut state = 11u64;
         let blobs: Vec<Vec<u8>> = (0..count)
             .map(|index| {
