@@ -197,6 +197,7 @@ fn print_summary(global: &GlobalArgs, report: &CopyReport) {
             "files_reused": report.files_reused,
             "files_read": report.files_read,
             "bytes_read": report.bytes_read,
+            "bytes_read_again": report.bytes_read_again,
             "blobs_added": added.0,
             "bytes_added": added.1,
             "packs_added": added.2,

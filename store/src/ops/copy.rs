@@ -31,6 +31,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{CopyOf, EXTENSION_COPY_OF, Snapshot};
 use crate::format::tree::{NodeKind, Tree};
 use crate::index::cache::CopyMapKind;
+use crate::ops::copy_packs;
 use crate::repo::fetch::{Prefetch, fetch_data_blobs};
 use crate::repo::lifecycle::BackupSession;
 use crate::repo::repository::{Repository, SNAPSHOTS_PREFIX, object_name};
@@ -41,6 +42,8 @@ use crate::repo::saver::{BlobSaver, SaverStats};
 const READ_BATCH: u64 = 32 * 1024 * 1024;
 /// Blobs a read covered before they were needed, kept for later files (as restore does).
 const PREFETCH_BUDGET: usize = 64 * 1024 * 1024;
+/// Chunk references whose files are read from the source together, in pack order.
+const READ_GROUP_CHUNKS: usize = copy_packs::Budgets::DEFAULT.group_chunks;
 /// Block the destination's chunker reads at a time when re-chunking.
 const RECHUNK_BLOCK: usize = 8 * 1024 * 1024;
 
@@ -162,6 +165,9 @@ pub struct CopyReport {
     pub files_read: u64,
     /// Plaintext bytes of file content read from the source.
     pub bytes_read: u64,
+    /// Plaintext bytes read a second time: a file whose chunks arrived too far out of order
+    /// for the held budget is hashed by reading its remaining chunks again in order.
+    pub bytes_read_again: u64,
     /// Packs adopted from an interrupted earlier run.
     pub packs_adopted: usize,
 }
@@ -285,8 +291,12 @@ fn copy_in_session(
             rechunker: rechunker.as_ref(),
             prefetch: &prefetch,
             relied: HashSet::new(),
+            read_now: HashSet::new(),
             report: &mut report,
         };
+        if copier.rechunker.is_none() {
+            copier.read_contents_in_pack_order(&snapshot.root)?;
+        }
         let root = copier.copy_tree(&snapshot.root)?;
         let Copier { saver, relied, .. } = copier;
         // Packs and index objects first; the snapshot is the commit point (FORMAT.md 14).
@@ -329,25 +339,125 @@ struct Copier<'a, 'repo> {
     prefetch: &'a Prefetch,
     /// Destination packs this snapshot relies on outside the saver's own dedup hits.
     relied: HashSet<Id>,
+    /// Source contents this snapshot's copy read (not counted as reused when met again).
+    read_now: HashSet<Id>,
     report: &'a mut CopyReport,
 }
 
 impl Copier<'_, '_> {
     /// The destination ids of `ids` if the destination index holds every one of them outside
-    /// condemned packs (their packs are then relied on); `None` otherwise.
+    /// condemned packs (their packs are then relied on), or this run's saver stored them;
+    /// `None` otherwise.
     fn confirmed(&mut self, ids: &[Id]) -> Result<Option<()>> {
         let locations = self.destination.cache().lookup_many(ids)?;
         let mut packs = Vec::with_capacity(locations.len());
-        for location in locations {
+        for (id, location) in ids.iter().zip(locations) {
             match location {
                 Some(location) if !self.destination.is_condemned(&location.pack_id) => {
                     packs.push(location.pack_id);
                 }
+                _ if self.saver.holds(id) => {}
                 _ => return Ok(None),
             }
         }
         self.relied.extend(packs);
         Ok(Some(()))
+    }
+
+    /// Whether the copy map holds the content `content_hash` with every destination chunk
+    /// still there (its packs are then relied on).
+    fn content_mapped(&mut self, content_hash: &Id) -> Result<bool> {
+        let mapped = self.destination.cache().copied(
+            CopyMapKind::FileContent,
+            &self.source_repository,
+            content_hash,
+        )?;
+        Ok(match mapped.as_deref().and_then(<[Id]>::split_first) {
+            Some((_, chunks)) => self.confirmed(chunks)?.is_some(),
+            None => false,
+        })
+    }
+
+    /// Whether the copy map holds the tree `id` with its copy still there.
+    fn tree_mapped(&mut self, id: &Id) -> Result<bool> {
+        let mapped =
+            self.destination
+                .cache()
+                .copied(CopyMapKind::Tree, &self.source_repository, id)?;
+        Ok(match mapped {
+            Some(mapped) if mapped.len() == 1 => self.confirmed(&mapped)?.is_some(),
+            _ => false,
+        })
+    }
+
+    /// Copies the content of every file under the source tree `root` that the copy map does not
+    /// hold, reading the source in pack order ([`copy_packs`]), and records each in the map, so
+    /// that [`Copier::copy_tree`] then finds every file there. Files are taken in groups of
+    /// about [`READ_GROUP_CHUNKS`] chunk references. Only when both repositories chunk alike.
+    fn read_contents_in_pack_order(&mut self, root: &Id) -> Result<()> {
+        let mut trees = vec![*root];
+        let mut trees_seen: HashSet<Id> = HashSet::new();
+        let mut group: Vec<SourceFile> = Vec::new();
+        let mut group_chunks = 0;
+        while let Some(id) = trees.pop() {
+            if !trees_seen.insert(id) || self.tree_mapped(&id)? {
+                continue;
+            }
+            let tree = self.source.load_tree(&id)?;
+            let mut subtrees = Vec::new();
+            for node in tree.nodes {
+                match node.kind {
+                    NodeKind::Directory { subtree } => subtrees.push(subtree),
+                    NodeKind::File {
+                        content_hash,
+                        chunks,
+                    } => {
+                        if self.read_now.contains(&content_hash)
+                            || self.content_mapped(&content_hash)?
+                        {
+                            continue;
+                        }
+                        self.read_now.insert(content_hash);
+                        group_chunks += chunks.len();
+                        group.push(SourceFile {
+                            content_hash,
+                            chunks,
+                            size: node.size,
+                        });
+                        if group_chunks >= READ_GROUP_CHUNKS {
+                            self.copy_group(&std::mem::take(&mut group))?;
+                            group_chunks = 0;
+                        }
+                    }
+                    NodeKind::Symlink { .. } | NodeKind::Fifo | NodeKind::Device { .. } => {}
+                }
+            }
+            // Depth first in the tree's order, as a backup wrote them.
+            trees.extend(subtrees.into_iter().rev());
+        }
+        self.copy_group(&group)
+    }
+
+    /// Copies one group of files in pack order and records each in the copy map.
+    fn copy_group(&mut self, files: &[SourceFile]) -> Result<()> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let chunk_lists: Vec<&[Id]> = files.iter().map(|file| file.chunks.as_slice()).collect();
+        let copied = copy_packs::copy_contents(
+            self.source,
+            self.destination,
+            &mut self.saver,
+            &chunk_lists,
+            copy_packs::Budgets::DEFAULT,
+        )?;
+        self.report.bytes_read_again += copied.bytes_read_again;
+        let mut unused = HashMap::new();
+        for (file, (hash, chunks)) in files.iter().zip(copied.files) {
+            self.record_file(file, hash, chunks, &mut unused)?;
+            unused.clear();
+        }
+        Ok(())
     }
 
     /// Copies the source tree `id` and everything below it; returns the destination tree id.
@@ -385,7 +495,9 @@ impl Copier<'_, '_> {
             )? && let Some((hash, chunks)) = mapped.split_first()
                 && self.confirmed(chunks)?.is_some()
             {
-                self.report.files_reused += 1;
+                if !self.read_now.contains(content_hash) {
+                    self.report.files_reused += 1;
+                }
                 contents.insert(*content_hash, (*hash, chunks.to_vec()));
                 continue;
             }

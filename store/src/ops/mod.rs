@@ -12,6 +12,7 @@ pub mod backup;
 pub mod backup_start;
 pub mod check;
 pub mod copy;
+pub(crate) mod copy_packs;
 pub mod drill;
 pub mod forget;
 pub mod fsmeta;

@@ -5,7 +5,8 @@
 //! `find`), which snapshots a command chooses and which of them is `latest` (`select`),
 //! when another client's session is proven gone (`liveness`), what a restore does with what
 //! already stands in its target (`overwrite`), when a backup must look for packs an unfinished
-//! run left unindexed (`orphan_scan`).
+//! run left unindexed (`orphan_scan`), in which order `copy` reads and hashes file contents
+//! (`copy_order`).
 //!
 //! Must not import: the backend, the index cache, the repository machinery (`repo`), the use
 //! cases (`ops`), the crate's error type, rayon, tokio or `std::fs`, and must not read a clock.
@@ -13,6 +14,7 @@
 //! metadata the walker already read), tested with values built in memory. `tests/it/layers.rs`
 //! checks these rules.
 
+pub mod copy_order;
 pub mod dedup_hostile;
 pub mod diff;
 pub mod exclude;

@@ -407,7 +407,30 @@ pub fn for_each_sealed_blob(
     locations: Vec<BlobLocation>,
     mut take: impl FnMut(crate::format::pack::SealedBlob) -> Result<()>,
 ) -> Result<()> {
-    for read in plan_reads(locations, COALESCE_GAP, MAX_READ) {
+    let reads = plan_reads(locations, COALESCE_GAP, MAX_READ);
+    stream_sealed_reads(repository, &reads, &mut |location, sealed| {
+        let entry = &location.entry;
+        take(crate::format::pack::SealedBlob {
+            blob_type: entry.blob_type,
+            id: entry.id,
+            raw_length: entry.raw_length,
+            sealed: sealed.to_vec(),
+        })
+    })
+}
+
+/// Runs `reads` one after the other, in the given order, streamed: each blob's sealed bytes
+/// (not decrypted) are handed to `take` as they arrive, cut blob by blob ([`BlobCutter`]).
+///
+/// # Errors
+/// Backend failures, [`Error::Damaged`] when a read comes back short, or the first error of
+/// `take` (which stops the reads).
+pub fn stream_sealed_reads(
+    repository: &Repository,
+    reads: &[PackRead],
+    take: &mut dyn FnMut(&BlobLocation, &[u8]) -> Result<()>,
+) -> Result<()> {
+    for read in reads {
         let name = pack_name(&read.pack_id);
         let ranges = read.blob_ranges();
         let mut cutter = BlobCutter::new(read.start, &ranges);
@@ -416,17 +439,9 @@ pub fn for_each_sealed_blob(
             .backend()
             .get_range_pieces(&name, read.start..read.end, &mut |piece| {
                 cutter.push(piece, &mut |index, sealed| {
-                    if failure.is_some() {
-                        return;
+                    if failure.is_none() {
+                        failure = take(&read.blobs[index], sealed).err();
                     }
-                    let entry = &read.blobs[index].entry;
-                    failure = take(crate::format::pack::SealedBlob {
-                        blob_type: entry.blob_type,
-                        id: entry.id,
-                        raw_length: entry.raw_length,
-                        sealed: sealed.to_vec(),
-                    })
-                    .err();
                 });
                 if failure.is_some() {
                     ControlFlow::Break(())
@@ -450,10 +465,8 @@ pub fn for_each_sealed_blob(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Backend;
-    use crate::backend::object_store::{CreateDirectory, ObjectStoreBackend, RetryPolicy};
     use crate::format::pack::PackEntry;
-    use crate::repo::repository::{CacheLocation, InitOptions};
+    use crate::repo::repository::InitOptions;
     use crate::repo::saver::BlobSaver;
 
     /// A repository in a local directory (no retries) holding `count` data blobs of 1 to about
@@ -464,21 +477,10 @@ mod tests {
         count: usize,
     ) -> (tempfile::TempDir, Repository, Vec<(BlobLocation, Vec<u8>)>) {
         let directory = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Backend> = Arc::new(
-            ObjectStoreBackend::open(
-                &directory.path().display().to_string(),
-                &[],
-                CreateDirectory::No,
-            )
-            .unwrap()
-            .with_retry_policy(RetryPolicy {
-                retries: 0,
-                ..RetryPolicy::default()
-            }),
+        let repository = crate::repo::repository::local_test_repository(
+            directory.path(),
+            &InitOptions::with_cheapest_kdf(),
         );
-        let options = InitOptions::with_cheapest_kdf();
-        let repository =
-            Repository::init(backend, b"password", &options, &CacheLocation::Memory).unwrap();
         let mut state = 11u64;
         let blobs: Vec<Vec<u8>> = (0..count)
             .map(|index| {

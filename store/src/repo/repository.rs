@@ -105,6 +105,25 @@ impl InitOptions {
     }
 }
 
+/// A repository initialised with `options` in the local directory `directory`, with no retries
+/// and its index cache in memory (for tests).
+#[cfg(test)]
+pub(crate) fn local_test_repository(
+    directory: &std::path::Path,
+    options: &InitOptions,
+) -> Repository {
+    use crate::backend::object_store::{CreateDirectory, ObjectStoreBackend, RetryPolicy};
+    let backend: Arc<dyn Backend> = Arc::new(
+        ObjectStoreBackend::open(&directory.display().to_string(), &[], CreateDirectory::No)
+            .unwrap()
+            .with_retry_policy(RetryPolicy {
+                retries: 0,
+                ..RetryPolicy::default()
+            }),
+    );
+    Repository::init(backend, b"password", options, &CacheLocation::Memory).unwrap()
+}
+
 /// Where the local index cache lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheLocation {

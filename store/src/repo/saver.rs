@@ -324,6 +324,12 @@ impl<'repo> BlobSaver<'repo> {
         self.stats
     }
 
+    /// Whether `id` is a blob this saver stored that no index object lists yet (it is in a pack
+    /// this run queued or uploaded, and in the index once the saver finishes).
+    pub fn holds(&self, id: &Id) -> bool {
+        self.pending.contains(id)
+    }
+
     /// Packs this saver relied on: those its dedup hits were found in, and those it uploaded.
     pub fn relied_packs(&self) -> &HashSet<Id> {
         &self.relied
