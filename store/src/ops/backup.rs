@@ -548,9 +548,9 @@ impl Walker<'_, '_, '_> {
     /// Chunks and saves a stream; returns its content hash, chunk ids, and its length with what
     /// its new chunks cost.
     ///
-    /// A reading thread reads and chunks the next block while this one hashes, seals and packs
-    /// the current one, so the disk (or the producing command) and the cores work at the same
-    /// time. At most three blocks exist at once: one being read, one queued, one being saved.
+    /// A reading thread reads, chunks and content-hashes the next block while this one computes
+    /// chunk ids, seals and packs the current one, so the disk (or the producing command) and
+    /// the cores work at the same time. At most three blocks exist at once: one being read, one queued, one being saved.
     fn save_content(
         &mut self,
         reader: &mut (dyn Read + Send),
@@ -562,12 +562,17 @@ impl Walker<'_, '_, '_> {
         let mut length = 0u64;
         std::thread::scope(|scope| {
             let (sender, batches) = std::sync::mpsc::sync_channel(1);
-            scope.spawn(move || {
+            // The reading thread also feeds the content hash, so the saving thread (the stage
+            // that fills q1) spends its time on chunk ids, sealing and packing only.
+            let reading = scope.spawn(move || {
                 let mut stream = chunker.stream(reader, READ_BLOCK);
                 loop {
                     let next =
                         pipeline_stats::time(Stage::ReadChunk, || stream.next_batch().transpose());
                     let Some(next) = next else { break };
+                    if let Ok(batch) = &next {
+                        pipeline_stats::time(Stage::ContentHash, || hasher.update(&batch.data));
+                    }
                     let failed = next.is_err();
                     // A closed channel means the saving side stopped: stop reading.
                     if pipeline_stats::time(Stage::ReadBlocked, || sender.send(next)).is_err()
@@ -576,6 +581,7 @@ impl Walker<'_, '_, '_> {
                         break;
                     }
                 }
+                hasher
             });
             // Returning drops `batches`, which ends the reading thread at its next block.
             while let Some(next) = pipeline_stats::time(Stage::BatchWait, || batches.recv().ok()) {
@@ -583,13 +589,6 @@ impl Walker<'_, '_, '_> {
                     Ok(batch) => batch,
                     Err(error) => return Ok(Err(error)),
                 };
-                let hashing = pipeline_stats::start(Stage::ContentHash);
-                if batch.data.len() >= 1 << 20 {
-                    hasher.update_rayon(&batch.data);
-                } else {
-                    hasher.update(&batch.data);
-                }
-                hashing.stop();
                 length += batch.data.len() as u64;
                 self.progress.bytes_processed(batch.data.len() as u64);
                 let slices: Vec<&[u8]> = batch
@@ -605,6 +604,10 @@ impl Walker<'_, '_, '_> {
                 new_raw: after.raw_bytes_added - before.raw_bytes_added,
                 new_compressed: after.compressed_bytes_added - before.compressed_bytes_added,
             };
+            // The reading thread ended (it closed the queue), so joining does not wait.
+            let hasher = reading
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             Ok(Ok((Id(*hasher.finalize().as_bytes()), chunks, counts)))
         })
     }
