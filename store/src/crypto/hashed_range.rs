@@ -225,15 +225,7 @@ mod tests {
     const KEY: [u8; 32] = [7; 32];
 
     fn input(length: usize) -> Vec<u8> {
-        let mut state = 3u64;
-        (0..length)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                state.to_le_bytes()[7]
-            })
-            .collect()
+        crate::test_data::incompressible_blobs(3, [length]).remove(0)
     }
 
     /// Cuts `length` into pieces following `sizes` (repeated), the last piece shorter.
