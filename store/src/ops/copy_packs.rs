@@ -356,7 +356,7 @@ impl Group<'_, '_> {
                 match &fetched[id] {
                     Ok(plaintext) => self.hash(file).extend(plaintext),
                     Err(error) => return Err(Error::for_fetched(format!("data blob {id}"), error)),
-                };
+                }
             }
         }
         Ok(())

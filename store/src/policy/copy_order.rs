@@ -417,15 +417,12 @@ mod tests {
             .filter(|&segment| reorder.resume_at(segment).is_some())
             .collect();
         for (segment, range) in ranges.iter().enumerate() {
-            match reorder.resume_at(segment) {
-                // What a dropped segment fed is its start, in order, up to where it resumes.
-                Some(resume) => {
-                    assert_eq!(fed[segment], (range.start..resume).collect::<Vec<_>>());
-                }
-                None => {
-                    assert!(reorder.is_complete(segment), "segment {segment} {range:?}");
-                    assert_eq!(fed[segment], range.clone().collect::<Vec<_>>());
-                }
+            // What a dropped segment fed is its start, in order, up to where it resumes.
+            if let Some(resume) = reorder.resume_at(segment) {
+                assert_eq!(fed[segment], (range.start..resume).collect::<Vec<_>>());
+            } else {
+                assert!(reorder.is_complete(segment), "segment {segment} {range:?}");
+                assert_eq!(fed[segment], range.clone().collect::<Vec<_>>());
             }
         }
         assert_eq!(reorder.held_bytes(), 0);
@@ -489,9 +486,9 @@ mod tests {
 
     #[test]
     fn consecutive_early_chunks_are_held_as_one_run() {
-        let ranges = vec![0..200];
-        for (name, order) in arrival_orders(&ranges) {
-            let (_, dropped, most_runs) = feed(&ranges, &order, usize::MAX, Weighing::PerRun);
+        let ranges = std::slice::from_ref(&(0..200));
+        for (name, order) in arrival_orders(ranges) {
+            let (_, dropped, most_runs) = feed(ranges, &order, usize::MAX, Weighing::PerRun);
             assert!(dropped.is_empty());
             let bound = match name {
                 "forward" => 0,
@@ -506,10 +503,10 @@ mod tests {
         // A run weighing the same however long: the backward file fits a budget of one run,
         // where holding each chunk needs one per chunk after the first.
         let backward: Vec<(usize, usize)> = (0..200).rev().map(|position| (0, position)).collect();
-        assert!(feed(&ranges, &backward, 1, Weighing::PerRun).1.is_empty());
-        assert_eq!(feed(&ranges, &backward, 198, Weighing::PerChunk).1, vec![0]);
+        assert!(feed(ranges, &backward, 1, Weighing::PerRun).1.is_empty());
+        assert_eq!(feed(ranges, &backward, 198, Weighing::PerChunk).1, vec![0]);
         assert!(
-            feed(&ranges, &backward, 199, Weighing::PerChunk)
+            feed(ranges, &backward, 199, Weighing::PerChunk)
                 .1
                 .is_empty()
         );
