@@ -19,6 +19,8 @@ pub mod ops;
 pub mod policy;
 pub mod repo;
 pub mod sim;
+#[cfg(test)]
+pub(crate) mod test_data;
 pub mod units;
 
 pub use crypto::{compressibility, id, keys, seal};

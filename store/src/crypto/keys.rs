@@ -7,6 +7,7 @@
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
 
+use crate::crypto::hashed_range::HashedRange;
 use crate::crypto::id::{BlobType, Id};
 use crate::crypto::seal::{self, NONCE_LEN, OpenError, SealKey};
 use crate::format::codec::{DecodeError, ObjectHeader, Reader, Writer};
@@ -78,6 +79,12 @@ impl RepositoryKeys {
     /// A hasher for whole-file content hashes (keyed like data chunks).
     pub fn file_hasher(&self) -> blake3::Hasher {
         blake3::Hasher::new_keyed(&self.chunk_id_key)
+    }
+
+    /// An empty range at byte `start` of a file's content, hashed like
+    /// [`RepositoryKeys::file_hasher`] but out of order (see [`HashedRange`]).
+    pub fn file_hash_range(&self, start: u64) -> HashedRange {
+        HashedRange::new(&self.chunk_id_key, start)
     }
 }
 

@@ -2,27 +2,29 @@
 //! read from the source pack by pack, each needed pack range once, in the order the files first
 //! need them ([`copy_order::read_order`]), streamed ([`fetch::stream_sealed_reads`] on a reader
 //! thread). Each blob is authenticated, re-keyed and stored in the destination as it arrives
-//! (the destination does not care about order); each file's destination content hash is fed in
-//! file order ([`copy_order::Reorder`]): a chunk that arrives early is held as its sealed source
-//! bytes (opened again when its turn comes), up to [`HELD_BUDGET`]; a file that would overflow
-//! it is hashed afterwards by reading its remaining chunks again in order. Memory is the held
-//! budget, a few reads' batches and a few dozen bytes per chunk reference of a group
-//! ([`GROUP_CHUNKS`]), never the files' content.
+//! (the destination does not care about order); each file's destination content hash is
+//! assembled in file order ([`copy_order::Reorder`]): a chunk that arrives early is hashed at
+//! once where it lies in its file ([`HashedRange`]) and joined to the early chunks next to it,
+//! so what waits for the chunks before it is a run's edges and a few chaining values (about
+//! 2 KiB a run, whatever its length), not its bytes; every chunk is read once. Only a file
+//! whose runs would overflow [`Budgets::held_bytes`] is hashed afterwards by reading its
+//! remaining chunks again in order. Memory is the held budget, a few reads' batches and a few
+//! dozen bytes per chunk reference of a group ([`Budgets::group_chunks`]), never the files'
+//! content.
 //!
 //! Never prints. The caller records the results (copy map, trees); this module only stores
 //! blobs through the caller's saver.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 
+use crate::crypto::hashed_range::HashedRange;
 use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
-use crate::format::pack;
 use crate::index::cache::BlobLocation;
-use crate::policy::copy_order::{self, Landing, Reorder, Segment};
+use crate::policy::copy_order::{self, HeldRun, Landing, Reorder, Segment};
 use crate::repo::fetch::{self, ReadWindow};
 use crate::repo::repository::Repository;
 use crate::repo::saver::BlobSaver;
@@ -32,17 +34,18 @@ use crate::repo::saver::BlobSaver;
 pub(crate) struct Budgets {
     /// Chunk references planned at once (a location, a place and a destination id each).
     pub group_chunks: usize,
-    /// Sealed bytes of early chunks held for the hashes.
+    /// Bytes of the early chunks' runs held for the hashes ([`HashedRange::weight`]).
     pub held_bytes: usize,
 }
 
 impl Budgets {
-    /// 65,536 references (a few MiB of plan) and 24 MiB held: about one and a half default
-    /// packs, since blobs are shuffled within their pack and a file's hash waits for at most
-    /// about one pack when packs are read in the order the files need them.
+    /// 65,536 references (a few MiB of plan) and 4 MiB of held runs: about 2,000 runs apart
+    /// from each other. Packs are read in the order the files need them and blobs are
+    /// shuffled within their pack, so a file's hash waits for at most about a pack's chunks,
+    /// most of them joined with their neighbours.
     pub(crate) const DEFAULT: Self = Self {
         group_chunks: 65_536,
-        held_bytes: 24 * 1024 * 1024,
+        held_bytes: 4 * 1024 * 1024,
     };
 }
 /// Sealed bytes the reader hands over at once.
@@ -51,6 +54,10 @@ const BATCH_BYTES: usize = 1024 * 1024;
 const BATCHES_QUEUED: usize = 2;
 /// Plaintext read at once when a dropped file's hash is fed by reading again.
 const RESUME_WINDOW: u64 = 4 * 1024 * 1024;
+
+/// Where a group's source blob goes: (segment index, position, byte offset in its file) for
+/// each of its uses.
+type Places = HashMap<Id, Vec<(usize, usize, u64)>>;
 
 /// One copied file: its destination content hash and chunk ids.
 pub(crate) type CopiedContent = (Id, Vec<Id>);
@@ -64,8 +71,15 @@ pub(crate) struct CopiedContents {
     pub bytes_read_again: u64,
 }
 
-/// An early chunk held for a hash: where it was read from and its sealed bytes.
-type Held = (BlobLocation, Arc<Vec<u8>>);
+impl HeldRun for HashedRange {
+    fn weight(&self) -> usize {
+        HashedRange::weight(self)
+    }
+
+    fn append(&mut self, later: Self) {
+        HashedRange::append(self, later);
+    }
+}
 
 /// Copies the contents of `files` (each a list of source chunk ids) into the destination
 /// through `saver`; returns each file's destination content hash and chunk ids, in order.
@@ -81,7 +95,7 @@ pub(crate) fn copy_contents(
     budgets: Budgets,
 ) -> Result<CopiedContents> {
     let counts: Vec<usize> = files.iter().map(|chunks| chunks.len()).collect();
-    let mut hashers: Vec<Option<Box<blake3::Hasher>>> = (0..files.len()).map(|_| None).collect();
+    let mut hashes: Vec<Option<Box<HashedRange>>> = (0..files.len()).map(|_| None).collect();
     let mut chunks: Vec<Vec<Id>> = counts
         .iter()
         .map(|&count| Vec::with_capacity(count))
@@ -94,7 +108,7 @@ pub(crate) fn copy_contents(
             files,
             segments: &group,
             held_budget: budgets.held_bytes,
-            hashers: &mut hashers,
+            hashes: &mut hashes,
             bytes_read_again: 0,
         };
         let copied = state.copy(saver)?;
@@ -103,12 +117,12 @@ pub(crate) fn copy_contents(
             chunks[segment.file].extend(ids);
         }
     }
-    let files = hashers
+    let files = hashes
         .into_iter()
         .zip(chunks)
-        .map(|(hasher, chunks)| {
-            let hasher = hasher.unwrap_or_else(|| Box::new(destination.keys().file_hasher()));
-            (Id(*hasher.finalize().as_bytes()), chunks)
+        .map(|(hash, chunks)| {
+            let hash = hash.unwrap_or_else(|| Box::new(destination.keys().file_hash_range(0)));
+            (Id(hash.finalize()), chunks)
         })
         .collect();
     Ok(CopiedContents {
@@ -124,8 +138,9 @@ struct Group<'a, 'repo> {
     files: &'a [&'a [Id]],
     segments: &'a [Segment],
     held_budget: usize,
-    /// Each file's destination content hash so far (created at its first chunk).
-    hashers: &'a mut Vec<Option<Box<blake3::Hasher>>>,
+    /// Each file's destination content hash so far, from its start (created at its first
+    /// chunk).
+    hashes: &'a mut Vec<Option<Box<HashedRange>>>,
     /// Plaintext bytes read a second time by [`Group::hash_again`].
     bytes_read_again: u64,
 }
@@ -133,21 +148,15 @@ struct Group<'a, 'repo> {
 impl Group<'_, '_> {
     /// Reads, stores and hashes the group's chunks; returns each segment's destination ids.
     fn copy(&mut self, saver: &mut BlobSaver<'_>) -> Result<Vec<Vec<Id>>> {
-        // Where each source blob goes, and the rank of its first use.
-        let mut places: HashMap<Id, Vec<(usize, usize)>> = HashMap::new();
+        // The rank of each source blob's first use.
         let mut first_use: HashMap<Id, usize> = HashMap::new();
-        for (segment_index, segment) in self.segments.iter().enumerate() {
-            for position in segment.chunks.clone() {
-                let id = self.files[segment.file][position];
+        for segment in self.segments {
+            for id in &self.files[segment.file][segment.chunks.clone()] {
                 let rank = first_use.len();
-                first_use.entry(id).or_insert(rank);
-                places
-                    .entry(id)
-                    .or_default()
-                    .push((segment_index, position));
+                first_use.entry(*id).or_insert(rank);
             }
         }
-        let unique: Vec<Id> = places.keys().copied().collect();
+        let unique: Vec<Id> = first_use.keys().copied().collect();
         let mut locations = Vec::with_capacity(unique.len());
         for (id, location) in unique.iter().zip(self.source.cache().lookup_many(&unique)?) {
             match location.filter(|location| location.entry.blob_type == BlobType::Data) {
@@ -163,6 +172,7 @@ impl Group<'_, '_> {
                 }
             }
         }
+        let places = self.places(&locations);
         let window = ReadWindow::RESTORE;
         let reads = fetch::plan_reads(locations, window.gap, window.max_read);
         let read_blobs: Vec<Vec<Id>> = reads
@@ -188,7 +198,7 @@ impl Group<'_, '_> {
             .iter()
             .map(|segment| segment.chunks.clone())
             .collect();
-        let mut reorder: Reorder<Held> = Reorder::new(&ranges, self.held_budget);
+        let mut reorder: Reorder<HashedRange> = Reorder::new(&ranges, self.held_budget);
         let mut destination_ids: HashMap<Id, Id> = HashMap::with_capacity(places.len());
         let source = self.source;
         let (sender, receiver) = sync_channel::<Vec<(BlobLocation, Vec<u8>)>>(BATCHES_QUEUED);
@@ -252,14 +262,40 @@ impl Group<'_, '_> {
             .collect()
     }
 
+    /// Where each source blob of the group goes: (segment index, position, byte offset in its
+    /// file) for each of its uses, from the blobs' `locations` (their plaintext lengths).
+    fn places(&self, locations: &[BlobLocation]) -> Places {
+        let lengths: HashMap<Id, u64> = locations
+            .iter()
+            .map(|location| (location.entry.id, u64::from(location.entry.raw_length)))
+            .collect();
+        let mut places: Places = HashMap::with_capacity(lengths.len());
+        for (segment_index, segment) in self.segments.iter().enumerate() {
+            // Where the segment starts: what its file's hash holds so far (earlier groups).
+            let mut offset = self.hashes[segment.file]
+                .as_ref()
+                .map_or(0, |hash| hash.end());
+            for position in segment.chunks.clone() {
+                let id = self.files[segment.file][position];
+                places
+                    .entry(id)
+                    .or_default()
+                    .push((segment_index, position, offset));
+                offset += lengths[&id];
+            }
+        }
+        places
+    }
+
     /// One batch from the reader: opened (authenticated) in parallel, stored in the
-    /// destination, and fed to the hashes of the files that need it.
+    /// destination, and fed to the hashes of the files that need it: hashed into the file's
+    /// hash when it is the chunk the hash needs next, else hashed where it lies and held.
     fn take_batch(
         &mut self,
         saver: &mut BlobSaver<'_>,
         batch: Vec<(BlobLocation, Vec<u8>)>,
-        places: &HashMap<Id, Vec<(usize, usize)>>,
-        reorder: &mut Reorder<Held>,
+        places: &Places,
+        reorder: &mut Reorder<HashedRange>,
         destination_ids: &mut HashMap<Id, Id>,
     ) -> Result<()> {
         let source = self.source;
@@ -267,60 +303,45 @@ impl Group<'_, '_> {
             .par_iter()
             .map(|(location, sealed)| source.open_blob_bytes(location, sealed))
             .collect::<Result<_>>()?;
+        let source_ids: Vec<Id> = batch
+            .iter()
+            .map(|(location, _)| location.entry.id)
+            .collect();
+        // The sealed bytes are not needed once opened.
+        drop(batch);
         let slices: Vec<&[u8]> = opened.iter().map(Vec::as_slice).collect();
         let ids = saver.save(BlobType::Data, &slices)?;
-        for (((location, sealed), plaintext), destination_id) in
-            batch.into_iter().zip(&opened).zip(ids)
+        for ((source_id, plaintext), destination_id) in source_ids.into_iter().zip(&opened).zip(ids)
         {
-            let source_id = location.entry.id;
             destination_ids.insert(source_id, destination_id);
             let Some(places) = places.get(&source_id) else {
                 continue;
             };
-            let sealed = Arc::new(sealed);
-            for &(segment_index, position) in places {
-                let weight = sealed.len();
-                let landing = reorder.land(
-                    segment_index,
-                    position,
-                    || (location, Arc::clone(&sealed)),
-                    weight,
-                );
+            let keys = self.destination.keys();
+            for &(segment_index, position, offset) in places {
+                let landing = reorder.land(segment_index, position, || {
+                    let mut run = keys.file_hash_range(offset);
+                    run.extend(plaintext);
+                    run
+                });
                 if landing != Landing::Now {
                     continue;
                 }
                 let file = self.segments[segment_index].file;
-                self.hasher(file).update(plaintext);
-                let mut due: Vec<Held> = Vec::new();
-                while let Some(held) = reorder.next_held(segment_index) {
-                    due.push(held);
-                }
-                // Opened again (in parallel) only to be hashed: these exact bytes passed
-                // authentication and the id check when they arrived.
-                let key = &source.keys().data_key;
-                let reopened: Vec<Vec<u8>> = due
-                    .par_iter()
-                    .map(|(location, sealed)| {
-                        pack::open_blob(key, &location.entry, sealed).map_err(|error| {
-                            Error::Damaged {
-                                object: format!("data blob {}", location.entry.id),
-                                reason: error.to_string(),
-                            }
-                        })
-                    })
-                    .collect::<Result<_>>()?;
-                let hasher = self.hasher(file);
-                for plaintext in &reopened {
-                    hasher.update(plaintext);
+                let hash = self.hash(file);
+                hash.extend(plaintext);
+                while let Some(run) = reorder.next_held(segment_index) {
+                    hash.append(run);
                 }
             }
         }
         Ok(())
     }
 
-    fn hasher(&mut self, file: usize) -> &mut blake3::Hasher {
+    /// The file's content hash so far (from its start).
+    fn hash(&mut self, file: usize) -> &mut HashedRange {
         let keys = self.destination.keys();
-        self.hashers[file].get_or_insert_with(|| Box::new(keys.file_hasher()))
+        self.hashes[file].get_or_insert_with(|| Box::new(keys.file_hash_range(0)))
     }
 
     /// Feeds a file's hash with its chunks `positions`, read again in order (its early chunks
@@ -333,9 +354,9 @@ impl Group<'_, '_> {
             let fetched = fetch::fetch_data_blobs(self.source, ids, None)?;
             for id in ids {
                 match &fetched[id] {
-                    Ok(plaintext) => self.hasher(file).update(plaintext),
+                    Ok(plaintext) => self.hash(file).extend(plaintext),
                     Err(error) => return Err(Error::for_fetched(format!("data blob {id}"), error)),
-                };
+                }
             }
         }
         Ok(())
@@ -380,19 +401,10 @@ mod tests {
     /// `count` blobs of 1 to 60 KiB of incompressible bytes, saved into `source` (several
     /// 1 MiB packs, shuffled within each); returns their ids and plaintexts in save order.
     fn saved_blobs(source: &Repository, count: usize) -> (Vec<Id>, Vec<Vec<u8>>) {
-        let mut state = 5u64;
-        let blobs: Vec<Vec<u8>> = (0..count)
-            .map(|index| {
-                (0..=(index * 7919 % (60 * 1024)))
-                    .map(|_| {
-                        state = state
-                            .wrapping_mul(6_364_136_223_846_793_005)
-                            .wrapping_add(1);
-                        state.to_le_bytes()[7]
-                    })
-                    .collect()
-            })
-            .collect();
+        let blobs = crate::test_data::incompressible_blobs(
+            5,
+            (0..count).map(|index| index * 7919 % (60 * 1024) + 1),
+        );
         let mut saver = BlobSaver::new(source);
         let slices: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
         let ids = saver.save(BlobType::Data, &slices).unwrap();
@@ -434,13 +446,15 @@ mod tests {
             Vec::new(),
         ];
         let lists: Vec<&[Id]> = files.iter().map(Vec::as_slice).collect();
-        // Groups of one chunk, groups cutting files, one group; nothing held, some, all.
+        // Groups of one chunk, groups cutting files, one group; nothing held, a few runs, enough
+        // runs, everything.
         let budgets = [
             (1, 0),
             (7, 0),
             (7, usize::MAX / 2),
             (65_536, 0),
-            (65_536, 200 * 1024),
+            (65_536, 16 * 1024),
+            (65_536, 256 * 1024),
             (65_536, usize::MAX / 2),
         ];
         for (group_chunks, held_bytes) in budgets {
@@ -458,8 +472,10 @@ mod tests {
                 // The backward file's chunks cannot all arrive in its order.
                 assert!(copied.bytes_read_again > 0);
             }
-            if held_bytes == usize::MAX / 2 {
-                assert_eq!(copied.bytes_read_again, 0);
+            if held_bytes >= 256 * 1024 {
+                // Early chunks are held as runs of a few KiB, not as their bytes (the backward
+                // file alone is about 1.9 MiB): every chunk is read once.
+                assert_eq!(copied.bytes_read_again, 0, "group {group_chunks}");
             }
             for (file, (hash, chunks)) in files.iter().zip(&copied.files) {
                 let content: Vec<u8> = file.iter().flat_map(|id| plaintext[id].to_vec()).collect();

@@ -79,17 +79,35 @@ pub fn read_order<S: BuildHasher>(
     order.into_iter().map(|(_, index)| index).collect()
 }
 
+/// What [`Reorder`] holds for a run of consecutive early chunks of a segment: something that
+/// joins with the run that follows it, and weighs some bytes against the budget.
+pub trait HeldRun {
+    /// Bytes of memory it holds.
+    fn weight(&self) -> usize;
+    /// Joins `later`, the run of the chunks that follow this run's last one.
+    fn append(&mut self, later: Self);
+}
+
 /// What [`Reorder::land`] did with a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Landing {
-    /// It is the next chunk the segment's hash needs: hash it now, then every chunk
+    /// It is the next chunk the segment's hash needs: hash it now, then the run
     /// [`Reorder::next_held`] gives.
     Now,
-    /// It arrived early and is held until the chunks before it land.
+    /// It arrived early and is held (joined to the held runs next to it) until the chunks
+    /// before it land.
     Held,
     /// The segment gave up holding (the budget was full, or it gave up before): its hash is
     /// fed later from [`Reorder::resume_at`] by reading the rest again in order.
     Dropped,
+}
+
+/// A held run: one past its last position, the run, and its weight when last counted.
+#[derive(Debug)]
+struct Run<P> {
+    end: usize,
+    payload: P,
+    weight: usize,
 }
 
 /// One segment's hash frontier.
@@ -99,17 +117,67 @@ struct Frontier<P> {
     next: usize,
     /// One past its last position.
     end: usize,
-    /// Chunks that arrived early, with the bytes each counts against the budget.
-    held: BTreeMap<usize, (P, usize)>,
+    /// Runs of chunks that arrived early, by their first position; two runs never touch (they
+    /// are joined).
+    held: BTreeMap<usize, Run<P>>,
     /// Set once the segment stopped holding.
     dropped: bool,
 }
 
+impl<P: HeldRun> Frontier<P> {
+    /// Whether `position` is in a held run.
+    fn holds(&self, position: usize) -> bool {
+        self.held
+            .range(..=position)
+            .next_back()
+            .is_some_and(|(_, run)| run.end > position)
+    }
+
+    /// Holds the chunk at `position` (not held yet, after the frontier), joined to the runs
+    /// that end just before it and start just after it. Returns the bytes held before and after.
+    fn hold(&mut self, position: usize, payload: P) -> (usize, usize) {
+        let mut first = position;
+        let mut payload = payload;
+        let mut before = 0;
+        let left = self
+            .held
+            .range(..position)
+            .next_back()
+            .filter(|(_, run)| run.end == position)
+            .map(|(&start, _)| start);
+        if let Some(start) = left {
+            let run = self.held.remove(&start).expect("just found");
+            before += run.weight;
+            let mut joined = run.payload;
+            joined.append(payload);
+            payload = joined;
+            first = start;
+        }
+        let mut end = position + 1;
+        if let Some(run) = self.held.remove(&end) {
+            before += run.weight;
+            end = run.end;
+            payload.append(run.payload);
+        }
+        let weight = payload.weight();
+        self.held.insert(
+            first,
+            Run {
+                end,
+                payload,
+                weight,
+            },
+        );
+        (before, weight)
+    }
+}
+
 /// Feeds segments' hashes in file order from chunks landing in any order, holding early chunks
-/// (payload `P`, weighed in bytes by the caller) up to a shared byte budget. A chunk that
-/// would overflow the budget drops its segment's held chunks, and the segment is then fed by
-/// the caller from [`Reorder::resume_at`] on: memory stays within the budget whatever the
-/// order of arrival. Pure.
+/// as runs (payload `P`: consecutive early chunks are joined into one run, weighed by
+/// [`HeldRun::weight`]) up to a shared byte budget. A chunk that would overflow the budget
+/// drops its segment's held runs, and the segment is then fed by the caller from
+/// [`Reorder::resume_at`] on: memory stays within the budget whatever the order of arrival.
+/// Pure.
 #[derive(Debug)]
 pub struct Reorder<P> {
     segments: Vec<Frontier<P>>,
@@ -117,7 +185,7 @@ pub struct Reorder<P> {
     budget: usize,
 }
 
-impl<P> Reorder<P> {
+impl<P: HeldRun> Reorder<P> {
     /// Frontiers for `segments` (their chunk position ranges), holding at most `budget` bytes.
     pub fn new(segments: &[Range<usize>], budget: usize) -> Self {
         Self {
@@ -135,15 +203,14 @@ impl<P> Reorder<P> {
         }
     }
 
-    /// The chunk at `position` of `segment` arrived; `payload` makes what is held if it came
-    /// early, weighing `bytes`. A position that landed already is [`Landing::Dropped`]
-    /// (nothing to do).
+    /// The chunk at `position` of `segment` arrived; `payload` makes the run of that one chunk
+    /// if it came early. A position that landed already is [`Landing::Dropped`] (nothing to
+    /// do).
     pub fn land(
         &mut self,
         segment: usize,
         position: usize,
         payload: impl FnOnce() -> P,
-        bytes: usize,
     ) -> Landing {
         let frontier = &mut self.segments[segment];
         if frontier.dropped || position < frontier.next || position >= frontier.end {
@@ -153,29 +220,29 @@ impl<P> Reorder<P> {
             frontier.next += 1;
             return Landing::Now;
         }
-        if frontier.held.contains_key(&position) {
+        if frontier.holds(position) {
             return Landing::Dropped;
         }
-        if self.held_bytes + bytes > self.budget {
-            let freed: usize = frontier.held.values().map(|(_, weight)| *weight).sum();
+        let (before, after) = frontier.hold(position, payload());
+        self.held_bytes = self.held_bytes - before + after;
+        if self.held_bytes > self.budget {
+            let freed: usize = frontier.held.values().map(|run| run.weight).sum();
             frontier.held.clear();
             frontier.dropped = true;
             self.held_bytes -= freed;
             return Landing::Dropped;
         }
-        frontier.held.insert(position, (payload(), bytes));
-        self.held_bytes += bytes;
         Landing::Held
     }
 
-    /// The held chunk the segment's hash needs next, if it has arrived (the frontier moves past
-    /// it).
+    /// The held run the segment's hash needs next, if its first chunk has arrived (the
+    /// frontier moves past the run).
     pub fn next_held(&mut self, segment: usize) -> Option<P> {
         let frontier = &mut self.segments[segment];
-        let (payload, bytes) = frontier.held.remove(&frontier.next)?;
-        frontier.next += 1;
-        self.held_bytes -= bytes;
-        Some(payload)
+        let run = frontier.held.remove(&frontier.next)?;
+        frontier.next = run.end;
+        self.held_bytes -= run.weight;
+        Some(run.payload)
     }
 
     /// Where a dropped segment's hash must resume (its chunks from there on are read again in
@@ -194,6 +261,14 @@ impl<P> Reorder<P> {
     /// Bytes held now.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+
+    /// Runs held now (over every segment).
+    pub fn held_runs(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|frontier| frontier.held.len())
+            .sum()
     }
 }
 
@@ -282,33 +357,76 @@ mod tests {
         assert_eq!(read_order(&reads, &first_use), vec![3, 4, 1, 0, 2, 5]);
     }
 
-    /// Lands `arrivals` (segment, position) with unit weights; returns each segment's hashed
-    /// positions in the order fed, and the segments dropped.
+    /// A held run of the tests: its positions, weighing one byte each (`per_chunk`, as when
+    /// each chunk's bytes are held) or one byte per run (as when a run is summarised).
+    #[derive(Debug)]
+    struct Positions {
+        positions: Vec<usize>,
+        per_chunk: bool,
+    }
+
+    impl HeldRun for Positions {
+        fn weight(&self) -> usize {
+            if self.per_chunk {
+                self.positions.len()
+            } else {
+                1
+            }
+        }
+
+        fn append(&mut self, later: Self) {
+            // Only the run that follows is ever joined.
+            assert_eq!(later.positions[0], self.positions.last().unwrap() + 1);
+            self.positions.extend(later.positions);
+        }
+    }
+
+    /// Weighing of the test runs.
+    #[derive(Debug, Clone, Copy)]
+    enum Weighing {
+        PerChunk,
+        PerRun,
+    }
+
+    /// Lands `arrivals` (segment, position); returns each segment's hashed positions in the
+    /// order fed, the segments dropped and the most runs held at once.
     fn feed(
         ranges: &[Range<usize>],
         arrivals: &[(usize, usize)],
         budget: usize,
-    ) -> (Vec<Vec<usize>>, Vec<usize>) {
-        let mut reorder: Reorder<usize> = Reorder::new(ranges, budget);
+        weighing: Weighing,
+    ) -> (Vec<Vec<usize>>, Vec<usize>, usize) {
+        let mut reorder: Reorder<Positions> = Reorder::new(ranges, budget);
         let mut fed: Vec<Vec<usize>> = vec![Vec::new(); ranges.len()];
+        let mut most_runs = 0;
         for &(segment, position) in arrivals {
-            if reorder.land(segment, position, || position, 1) == Landing::Now {
+            let run = || Positions {
+                positions: vec![position],
+                per_chunk: matches!(weighing, Weighing::PerChunk),
+            };
+            if reorder.land(segment, position, run) == Landing::Now {
                 fed[segment].push(position);
                 while let Some(held) = reorder.next_held(segment) {
-                    fed[segment].push(held);
+                    fed[segment].extend(held.positions);
                 }
             }
             assert!(reorder.held_bytes() <= budget);
+            most_runs = most_runs.max(reorder.held_runs());
         }
         let dropped = (0..ranges.len())
             .filter(|&segment| reorder.resume_at(segment).is_some())
             .collect();
         for (segment, range) in ranges.iter().enumerate() {
-            if reorder.resume_at(segment).is_none() {
+            // What a dropped segment fed is its start, in order, up to where it resumes.
+            if let Some(resume) = reorder.resume_at(segment) {
+                assert_eq!(fed[segment], (range.start..resume).collect::<Vec<_>>());
+            } else {
                 assert!(reorder.is_complete(segment), "segment {segment} {range:?}");
+                assert_eq!(fed[segment], range.clone().collect::<Vec<_>>());
             }
         }
-        (fed, dropped)
+        assert_eq!(reorder.held_bytes(), 0);
+        (fed, dropped, most_runs)
     }
 
     /// A deterministic shuffle of `items`.
@@ -323,34 +441,75 @@ mod tests {
         items
     }
 
-    #[test]
-    fn hashes_are_fed_in_file_order_whatever_the_arrival_order() {
-        // Segments: an empty file, one chunk, a file split mid-way (positions 3..40), many.
-        let ranges = vec![0..0, 0..1, 3..40, 0..200];
+    /// Arrival orders of every position of `ranges`: forward, backward, shuffled within
+    /// "packs" of 16 neighbours, shuffled whole, and the second half first.
+    fn arrival_orders(ranges: &[Range<usize>]) -> Vec<(&'static str, Vec<(usize, usize)>)> {
         let all: Vec<(usize, usize)> = ranges
             .iter()
             .enumerate()
             .flat_map(|(segment, range)| range.clone().map(move |position| (segment, position)))
             .collect();
         let backward: Vec<(usize, usize)> = all.iter().rev().copied().collect();
-        // Pack order: chunks of neighbouring regions shuffled within "packs" of 16.
         let packed: Vec<(usize, usize)> = all
             .chunks(16)
             .enumerate()
             .flat_map(|(pack, chunk)| shuffled(chunk.to_vec(), pack as u64 + 3))
             .collect();
-        for (name, order) in [
+        let (first, second) = all.split_at(all.len() / 2);
+        let halves: Vec<(usize, usize)> = second.iter().chain(first).copied().collect();
+        vec![
             ("forward", all.clone()),
             ("backward", backward),
             ("packed", packed),
-            ("shuffled", shuffled(all.clone(), 99)),
-        ] {
-            let (fed, dropped) = feed(&ranges, &order, usize::MAX);
-            assert!(dropped.is_empty(), "{name}");
-            for (segment, range) in ranges.iter().enumerate() {
-                assert_eq!(fed[segment], range.clone().collect::<Vec<_>>(), "{name}");
+            ("shuffled", shuffled(all, 99)),
+            ("halves", halves),
+        ]
+    }
+
+    #[test]
+    fn hashes_are_fed_in_file_order_whatever_the_arrival_order_and_budget() {
+        // Segments: an empty file, one chunk, a file split mid-way (positions 3..40), many.
+        let ranges = vec![0..0, 0..1, 3..40, 0..200];
+        for (name, order) in arrival_orders(&ranges) {
+            for weighing in [Weighing::PerChunk, Weighing::PerRun] {
+                // Nothing held, one run or chunk, a few, everything: `feed` checks that each
+                // segment is fed exactly in order (or its start, up to where it resumes).
+                for budget in [0, 1, 5, usize::MAX] {
+                    let (_, dropped, _) = feed(&ranges, &order, budget, weighing);
+                    if budget == usize::MAX || name == "forward" {
+                        assert!(dropped.is_empty(), "{name} {weighing:?} {budget}");
+                    }
+                }
             }
         }
+    }
+
+    #[test]
+    fn consecutive_early_chunks_are_held_as_one_run() {
+        let ranges = std::slice::from_ref(&(0..200));
+        for (name, order) in arrival_orders(ranges) {
+            let (_, dropped, most_runs) = feed(ranges, &order, usize::MAX, Weighing::PerRun);
+            assert!(dropped.is_empty());
+            let bound = match name {
+                "forward" => 0,
+                // Everything after the first chunk joins one run.
+                "backward" | "halves" => 1,
+                // At most half the chunks of one "pack" of 16 apart from each other.
+                "packed" => 8,
+                _ => 200,
+            };
+            assert!(most_runs <= bound, "{name}: {most_runs} runs");
+        }
+        // A run weighing the same however long: the backward file fits a budget of one run,
+        // where holding each chunk needs one per chunk after the first.
+        let backward: Vec<(usize, usize)> = (0..200).rev().map(|position| (0, position)).collect();
+        assert!(feed(ranges, &backward, 1, Weighing::PerRun).1.is_empty());
+        assert_eq!(feed(ranges, &backward, 198, Weighing::PerChunk).1, vec![0]);
+        assert!(
+            feed(ranges, &backward, 199, Weighing::PerChunk)
+                .1
+                .is_empty()
+        );
     }
 
     #[test]
@@ -362,46 +521,64 @@ mod tests {
             .collect();
         // Segment 1 needs 49 held at once (positions 49 down to 1 wait for 0).
         for budget in [0, 1, 10, 48] {
-            let (fed, dropped) = feed(&ranges, &order, budget);
+            let (fed, dropped, _) = feed(&ranges, &order, budget, Weighing::PerChunk);
             assert_eq!(dropped, vec![1], "budget {budget}");
             assert_eq!(fed[0], (0..50).collect::<Vec<_>>());
             // Nothing of the dropped segment was fed out of order (it resumes at 0).
             assert!(fed[1].is_empty());
         }
-        let (fed, dropped) = feed(&ranges, &order, 49);
+        let (fed, dropped, _) = feed(&ranges, &order, 49, Weighing::PerChunk);
         assert!(dropped.is_empty());
         assert_eq!(fed[1], (0..50).collect::<Vec<_>>());
     }
 
+    fn one(position: usize) -> Positions {
+        Positions {
+            positions: vec![position],
+            per_chunk: true,
+        }
+    }
+
     #[test]
     fn a_dropped_segment_resumes_where_its_hash_stopped() {
-        let mut reorder: Reorder<u8> = Reorder::new(std::slice::from_ref(&(0..10)), 2);
-        assert_eq!(reorder.land(0, 0, || 0, 1), Landing::Now);
-        assert_eq!(reorder.land(0, 1, || 1, 1), Landing::Now);
-        assert_eq!(reorder.land(0, 5, || 5, 1), Landing::Held);
-        assert_eq!(reorder.land(0, 6, || 6, 1), Landing::Held);
-        assert_eq!(reorder.land(0, 7, || 7, 1), Landing::Dropped);
+        let mut reorder: Reorder<Positions> = Reorder::new(std::slice::from_ref(&(0..10)), 2);
+        assert_eq!(reorder.land(0, 0, || one(0)), Landing::Now);
+        assert_eq!(reorder.land(0, 1, || one(1)), Landing::Now);
+        assert_eq!(reorder.land(0, 5, || one(5)), Landing::Held);
+        assert_eq!(reorder.land(0, 7, || one(7)), Landing::Held);
+        assert_eq!(reorder.held_runs(), 2);
+        assert_eq!(reorder.land(0, 6, || one(6)), Landing::Dropped);
         assert_eq!(reorder.held_bytes(), 0);
+        assert_eq!(reorder.held_runs(), 0);
         assert_eq!(reorder.resume_at(0), Some(2));
         // Later arrivals, even the one it needed next, are dropped: it resumes by reading.
-        assert_eq!(reorder.land(0, 2, || 2, 1), Landing::Dropped);
+        assert_eq!(reorder.land(0, 2, || one(2)), Landing::Dropped);
         assert!(!reorder.is_complete(0));
     }
 
     #[test]
     fn a_chunk_used_twice_in_a_file_lands_at_both_positions() {
         // Positions 0 and 3 hold the same blob: the caller lands it at each.
-        let (fed, dropped) = feed(
+        let (fed, dropped, _) = feed(
             std::slice::from_ref(&(0..4)),
             &[(0, 3), (0, 0), (0, 2), (0, 1)],
             8,
+            Weighing::PerChunk,
         );
         assert!(dropped.is_empty());
         assert_eq!(fed[0], vec![0, 1, 2, 3]);
-        // Landing a position twice changes nothing.
-        let mut reorder: Reorder<u8> = Reorder::new(std::slice::from_ref(&(0..4)), 8);
-        assert_eq!(reorder.land(0, 2, || 2, 1), Landing::Held);
-        assert_eq!(reorder.land(0, 2, || 2, 1), Landing::Dropped);
-        assert_eq!(reorder.held_bytes(), 1);
+        // Landing a position twice changes nothing, inside a run too.
+        let mut reorder: Reorder<Positions> = Reorder::new(std::slice::from_ref(&(0..6)), 8);
+        assert_eq!(reorder.land(0, 2, || one(2)), Landing::Held);
+        assert_eq!(reorder.land(0, 3, || one(3)), Landing::Held);
+        assert_eq!(reorder.land(0, 4, || one(4)), Landing::Held);
+        for position in [2, 3, 4] {
+            assert_eq!(
+                reorder.land(0, position, || one(position)),
+                Landing::Dropped
+            );
+        }
+        assert_eq!(reorder.held_bytes(), 3);
+        assert_eq!(reorder.held_runs(), 1);
     }
 }

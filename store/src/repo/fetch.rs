@@ -481,19 +481,10 @@ mod tests {
             directory.path(),
             &InitOptions::with_cheapest_kdf(),
         );
-        let mut state = 11u64;
-        let blobs: Vec<Vec<u8>> = (0..count)
-            .map(|index| {
-                (0..=(index * 37 * 1024 % (150 * 1024)))
-                    .map(|_| {
-                        state = state
-                            .wrapping_mul(6_364_136_223_846_793_005)
-                            .wrapping_add(1);
-                        state.to_le_bytes()[7]
-                    })
-                    .collect()
-            })
-            .collect();
+        let blobs = crate::test_data::incompressible_blobs(
+            11,
+            (0..count).map(|index| index * 37 * 1024 % (150 * 1024) + 1),
+        );
         let mut saver = BlobSaver::new(&repository);
         let slices: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
         let ids = saver.save(BlobType::Data, &slices).unwrap();
