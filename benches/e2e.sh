@@ -401,7 +401,8 @@ if s3:
             avg = {m: mean([c[m] for c in per_rep]) for m in methods}
             cells = [label, t] + [f"{avg[m]:.0f}" for m in methods] + [f"{sum(avg.values()):.0f}"]
             if with_bytes:
-                cells.append(f"{mean(list(received[t, step].values())) / MB:.1f}")
+                got = list(received[t, step].values())
+                cells.append(f"{mean(got) / MB:.1f}" if got else "–")
             L.append("| " + " | ".join(cells) + " |")
     L.append("")
     if with_bytes:

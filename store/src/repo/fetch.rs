@@ -295,7 +295,12 @@ pub struct ReadWindow {
 impl ReadWindow {
     /// Restore's window: a pack needed whole is one request (reads stream, so a long read
     /// costs no memory; 64 MiB is four default packs, so only an oversized pack is split),
-    /// bridging gaps up to 1 MiB (about one round trip's worth of bytes at 50 MB/s).
+    /// bridging gaps up to 1 MiB (about one round trip's worth of bytes at 50 MB/s). Blobs are
+    /// shuffled inside a pack, so the blobs a later snapshot no longer needs are scattered one
+    /// or two at a time: measured (`plan_probe`, night 2 of the 0.5 GiB corpus, 294 MB needed
+    /// in 21 packs) every gap from 64 KiB up gives the same 21 reads and 36 MB over-read, while
+    /// 16 KiB gives 397 reads to save 8.5 MB (0.17 s at 50 MB/s against 376 more round trips)
+    /// and 0 gives 4825. A smaller gap only buys requests, on any link.
     pub const RESTORE: Self = Self {
         gap: 1024 * 1024,
         max_read: 64 * 1024 * 1024,
