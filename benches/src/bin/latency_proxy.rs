@@ -387,7 +387,7 @@ mod tests {
     fn bytes_delivered_are_counted_in_each_direction() {
         for (response_length, connections) in [(0, 1), (1, 1), (65_536, 2), (300_001, 3)] {
             let response: Vec<u8> = (0..response_length)
-                .map(|index| (index % 251) as u8)
+                .map(|index| u8::try_from(index % 251).unwrap())
                 .collect();
             let upstream = store_answering(response.clone());
             let shared = Arc::new(Shared {
