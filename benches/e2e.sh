@@ -49,6 +49,7 @@ KEEP=0
 S3=0
 S3_LATENCY=
 S3_RATE=
+PROXY_STATS=
 BUILD_RUSTIC=0
 while [ $# -gt 0 ]; do
   common_option "$@"
@@ -82,10 +83,11 @@ mkdir -p "$RUN/logs"
 TIMES=$RUN/times.tsv      # tool rep step seconds rss_kib
 SIZES=$RUN/sizes.tsv      # tool rep step repository_bytes
 REQS=$RUN/requests.tsv    # tool rep step method count   (S3 only)
+BYTES=$RUN/bytes.tsv      # tool rep step bytes_received (through the latency proxy only)
 FLUSH=$RUN/flush.tsv      # tool rep step seconds of the sync after the step
 CMDS=$RUN/commands.tsv    # tool step command            (first repetition)
 META=$RUN/meta.tsv        # key value
-: >"$TIMES"; : >"$FLUSH"; : >"$SIZES"; : >"$REQS"; : >"$CMDS"; : >"$META"
+: >"$TIMES"; : >"$FLUSH"; : >"$SIZES"; : >"$REQS"; : >"$BYTES"; : >"$CMDS"; : >"$META"
 
 # ------------------------------------------------------------------------------------ (a) build
 build_cairn_and_generator
@@ -125,9 +127,11 @@ if [ "$S3" = 1 ]; then
   if [ -n "$S3_LATENCY" ]; then
     delay_ms=${S3_LATENCY%ms}
     REQUEST_LOG=$RUN/proxy-requests.log
+    PROXY_STATS=$RUN/proxy-stats.txt
     : >"$REQUEST_LOG"
     "$CARGO_TARGET_DIR/release/latency_proxy" --upstream "${CAIRN_TEST_S3_ENDPOINT#http://}" \
-      --delay-ms "$delay_ms" ${S3_RATE:+--rate "$S3_RATE"} --request-log "$REQUEST_LOG" >"$RUN/proxy.addr" &
+      --delay-ms "$delay_ms" ${S3_RATE:+--rate "$S3_RATE"} --request-log "$REQUEST_LOG" \
+      --stats "$PROXY_STATS" >"$RUN/proxy.addr" &
     PROXY_PID=$!
     trap 'kill "$PROXY_PID" 2>/dev/null; stop_test_servers' EXIT
     for _ in $(seq 50); do [ -s "$RUN/proxy.addr" ] && break; sleep 0.1; done
@@ -157,13 +161,23 @@ repo_bytes() {
   if [ "$S3" = 1 ]; then s3_bytes "$REPO_KEY"; else du -sb "$REPO" | cut -f1; fi
 }
 
-# Runs one step under /usr/bin/time and records time, peak RSS, repository size and (S3) requests.
+# Bytes the latency proxy has delivered to its clients so far (0 before its first response).
+proxy_bytes_to_client() {
+  local line
+  line=$(cat "$PROXY_STATS" 2>/dev/null || true)
+  [[ $line =~ bytes_to_client\ ([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo 0
+}
+
+# Runs one step under /usr/bin/time and records time, peak RSS, repository size, (S3) requests
+# and (through the latency proxy) bytes received.
 measure() {
   local tool=$1 rep=$2 step=$3
   tool_cmd "$tool" "$step"
   [ "$rep" = 1 ] && printf '%s\t%s\t%s\n' "$tool" "$step" "${CMD[*]}" >>"$CMDS"
   local logf="$RUN/logs/$tool-$rep-$step.log" before=0
   [ "$S3" = 1 ] && before=$(wc -l <"$REQUEST_LOG")
+  local bytes_before=0
+  if [ -n "$PROXY_STATS" ]; then bytes_before=$(proxy_bytes_to_client); fi
   timed "$logf" "${CMD[@]}"
   local secs=$SECS rss=$RSS_KIB
   printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$secs" "$rss" >>"$TIMES"
@@ -179,6 +193,10 @@ measure() {
            END { for (m in n) print n[m], m }' | while read -r count method; do
         printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$method" "$count" >>"$REQS"
       done
+  fi
+  # (the sleep above lets the proxy's stats file, rewritten every 100 ms, catch up)
+  if [ -n "$PROXY_STATS" ]; then
+    printf '%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$(($(proxy_bytes_to_client) - bytes_before))" >>"$BYTES"
   fi
   # (after counting requests: listing the repository's objects is itself a request)
   printf '%s\t%s\t%s\t%s\n' "$tool" "$rep" "$step" "$(repo_bytes)" >>"$SIZES"
@@ -263,6 +281,9 @@ for tool, rep, step, size in rows("sizes.tsv"):
 reqs = collections.defaultdict(lambda: collections.Counter())
 for tool, rep, step, method, count in rows("requests.tsv"):
     reqs[tool, step, int(rep)][method] += int(count)
+received = collections.defaultdict(dict)  # (tool, step) -> {rep: bytes the proxy delivered}
+for tool, rep, step, nbytes in rows("bytes.tsv"):
+    received[tool, step][int(rep)] = int(nbytes)
 
 steps = [
     ("init", "init", None),
@@ -368,7 +389,8 @@ if s3:
     L.append(f"## Requests (counted from {where}, per step, mean of the repetitions)")
     L.append("")
     methods = ["GET", "LIST", "PUT", "HEAD", "POST", "DELETE"]
-    head = ["step", "tool"] + methods + ["total"]
+    with_bytes = bool(received)
+    head = ["step", "tool"] + methods + ["total"] + (["MB received"] if with_bytes else [])
     L.append("| " + " | ".join(head) + " |")
     L.append("|" + "---|" * len(head))
     for step, label, _ in steps:
@@ -377,8 +399,16 @@ if s3:
             if not per_rep:
                 continue
             avg = {m: mean([c[m] for c in per_rep]) for m in methods}
-            L.append("| " + " | ".join([label, t] + [f"{avg[m]:.0f}" for m in methods] + [f"{sum(avg.values()):.0f}"]) + " |")
+            cells = [label, t] + [f"{avg[m]:.0f}" for m in methods] + [f"{sum(avg.values()):.0f}"]
+            if with_bytes:
+                got = list(received[t, step].values())
+                cells.append(f"{mean(got) / MB:.1f}" if got else "–")
+            L.append("| " + " | ".join(cells) + " |")
     L.append("")
+    if with_bytes:
+        L.append("MB received: response bytes (headers and bodies) the latency proxy delivered to the tool during the step, "
+                 "mean of the repetitions (its `--stats` counters read before and after the step).")
+        L.append("")
     summaries = rows("cairn-summaries.tsv")
     if summaries:
         L.append("cairn's own `backup --json` request counters (repetition 1): ")

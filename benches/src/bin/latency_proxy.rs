@@ -1,11 +1,14 @@
 //! A loopback TCP proxy that makes a local object store look distant: every byte is delayed by a
 //! fixed latency in each direction, both directions may be capped to a shared byte rate, and
 //! every HTTP request line passing towards the store is appended to a log, so that every tool's
-//! requests are counted at the same place.
+//! requests are counted at the same place. It also counts the bytes it delivers in each direction
+//! (to the client: responses; to the store: requests) and, with `--stats FILE`, keeps FILE holding
+//! one line `requests N bytes_to_client N bytes_to_store N` (rewritten whole within 100 ms of a
+//! change), so that a caller can read the counters before and after a step.
 //!
 //! ```text
 //! latency_proxy --listen 127.0.0.1:9100 --upstream 127.0.0.1:9000 --delay-ms 10 \
-//!               [--rate 50M] [--request-log FILE]
+//!               [--rate 50M] [--request-log FILE] [--stats FILE]
 //! ```
 //!
 //! The delay is a pipeline delay (bytes read at time t are written at t + delay, reading goes on
@@ -16,6 +19,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -43,6 +47,41 @@ struct Options {
     /// Appends each request's method and target (path and query), one line per request.
     #[arg(long)]
     request_log: Option<std::path::PathBuf>,
+    /// Keeps this file holding the request and byte counters (see the module documentation).
+    #[arg(long)]
+    stats: Option<std::path::PathBuf>,
+}
+
+/// What passed through the proxy since it started, over every connection.
+#[derive(Default)]
+struct Counters {
+    /// HTTP requests seen going to the store.
+    requests: AtomicU64,
+    /// Bytes delivered to the clients (responses).
+    bytes_to_client: AtomicU64,
+    /// Bytes delivered to the store (requests and their bodies).
+    bytes_to_store: AtomicU64,
+}
+
+impl Counters {
+    /// Counts `bytes` delivered in `direction`.
+    fn delivered(&self, direction: Direction, bytes: usize) {
+        let counter = match direction {
+            Direction::Upload => &self.bytes_to_store,
+            Direction::Download => &self.bytes_to_client,
+        };
+        counter.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The counters as the stats file's one line.
+    fn line(&self) -> String {
+        format!(
+            "requests {} bytes_to_client {} bytes_to_store {}",
+            self.requests.load(Ordering::Relaxed),
+            self.bytes_to_client.load(Ordering::Relaxed),
+            self.bytes_to_store.load(Ordering::Relaxed)
+        )
+    }
 }
 
 /// A token bucket shared by every connection of one direction.
@@ -78,6 +117,7 @@ struct Shared {
     upload: Option<RateLimit>,
     download: Option<RateLimit>,
     request_log: Option<Mutex<File>>,
+    counters: Counters,
 }
 
 fn parse_rate(text: &str) -> Result<f64> {
@@ -121,14 +161,24 @@ fn main() -> Result<()> {
         upload: limit(rate),
         download: limit(rate),
         request_log,
+        counters: Counters::default(),
     });
     let listener = TcpListener::bind(options.listen).context("bind")?;
     println!("{}", listener.local_addr()?);
     std::io::stdout().flush()?;
+    if let Some(path) = options.stats {
+        let shared = Arc::clone(&shared);
+        thread::spawn(move || keep_stats_file(&path, &shared.counters));
+    }
+    serve(&listener, options.upstream, &shared);
+    Ok(())
+}
+
+/// Relays every connection `listener` accepts to `upstream`, each on its own threads.
+fn serve(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared>) {
     for client in listener.incoming() {
         let Ok(client) = client else { continue };
-        let shared = Arc::clone(&shared);
-        let upstream = options.upstream;
+        let shared = Arc::clone(shared);
         thread::spawn(move || {
             if let Ok(server) = TcpStream::connect(upstream) {
                 let _ = client.set_nodelay(true);
@@ -137,7 +187,23 @@ fn main() -> Result<()> {
             }
         });
     }
-    Ok(())
+}
+
+/// Rewrites `path` (whole, through a temporary file and a rename) whenever the counters change,
+/// checking every 100 ms; runs until the process ends.
+fn keep_stats_file(path: &std::path::Path, counters: &Counters) {
+    let temporary = path.with_extension("tmp");
+    let mut written = String::new();
+    loop {
+        let line = counters.line();
+        if line != written
+            && std::fs::write(&temporary, format!("{line}\n")).is_ok()
+            && std::fs::rename(&temporary, path).is_ok()
+        {
+            written = line;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Relays both directions of one connection until both ends close.
@@ -182,6 +248,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, shared: &Arc<Shared>, direction:
                 if to.write_all(&bytes).is_err() {
                     break;
                 }
+                shared.counters.delivered(direction, bytes.len());
             }
             let _ = to.shutdown(Shutdown::Write);
         })
@@ -193,11 +260,12 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, shared: &Arc<Shared>, direction:
             Ok(0) | Err(_) => break,
             Ok(read) => {
                 let piece = buffer[..read].to_vec();
-                if direction == Direction::Upload
-                    && let Some(log) = &shared.request_log
-                {
+                if direction == Direction::Upload {
                     for line in requests.feed(&piece) {
-                        if let Ok(mut log) = log.lock() {
+                        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+                        if let Some(log) = &shared.request_log
+                            && let Ok(mut log) = log.lock()
+                        {
                             let _ = writeln!(log, "{line}");
                         }
                     }
@@ -294,6 +362,69 @@ mod tests {
             lines,
             ["PUT /b/k1?x=1", "HEAD /b/k2", "POST /b", "GET /b/k3"]
         );
+    }
+
+    /// A store on loopback that answers every connection's request head (up to its blank line)
+    /// with `response` and closes.
+    fn store_answering(response: Vec<u8>) -> SocketAddr {
+        let store = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = store.local_addr().unwrap();
+        thread::spawn(move || {
+            for connection in store.incoming() {
+                let mut connection = connection.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8];
+                while !head.ends_with(b"\r\n\r\n") && connection.read(&mut byte).unwrap() == 1 {
+                    head.push(byte[0]);
+                }
+                connection.write_all(&response).unwrap();
+            }
+        });
+        address
+    }
+
+    #[test]
+    fn bytes_delivered_are_counted_in_each_direction() {
+        for (response_length, connections) in [(0, 1), (1, 1), (65_536, 2), (300_001, 3)] {
+            let response: Vec<u8> = (0..response_length)
+                .map(|index| u8::try_from(index % 251).unwrap())
+                .collect();
+            let upstream = store_answering(response.clone());
+            let shared = Arc::new(Shared {
+                delay: Duration::ZERO,
+                upload: None,
+                download: None,
+                request_log: None,
+                counters: Counters::default(),
+            });
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let proxy = listener.local_addr().unwrap();
+            {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || serve(&listener, upstream, &shared));
+            }
+            let request = b"GET /bucket/key HTTP/1.1\r\nRange: bytes=0-9\r\n\r\n";
+            for _ in 0..connections {
+                let mut client = TcpStream::connect(proxy).unwrap();
+                client.write_all(request).unwrap();
+                let mut received = Vec::new();
+                // The end of the stream comes after the proxy counted every byte it wrote.
+                client.read_to_end(&mut received).unwrap();
+                assert_eq!(received, response);
+            }
+            let expected_to_store = (request.len() * connections) as u64;
+            // The request's direction finishes on its own thread; wait for it, untimed.
+            while shared.counters.bytes_to_store.load(Ordering::Relaxed) < expected_to_store {
+                thread::yield_now();
+            }
+            assert_eq!(
+                shared.counters.line(),
+                format!(
+                    "requests {connections} bytes_to_client {} bytes_to_store {expected_to_store}",
+                    response_length * connections
+                )
+            );
+        }
     }
 
     #[test]
