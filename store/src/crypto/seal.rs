@@ -7,7 +7,7 @@
 
 use std::io::Read;
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
@@ -183,6 +183,42 @@ fn with_shrinking_frame<T>(
     })
 }
 
+thread_local! {
+    /// The buffers [`open_with`] decrypts and decompresses into, reused by the thread's next
+    /// blob: opening 8 KiB blobs by the ten thousand, an allocation, a copy and the page faults
+    /// of fresh memory per blob are a visible share of the work. Taken out while in use, so a
+    /// nested open on the same thread (a callback that opens another blob) gets buffers of its
+    /// own instead of a second borrow.
+    static OPEN_BUFFERS: std::cell::Cell<OpenBuffers> = const { std::cell::Cell::new(OpenBuffers::EMPTY) };
+}
+
+/// The message (decrypted in place) and plaintext (decompressed into) buffers of [`open_with`].
+#[derive(Default)]
+struct OpenBuffers {
+    message: Vec<u8>,
+    plaintext: Vec<u8>,
+}
+
+impl OpenBuffers {
+    const EMPTY: Self = Self {
+        message: Vec::new(),
+        plaintext: Vec::new(),
+    };
+
+    /// A buffer at most this large stays with its thread for the next blob.
+    const KEEP: usize = 4 << 20;
+
+    /// Drops a buffer grown past [`Self::KEEP`] (one oversized blob does not pin its memory).
+    fn trimmed(mut self) -> Self {
+        for buffer in [&mut self.message, &mut self.plaintext] {
+            if buffer.capacity() > Self::KEEP {
+                *buffer = Vec::new();
+            }
+        }
+        self
+    }
+}
+
 /// Opens what [`seal`] produced. `max_plaintext` bounds the decompressed size (a hostile or
 /// damaged frame cannot make this allocate more); `expected_len`, when known from an
 /// authenticated index, lets decompression allocate once.
@@ -197,69 +233,127 @@ pub fn open(
     expected_len: Option<usize>,
     max_plaintext: usize,
 ) -> Result<Vec<u8>, OpenError> {
+    open_with(
+        key,
+        associated_data,
+        sealed,
+        expected_len,
+        max_plaintext,
+        <[u8]>::to_vec,
+    )
+}
+
+/// As [`open`], but lends the plaintext to `use_plaintext` instead of returning it: the
+/// ciphertext is decrypted in place in a buffer of the thread's and decompressed into another,
+/// both kept for the thread's next call, so a caller that only looks at the plaintext (hashes
+/// it, writes it) costs no allocation per call. `use_plaintext` runs only on authentic,
+/// decodable plaintext of the expected length.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_with<T>(
+    key: &SealKey,
+    associated_data: &[u8],
+    sealed: &[u8],
+    expected_len: Option<usize>,
+    max_plaintext: usize,
+    use_plaintext: impl FnOnce(&[u8]) -> T,
+) -> Result<T, OpenError> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(OpenError::Authentication);
     }
-    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-    let mut message = key
-        .0
-        .decrypt(
+    let mut buffers = OPEN_BUFFERS.take();
+    let result = open_in(
+        key,
+        associated_data,
+        sealed,
+        expected_len,
+        max_plaintext,
+        &mut buffers,
+    )
+    .map(use_plaintext);
+    OPEN_BUFFERS.set(buffers.trimmed());
+    result
+}
+
+/// The work of [`open_with`] in `buffers`: the plaintext it returns lies in one of them.
+fn open_in<'buffers>(
+    key: &SealKey,
+    associated_data: &[u8],
+    sealed: &[u8],
+    expected_len: Option<usize>,
+    max_plaintext: usize,
+    buffers: &'buffers mut OpenBuffers,
+) -> Result<&'buffers [u8], OpenError> {
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let message = &mut buffers.message;
+    message.clear();
+    message.extend_from_slice(ciphertext);
+    key.0
+        .decrypt_in_place_detached(
             XNonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: associated_data,
-            },
+            associated_data,
+            message,
+            chacha20poly1305::Tag::from_slice(tag),
         )
         .map_err(|_| OpenError::Authentication)?;
-    match message.first().copied() {
-        Some(COMPRESSION_NONE) => {
-            if message.len() - 1 > max_plaintext {
+    match message.split_first() {
+        Some((&COMPRESSION_NONE, payload)) => {
+            if payload.len() > max_plaintext {
                 return Err(OpenError::TooLarge(max_plaintext));
             }
-            if expected_len.is_some_and(|expected| expected != message.len() - 1) {
+            if expected_len.is_some_and(|expected| expected != payload.len()) {
                 return Err(OpenError::Payload);
             }
-            message.remove(0);
-            Ok(message)
+            Ok(payload)
         }
-        Some(COMPRESSION_ZSTD) => decompress_bounded(&message[1..], expected_len, max_plaintext),
+        Some((&COMPRESSION_ZSTD, frame)) => {
+            decompress_bounded(frame, expected_len, max_plaintext, &mut buffers.plaintext)?;
+            Ok(&buffers.plaintext)
+        }
         _ => Err(OpenError::Payload),
     }
 }
 
+/// Decompresses `frame` into `out` (replacing its content): exactly `expected_len` bytes when
+/// that is known and allowed, else at most `max_plaintext`.
 fn decompress_bounded(
     frame: &[u8],
     expected_len: Option<usize>,
     max_plaintext: usize,
-) -> Result<Vec<u8>, OpenError> {
+    out: &mut Vec<u8>,
+) -> Result<(), OpenError> {
+    out.clear();
     if let Some(expected) = expected_len.filter(|expected| *expected <= max_plaintext) {
-        let out = DECOMPRESSOR
+        // zstd writes into the buffer's capacity and fails when the frame holds more.
+        out.reserve_exact(expected);
+        let written = DECOMPRESSOR
             .with(|cell| {
                 let mut slot = cell.borrow_mut();
                 if slot.is_none() {
                     *slot = zstd::bulk::Decompressor::new().ok();
                 }
                 slot.as_mut()
-                    .and_then(|decompressor| decompressor.decompress(frame, expected).ok())
+                    .and_then(|decompressor| decompressor.decompress_to_buffer(frame, out).ok())
             })
             .ok_or(OpenError::Payload)?;
-        return if out.len() == expected {
-            Ok(out)
+        return if written == expected {
+            Ok(())
         } else {
             Err(OpenError::Payload)
         };
     }
     let decoder =
         zstd::stream::read::Decoder::with_buffer(frame).map_err(|_| OpenError::Payload)?;
-    let mut out = Vec::new();
     decoder
         .take(max_plaintext as u64 + 1)
-        .read_to_end(&mut out)
+        .read_to_end(out)
         .map_err(|_| OpenError::Payload)?;
     if out.len() > max_plaintext {
         return Err(OpenError::TooLarge(max_plaintext));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -319,6 +413,120 @@ mod tests {
             open(&key(), b"", &sealed, None, 1000),
             Err(OpenError::TooLarge(1000))
         );
+    }
+
+    /// Plaintexts of `len` bytes: compressible (zstd frame) and incompressible (stored raw).
+    fn plaintexts(len: usize) -> [(Vec<u8>, &'static str); 2] {
+        let compressible = (0..len)
+            .map(|index| [0, 1, 2, 3, 4, 5, 6][index / 64 % 7])
+            .collect();
+        let mut random = vec![0u8; len];
+        blake3::Hasher::new().finalize_xof().fill(&mut random);
+        [(compressible, "compressible"), (random, "incompressible")]
+    }
+
+    const SIZES: [usize; 5] = [0, 1, 8 * 1024, 100 * 1024, 4 << 20];
+
+    #[test]
+    fn open_with_lends_the_same_plaintext_open_returns_for_every_size_and_kind() {
+        for size in SIZES {
+            for (plaintext, kind) in plaintexts(size) {
+                let sealed = seal(&key(), [5; 24], b"ad", &plaintext, Some(3));
+                let stored_raw = sealed.len() == plaintext.len() + SEAL_OVERHEAD;
+                assert_eq!(
+                    stored_raw,
+                    size <= 1 || kind == "incompressible",
+                    "{size} {kind}"
+                );
+                for expected in [None, Some(size)] {
+                    let lent = open_with(&key(), b"ad", &sealed, expected, 8 << 20, <[u8]>::to_vec);
+                    assert_eq!(lent.as_ref(), Ok(&plaintext), "{size} {kind} {expected:?}");
+                    assert_eq!(
+                        open(&key(), b"ad", &sealed, expected, 8 << 20),
+                        lent,
+                        "{size} {kind} {expected:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn open_with_rejects_tampering_and_wrong_lengths_without_calling_back() {
+        for size in SIZES {
+            for (plaintext, kind) in plaintexts(size) {
+                let sealed = seal(&key(), [6; 24], b"ad", &plaintext, Some(3));
+                let called = std::cell::Cell::new(false);
+                let attempt = |sealed: &[u8], expected: Option<usize>, max: usize| {
+                    open_with(&key(), b"ad", sealed, expected, max, |_| called.set(true))
+                };
+                let last = sealed.len() - 1;
+                let mut damaged_tag = sealed.clone();
+                damaged_tag[last] ^= 1;
+                let mut damaged_nonce = sealed.clone();
+                damaged_nonce[0] ^= 0x80;
+                let mut damaged_ciphertext = sealed.clone();
+                damaged_ciphertext[NONCE_LEN] ^= 4;
+                for (damaged, what) in [
+                    (&damaged_tag[..], "tag"),
+                    (&damaged_nonce[..], "nonce"),
+                    (&damaged_ciphertext[..], "ciphertext"),
+                    (&sealed[..last], "truncated by one"),
+                    (&sealed[..SEAL_OVERHEAD - 1], "shorter than the overhead"),
+                    (&[sealed.as_slice(), &[0]].concat()[..], "one byte longer"),
+                ] {
+                    assert_eq!(
+                        attempt(damaged, Some(size), 8 << 20),
+                        Err(OpenError::Authentication),
+                        "{size} {kind} {what}"
+                    );
+                }
+                assert_eq!(
+                    open_with(&key(), b"other", &sealed, Some(size), 8 << 20, |_| called
+                        .set(true)),
+                    Err(OpenError::Authentication),
+                    "{size} {kind} associated data"
+                );
+                assert_eq!(
+                    attempt(&sealed, Some(size + 1), 8 << 20),
+                    Err(OpenError::Payload),
+                    "{size} {kind} expected one more"
+                );
+                if size > 0 {
+                    assert_eq!(
+                        attempt(&sealed, Some(size - 1), 8 << 20),
+                        Err(OpenError::Payload),
+                        "{size} {kind} expected one less"
+                    );
+                    assert_eq!(
+                        attempt(&sealed, None, size - 1),
+                        Err(OpenError::TooLarge(size - 1)),
+                        "{size} {kind} over the bound"
+                    );
+                }
+                assert!(!called.get(), "{size} {kind}: called back on a failure");
+            }
+        }
+    }
+
+    #[test]
+    fn a_nested_open_on_the_same_thread_gets_its_own_buffers() {
+        let [(outer, _), _] = plaintexts(8 * 1024);
+        let [_, (inner, _)] = plaintexts(100 * 1024);
+        let sealed_outer = seal(&key(), [1; 24], b"", &outer, Some(3));
+        let sealed_inner = seal(&key(), [2; 24], b"", &inner, Some(3));
+        let both = open_with(
+            &key(),
+            b"",
+            &sealed_outer,
+            Some(outer.len()),
+            1 << 20,
+            |lent| {
+                let nested = open(&key(), b"", &sealed_inner, Some(inner.len()), 1 << 20);
+                (lent.to_vec(), nested)
+            },
+        );
+        assert_eq!(both, Ok((outer, Ok(inner))));
     }
 
     proptest! {

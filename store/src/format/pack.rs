@@ -309,12 +309,27 @@ pub fn open_blob(
     entry: &PackEntry,
     sealed: &[u8],
 ) -> Result<Vec<u8>, seal::OpenError> {
-    seal::open(
+    open_blob_with(key, entry, sealed, <[u8]>::to_vec)
+}
+
+/// As [`open_blob`], lending the plaintext to `use_plaintext` ([`seal::open_with`]: no
+/// allocation per blob).
+///
+/// # Errors
+/// As [`open_blob`].
+pub fn open_blob_with<T>(
+    key: &SealKey,
+    entry: &PackEntry,
+    sealed: &[u8],
+    use_plaintext: impl FnOnce(&[u8]) -> T,
+) -> Result<T, seal::OpenError> {
+    seal::open_with(
         key,
         &seal::blob_associated_data(entry.blob_type, &entry.id),
         sealed,
         Some(entry.raw_length as usize),
         MAX_BLOB_SIZE as usize,
+        use_plaintext,
     )
 }
 

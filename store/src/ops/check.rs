@@ -319,7 +319,7 @@ fn verify_pack(
             entry: *entry,
         };
         repository
-            .open_blob_bytes(&location, sealed)
+            .open_blob_with(&location, sealed, |_| ())
             .err()
             .map(|error| (u64::from(entry.offset), error.to_string()))
     };
@@ -420,6 +420,15 @@ fn choose_packs(
         DataSelection::Slice(slice) => ids().filter(|id| slice.contains(id)).collect(),
         DataSelection::Rotate { days } => sweep::rotation_choice(intact, history, days),
     }
+}
+
+/// `packs` ordered by `length`, longest first (ties by id, so the order is deterministic):
+/// handed out one at a time to whichever thread is free, the longest jobs start first and the
+/// short ones fill the end.
+fn longest_first(packs: &[Id], length: impl Fn(&Id) -> u64) -> Vec<Id> {
+    let mut ordered = packs.to_vec();
+    ordered.sort_unstable_by_key(|id| (std::cmp::Reverse(length(id)), *id));
+    ordered
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -566,20 +575,23 @@ pub fn check_with_progress(
     // Downloads run on the I/O pool (as many as restore runs at once, `--download-concurrency`), one pack
     // per task: a pack is verified as it streams, so a download in flight is also a core busy
     // verifying, and more packs in flight than cores keeps a core busy while another's bytes
-    // wait for the store.
-    let verified: Vec<(Id, std::result::Result<u64, String>)> =
+    // wait for the store. Each free thread takes the longest pack not yet started
+    // ([`longest_first`]), so the run does not end with one core verifying a full pack alone
+    // while the others finished small ones.
+    let mut verified: Vec<(Id, std::result::Result<u64, String>)> =
         repository.io_pool().install(|| {
-            chosen
-                .par_iter()
-                .with_max_len(1)
+            longest_first(&chosen, chosen_length)
+                .into_iter()
+                .par_bridge()
                 .map(|id| {
-                    let entries = pack_entries.get(id).map_or(&[][..], Vec::as_slice);
-                    let outcome = verify_pack(repository, id, entries, chosen_length(id));
-                    progress.pack_done(chosen_length(id));
-                    (*id, outcome)
+                    let entries = pack_entries.get(&id).map_or(&[][..], Vec::as_slice);
+                    let outcome = verify_pack(repository, &id, entries, chosen_length(&id));
+                    progress.pack_done(chosen_length(&id));
+                    (id, outcome)
                 })
                 .collect()
         });
+    verified.sort_unstable_by_key(|(id, _)| *id);
     let mut verified_ok = Vec::new();
     for (pack_id, outcome) in verified {
         match outcome {
@@ -662,4 +674,29 @@ pub fn check_with_progress(
         return Err(failure);
     }
     Ok(checker.report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_are_verified_longest_first_and_ties_keep_a_fixed_order() {
+        let lengths: HashMap<Id, u64> = [(1, 5), (2, 17), (3, 0), (4, 17), (5, 9), (6, 17)]
+            .into_iter()
+            .map(|(byte, length)| (Id([byte; 32]), length))
+            .collect();
+        let length = |id: &Id| lengths[id];
+        for rotation in 0..lengths.len() {
+            let mut packs: Vec<Id> = lengths.keys().copied().collect();
+            packs.sort_unstable();
+            packs.rotate_left(rotation);
+            let order: Vec<u8> = longest_first(&packs, length)
+                .iter()
+                .map(|id| id.0[0])
+                .collect();
+            assert_eq!(order, [2, 4, 6, 5, 1, 3], "rotation {rotation}");
+        }
+        assert!(longest_first(&[], length).is_empty());
+    }
 }

@@ -335,9 +335,11 @@ pub fn for_each_blob(
                 &mut |piece| {
                     cutter.push(piece, &mut |index, sealed| {
                         let location = &read.blobs[index];
-                        match repository.open_blob_bytes(location, sealed) {
-                            Ok(plaintext) => take(location, Ok(&plaintext)),
-                            Err(error) => take(location, Err(&error)),
+                        let opened = repository.open_blob_with(location, sealed, |plaintext| {
+                            take(location, Ok(plaintext));
+                        });
+                        if let Err(error) = opened {
+                            take(location, Err(&error));
                         }
                     });
                     ControlFlow::Continue(())

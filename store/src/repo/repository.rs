@@ -992,6 +992,21 @@ impl Repository {
     /// # Errors
     /// [`Error::Damaged`] naming the blob and its pack.
     pub fn open_blob_bytes(&self, location: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.open_blob_with(location, sealed, <[u8]>::to_vec)
+    }
+
+    /// As [`Repository::open_blob_bytes`], lending the verified plaintext to `use_plaintext`
+    /// instead of returning it (no allocation per blob: [`crate::crypto::seal::open_with`]).
+    /// `use_plaintext` runs only when the blob authenticates and its plaintext matches its id.
+    ///
+    /// # Errors
+    /// As [`Repository::open_blob_bytes`].
+    pub fn open_blob_with<T>(
+        &self,
+        location: &BlobLocation,
+        sealed: &[u8],
+        use_plaintext: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
         let entry = &location.entry;
         let damaged = |reason: &str| Error::Damaged {
             object: format!(
@@ -1002,12 +1017,14 @@ impl Repository {
             ),
             reason: reason.to_owned(),
         };
-        let plaintext = pack::open_blob(&self.keys.data_key, entry, sealed)
-            .map_err(|error| damaged(&error.to_string()))?;
-        if self.keys.blob_id(entry.blob_type, &plaintext) != entry.id {
-            return Err(damaged("plaintext does not match its id"));
-        }
-        Ok(plaintext)
+        pack::open_blob_with(&self.keys.data_key, entry, sealed, |plaintext| {
+            if self.keys.blob_id(entry.blob_type, plaintext) == entry.id {
+                Ok(use_plaintext(plaintext))
+            } else {
+                Err(damaged("plaintext does not match its id"))
+            }
+        })
+        .map_err(|error| damaged(&error.to_string()))?
     }
 
     /// Reads and decodes a tree blob.
