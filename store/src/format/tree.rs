@@ -403,6 +403,14 @@ impl Tree {
             .map(|index| &self.nodes[index])
     }
 
+    /// The encoding version of a tree's bytes (their first two), without decoding the rest:
+    /// version 1 trees record no extended attributes, owner names or hard links.
+    pub fn encoded_version(bytes: &[u8]) -> Option<u16> {
+        bytes
+            .first_chunk()
+            .map(|version| u16::from_le_bytes(*version))
+    }
+
     /// Encodes the tree as version [`TREE_VERSION`]. Nodes must already be sorted and unique
     /// ([`Tree::sort`]); extensions are written sorted by tag.
     pub fn encode(&self) -> Vec<u8> {

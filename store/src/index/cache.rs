@@ -114,6 +114,27 @@ impl BlobLocation {
     }
 }
 
+/// Blob locations as one read transaction sees them ([`IndexCache::blob_reader`]).
+pub struct BlobReader<'cache> {
+    cache: &'cache IndexCache,
+    table: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+}
+
+impl BlobReader<'_> {
+    /// Looks up many blobs; `None` for a blob the cache does not know.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn lookup_many(&self, ids: &[Id]) -> Result<Vec<Option<BlobLocation>>> {
+        ids.iter()
+            .map(|id| {
+                let value = self.table.get(&id.0).map_err(self.cache.fail())?;
+                Ok(value.and_then(|value| BlobLocation::decode(*id, value.value())))
+            })
+            .collect()
+    }
+}
+
 /// The redb-backed cache.
 #[derive(Debug)]
 pub struct IndexCache {
@@ -673,14 +694,20 @@ impl IndexCache {
     /// # Errors
     /// [`Error::Cache`] on a database failure.
     pub fn lookup_many(&self, ids: &[Id]) -> Result<Vec<Option<BlobLocation>>> {
+        self.blob_reader()?.lookup_many(ids)
+    }
+
+    /// A read transaction on the blob locations, for many [`BlobReader::lookup_many`] calls
+    /// that need not see what is written meanwhile (each transaction costs a database lock
+    /// and a table lookup). It sees the cache as it was when made; while it lives, pages that
+    /// later writes free are not reused, so hold it for a bounded stretch of work.
+    ///
+    /// # Errors
+    /// [`Error::Cache`] on a database failure.
+    pub fn blob_reader(&self) -> Result<BlobReader<'_>> {
         let transaction = self.database.begin_read().map_err(self.fail())?;
         let table = transaction.open_table(BLOBS).map_err(self.fail())?;
-        ids.iter()
-            .map(|id| {
-                let value = table.get(&id.0).map_err(self.fail())?;
-                Ok(value.and_then(|value| BlobLocation::decode(*id, value.value())))
-            })
-            .collect()
+        Ok(BlobReader { cache: self, table })
     }
 
     /// The sealed bytes of a tree blob kept by [`IndexCache::cache_tree`], if any.

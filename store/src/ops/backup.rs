@@ -25,7 +25,10 @@ use crate::backend::RequestStats;
 use crate::crypto::id::{BlobType, Id};
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, Source, Summary};
-use crate::format::tree::{DeviceKind, EXTENSION_SPARSE, Node, NodeKind, Timestamp, Tree};
+use crate::format::tree::{
+    DeviceKind, EXTENSION_SPARSE, EXTENSION_XATTRS, Node, NodeKind, Timestamp, Tree,
+};
+use crate::index::cache::{BlobLocation, BlobReader};
 use crate::ops::fsmeta::{self, OwnerNameCache};
 use crate::ops::longpath;
 use crate::policy::dedup_hostile::{self, ContentCounts, DedupHostile};
@@ -369,6 +372,50 @@ struct Walker<'saver, 'repo, 'progress> {
     /// The first node saved of each hard-linked file, by (device, inode): later links reuse
     /// its content instead of reading the file again.
     hard_links: HashMap<(u64, u64), Node>,
+    /// Whether the parent snapshot read every entry's extended attributes (it counted no
+    /// unreadable entry), so its version 2 nodes can stand for an unchanged entry's.
+    parent_read_every_entry: bool,
+    /// The read transaction unchanged files' chunks are looked up in, and how many files it
+    /// has served ([`Walker::lookup_unchanged`]).
+    unchanged_reader: Option<(BlobReader<'repo>, usize)>,
+}
+
+/// Unchanged files whose chunks one cache read transaction looks up before a new one is
+/// begun: a transaction per file costs a database lock and a table lookup (measurable on a
+/// nightly re-backup of many small files), and one held for a whole walk would keep the pages
+/// the saver's writes free from being reused.
+const FILES_PER_READER: usize = 1024;
+
+/// The parent snapshot's listing of a directory.
+struct ParentListing {
+    tree: Tree,
+    /// Whether the listing's nodes record extended attributes that can stand for those of an
+    /// entry whose inode and ctime are unchanged since (a version 2 tree of a parent snapshot
+    /// that read every entry).
+    xattrs_recorded: bool,
+}
+
+impl ParentListing {
+    /// The parent's node named `name`, if any.
+    fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.tree.find(name)
+    }
+
+    /// The parent's node named `name` when its extended attributes were recorded: the node
+    /// [`Walker::add_fs_metadata`] may take them from.
+    fn recorded(&self, name: &[u8]) -> Option<&Node> {
+        self.xattrs_recorded.then(|| self.find(name)).flatten()
+    }
+}
+
+/// Whether `previous` (a parent snapshot's node) and `current` are the same inode, of the
+/// same kind, with the same ctime: then no extended attribute changed, since setting or
+/// removing one (POSIX ACLs included) sets the ctime.
+fn attributes_unchanged(previous: &Node, current: &Node) -> bool {
+    previous.device == current.device
+        && previous.inode == current.inode
+        && previous.ctime == current.ctime
+        && std::mem::discriminant(&previous.kind) == std::mem::discriminant(&current.kind)
 }
 
 /// What the walker does with an entry after the exclude rules and the file-system boundary.
@@ -425,11 +472,20 @@ fn changed_while_read(before: &Metadata, after: &Metadata) -> bool {
 impl Walker<'_, '_, '_> {
     /// The parent snapshot's listing of a directory, if there is one and it can be read; a
     /// damaged or pruned parent tree only means the files are read again.
-    fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
+    fn parent_tree(&self, parent: Option<&Node>) -> Option<ParentListing> {
         match parent.map(|node| &node.kind) {
-            Some(NodeKind::Directory { subtree }) => self.repository.load_tree(subtree).ok(),
+            Some(NodeKind::Directory { subtree }) => self.parent_listing(subtree),
             _ => None,
         }
+    }
+
+    /// The parent snapshot's tree `id`, if it can be read.
+    fn parent_listing(&self, id: &Id) -> Option<ParentListing> {
+        let (tree, version) = self.repository.load_tree_versioned(id).ok()?;
+        Some(ParentListing {
+            tree,
+            xattrs_recorded: version >= 2 && self.parent_read_every_entry,
+        })
     }
 
     /// Reuses the parent's record of an unchanged file when every chunk is still indexed.
@@ -446,8 +502,8 @@ impl Walker<'_, '_, '_> {
         let NodeKind::File { chunks, .. } = &previous.kind else {
             return Ok(None);
         };
-        let locations = self.repository.cache().lookup_many(chunks)?;
-        let usable = |location: &Option<crate::index::cache::BlobLocation>| {
+        let locations = self.lookup_unchanged(chunks)?;
+        let usable = |location: &Option<BlobLocation>| {
             location
                 .as_ref()
                 .is_some_and(|location| !self.repository.is_condemned(&location.pack_id))
@@ -467,6 +523,24 @@ impl Walker<'_, '_, '_> {
         Ok(Some(node))
     }
 
+    /// Looks up an unchanged file's chunks. Every chunk it can reuse was indexed before this
+    /// run's walk began, so a read transaction begun earlier in the walk sees it.
+    fn lookup_unchanged(&mut self, chunks: &[Id]) -> Result<Vec<Option<BlobLocation>>> {
+        let renew = self
+            .unchanged_reader
+            .as_ref()
+            .is_none_or(|(_, files)| *files >= FILES_PER_READER);
+        if renew {
+            self.unchanged_reader = Some((self.repository.cache().blob_reader()?, 0));
+        }
+        let (reader, files) = self
+            .unchanged_reader
+            .as_mut()
+            .expect("a reader was just made");
+        *files += 1;
+        reader.lookup_many(chunks)
+    }
+
     fn warn(&mut self, path: &Path, message: String) {
         let warning = SourceWarning {
             path: path.to_owned(),
@@ -479,15 +553,23 @@ impl Walker<'_, '_, '_> {
 
     /// Adds what the node holds beyond `lstat`: owner and group names, extended attributes
     /// (POSIX ACLs included), and remembers the first link of a hard-linked file. An
-    /// unreadable attribute list is a warning; the entry is kept without it.
-    fn add_fs_metadata(&mut self, path: &Path, node: &mut Node) {
+    /// unreadable attribute list is a warning; the entry is kept without it. The attributes
+    /// are taken from `recorded` (the parent snapshot's node of the entry, when its attributes
+    /// were recorded) instead of read when it is the same inode with the same ctime.
+    fn add_fs_metadata(&mut self, path: &Path, node: &mut Node, recorded: Option<&Node>) {
         node.set_owner_names(&self.owner_names.names(node.uid, node.gid));
-        match fsmeta::read_xattrs(path) {
-            Ok(xattrs) => node.set_xattrs(&xattrs),
-            Err(error) => self.warn(
-                path,
-                format!("cannot read extended attributes (saved without them): {error}"),
+        match recorded.filter(|previous| attributes_unchanged(previous, node)) {
+            Some(previous) => node.set_extension(
+                EXTENSION_XATTRS,
+                previous.extension(EXTENSION_XATTRS).map(<[u8]>::to_vec),
             ),
+            None => match fsmeta::read_xattrs(path) {
+                Ok(xattrs) => node.set_xattrs(&xattrs),
+                Err(error) => self.warn(
+                    path,
+                    format!("cannot read extended attributes (saved without them): {error}"),
+                ),
+            },
         }
         if matches!(node.kind, NodeKind::File { .. }) && node.link_count().unwrap_or(1) > 1 {
             self.hard_links
@@ -835,7 +917,11 @@ impl Walker<'_, '_, '_> {
     }
 
     /// Backs up a directory's entries; `Ok(None)` when it cannot be listed.
-    fn save_directory(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<Id>> {
+    fn save_directory(
+        &mut self,
+        path: &Path,
+        parent: Option<&ParentListing>,
+    ) -> Result<Option<Id>> {
         let mut names: Vec<OsString> = match longpath::list_names(path) {
             Ok(names) => names,
             Err(error) => {
@@ -854,7 +940,7 @@ impl Walker<'_, '_, '_> {
         for (slot, name) in names.into_iter().enumerate() {
             let child = path.join(&name);
             let name = name.into_vec();
-            let previous = parent.and_then(|tree| tree.find(&name));
+            let previous = parent.and_then(|listing| listing.find(&name));
             let metadata = longpath::symlink_metadata(&child);
             match self.admit(&child, &name, metadata.as_ref().ok())? {
                 Admission::Walk => {}
@@ -917,7 +1003,8 @@ impl Walker<'_, '_, '_> {
         }
         for node in slots.iter_mut().flatten() {
             let child = path.join(std::ffi::OsStr::from_bytes(&node.name));
-            self.add_fs_metadata(&child, node);
+            let recorded = parent.and_then(|listing| listing.recorded(&node.name));
+            self.add_fs_metadata(&child, node, recorded);
         }
         let tree = Tree {
             nodes: slots.into_iter().flatten().collect(),
@@ -1002,13 +1089,16 @@ impl Walker<'_, '_, '_> {
         Ok(())
     }
 
-    /// Backs up a selection node into a tree node named `name`.
+    /// Backs up a selection node into a tree node named `name`; `parent`: the parent
+    /// snapshot's listing of the directory holding it.
     fn save_selection(
         &mut self,
         selection: &Selection,
         name: Vec<u8>,
-        previous: Option<&Node>,
+        parent: Option<&ParentListing>,
     ) -> Result<Option<Node>> {
+        let previous = parent.and_then(|listing| listing.find(&name));
+        let recorded = parent.and_then(|listing| listing.recorded(&name));
         match selection {
             Selection::Whole(path) => {
                 let metadata = longpath::symlink_metadata(path);
@@ -1025,7 +1115,7 @@ impl Walker<'_, '_, '_> {
                     Admission::Record(node) => Some(node),
                 };
                 if let Some(node) = &mut node {
-                    self.add_fs_metadata(path, node);
+                    self.add_fs_metadata(path, node, recorded);
                 }
                 Ok(node)
             }
@@ -1037,10 +1127,10 @@ impl Walker<'_, '_, '_> {
                         return Ok(None);
                     }
                 };
-                let parent = self.parent_tree(previous);
-                let subtree = self.save_children(children, parent.as_ref())?;
+                let listing = self.parent_tree(previous);
+                let subtree = self.save_children(children, listing.as_ref())?;
                 let mut node = node_from_metadata(name, NodeKind::Directory { subtree }, &metadata);
-                self.add_fs_metadata(path, &mut node);
+                self.add_fs_metadata(path, &mut node, recorded);
                 Ok(Some(node))
             }
         }
@@ -1052,12 +1142,11 @@ impl Walker<'_, '_, '_> {
     fn save_children(
         &mut self,
         children: &BTreeMap<Vec<u8>, Selection>,
-        parent: Option<&Tree>,
+        parent: Option<&ParentListing>,
     ) -> Result<Id> {
         let mut tree = Tree::default();
         for (child_name, child) in children {
-            let previous = parent.and_then(|tree| tree.find(child_name));
-            if let Some(node) = self.save_selection(child, child_name.clone(), previous)? {
+            if let Some(node) = self.save_selection(child, child_name.clone(), parent)? {
                 tree.nodes.push(node);
             }
         }
@@ -1377,10 +1466,14 @@ fn walk<'repo>(
         size_drops: Vec::new(),
         owner_names: OwnerNameCache::default(),
         hard_links: HashMap::new(),
+        unchanged_reader: None,
+        parent_read_every_entry: parent
+            .as_ref()
+            .is_some_and(|(_, snapshot)| snapshot.summary.entries_unreadable == 0),
     };
     let parent_root = parent
         .as_ref()
-        .and_then(|(_, snapshot)| walker.repository.load_tree(&snapshot.root).ok());
+        .and_then(|(_, snapshot)| walker.parent_listing(&snapshot.root));
     let root = match source {
         BackupSource::Paths(paths) => {
             let absolute: Vec<PathBuf> = paths
@@ -1406,7 +1499,7 @@ fn walk<'repo>(
             let length = counts.length;
             let previous = parent_root
                 .as_ref()
-                .and_then(|tree| tree.find(name.as_bytes()));
+                .and_then(|listing| listing.find(name.as_bytes()));
             walker.judge_content(Path::new(&name), counts, previous.is_some());
             walker.judge_size(Path::new(&name), file_size(previous), length);
             walker.summary.files = 1;

@@ -1032,11 +1032,22 @@ impl Repository {
     /// # Errors
     /// As [`Repository::read_blob`], or [`Error::Damaged`] when it does not decode.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        self.load_tree_versioned(id).map(|(tree, _)| tree)
+    }
+
+    /// Reads and decodes a tree blob, with the encoding version it was written in (version 1
+    /// trees record no extended attributes, owner names or hard links).
+    ///
+    /// # Errors
+    /// As [`Repository::load_tree`].
+    pub fn load_tree_versioned(&self, id: &Id) -> Result<(Tree, u16)> {
         let bytes = self.read_blob(BlobType::Tree, id)?;
-        Tree::decode(&bytes).map_err(|error| Error::Damaged {
+        let tree = Tree::decode(&bytes).map_err(|error| Error::Damaged {
             object: format!("tree blob {id}"),
             reason: error.to_string(),
-        })
+        })?;
+        let version = Tree::encoded_version(&bytes).unwrap_or_default();
+        Ok((tree, version))
     }
 
     /// Writes a snapshot object with create-only semantics; its id is the hash of its bytes.
