@@ -5,7 +5,7 @@
 //! The pipeline of one file or stream: a reading thread reads and cuts blocks and hands them over
 //! a queue of one ([`Stage::ReadBlocked`] when it is full, [`Stage::BatchWait`] on the other side
 //! when it is empty), and over another to a hashing thread that feeds the content hash; the
-//! saving thread computes chunk ids in parallel, looks them up and submits the new chunks to the
+//! saving thread computes chunk ids, looks them up and submits the new chunks to the
 //! pool, which probes and seals them while the saving thread goes on ([`Stage::SealWall`] when
 //! it waits for them); it packs the sealed chunks in order and hands packs to the upload
 //! threads over a queue of `UPLOAD_QUEUE` packs ([`Stage::UploadBlocked`] when full,
@@ -28,7 +28,7 @@ pub enum Stage {
     SmallFiles,
     /// Hashing thread: the whole-content hash of a large file or stream.
     ContentHash,
-    /// Chunk ids (keyed BLAKE3), summed over the parallel workers.
+    /// Saving thread: chunk ids (keyed BLAKE3).
     BlobIds,
     /// Saving thread: looking the ids up in the index cache.
     DedupLookup,

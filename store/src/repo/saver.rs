@@ -49,10 +49,10 @@ const UPLOAD_QUEUE: usize = 2;
 const PACKS_PER_INDEX: usize = 16;
 /// Batches of new blobs being sealed before `save` waits for the oldest (besides the one it
 /// just submitted): enough to keep the pool busy while the saving thread packs and looks up.
-const SEALING_BATCHES: usize = 2;
+const SEALING_BATCHES: usize = 1;
 /// Plaintext bytes of new blobs being sealed before `save` waits for the oldest batch (a single
 /// batch may hold more: a group of small files).
-const SEALING_BYTES: usize = 8 * 1024 * 1024;
+const SEALING_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the saver added to the repository.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -323,12 +323,15 @@ impl<'repo> BlobSaver<'repo> {
         unusable: &dyn Fn(&Id) -> bool,
     ) -> Result<Vec<Id>> {
         let keys = self.repository.keys();
-        let ids: Vec<Id> = blobs
-            .par_iter()
-            .map(|plaintext| {
-                pipeline_stats::time(Stage::BlobIds, || keys.blob_id(blob_type, plaintext))
-            })
-            .collect();
+        // On this thread, not the pool: queued behind the sealing batches there, the ids would
+        // wait for them, and the next batch with them. A block's ids take a fraction of the
+        // time its reading and chunking take, so this thread keeps up.
+        let ids: Vec<Id> = pipeline_stats::time(Stage::BlobIds, || {
+            blobs
+                .iter()
+                .map(|plaintext| keys.blob_id(blob_type, plaintext))
+                .collect()
+        });
         let known = pipeline_stats::time(Stage::DedupLookup, || {
             self.repository.cache().lookup_many(&ids)
         })?;
