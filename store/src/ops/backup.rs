@@ -18,6 +18,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
+use bytes::Bytes;
 use cairn_chunker::Chunker;
 use rayon::prelude::*;
 
@@ -630,13 +631,19 @@ impl Walker<'_, '_, '_> {
     /// Chunks and saves a stream; returns its content hash, chunk ids, and its length with what
     /// its new chunks cost.
     ///
-    /// A reading thread reads, chunks and content-hashes the next block while this one computes
-    /// chunk ids, seals and packs the current one, so the disk (or the producing command) and
-    /// the cores work at the same time. At most three blocks exist at once: one being read, one queued, one being saved.
+    /// A reading thread reads and chunks the next block, a hashing thread feeds the content
+    /// hash with the one before, this thread computes chunk ids and looks them up, and the pool
+    /// seals the new chunks of earlier blocks, so the disk (or the producing command) and the
+    /// cores work at the same time. Blocks are shared, not copied: at most five are read and
+    /// queued at once (one being read, one queued and one being hashed, one queued and one
+    /// being saved; the same block may be in both queues), and the saver's bound limits those
+    /// still being sealed.
     fn save_content(
         &mut self,
         reader: &mut (dyn Read + Send),
     ) -> Result<std::io::Result<(Id, Vec<Id>, ContentCounts)>> {
+        // Counted from here: the new chunks of what was saved before are sealed first.
+        self.saver.settle()?;
         let before = self.saver.stats();
         let chunker = self.chunker.clone();
         let mut hasher = self.repository.keys().file_hasher();
@@ -644,16 +651,28 @@ impl Walker<'_, '_, '_> {
         let mut length = 0u64;
         std::thread::scope(|scope| {
             let (sender, batches) = std::sync::mpsc::sync_channel(1);
-            // The reading thread also feeds the content hash, so the saving thread (the stage
-            // that fills q1) spends its time on chunk ids, sealing and packing only.
+            let (to_hash, blocks) = std::sync::mpsc::sync_channel::<Bytes>(1);
+            // The content hash has a thread of its own, fed the same blocks (shared, not
+            // copied): reading and chunking a block, hashing the one before and saving the
+            // one before that run at the same time.
+            let hashing = scope.spawn(move || {
+                for block in blocks {
+                    pipeline_stats::time(Stage::ContentHash, || hasher.update(&block));
+                }
+                hasher
+            });
             let reading = scope.spawn(move || {
                 let mut stream = chunker.stream(reader, READ_BLOCK);
                 loop {
                     let next =
                         pipeline_stats::time(Stage::ReadChunk, || stream.next_batch().transpose());
                     let Some(next) = next else { break };
-                    if let Ok(batch) = &next {
-                        pipeline_stats::time(Stage::ContentHash, || hasher.update(&batch.data));
+                    let next = next.map(|batch| (Bytes::from(batch.data), batch.chunks));
+                    // The hashing thread takes every block until this thread drops `to_hash`.
+                    if let Ok((data, _)) = &next
+                        && to_hash.send(data.clone()).is_err()
+                    {
+                        break;
                     }
                     let failed = next.is_err();
                     // A closed channel means the saving side stopped: stop reading.
@@ -663,31 +682,33 @@ impl Walker<'_, '_, '_> {
                         break;
                     }
                 }
-                hasher
             });
-            // Returning drops `batches`, which ends the reading thread at its next block.
+            // Returning drops `batches`, which ends the reading thread at its next block, and
+            // with it the hashing thread.
             while let Some(next) = pipeline_stats::time(Stage::BatchWait, || batches.recv().ok()) {
-                let batch = match next {
+                let (data, ranges) = match next {
                     Ok(batch) => batch,
                     Err(error) => return Ok(Err(error)),
                 };
-                length += batch.data.len() as u64;
-                self.progress.bytes_processed(batch.data.len() as u64);
-                let slices: Vec<&[u8]> = batch
-                    .chunks
-                    .iter()
-                    .map(|range| &batch.data[range.clone()])
-                    .collect();
-                chunks.extend(self.saver.save(BlobType::Data, &slices)?);
+                length += data.len() as u64;
+                self.progress.bytes_processed(data.len() as u64);
+                // The new chunks are sealed from this block while the next one is read.
+                chunks.extend(self.saver.save_shared(BlobType::Data, &data, &ranges)?);
             }
+            // The counts below include the new chunks of the last blocks once they are sealed.
+            self.saver.settle()?;
             let after = self.saver.stats();
             let counts = ContentCounts {
                 length,
                 new_raw: after.raw_bytes_added - before.raw_bytes_added,
                 new_compressed: after.compressed_bytes_added - before.compressed_bytes_added,
             };
-            // The reading thread ended (it closed the queue), so joining does not wait.
-            let hasher = reading
+            // The reading thread ended (it closed the queue) and so did the hashing thread (the
+            // reading thread dropped its queue), so joining does not wait.
+            reading
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let hasher = hashing
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             Ok(Ok((Id(*hasher.finalize().as_bytes()), chunks, counts)))

@@ -11,6 +11,7 @@
 //! `keyring`); `tests/it/layers.rs` checks these rules.
 
 pub mod fetch;
+pub mod in_order;
 pub mod keyring;
 pub mod lifecycle;
 pub mod pipeline_stats;

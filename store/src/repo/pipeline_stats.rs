@@ -4,8 +4,10 @@
 //!
 //! The pipeline of one file or stream: a reading thread reads and cuts blocks and hands them over
 //! a queue of one ([`Stage::ReadBlocked`] when it is full, [`Stage::BatchWait`] on the other side
-//! when it is empty); the saving thread hashes the content, computes chunk ids in parallel, looks
-//! them up, probes and seals new chunks in parallel, builds packs and hands them to the upload
+//! when it is empty), and over another to a hashing thread that feeds the content hash; the
+//! saving thread computes chunk ids, looks them up and submits the new chunks to the
+//! pool, which probes and seals them while the saving thread goes on ([`Stage::SealWall`] when
+//! it waits for them); it packs the sealed chunks in order and hands packs to the upload
 //! threads over a queue of `UPLOAD_QUEUE` packs ([`Stage::UploadBlocked`] when full,
 //! [`Stage::UploadIdle`] on the upload side when empty). Parallel stages sum the time of every
 //! worker (CPU time on an idle machine); serial ones are the saving or reading thread's wall time.
@@ -24,9 +26,9 @@ pub enum Stage {
     BatchWait,
     /// Small files: reading, hashing and cutting, summed over the parallel workers.
     SmallFiles,
-    /// Saving thread: the whole-content hash of a file or stream.
+    /// Hashing thread: the whole-content hash of a large file or stream.
     ContentHash,
-    /// Chunk ids (keyed BLAKE3), summed over the parallel workers.
+    /// Saving thread: chunk ids (keyed BLAKE3).
     BlobIds,
     /// Saving thread: looking the ids up in the index cache.
     DedupLookup,
@@ -34,7 +36,8 @@ pub enum Stage {
     Probe,
     /// zstd and XChaCha20-Poly1305 of new blobs, summed over the parallel workers.
     Seal,
-    /// Saving thread: wall time of the parallel sealing (the workers' time is `Seal`).
+    /// Saving thread: waiting for sealing batches to finish, past the bound of batches out and
+    /// at the end of a file (the workers' time is `Seal`).
     SealWall,
     /// Saving thread: building packs (shuffle, trailer, header).
     PackBuild,
