@@ -625,17 +625,10 @@ mod tests {
     use super::*;
     use crate::repo::repository::InitOptions;
 
-    /// Deterministic incompressible bytes.
+    /// Deterministic incompressible bytes (the crate's shared test generator).
     fn noise(seed: u64, length: usize) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..length)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                state.to_le_bytes()[7]
-            })
-            .collect()
+        crate::test_data::incompressible_blobs(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), [length])
+            .remove(0)
     }
 
     /// Saves `calls` (each a list of blobs, some repeated across calls) through one saver,
